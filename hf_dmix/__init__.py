@@ -1,0 +1,50 @@
+"""hf-dmix: DMIX (distance-constrained interpolative mixup) for Hugging Face ``transformers`` sequence classifiers.
+
+Swap three names in an existing fine-tuning script::
+
+    from hf_dmix import DMixConfig, DMixDataCollator, DMixTrainer
+
+    args = DMixConfig(output_dir="out", tau=0.3, partner_distance="hyperbolic")
+    trainer = DMixTrainer(model=model, args=args, train_dataset=train, eval_dataset=dev,
+                          data_collator=DMixDataCollator(tokenizer), processing_class=tokenizer)
+    trainer.train()
+"""
+
+from .collator import DMixDataCollator
+from .config import DMixConfig
+from .embeddings import embed_texts, pool
+from .geometry import (
+    expmap0,
+    mobius_add,
+    pairwise_distance,
+    poincare_distance,
+    project,
+    to_poincare_ball,
+)
+from .mixing import SUPPORTED_MODEL_TYPES, HiddenStateMixer, union_mask
+from .partners import PartnerIndex, build_partner_index, num_candidates, partner_statistics
+from .trainer import DMixTrainer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SUPPORTED_MODEL_TYPES",
+    "DMixConfig",
+    "DMixDataCollator",
+    "DMixTrainer",
+    "HiddenStateMixer",
+    "PartnerIndex",
+    "build_partner_index",
+    "embed_texts",
+    "expmap0",
+    "mobius_add",
+    "num_candidates",
+    "pairwise_distance",
+    "partner_statistics",
+    "poincare_distance",
+    "pool",
+    "project",
+    "to_poincare_ball",
+    "union_mask",
+    "__version__",
+]

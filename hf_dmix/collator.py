@@ -1,0 +1,106 @@
+"""``DMixDataCollator``: pads a batch and, for training batches, attaches one mixup partner per example.
+
+What lives here: the collator only. It is a plain dataclass with no model: it needs a tokenizer (for padding), the
+training dataset (to fetch partners' features) and a :class:`~hf_dmix.partners.PartnerIndex` (to draw them).
+
+Layout of a training batch of ``B`` anchors: every tensor has ``2B`` rows, anchors first, then their partners in
+the same order, padded together to one length; ``dmix_partner_ids`` (``B`` ints) holds the partners' dataset
+indices and marks the batch as one to mix. An example is an anchor when it carries the ``dmix_index`` column that
+:class:`~hf_dmix.DMixTrainer` adds to the training set; evaluation examples don't, so evaluation batches are padded
+and returned as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from .partners import PartnerIndex
+
+INDEX_COLUMN = "dmix_index"
+PARTNER_IDS_KEY = "dmix_partner_ids"
+
+
+@dataclass
+class DMixDataCollator:
+    """Pad examples and attach DMIX partners to training examples.
+
+    Args:
+        tokenizer: used for padding (``tokenizer.pad``), exactly like ``DataCollatorWithPadding``.
+        train_dataset: random-access training set whose row ``i`` is the example with ``dmix_index == i``;
+            partners' features are read from it. Set by ``DMixTrainer``.
+        partner_index: candidate sets to draw partners from. Set by ``DMixTrainer`` when training starts.
+        padding, max_length, pad_to_multiple_of, return_tensors: as in ``DataCollatorWithPadding``.
+        seed: seed of the partner draws. Each process and each dataloader worker derives its own stream from it.
+        index_column: name of the column that carries the dataset index of an anchor.
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    train_dataset: Any = None
+    partner_index: PartnerIndex | None = None
+    padding: bool | str = True
+    max_length: int | None = None
+    pad_to_multiple_of: int | None = None
+    return_tensors: str = "pt"
+    seed: int = 0
+    index_column: str = INDEX_COLUMN
+    _generator: torch.Generator | None = field(default=None, init=False, repr=False)
+    _generator_owner: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.return_tensors != "pt":
+            raise ValueError(f"DMixDataCollator returns PyTorch tensors only; got return_tensors={self.return_tensors!r}.")
+        self._pad = DataCollatorWithPadding(
+            self.tokenizer,
+            padding=self.padding,
+            max_length=self.max_length,
+            pad_to_multiple_of=self.pad_to_multiple_of,
+            return_tensors="pt",
+        )
+
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        if not features:
+            raise ValueError("DMixDataCollator received an empty batch.")
+        if self.index_column not in features[0] or self.partner_index is None:
+            return dict(self._pad([self._strip(f) for f in features]))
+
+        anchors = torch.tensor([int(f[self.index_column]) for f in features], dtype=torch.long)
+        partners = self.partner_index.sample(anchors, self._rng())
+        anchor_rows = [self._strip(f) for f in features]
+        keys = list(anchor_rows[0])
+        batch = dict(self._pad(anchor_rows + self._fetch(partners.tolist(), keys)))
+        batch[PARTNER_IDS_KEY] = partners
+        return batch
+
+    def _strip(self, feature: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in feature.items() if k != self.index_column}
+
+    def _fetch(self, ids: list[int], keys: list[str]) -> list[dict[str, Any]]:
+        """Partners' features, restricted to the columns the anchors carry (the model's inputs and label)."""
+        if self.train_dataset is None:
+            raise RuntimeError("DMixDataCollator has a partner index but no train_dataset to fetch partners from.")
+        dataset = self.train_dataset
+        if hasattr(dataset, "column_names") and hasattr(dataset, "select"):
+            # A datasets.Dataset: one columnar read for the whole batch is much faster than B row reads.
+            columns = dataset.select_columns([k for k in keys if k in dataset.column_names])[ids]
+            return [{k: columns[k][i] for k in columns} for i in range(len(ids))]
+        return [{k: v for k, v in dataset[i].items() if k in keys} for i in ids]
+
+    def _rng(self) -> torch.Generator:
+        """The generator of partner draws in this process or dataloader worker.
+
+        Dataloader workers hold copies of the collator: seeding them all with ``seed`` would make every worker draw
+        the same sequence. Inside a worker we use ``worker.seed``, which torch derives from the main process's
+        (Trainer-seeded) RNG per worker and per epoch; in the main process we use ``seed``.
+        """
+        worker = torch.utils.data.get_worker_info()
+        owner = None if worker is None else (worker.id, worker.seed)
+        if self._generator is None or self._generator_owner != owner:
+            seed = self.seed if worker is None else worker.seed
+            self._generator = torch.Generator().manual_seed(seed % 2**63)
+            self._generator_owner = owner
+        return self._generator

@@ -1,0 +1,197 @@
+"""``DMixConfig``: the ``TrainingArguments`` of a DMIX run.
+
+What lives here: every DMIX setting with its default, help text and validation. What does not: any behaviour
+(see ``trainer.py``). Settings that depend on the model (the number of layers) are checked again when the trainer
+is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from .mixing import MIX_STRATEGIES
+from .partners import PARTNER_DISTANCES, PARTNER_ORDERS
+
+EMBEDDING_POOLINGS: tuple[str, ...] = ("mean", "cls")
+
+
+@dataclass
+class DMixConfig(TrainingArguments):
+    r"""Configuration for [`DMixTrainer`]: ``TrainingArguments`` plus the settings of DMIX.
+
+    Only the parameters specific to DMIX are listed here. For the others see ``transformers.TrainingArguments``.
+    Using ``HfArgumentParser`` every field becomes a command-line flag.
+
+    Parameters that control mixing (paper eq. 1–3):
+        mix_strategy (`str`, defaults to `"hidden"`):
+            Where anchors and partners are interpolated. `"hidden"`: the output of an encoder layer ``k`` sampled
+            uniformly from ``mix_layers`` (the paper). `"input"`: the embedding output. `"sentence"`: the sentence
+            vector entering the final linear classifier. `"none"`: no mixup (plain fine-tuning).
+        mix_layers (`list[int]` or `None`, defaults to `None`):
+            Encoder layers (1-based, ``1..N``) from which the mixing layer ``k`` is sampled each step. `None` means
+            every layer, as the paper's "random layer sampled from all the layers".
+        mix_alpha (`float`, defaults to `0.2`):
+            The mixing ratio is ``r ~ Beta(mix_alpha, mix_alpha)``; must be > 0.
+
+    Parameters that control partner selection (paper eq. 4):
+        partner_distance (`str`, defaults to `"hyperbolic"`):
+            `"hyperbolic"` (DMIX: Poincaré distance), `"euclidean"`, `"cosine"` (1 − cosine similarity) or
+            `"random"` (vanilla Mixup: any other training example).
+        tau (`float`, defaults to `0.3`):
+            Fraction of the other training examples, in ``(0, 1]``, that form each example's candidate set; a
+            partner is drawn uniformly from it. ``1.0`` is vanilla Mixup.
+        partner_order (`str`, defaults to `"farthest"`):
+            `"farthest"`: candidates are the top-τ by decreasing distance (the paper sorts in decreasing order).
+            `"nearest"`: the top-τ by increasing distance.
+
+    Parameters that control the geometry:
+        curvature (`float`, defaults to `1.0`):
+            ``c > 0``; the Poincaré ball has curvature ``-c`` and radius ``1/sqrt(c)``.
+        ball_median_radius (`float`, defaults to `0.5`):
+            Embeddings are rescaled by one global factor so that the median one lands at this fraction of the
+            ball's radius, in ``(0, 1)``. Keeps points away from the boundary, where ranking degenerates.
+        ball_clip_quantile (`float`, defaults to `0.99`):
+            Embedding norms are capped at this quantile before mapping into the ball, in ``(0.5, 1]`` (1 disables
+            it). Limits "hubs": outliers that would otherwise be the farthest point from every anchor.
+        ball_center (`bool`, defaults to `True`):
+            Subtract the mean embedding before mapping into the ball.
+
+    Parameters that control sentence embeddings (computed once, before training):
+        embedding_model (`str` or `None`, defaults to `None`):
+            `None`: the mean-pooled last hidden state of the model being fine-tuned, at its initial weights.
+            Otherwise a local path or Hub id of another encoder (loaded with ``AutoModel``), which embeds the raw
+            text of ``embedding_text_column``.
+        embedding_text_column (`str`, defaults to `"text"`):
+            Column with the raw text, used only with ``embedding_model``.
+        embedding_pooling (`str`, defaults to `"mean"`):
+            `"mean"` (attention-masked mean of the last hidden state) or `"cls"` (first token).
+        embedding_batch_size (`int`, defaults to `64`):
+            Batch size of the embedding pass.
+        embedding_max_length (`int`, defaults to `256`):
+            Truncation length when ``embedding_model`` tokenizes raw text.
+        partner_search_memory_mb (`int`, defaults to `512`):
+            Memory budget of one chunk of the distance matrix during partner search.
+
+    Defaults that differ from ``TrainingArguments`` (the paper's setting, and what DDP needs):
+        learning_rate: ``2e-5``; weight_decay: ``0.01``; per_device_train_batch_size: ``8``;
+        ddp_find_unused_parameters: ``False`` (every parameter is used in the single forward of a DMIX step);
+        ddp_broadcast_buffers: ``False`` (BERT-like position-id buffers never change; broadcasting them each
+        forward costs time and can trip autograd's in-place check).
+    """
+
+    # --- Paper defaults (Sec. 3, "Training Setup") ---
+    learning_rate: float = field(default=2e-5, metadata={"help": "Initial AdamW learning rate (paper: 2e-5)."})
+    weight_decay: float = field(default=0.01, metadata={"help": "Weight decay (paper: 0.01)."})
+    per_device_train_batch_size: int = field(
+        default=8, metadata={"help": "Training batch size per device, in anchors (paper: 8)."}
+    )
+    ddp_find_unused_parameters: bool | None = field(
+        default=False,
+        metadata={"help": "DDP find_unused_parameters. DMIX runs one forward per step that uses every parameter."},
+    )
+    ddp_broadcast_buffers: bool | None = field(
+        default=False, metadata={"help": "DDP broadcast_buffers. Off: encoder buffers are constant."}
+    )
+
+    # --- Mixing ---
+    mix_strategy: str = field(
+        default="hidden",
+        metadata={
+            "help": "Where to interpolate: hidden (sampled encoder layer, the paper), input (embedding output), "
+            "sentence (vector entering the classifier) or none (no mixup).",
+            "choices": list(MIX_STRATEGIES),
+        },
+    )
+    mix_layers: list[int] | None = field(
+        default=None,
+        metadata={"help": "Encoder layers (1-based) to sample the mixing layer from. Default: all layers 1..N."},
+    )
+    mix_alpha: float = field(default=0.2, metadata={"help": "Mixing ratio r ~ Beta(alpha, alpha); alpha > 0."})
+
+    # --- Partners ---
+    partner_distance: str = field(
+        default="hyperbolic",
+        metadata={
+            "help": "Distance between sentence embeddings: hyperbolic (DMIX), euclidean, cosine, or random "
+            "(vanilla Mixup).",
+            "choices": list(PARTNER_DISTANCES),
+        },
+    )
+    tau: float = field(
+        default=0.3,
+        metadata={"help": "Fraction in (0, 1] of the other training examples a partner is drawn from; 1 = Mixup."},
+    )
+    partner_order: str = field(
+        default="farthest",
+        metadata={
+            "help": "farthest: top-tau by decreasing distance (the paper); nearest: by increasing distance.",
+            "choices": list(PARTNER_ORDERS),
+        },
+    )
+
+    # --- Geometry ---
+    curvature: float = field(default=1.0, metadata={"help": "c > 0: the Poincare ball has curvature -c."})
+    ball_median_radius: float = field(
+        default=0.5, metadata={"help": "Fraction of the ball radius, in (0, 1), where the median embedding lands."}
+    )
+    ball_clip_quantile: float = field(
+        default=0.99, metadata={"help": "Quantile in (0.5, 1] at which embedding norms are capped (1 = off)."}
+    )
+    ball_center: bool = field(default=True, metadata={"help": "Subtract the mean embedding before the ball map."})
+
+    # --- Sentence embeddings ---
+    embedding_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Encoder for partner-search embeddings (local path or Hub id). Default: the model being "
+            "fine-tuned, before training."
+        },
+    )
+    embedding_text_column: str = field(
+        default="text", metadata={"help": "Raw-text column embedded by --embedding_model."}
+    )
+    embedding_pooling: str = field(
+        default="mean",
+        metadata={"help": "Pooling of the last hidden state: mean or cls.", "choices": list(EMBEDDING_POOLINGS)},
+    )
+    embedding_batch_size: int = field(default=64, metadata={"help": "Batch size of the embedding pass."})
+    embedding_max_length: int = field(
+        default=256, metadata={"help": "Truncation length when --embedding_model tokenizes raw text."}
+    )
+    partner_search_memory_mb: int = field(
+        default=512, metadata={"help": "Memory budget (MiB) of one chunk of the partner-search distance matrix."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice("mix_strategy", self.mix_strategy, MIX_STRATEGIES)
+        _check_choice("partner_distance", self.partner_distance, PARTNER_DISTANCES)
+        _check_choice("partner_order", self.partner_order, PARTNER_ORDERS)
+        _check_choice("embedding_pooling", self.embedding_pooling, EMBEDDING_POOLINGS)
+        if not (isinstance(self.tau, (int, float)) and 0.0 < self.tau <= 1.0):
+            raise ValueError(f"tau must lie in (0, 1] (a fraction of the training set; 1.0 = Mixup), got {self.tau!r}.")
+        if not (isinstance(self.mix_alpha, (int, float)) and self.mix_alpha > 0):
+            raise ValueError(f"mix_alpha must be > 0 (r ~ Beta(mix_alpha, mix_alpha)), got {self.mix_alpha!r}.")
+        if not self.curvature > 0:
+            raise ValueError(f"curvature must be > 0 (the ball has curvature -c), got {self.curvature!r}.")
+        if not 0.0 < self.ball_median_radius < 1.0:
+            raise ValueError(f"ball_median_radius must lie in (0, 1), got {self.ball_median_radius!r}.")
+        if not 0.5 < self.ball_clip_quantile <= 1.0:
+            raise ValueError(f"ball_clip_quantile must lie in (0.5, 1] (1 disables clipping), got {self.ball_clip_quantile!r}.")
+        if self.mix_layers is not None:
+            layers = list(self.mix_layers)
+            if not layers or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in layers):
+                raise ValueError(
+                    f"mix_layers must be a non-empty list of 1-based encoder layer numbers (1..N), got {self.mix_layers!r}."
+                )
+            self.mix_layers = sorted(set(layers))
+        for name in ("embedding_batch_size", "embedding_max_length", "partner_search_memory_mb"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not supported; expected one of {', '.join(map(repr, choices))}.")

@@ -1,0 +1,266 @@
+"""Interpolative mixing inside one forward pass (paper eq. 1–3), implemented with module hooks.
+
+What lives here: the table of supported encoder families (where their embeddings, layers and classification head
+are), and :class:`HiddenStateMixer`, which attaches hooks to a model so that a forward pass over a batch laid out
+as ``[anchors; partners]`` (``2B`` rows) mixes the two halves at a chosen *site*:
+
+* site ``0`` — the embedding output (``mix_strategy="input"``),
+* site ``k`` in ``1..N`` — the output of encoder layer ``k`` (``mix_strategy="hidden"``, the paper),
+* site ``N+1`` — the sentence vector entering the final linear classifier (``mix_strategy="sentence"``).
+
+Rows ``b < B`` become ``r·h_anchor + (1−r)·h_partner``; rows ``b ≥ B`` become ``r·h_partner + (1−r)·h_anchor``: the
+same selected pair at ratio ``1−r``, which has the same ``Beta(α, α)`` distribution as ``r``. So every row computed
+after the mixing site is a valid mixed example and contributes to the loss; no compute is thrown away.
+
+Before the site each sequence attends with its own padding mask; after it, both rows of a pair attend to every
+position that is valid in either sequence (the union of the two masks). The masks themselves are always the ones
+transformers built for the model; we only combine them.
+
+What does not live here: choosing partners (``partners.py``), the loss (``trainer.py``).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+MixStrategy = Literal["hidden", "input", "sentence", "none"]
+MIX_STRATEGIES: tuple[str, ...] = ("hidden", "input", "sentence", "none")
+
+
+@dataclass(frozen=True)
+class EncoderFamily:
+    """Where DMIX hooks into one architecture family.
+
+    Attributes:
+        name: human-readable family name.
+        embeddings: dotted path of the embeddings module (site 0).
+        layers: dotted path of the ``nn.ModuleList`` of encoder layers (sites 1..N).
+        sentence_head: dotted path of the final linear layer whose input is the sentence vector (site N+1).
+        mask_kind: ``"key"`` when layers receive a key-padding mask broadcast over queries (combined with an
+            element-wise maximum), ``"product"`` when they receive a query×key product mask (DeBERTa-v2).
+        mask_arg: position of the attention mask among the layer's positional arguments (it is looked up by the
+            keyword ``attention_mask`` first).
+    """
+
+    name: str
+    embeddings: str
+    layers: str
+    sentence_head: str
+    mask_kind: Literal["key", "product"] = "key"
+    mask_arg: int = 1
+
+
+_FAMILIES: dict[str, EncoderFamily] = {
+    "bert": EncoderFamily("BERT", "bert.embeddings", "bert.encoder.layer", "classifier"),
+    "roberta": EncoderFamily("RoBERTa", "roberta.embeddings", "roberta.encoder.layer", "classifier.out_proj"),
+    "xlm-roberta": EncoderFamily("XLM-R", "roberta.embeddings", "roberta.encoder.layer", "classifier.out_proj"),
+    "electra": EncoderFamily("ELECTRA", "electra.embeddings", "electra.encoder.layer", "classifier.out_proj"),
+    "distilbert": EncoderFamily("DistilBERT", "distilbert.embeddings", "distilbert.transformer.layer", "classifier"),
+    "deberta-v2": EncoderFamily(
+        "DeBERTa-v2", "deberta.embeddings", "deberta.encoder.layer", "classifier", mask_kind="product"
+    ),
+    "modernbert": EncoderFamily("ModernBERT", "model.embeddings", "model.layers", "classifier"),
+}
+SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(_FAMILIES)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The ``transformers`` model under DDP/accelerate wrappers and PEFT adapters (the same module objects)."""
+    while hasattr(model, "module") and isinstance(model.module, nn.Module):  # DDP / DataParallel
+        model = model.module
+    if hasattr(model, "get_base_model"):  # PEFT
+        model = model.get_base_model()
+    return model
+
+
+def resolve_family(model: nn.Module) -> EncoderFamily:
+    """The :class:`EncoderFamily` of a sequence classifier, or a ``ValueError`` naming the supported families."""
+    base = unwrap_model(model)
+    model_type = getattr(getattr(base, "config", None), "model_type", None)
+    if model_type not in _FAMILIES:
+        supported = ", ".join(f"{f.name} ({t})" for t, f in _FAMILIES.items())
+        raise ValueError(
+            f"DMIX does not support model_type {model_type!r} ({type(base).__name__}). Supported encoder families: "
+            f"{supported}. Each needs a sequence-classification head (AutoModelForSequenceClassification)."
+        )
+    family = _FAMILIES[model_type]
+    try:
+        _get_module(base, family.layers)
+        _get_module(base, family.embeddings)
+        _get_module(base, family.sentence_head)
+    except AttributeError as err:
+        raise ValueError(
+            f"{type(base).__name__} has model_type {model_type!r} but not the {family.name} sequence-classification "
+            f"layout DMIX hooks into ({err}). Load it with AutoModelForSequenceClassification."
+        ) from None
+    return family
+
+
+def _get_module(root: nn.Module, path: str) -> nn.Module:
+    """Follow a dotted path; through PEFT's ``ModulesToSaveWrapper`` it descends into the active trainable copy."""
+    module = root
+    for part in path.split("."):
+        if not hasattr(module, part) and hasattr(module, "modules_to_save"):
+            module = module.modules_to_save[module.active_adapters[0]]
+        module = getattr(module, part)
+    return module
+
+
+def num_layers(model: nn.Module) -> int:
+    """Number of encoder layers ``N`` of a supported model."""
+    base = unwrap_model(model)
+    return len(_get_module(base, resolve_family(base).layers))
+
+
+def _mix_rows(h: torch.Tensor, ratio: float, num_anchors: int) -> torch.Tensor:
+    """``r·h + (1−r)·h_swapped`` where the swap exchanges the anchor half and the partner half of the batch."""
+    if h.shape[0] != 2 * num_anchors:
+        raise RuntimeError(
+            f"DMIX expected a batch of {2 * num_anchors} rows ({num_anchors} anchors + partners), got {h.shape[0]}."
+        )
+    return ratio * h + (1.0 - ratio) * h.roll(num_anchors, dims=0)
+
+
+def union_mask(mask: torch.Tensor | None, num_anchors: int, kind: Literal["key", "product"] = "key") -> Any:
+    """Combine the prepared attention masks of each anchor/partner pair so both attend to either's valid tokens.
+
+    Works on whatever transformers prepared: a boolean sdpa mask (``True`` = attend), an additive float mask
+    (``0`` = attend, a large negative number = masked) or an integer 0/1 mask — in all three "attend" is the
+    larger value, so the union is an element-wise maximum with the pair-swapped mask. ``None`` (no padding in
+    the batch) stays ``None``. DeBERTa-v2 passes a query×key product mask, whose union is not the maximum of the
+    two products; there the key validity is read off the mask and the product rebuilt in the same dtype.
+    Masks of other forms (e.g. a dict per attention type) are combined value by value.
+    """
+    if mask is None:
+        return None
+    if isinstance(mask, dict):
+        return {name: union_mask(m, num_anchors, kind) for name, m in mask.items()}
+    if not isinstance(mask, torch.Tensor) or mask.shape[0] != 2 * num_anchors:
+        return mask  # broadcast masks (batch dim 1) are shared by all rows already
+    swapped = mask.roll(num_anchors, dims=0)
+    if kind == "product":
+        keys = torch.maximum(mask.amax(dim=-2, keepdim=True), swapped.amax(dim=-2, keepdim=True))  # (2B, 1, 1, L)
+        return keys * keys.transpose(-1, -2)
+    if mask.dtype == torch.bool:
+        return mask | swapped
+    return torch.maximum(mask, swapped)
+
+
+@dataclass
+class _MixState:
+    site: int | None = None
+    ratio: float = 1.0
+    num_anchors: int = 0
+
+
+class HiddenStateMixer:
+    """Hooks that mix anchors and partners at one site of a sequence classifier's forward pass.
+
+    The hooks are attached once and stay dormant until :meth:`activate` is called; they then act on every forward
+    pass until :meth:`deactivate`. Staying active until the next step matters: with gradient checkpointing the
+    forward of each layer is *recomputed during backward*, and the recomputation must mix exactly as the original
+    forward did.
+
+    Example::
+
+        mixer = HiddenStateMixer(model).attach()
+        with mixer.mixing(site=3, ratio=0.7, num_anchors=4):
+            logits = model(**batch_of_8_rows).logits  # rows 0-3: anchors mixed with rows 4-7
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.base = unwrap_model(model)
+        self.family = resolve_family(self.base)
+        self.layers = _get_module(self.base, self.family.layers)
+        self.num_layers = len(self.layers)
+        self.state = _MixState()
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    @property
+    def sentence_site(self) -> int:
+        """Site index of the sentence vector entering the classifier (``N + 1``)."""
+        return self.num_layers + 1
+
+    def attach(self) -> HiddenStateMixer:
+        """Register the (dormant) hooks. Idempotent."""
+        if self._handles:
+            return self
+        embeddings = _get_module(self.base, self.family.embeddings)
+        self._handles.append(embeddings.register_forward_hook(self._output_hook(0)))
+        for i, layer in enumerate(self.layers, start=1):
+            self._handles.append(layer.register_forward_pre_hook(self._mask_hook(i), with_kwargs=True))
+            self._handles.append(layer.register_forward_hook(self._output_hook(i)))
+        head = _get_module(self.base, self.family.sentence_head)
+        self._handles.append(head.register_forward_pre_hook(self._head_hook()))
+        return self
+
+    def detach(self) -> None:
+        """Remove all hooks; the model behaves exactly as before :meth:`attach`."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self.deactivate()
+
+    def activate(self, site: int, ratio: float, num_anchors: int) -> None:
+        """Mix at ``site`` with ratio ``r = ratio`` on the anchor, for batches of ``2 * num_anchors`` rows."""
+        if not 0 <= site <= self.sentence_site:
+            raise ValueError(f"Mixing site must lie in [0, {self.sentence_site}], got {site}.")
+        if not self._handles:
+            raise RuntimeError("HiddenStateMixer.activate() called before attach().")
+        self.state = _MixState(site=site, ratio=float(ratio), num_anchors=int(num_anchors))
+
+    def deactivate(self) -> None:
+        """Make every hook a no-op again."""
+        self.state = _MixState()
+
+    @contextmanager
+    def mixing(self, site: int, ratio: float, num_anchors: int):
+        """Context manager form of :meth:`activate` / :meth:`deactivate` (no gradient checkpointing across it)."""
+        self.activate(site, ratio, num_anchors)
+        try:
+            yield self
+        finally:
+            self.deactivate()
+
+    def _output_hook(self, site: int):
+        def hook(module: nn.Module, args: tuple, output: Any) -> Any:
+            state = self.state
+            if state.site != site:
+                return None
+            if isinstance(output, tuple):  # DeBERTa-v2 layers return (hidden_states, attentions)
+                return (_mix_rows(output[0], state.ratio, state.num_anchors), *output[1:])
+            return _mix_rows(output, state.ratio, state.num_anchors)
+
+        return hook
+
+    def _mask_hook(self, layer_index: int):
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> Any:
+            state = self.state
+            # Layers after the mixing site see the union of the pair's masks; layers up to it keep their own.
+            if state.site is None or layer_index <= state.site or state.site == self.sentence_site:
+                return None
+            kind = self.family.mask_kind
+            if "attention_mask" in kwargs:
+                kwargs = dict(kwargs, attention_mask=union_mask(kwargs["attention_mask"], state.num_anchors, kind))
+            elif len(args) > self.family.mask_arg:
+                args = list(args)
+                i = self.family.mask_arg
+                args[i] = union_mask(args[i], state.num_anchors, kind)
+                args = tuple(args)
+            return args, kwargs
+
+        return hook
+
+    def _head_hook(self):
+        def hook(module: nn.Module, args: tuple) -> Any:
+            state = self.state
+            if state.site != self.sentence_site:
+                return None
+            return (_mix_rows(args[0], state.ratio, state.num_anchors), *args[1:])
+
+        return hook

@@ -1,0 +1,407 @@
+"""``DMixTrainer``: a ``transformers.Trainer`` whose training loss is DMIX (paper eq. 1–4).
+
+What lives here: checking the model and data before training, building the partner index when ``train()`` starts,
+and ``compute_loss`` — one forward pass through the (possibly DDP-wrapped) model over ``[anchors; partners]`` with
+the mixing hooks of ``mixing.py`` active, and the mixup loss ``r·CE(y_i) + (1−r)·CE(y_j)`` in float32.
+
+What does not: geometry, partner selection, padding and the hooks themselves (their own modules).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset, IterableDataset
+from transformers import AutoModelForSequenceClassification, PreTrainedModel, Trainer
+from transformers.utils import logging
+
+from .collator import INDEX_COLUMN, PARTNER_IDS_KEY, DMixDataCollator
+from .config import DMixConfig
+from .embeddings import embed_batches, embed_texts, iter_feature_batches
+from .geometry import to_poincare_ball
+from .mixing import HiddenStateMixer, num_layers, resolve_family, unwrap_model
+from .partners import PartnerIndex, build_partner_index, num_candidates, partner_statistics
+
+logger = logging.get_logger(__name__)
+
+LABEL_COLUMNS: tuple[str, ...] = ("labels", "label", "label_ids")
+
+
+class _IndexedDataset(Dataset):
+    """A map-style dataset whose items also carry their position as ``dmix_index``."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**self.dataset[i], INDEX_COLUMN: i}
+
+
+class DMixTrainer(Trainer):
+    """Trainer for DMIX: distance-constrained interpolative mixup for sentence classification.
+
+    A drop-in replacement for ``Trainer`` with a sequence-classification model: swap ``TrainingArguments`` for
+    [`DMixConfig`], ``DataCollatorWithPadding`` for [`DMixDataCollator`] (or pass none: it is built from
+    ``processing_class``) and ``Trainer`` for ``DMixTrainer``.
+
+    Args:
+        model: a supported ``*ForSequenceClassification`` model (optionally PEFT-wrapped), or a path / Hub id that
+            ``AutoModelForSequenceClassification`` loads in float32.
+        args: a [`DMixConfig`]. Defaults to ``DMixConfig("dmix-output")``.
+        data_collator: a [`DMixDataCollator`]; built from ``processing_class`` when omitted.
+        train_dataset: tokenized, map-style training set with a ``label`` (or ``labels``) column of class ids.
+        eval_dataset, processing_class, **kwargs: as for ``Trainer``.
+        sentence_embeddings: optional precomputed ``(len(train_dataset), d)`` embeddings for partner search; when
+            given, no embedding pass is run.
+    """
+
+    _tag_names = ["dmix", "mixup", "hf-dmix", "text-classification"]
+
+    def __init__(
+        self,
+        model: PreTrainedModel | nn.Module | str,
+        args: DMixConfig | None = None,
+        data_collator: Callable | None = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        sentence_embeddings: torch.Tensor | np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if args is None:
+            args = DMixConfig(output_dir="dmix-output")
+        elif not isinstance(args, DMixConfig):
+            raise TypeError(
+                f"DMixTrainer needs a DMixConfig, got {type(args).__name__}. Build one with the same arguments: "
+                "DMixConfig(output_dir=..., mix_strategy=..., tau=..., ...)."
+            )
+        if isinstance(model, str):
+            model = AutoModelForSequenceClassification.from_pretrained(model, dtype=torch.float32)
+        self._mixing = args.mix_strategy != "none"
+        _check_classifier(model)
+        self.num_encoder_layers = num_layers(model)
+        self.mix_layers = _resolve_mix_layers(args, self.num_encoder_layers)
+
+        if train_dataset is not None:
+            _check_train_dataset(train_dataset)
+            if self._mixing:
+                train_dataset = _with_index(train_dataset)
+        if data_collator is None:
+            if processing_class is None:
+                raise ValueError(
+                    "DMixTrainer needs a tokenizer to pad batches: pass processing_class=tokenizer, or a DMixDataCollator."
+                )
+            data_collator = DMixDataCollator(processing_class)
+        if self._mixing and not isinstance(data_collator, DMixDataCollator):
+            raise TypeError(
+                f"With mix_strategy={args.mix_strategy!r} the data collator must be a DMixDataCollator (it attaches the "
+                f"partners), got {type(data_collator).__name__}."
+            )
+        if isinstance(data_collator, DMixDataCollator):
+            data_collator.train_dataset = train_dataset
+
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )
+        # We compute our own loss, averaged over the micro-batch: Trainer must divide it by the accumulation steps.
+        self.model_accepts_loss_kwargs = False
+        if isinstance(data_collator, DMixDataCollator):
+            # Distinct partner draws per process; the (layer, ratio) stream below is shared by all processes.
+            data_collator.seed = args.seed + 1_000_003 * args.process_index
+        self._mix_rng = np.random.default_rng(args.seed)
+        self._sentence_embeddings = sentence_embeddings
+        self.partner_index: PartnerIndex | None = None
+        self.partner_index_stats: dict[str, float] = {}
+        self.mixer = HiddenStateMixer(self.model) if self._mixing else None
+        self._metrics: dict[str, list[float]] = defaultdict(list)
+        if hasattr(self.model, "add_model_tags"):
+            self.model.add_model_tags(self._tag_names)
+
+    # ------------------------------------------------------------------ data plumbing
+
+    def _set_signature_columns_if_needed(self) -> None:
+        # Trainer drops every column the model's forward does not take; the collator needs the example index.
+        super()._set_signature_columns_if_needed()
+        if INDEX_COLUMN not in self._signature_columns:
+            self._signature_columns.append(INDEX_COLUMN)
+
+    # ------------------------------------------------------------------ partner index
+
+    def compute_sentence_embeddings(self) -> torch.Tensor:
+        """``(N, d)`` float32 embeddings of the training set, row ``i`` for example ``i``.
+
+        In order of preference: the ``sentence_embeddings`` given to ``__init__``; the encoder named by
+        ``args.embedding_model`` over ``args.embedding_text_column``; the model being fine-tuned (its current
+        weights — before training, the pretrained ones) over the tokenized features.
+        """
+        args, dataset = self.args, self.train_dataset
+        n = len(dataset)
+        show = self.is_local_process_zero() and not args.disable_tqdm
+        if self._sentence_embeddings is not None:
+            emb = torch.as_tensor(self._sentence_embeddings, dtype=torch.float32)
+            if emb.ndim != 2 or emb.shape[0] != n:
+                raise ValueError(
+                    f"sentence_embeddings must have shape ({n}, d) to match the training set, got {tuple(emb.shape)}."
+                )
+            return emb
+        if args.embedding_model is not None:
+            base = dataset.dataset if isinstance(dataset, _IndexedDataset) else dataset
+            column = args.embedding_text_column
+            if hasattr(base, "column_names"):
+                if column not in base.column_names:
+                    raise ValueError(
+                        f"embedding_text_column={column!r} is not a column of the training set; it has "
+                        f"{base.column_names}. Keep the raw text column in the dataset you pass to DMixTrainer."
+                    )
+                texts = list(base[column])
+            else:
+                texts = [base[i][column] for i in range(n)]
+            return embed_texts(
+                args.embedding_model,
+                texts,
+                pooling=args.embedding_pooling,
+                batch_size=args.embedding_batch_size,
+                max_length=args.embedding_max_length,
+                device=args.device,
+                show_progress=show,
+            )
+
+        self._set_signature_columns_if_needed()
+        keep = set(self._signature_columns) - set(LABEL_COLUMNS) - {INDEX_COLUMN}
+        collator = self.data_collator
+
+        def rows(indices):
+            if hasattr(dataset, "column_names"):
+                cols = dataset.select_columns([c for c in dataset.column_names if c in keep])[list(indices)]
+                return [{k: cols[k][j] for k in cols} for j in range(len(indices))]
+            return [{k: v for k, v in dataset[i].items() if k in keep} for i in indices]
+
+        bs = args.embedding_batch_size
+        return embed_batches(
+            self.model,
+            iter_feature_batches(rows, n, bs, collator),
+            pooling=args.embedding_pooling,
+            total=-(-n // bs),
+            show_progress=show,
+        )
+
+    def build_partner_index(self) -> PartnerIndex:
+        """Embed the training set, map it into the chosen space and select every example's top-τ candidates.
+
+        Called by :meth:`train`; call it yourself to inspect the candidate sets first. Logs how many candidates each
+        example has and how concentrated the candidate sets are (see :func:`~hf_dmix.partners.partner_statistics`).
+        """
+        args, n = self.args, len(self.train_dataset)
+        needs_points = args.partner_distance != "random" and num_candidates(n, args.tau) < n - 1
+        points = None
+        if needs_points:
+            emb = self.compute_sentence_embeddings()
+            if args.partner_distance == "hyperbolic":
+                points = to_poincare_ball(
+                    emb,
+                    curvature=args.curvature,
+                    median_radius=args.ball_median_radius,
+                    clip_quantile=args.ball_clip_quantile,
+                    center=args.ball_center,
+                )
+            else:
+                points = emb
+            points = points.to(args.device)
+        index = build_partner_index(
+            points,
+            n,
+            distance=args.partner_distance,
+            tau=args.tau,
+            order=args.partner_order,
+            curvature=args.curvature,
+            memory_bytes=args.partner_search_memory_mb * 2**20,
+            show_progress=self.is_local_process_zero() and not args.disable_tqdm,
+        )
+        self.partner_index = index
+        self.data_collator.partner_index = index
+        self.partner_index_stats = partner_statistics(index, _labels_of(self.train_dataset))
+        s = self.partner_index_stats
+        logger.info(
+            f"DMIX partner index ({args.partner_distance}, {args.partner_order}, tau={args.tau}): "
+            f"{int(s['candidates_per_example'])} candidates per example out of {n - 1}; "
+            f"{s['distinct_candidate_share']:.1%} of the training set appears as a candidate; the most frequent 1% "
+            f"of examples hold {s['top1pct_slot_share']:.1%} of candidate slots"
+            + (f"; same-label share {s['same_label_share']:.1%}." if "same_label_share" in s else ".")
+        )
+        return index
+
+    def train(self, *args: Any, **kwargs: Any):
+        """Build the partner index (once), attach the mixing hooks, then run ``Trainer.train``."""
+        if self._mixing and self.train_dataset is not None:
+            if self.partner_index is None or self.partner_index.num_examples != len(self.train_dataset):
+                self.build_partner_index()
+            self.data_collator.partner_index = self.partner_index
+            self.mixer.attach()
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            if self.mixer is not None:
+                self.mixer.detach()
+
+    # ------------------------------------------------------------------ loss
+
+    def sample_mixing(self) -> tuple[int, float]:
+        """Draw the mixing site and ratio of one step: ``k`` uniform over the mix layers, ``r ~ Beta(α, α)``."""
+        strategy = self.args.mix_strategy
+        if strategy == "input":
+            site = 0
+        elif strategy == "sentence":
+            site = self.num_encoder_layers + 1
+        else:
+            site = int(self._mix_rng.choice(self.mix_layers))
+        ratio = float(self._mix_rng.beta(self.args.mix_alpha, self.args.mix_alpha))
+        return site, ratio
+
+    def _cross_entropy(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # float32 even under bf16/fp16 autocast: log-softmax of half-precision logits loses the small losses.
+        return F.cross_entropy(
+            logits.float(), labels.long(), label_smoothing=float(self.args.label_smoothing_factor or 0.0)
+        )
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ):
+        """Mixup loss on training batches with partners; plain cross-entropy (and no mixing) otherwise."""
+        inputs = dict(inputs)
+        partner_ids = inputs.pop(PARTNER_IDS_KEY, None)
+        labels = None
+        for key in LABEL_COLUMNS:
+            if key in inputs:
+                labels = inputs.pop(key)
+                break
+        if self.mixer is not None:
+            self.mixer.deactivate()  # a previous step's state must never leak into this forward
+
+        if partner_ids is None or self.mixer is None or not model.training:
+            outputs = model(**inputs)
+            loss = None if labels is None else self._cross_entropy(outputs.logits, labels)
+            return (loss, outputs) if return_outputs else loss
+
+        if labels is None:
+            raise ValueError("DMIX training batches need labels; the collator produced a batch without them.")
+        num_anchors = partner_ids.shape[0]
+        site, ratio = self.sample_mixing()
+        # Stays active until the next compute_loss so that gradient-checkpointing recomputation mixes identically.
+        self.mixer.activate(site, ratio, num_anchors)
+        outputs = model(**inputs)
+        logits = outputs.logits.float()
+        # Rows b < B mix anchor b (weight r) with its partner; rows b >= B are the same pair at ratio 1 - r.
+        loss = ratio * self._cross_entropy(logits, labels) + (1.0 - ratio) * self._cross_entropy(
+            logits, labels.roll(num_anchors, dims=0)
+        )
+        self._metrics["dmix/mix_layer"].append(float(site))
+        self._metrics["dmix/ratio"].append(ratio)
+        same = (labels[:num_anchors] == labels[num_anchors:]).float().mean()
+        self._metrics["dmix/partner_same_label"].append(float(same))
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the averages of the DMIX step metrics since the last log to training logs."""
+        if self._metrics and "loss" in logs:
+            for key, values in self._metrics.items():
+                logs[key] = round(sum(values) / len(values), 4)
+            self._metrics.clear()
+        super().log(logs, start_time)
+
+
+# ---------------------------------------------------------------------- checks
+
+
+def _check_classifier(model: nn.Module) -> None:
+    resolve_family(model)  # raises for unsupported architectures
+    config = unwrap_model(model).config
+    if config.problem_type in ("regression", "multi_label_classification"):
+        raise ValueError(
+            f"DMIX mixes one-hot class labels; the model is configured for problem_type={config.problem_type!r}. "
+            "Use a single-label classification head (problem_type='single_label_classification', num_labels >= 2)."
+        )
+    if config.num_labels < 2:
+        raise ValueError(
+            f"The model has num_labels={config.num_labels}, i.e. a regression head. DMIX needs a single-label "
+            "classification head with num_labels >= 2."
+        )
+
+
+def _resolve_mix_layers(args: DMixConfig, n_layers: int) -> list[int]:
+    if args.mix_layers is None:
+        return list(range(1, n_layers + 1))
+    bad = [k for k in args.mix_layers if not 1 <= k <= n_layers]
+    if bad:
+        raise ValueError(
+            f"mix_layers {bad} out of range: this model has {n_layers} encoder layers, so layers 1..{n_layers} are "
+            "accepted (use mix_strategy='input' to mix the embedding output)."
+        )
+    return list(args.mix_layers)
+
+
+def _columns_of(dataset: Any) -> list[str]:
+    if hasattr(dataset, "column_names") and dataset.column_names is not None:
+        return list(dataset.column_names)
+    return list(dataset[0].keys()) if len(dataset) else []
+
+
+def _check_train_dataset(dataset: Any) -> None:
+    if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+        raise ValueError(
+            f"DMIX needs a map-style training set (random access to draw partners), got {type(dataset).__name__}. "
+            "Use a datasets.Dataset (not streaming) or a torch Dataset with __len__ and __getitem__."
+        )
+    if len(dataset) < 2:
+        raise ValueError(f"DMIX needs at least 2 training examples to draw partners from, got {len(dataset)}.")
+    columns = _columns_of(dataset)
+    if not any(c in columns for c in LABEL_COLUMNS):
+        raise ValueError(
+            f"The training set has no label column: expected one of {list(LABEL_COLUMNS)}, found columns {columns}."
+        )
+    first = dataset[0]
+    label = next(first[c] for c in LABEL_COLUMNS if c in first)
+    if isinstance(label, (list, tuple)) or (isinstance(label, torch.Tensor) and label.ndim > 0):
+        raise ValueError(
+            f"DMIX supports single-label classification: labels must be class ids, got {label!r} (multi-label?)."
+        )
+    if isinstance(label, float) or (isinstance(label, torch.Tensor) and label.is_floating_point()):
+        raise ValueError(f"Labels must be integer class ids, got the float {label!r} (a regression target?).")
+
+
+def _with_index(dataset: Any) -> Any:
+    """The training set with a ``dmix_index`` column holding each row's position."""
+    if hasattr(dataset, "add_column") and hasattr(dataset, "column_names"):
+        if INDEX_COLUMN in dataset.column_names:
+            dataset = dataset.remove_columns(INDEX_COLUMN)
+        return dataset.add_column(INDEX_COLUMN, np.arange(len(dataset), dtype=np.int64))
+    return _IndexedDataset(dataset)
+
+
+def _labels_of(dataset: Any) -> torch.Tensor | None:
+    base = dataset.dataset if isinstance(dataset, _IndexedDataset) else dataset
+    columns = _columns_of(base)
+    for key in LABEL_COLUMNS:
+        if key in columns:
+            if hasattr(base, "column_names"):
+                return torch.as_tensor(np.asarray(base[key]), dtype=torch.long)
+            return torch.as_tensor([int(base[i][key]) for i in range(len(base))], dtype=torch.long)
+    return None
