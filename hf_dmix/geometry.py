@@ -170,9 +170,11 @@ def _hyperbolic_block(
     sq = sq.clamp_min(0.0)
     c = curvature
     # Points were projected inside the ball, so 1 - c||x||^2 > 0; the clamp keeps a rounded-onto-the-boundary
-    # point at a huge but finite distance instead of dividing by zero.
-    tiny = torch.finfo(x.dtype).tiny
-    den = (1.0 - c * x_sq).clamp_min(tiny)[:, None] * (1.0 - c * y_sq).clamp_min(tiny)[None, :]
+    # point at a huge but finite distance instead of dividing by zero. The floor is the conformal factor at the
+    # radius :func:`project` uses: a floor of ``finfo.tiny`` made the product underflow to 0 (distance inf, and
+    # NaN = 0/0 between two identical boundary points, e.g. bf16-rounded duplicates).
+    floor = 1.0 - (1.0 - _ball_eps(x.dtype)) ** 2
+    den = (1.0 - c * x_sq).clamp_min(floor)[:, None] * (1.0 - c * y_sq).clamp_min(floor)[None, :]
     z = 2.0 * c * sq / den
     # arcosh(1 + z) = log(1 + z + sqrt(z (z + 2))), written with log1p to keep precision for small z.
     return torch.log1p(z + torch.sqrt(z * (z + 2.0))) / math.sqrt(c)

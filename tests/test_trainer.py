@@ -1,0 +1,331 @@
+"""DMixTrainer end to end on tiny models: training, evaluation without mixing, gradient accumulation, bad input."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_sentences, tiny_model
+from datasets import Dataset
+from transformers import AutoConfig, AutoModelForSequenceClassification, DataCollatorWithPadding, TrainingArguments
+
+from hf_dmix import DMixConfig, DMixDataCollator, DMixTrainer
+from hf_dmix.mixing import MIX_STRATEGIES
+from hf_dmix.partners import PARTNER_DISTANCES
+
+
+def _args(tmp_path, **kw) -> DMixConfig:
+    defaults = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=8,
+        max_steps=3,
+        learning_rate=1e-3,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        tau=0.3,
+    )
+    defaults.update(kw)
+    return DMixConfig(**defaults)
+
+
+def _params(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+@pytest.mark.parametrize("strategy", MIX_STRATEGIES)
+@pytest.mark.parametrize("distance", PARTNER_DISTANCES)
+def test_train_every_strategy_and_distance(tmp_path, tokenizer, train_dataset, strategy, distance):
+    model = tiny_model("bert", vocab_size=tokenizer.vocab_size)
+    before = _params(model)
+    args = _args(tmp_path, mix_strategy=strategy, partner_distance=distance)
+    trainer = DMixTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer)
+    activations = []
+    if trainer.mixer is not None:
+        original = trainer.mixer.activate
+        trainer.mixer.activate = lambda *a, **k: (activations.append(a), original(*a, **k))[1]
+    result = trainer.train()
+    assert result.global_step == 3
+    changed = [k for k, v in model.named_parameters() if not torch.equal(v, before[k])]
+    assert changed, "training did not change any parameter"
+    assert torch.isfinite(torch.tensor(result.training_loss))
+    if strategy == "none":
+        assert trainer.partner_index is None and trainer.mixer is None
+        return
+    assert len(activations) == 3  # one mixed forward per step
+    n = len(train_dataset)
+    index = trainer.partner_index
+    assert index is not None and index.num_examples == n
+    expected_k = n - 1 if distance == "random" else max(1, -(-3 * (n - 1) // 10))
+    assert index.candidates_per_example == expected_k
+    sites = {a[0] for a in activations}
+    if strategy == "input":
+        assert sites == {0}
+    elif strategy == "sentence":
+        assert sites == {trainer.num_encoder_layers + 1}
+    else:
+        assert sites <= set(range(1, trainer.num_encoder_layers + 1))
+    # Hooks are removed after training: the model is a plain classifier again.
+    assert not trainer.mixer._handles
+
+
+def test_evaluate_does_not_mix(tmp_path, tokenizer, train_dataset):
+    model = tiny_model("bert", vocab_size=tokenizer.vocab_size)
+    args = _args(tmp_path, mix_layers=[2])
+    trainer = DMixTrainer(
+        model=model, args=args, train_dataset=train_dataset, eval_dataset=train_dataset, processing_class=tokenizer
+    )
+    trainer.train()
+    calls = []
+    trainer.mixer.activate = lambda *a, **k: calls.append(a)
+    trainer.mixer.attach()  # even with hooks attached, evaluation must run the plain forward
+    metrics = trainer.evaluate()
+    trainer.mixer.detach()
+    assert calls == []
+    # eval_loss equals the plain cross-entropy of the model over the evaluation set.
+    model.eval()
+    collate = DataCollatorWithPadding(tokenizer)
+    feats = [{k: train_dataset[i][k] for k in ("input_ids", "attention_mask", "label")} for i in range(len(train_dataset))]
+    losses = []
+    with torch.no_grad():
+        for s in range(0, len(feats), 8):
+            batch = collate(feats[s : s + 8])
+            labels = batch.pop("labels")
+            losses.append(F.cross_entropy(model(**batch).logits, labels))
+    assert metrics["eval_loss"] == pytest.approx(float(torch.stack(losses).mean()), abs=1e-5)
+
+
+def _one_update(tmp_path, tokenizer, dataset, batch_size, accumulation, tag):
+    model = tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=3)
+    args = _args(
+        tmp_path / tag,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        optim="sgd",
+        learning_rate=0.5,
+        max_grad_norm=0.0,
+        partner_distance="cosine",
+        partner_order="nearest",
+        tau=1e-6,  # exactly one candidate per example: partners are deterministic
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+    )
+    trainer = DMixTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer.sample_mixing = lambda: (2, 0.3)
+    before = _params(model)
+    trainer.train()
+    return before, _params(model)
+
+
+def test_gradient_accumulation_matches_large_batch(tmp_path, tokenizer, train_dataset):
+    before, big = _one_update(tmp_path, tokenizer, train_dataset, 8, 1, "b8")
+    _, accumulated = _one_update(tmp_path, tokenizer, train_dataset, 4, 2, "b4x2")
+    moved = max((big[k] - before[k]).abs().max().item() for k in big)
+    assert moved > 1e-3, "the update is too small for the comparison to mean anything"
+    for name in big:
+        torch.testing.assert_close(accumulated[name], big[name], atol=1e-5, rtol=0)
+
+
+def test_precomputed_embeddings_and_torch_dataset(tmp_path, tokenizer, train_dataset):
+    rows = [{k: train_dataset[i][k] for k in ("input_ids", "attention_mask", "label")} for i in range(len(train_dataset))]
+    n = len(rows)
+    # Two tight clusters: nearest partners must come from the anchor's own cluster.
+    emb = torch.zeros(n, 4)
+    emb[: n // 2, 0] = 1.0
+    emb[n // 2 :, 1] = 1.0
+    emb += 0.01 * torch.randn(n, 4, generator=torch.Generator().manual_seed(0))
+    args = _args(tmp_path, partner_distance="euclidean", partner_order="nearest", tau=0.2)
+    model = tiny_model("bert", vocab_size=tokenizer.vocab_size)
+    trainer = DMixTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer, sentence_embeddings=emb)
+    index = trainer.build_partner_index()
+    cluster = torch.arange(n) >= n // 2
+    cands = index.candidates.long()
+    assert torch.equal(cluster[cands], cluster[:, None].expand_as(cands))
+    trainer.train()
+    assert trainer.state.global_step == 3
+
+
+def test_embedding_model_option(tmp_path, tokenizer, train_dataset):
+    encoder_dir = tmp_path / "encoder"
+    tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=7).save_pretrained(encoder_dir)
+    tokenizer.save_pretrained(encoder_dir)
+    args = _args(tmp_path, embedding_model=str(encoder_dir), embedding_text_column="text")
+    trainer = DMixTrainer(
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=args, train_dataset=train_dataset, processing_class=tokenizer
+    )
+    emb = trainer.compute_sentence_embeddings()
+    assert emb.shape == (len(train_dataset), 32)
+    # Differs from the fine-tuned model's own embeddings (another encoder, other weights).
+    own = DMixTrainer(
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path), train_dataset=train_dataset, processing_class=tokenizer
+    ).compute_sentence_embeddings()
+    assert not torch.allclose(emb, own)
+    bad = _args(tmp_path, embedding_model=str(encoder_dir), embedding_text_column="sentence")
+    trainer = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=bad, train_dataset=train_dataset, processing_class=tokenizer)
+    with pytest.raises(ValueError, match="'sentence'.*'text'"):
+        trainer.compute_sentence_embeddings()
+
+
+def test_own_model_embeddings_are_mean_pooled_last_layer(tmp_path, tokenizer, train_dataset):
+    model = tiny_model("bert", vocab_size=tokenizer.vocab_size)
+    trainer = DMixTrainer(model=model, args=_args(tmp_path), train_dataset=train_dataset, processing_class=tokenizer)
+    emb = trainer.compute_sentence_embeddings()
+    row = train_dataset[5]
+    with torch.no_grad():
+        out = model.bert(input_ids=torch.tensor([row["input_ids"]]))
+    torch.testing.assert_close(emb[5], out.last_hidden_state[0].mean(0), atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"tau": 0.0}, r"tau must lie in \(0, 1\].*0\.0"),
+        ({"tau": 1.5}, r"tau must lie in \(0, 1\].*1\.5"),
+        ({"tau": -0.2}, r"tau.*-0\.2"),
+        ({"mix_alpha": 0.0}, r"mix_alpha must be > 0.*0\.0"),
+        ({"mix_alpha": -1.0}, r"mix_alpha.*-1\.0"),
+        ({"partner_distance": "manhattan"}, r"partner_distance='manhattan'.*'hyperbolic', 'euclidean', 'cosine', 'random'"),
+        ({"mix_strategy": "token"}, r"mix_strategy='token'.*'hidden', 'input', 'sentence', 'none'"),
+        ({"partner_order": "middle"}, r"partner_order='middle'.*'farthest', 'nearest'"),
+        ({"mix_layers": [0, 2]}, r"mix_layers.*1-based.*\[0, 2\]"),
+        ({"curvature": 0.0}, r"curvature must be > 0"),
+        ({"ball_median_radius": 1.0}, r"ball_median_radius.*\(0, 1\)"),
+        ({"ball_clip_quantile": 0.3}, r"ball_clip_quantile.*0\.3"),
+    ],
+)
+def test_config_rejects_bad_values(tmp_path, kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        _args(tmp_path, **kwargs)
+
+
+def test_mix_layer_out_of_range(tmp_path, tokenizer, train_dataset):
+    with pytest.raises(ValueError, match=r"mix_layers \[4\] out of range.*3 encoder layers.*1\.\.3"):
+        DMixTrainer(
+            model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+            args=_args(tmp_path, mix_layers=[1, 4]),
+            train_dataset=train_dataset,
+            processing_class=tokenizer,
+        )
+
+
+def test_too_few_examples(tmp_path, tokenizer, train_dataset):
+    with pytest.raises(ValueError, match="at least 2 training examples to draw partners from, got 1"):
+        DMixTrainer(
+            model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+            args=_args(tmp_path),
+            train_dataset=train_dataset.select([0]),
+            processing_class=tokenizer,
+        )
+
+
+def test_missing_labels(tmp_path, tokenizer, train_dataset):
+    with pytest.raises(ValueError, match=r"no label column.*\['labels', 'label', 'label_ids'\].*input_ids"):
+        DMixTrainer(
+            model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+            args=_args(tmp_path),
+            train_dataset=train_dataset.remove_columns("label"),
+            processing_class=tokenizer,
+        )
+
+
+def test_float_labels_rejected(tmp_path, tokenizer, train_dataset):
+    ds = train_dataset.remove_columns("label").add_column("label", [0.5] * len(train_dataset))
+    with pytest.raises(ValueError, match="integer class ids.*0.5"):
+        DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path), train_dataset=ds, processing_class=tokenizer)
+
+
+@pytest.mark.parametrize(
+    "overrides, pattern",
+    [
+        ({"num_labels": 1}, r"num_labels=1.*regression"),
+        ({"problem_type": "multi_label_classification"}, r"problem_type='multi_label_classification'"),
+        ({"problem_type": "regression", "num_labels": 3}, r"problem_type='regression'"),
+    ],
+)
+def test_non_single_label_heads_rejected(tmp_path, tokenizer, train_dataset, overrides, pattern):
+    num_labels = overrides.pop("num_labels", 2)
+    model = tiny_model("bert", num_labels=num_labels, vocab_size=tokenizer.vocab_size, **overrides)
+    with pytest.raises(ValueError, match=pattern):
+        DMixTrainer(model=model, args=_args(tmp_path), train_dataset=train_dataset, processing_class=tokenizer)
+
+
+def test_unsupported_architecture(tmp_path, tokenizer, train_dataset):
+    config = AutoConfig.for_model("gpt2", n_embd=32, n_layer=2, n_head=4, vocab_size=64, num_labels=2, pad_token_id=0, bos_token_id=1, eos_token_id=1)
+    model = AutoModelForSequenceClassification.from_config(config)
+    with pytest.raises(ValueError, match=r"model_type 'gpt2'.*BERT \(bert\).*RoBERTa.*ELECTRA.*DistilBERT.*DeBERTa-v2.*ModernBERT"):
+        DMixTrainer(model=model, args=_args(tmp_path), train_dataset=train_dataset, processing_class=tokenizer)
+
+
+def test_plain_training_arguments_rejected(tmp_path, tokenizer, train_dataset):
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    with pytest.raises(TypeError, match="needs a DMixConfig, got TrainingArguments"):
+        DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=args, train_dataset=train_dataset, processing_class=tokenizer)
+
+
+def test_wrong_collator_rejected(tmp_path, tokenizer, train_dataset):
+    with pytest.raises(TypeError, match="must be a DMixDataCollator.*DataCollatorWithPadding"):
+        DMixTrainer(
+            model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+            args=_args(tmp_path),
+            train_dataset=train_dataset,
+            data_collator=DataCollatorWithPadding(tokenizer),
+        )
+
+
+def test_streaming_dataset_rejected(tmp_path, tokenizer, train_dataset):
+    with pytest.raises(ValueError, match="map-style training set"):
+        DMixTrainer(
+            model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+            args=_args(tmp_path),
+            train_dataset=train_dataset.to_iterable_dataset(),
+            processing_class=tokenizer,
+        )
+
+
+def test_multiclass_and_explicit_collator(tmp_path, tokenizer):
+    texts, labels = make_sentences(30, seed=2, num_labels=3)
+    ds = Dataset.from_dict({"text": texts, "label": labels}).map(lambda b: tokenizer(b["text"]), batched=True)
+    model = tiny_model("roberta", num_labels=3, vocab_size=tokenizer.vocab_size)
+    trainer = DMixTrainer(
+        model=model,
+        args=_args(tmp_path, partner_distance="hyperbolic", partner_order="nearest"),
+        train_dataset=ds,
+        data_collator=DMixDataCollator(tokenizer),
+    )
+    trainer.train()
+    assert trainer.partner_index_stats["candidates_per_example"] == 9
+    assert 0.0 <= trainer.partner_index_stats["same_label_share"] <= 1.0
+    logged = [h for h in trainer.state.log_history if "dmix/ratio" in h]
+    assert not logged or all(0.0 <= h["dmix/ratio"] <= 1.0 for h in logged)
+
+
+def test_deepcopy_safe_config(tmp_path):
+    args = _args(tmp_path, mix_layers=[3, 1, 3])
+    assert args.mix_layers == [1, 3]
+    assert copy.deepcopy(args).mix_layers == [1, 3]
+    assert args.ddp_find_unused_parameters is False and args.ddp_broadcast_buffers is False
+    assert args.learning_rate == 1e-3
+    assert DMixConfig(output_dir=str(tmp_path), report_to="none").learning_rate == 2e-5
+
+
+def test_lora_model_trains_adapters_only(tmp_path, tokenizer, train_dataset):
+    from peft import LoraConfig, get_peft_model
+
+    base = tiny_model("bert", vocab_size=tokenizer.vocab_size)
+    model = get_peft_model(base, LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["query", "value"]))
+    before = _params(model)
+    trainer = DMixTrainer(model=model, args=_args(tmp_path, learning_rate=1e-2), train_dataset=train_dataset, processing_class=tokenizer)
+    trainer.train()
+    changed = {k for k, v in model.named_parameters() if not torch.equal(v, before[k])}
+    assert changed and all("lora_" in k or "classifier" in k for k in changed)
+    assert any("lora_A" in k for k in changed)
+    assert trainer.partner_index is not None
