@@ -1,0 +1,292 @@
+"""Loading a text-classification dataset into train / validation / test splits with validated labels.
+
+What lives here: reading a Hub dataset or local CSV / JSON / Parquet files through ``datasets``; checking the text
+and label columns; mapping string or integer labels to contiguous ids; a stratified, duplicate-aware split with a
+fixed seed when the data has no official split; and the small demo dataset the README's quick start trains on.
+Every problem is reported before any model is loaded, naming what was wrong and what is accepted.
+
+What does not: tokenization and training (``run_dmix.py``), anything about mixing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict
+
+_EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+SPLITS = ("train", "validation", "test")
+
+
+class DataError(ValueError):
+    """A problem with the dataset that must be fixed before training (bad path, column, split or label)."""
+
+
+@dataclass
+class LoadedData:
+    """A validated dataset, ready for tokenization.
+
+    Attributes:
+        splits: ``DatasetDict`` with ``train``, ``validation`` and ``test``; columns ``text`` (str) and ``label`` (int).
+        label_names: class name of each label id.
+        split_info: how the splits were obtained (official or our stratified split, seed, sizes, a fingerprint).
+    """
+
+    splits: DatasetDict
+    label_names: list[str]
+    split_info: dict[str, Any] = field(default_factory=dict)
+
+
+def _builder_for(path: str) -> str:
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in _EXTENSIONS:
+        raise DataError(f"Unsupported data file {path!r}: expected one of {sorted(_EXTENSIONS)} files.")
+    return _EXTENSIONS[ext]
+
+
+def _load_raw(
+    dataset_name: str | None,
+    dataset_config_name: str | None,
+    data_files: dict[str, str],
+) -> DatasetDict:
+    from datasets import load_dataset
+
+    if dataset_name and data_files:
+        raise DataError("Pass either --dataset_name (a Hub id) or local --train_file/--validation_file/--test_file, not both.")
+    if data_files:
+        for split, path in data_files.items():
+            if not os.path.isfile(path):
+                raise DataError(f"--{split}_file {path!r} does not exist (looked in {os.path.abspath(path)!r}).")
+        builders = {_builder_for(p) for p in data_files.values()}
+        if len(builders) > 1:
+            raise DataError(f"All data files must have the same format; got {sorted(builders)}.")
+        builder = builders.pop()
+        loaded = {}
+        for split, path in data_files.items():
+            kwargs = {"delimiter": "\t"} if path.lower().endswith(".tsv") else {}
+            try:
+                loaded[split] = load_dataset(builder, data_files={split: path}, split=split, **kwargs)
+            except ValueError as err:
+                if "corresponds to no data" in str(err):
+                    raise DataError(f"The {split} split is empty: {path!r} has no rows.") from None
+                raise DataError(f"Could not read --{split}_file {path!r}: {err}") from err
+        return DatasetDict(loaded)
+    if not dataset_name:
+        raise DataError("No data: pass --dataset_name (a Hub dataset id) or --train_file (a local CSV/JSON/Parquet file).")
+    if os.path.isdir(dataset_name) or os.path.isfile(dataset_name):
+        if os.path.isfile(dataset_name):
+            return load_dataset(_builder_for(dataset_name), data_files={"train": dataset_name})
+        return load_dataset(dataset_name, dataset_config_name)
+    if os.sep in dataset_name.strip("/") and dataset_name.startswith((".", "/", "~")):
+        raise DataError(f"--dataset_name {dataset_name!r} looks like a path but does not exist.")
+    try:
+        return load_dataset(dataset_name, dataset_config_name)
+    except Exception as err:  # datasets raises many types for "not reachable" (ConnectionError, FileNotFoundError, ...)
+        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes") or os.environ.get(
+            "HF_DATASETS_OFFLINE", "0"
+        ).lower() in ("1", "true", "yes")
+        why = "offline mode is on (HF_HUB_OFFLINE)" if offline else f"{type(err).__name__}: {err}"
+        raise DataError(
+            f"Could not load the Hub dataset {dataset_name!r} ({why}). Without Hub access, pass local files instead: "
+            "--train_file data.csv (and optionally --validation_file/--test_file)."
+        ) from err
+
+
+def _label_names(train: Dataset, label_column: str) -> tuple[list[str], dict[Any, int]]:
+    feature = train.features[label_column]
+    if isinstance(feature, ClassLabel):
+        return list(feature.names), {i: i for i in range(feature.num_classes)}
+    values = [v for v in train[label_column] if v is not None]
+    kinds = {type(v) for v in values}
+    if kinds <= {int, np.int64, bool}:
+        uniq = sorted({int(v) for v in values})
+        return [str(v) for v in uniq], {v: i for i, v in enumerate(uniq)}
+    if kinds <= {str}:
+        uniq = sorted(set(values))
+        return uniq, {v: i for i, v in enumerate(uniq)}
+    raise DataError(
+        f"Label column {label_column!r} must hold class names (strings) or integer class ids; found {sorted(k.__name__ for k in kinds)}."
+    )
+
+
+def stratified_split(
+    texts: list[str], labels: list[int], validation_size: float, test_size: float, seed: int, group_duplicates: bool = True
+) -> dict[str, list[int]]:
+    """Row indices of a stratified train / validation / test split.
+
+    With ``group_duplicates`` rows whose text is identical after stripping whitespace are kept in the same split, so
+    that no test text was seen in training. Groups are assigned per label (the label of a group's first row) in a
+    seeded random order, so each split receives about its share of every class.
+    """
+    if not (0 <= validation_size < 1 and 0 <= test_size < 1 and validation_size + test_size < 1):
+        raise DataError(f"validation_size and test_size must be in [0, 1) with a sum below 1, got {validation_size} and {test_size}.")
+    groups: dict[Any, list[int]] = defaultdict(list)
+    for i, text in enumerate(texts):
+        groups[text.strip() if group_duplicates else i].append(i)
+    by_label: dict[int, list[list[int]]] = defaultdict(list)
+    for rows in groups.values():
+        by_label[labels[rows[0]]].append(rows)
+    rng = random.Random(seed)
+    out: dict[str, list[int]] = {s: [] for s in SPLITS}
+    for label in sorted(by_label):
+        label_groups = by_label[label]
+        rng.shuffle(label_groups)
+        total = sum(len(g) for g in label_groups)
+        want_test, want_val = round(total * test_size), round(total * validation_size)
+        filled = {"test": 0, "validation": 0}
+        for rows in label_groups:
+            if filled["test"] < want_test:
+                target = "test"
+            elif filled["validation"] < want_val:
+                target = "validation"
+            else:
+                target = "train"
+            out[target].extend(rows)
+            if target != "train":
+                filled[target] += len(rows)
+    return {s: sorted(v) for s, v in out.items()}
+
+
+def load_classification_data(
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    train_file: str | None = None,
+    validation_file: str | None = None,
+    test_file: str | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+    train_split: str = "train",
+    validation_split: str | None = "validation",
+    test_split: str | None = "test",
+    validation_size: float = 0.1,
+    test_size: float = 0.1,
+    split_seed: int = 42,
+    group_duplicates: bool = True,
+) -> LoadedData:
+    """Load, validate and split a text-classification dataset (see the module docstring).
+
+    Official splits are used when present (``train_split`` / ``validation_split`` / ``test_split`` names, or the
+    three local files). Missing validation and/or test splits are carved out of train by :func:`stratified_split`.
+    """
+    data_files = {k: v for k, v in {"train": train_file, "validation": validation_file, "test": test_file}.items() if v}
+    if data_files and "train" not in data_files:
+        raise DataError("--validation_file/--test_file need a --train_file as well.")
+    raw = _load_raw(dataset_name, dataset_config_name, data_files)
+    available = list(raw.keys())
+    if train_split not in raw:
+        raise DataError(f"The dataset has no split {train_split!r}; its splits are {available}. Set --train_split.")
+    train = raw[train_split]
+    for col, flag in ((text_column, "--text_column"), (label_column, "--label_column")):
+        if col not in train.column_names:
+            raise DataError(f"Column {col!r} ({flag}) not found; the dataset has the columns {train.column_names}.")
+    official = {"train": train}
+    for name, split_name in (("validation", validation_split), ("test", test_split)):
+        if split_name and split_name in raw:
+            official[name] = raw[split_name]
+    for name, ds in official.items():
+        if len(ds) == 0:
+            raise DataError(f"The {name} split is empty.")
+        missing = [c for c in (text_column, label_column) if c not in ds.column_names]
+        if missing:
+            raise DataError(f"The {name} split lacks the column(s) {missing}; it has {ds.column_names}.")
+
+    label_names, to_id = _label_names(train, label_column)
+    if len(label_names) < 2:
+        raise DataError(f"The training labels have only {len(label_names)} class ({label_names}); classification needs at least 2.")
+
+    def normalise(ds: Dataset, name: str) -> Dataset:
+        texts, raw_labels = ds[text_column], ds[label_column]
+        bad_text = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+        if bad_text:
+            raise DataError(f"The {name} split has {len(bad_text)} empty or non-text value(s) in {text_column!r} (first at row {bad_text[0]}).")
+        ids = []
+        for i, v in enumerate(raw_labels):
+            key = int(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else v
+            if key not in to_id:
+                raise DataError(
+                    f"Label {v!r} in the {name} split (row {i}) never occurs in train; train has the labels {label_names}."
+                )
+            ids.append(to_id[key])
+        return Dataset.from_dict({"text": list(texts), "label": ids})
+
+    normalised = {name: normalise(ds, name) for name, ds in official.items()}
+    info: dict[str, Any] = {"source": dataset_name or data_files, "official_splits": sorted(official)}
+    need = [s for s in ("validation", "test") if s not in normalised]
+    if need:
+        full = normalised["train"]
+        idx = stratified_split(
+            full["text"],
+            full["label"],
+            validation_size if "validation" in need else 0.0,
+            test_size if "test" in need else 0.0,
+            split_seed,
+            group_duplicates,
+        )
+        normalised["train"] = full.select(idx["train"])
+        for s in need:
+            normalised[s] = full.select(idx[s])
+        info.update(
+            {
+                "split_method": "stratified by label, duplicate texts kept together" if group_duplicates else "stratified by label",
+                "split_seed": split_seed,
+                "validation_size": validation_size if "validation" in need else None,
+                "test_size": test_size if "test" in need else None,
+                "split_fingerprint": hashlib.sha256(repr(idx).encode()).hexdigest()[:16],
+            }
+        )
+    for s in SPLITS:
+        if len(normalised[s]) == 0:
+            raise DataError(f"The {s} split is empty after splitting {len(normalised['train'])} rows; use more data or larger sizes.")
+    info["sizes"] = {s: len(normalised[s]) for s in SPLITS}
+    info["label_counts"] = {
+        s: {label_names[k]: int(v) for k, v in sorted(zip(*np.unique(normalised[s]["label"], return_counts=True)))} for s in SPLITS
+    }
+    return LoadedData(DatasetDict(normalised), label_names, info)
+
+
+_DEMO_TOPICS = {
+    "sports": (
+        ["the striker", "our goalkeeper", "the home team", "the coach", "the young sprinter", "the captain"],
+        ["scored twice in the final", "won the championship", "broke the national record", "was injured in training",
+         "signed a new contract with the club", "lost the match on penalties"],
+    ),
+    "business": (
+        ["the central bank", "shares of the retailer", "the startup", "the oil company", "investors", "the factory"],
+        ["raised interest rates again", "fell sharply after the report", "announced record quarterly profits",
+         "cut two hundred jobs", "expanded into new markets", "reported weaker sales than expected"],
+    ),
+    "science": (
+        ["researchers", "the space agency", "a new telescope", "biologists", "the physics team", "the lab"],
+        ["discovered a distant planet", "sequenced the genome of the plant", "measured the particle mass precisely",
+         "launched a probe to the moon", "published results on climate models", "observed a rare cell behaviour"],
+    ),
+}
+
+
+def make_demo_dataset(num_per_class: int = 120, seed: int = 0) -> Dataset:
+    """A small three-class news-headline dataset generated from templates (no download, no third-party text).
+
+    Each headline combines a subject and an event of its topic, with occasional words from another topic so that
+    the task is not trivially separable.
+    """
+    rng = random.Random(seed)
+    names = sorted(_DEMO_TOPICS)
+    texts, labels = [], []
+    for label, topic in enumerate(names):
+        subjects, events = _DEMO_TOPICS[topic]
+        for _ in range(num_per_class):
+            text = f"{rng.choice(subjects)} {rng.choice(events)}"
+            if rng.random() < 0.3:
+                other = _DEMO_TOPICS[rng.choice([n for n in names if n != topic])]
+                text += f" as {rng.choice(other[0])} watched"
+            texts.append(text[0].upper() + text[1:])
+            labels.append(topic)
+    order = list(range(len(texts)))
+    rng.shuffle(order)
+    return Dataset.from_dict({"text": [texts[i] for i in order], "label": [labels[i] for i in order]})

