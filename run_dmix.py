@@ -62,6 +62,9 @@ class ModelArguments:
     )
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer id or folder, if not the model's."})
     model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of a Hub model."})
+    save_model: bool = field(
+        default=True, metadata={"help": "Save the fine-tuned model and tokenizer to output_dir (benchmarks turn it off)."}
+    )
 
 
 @dataclass
@@ -341,7 +344,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     if trainer.is_world_process_zero():
         out = training_args.output_dir
-        trainer.save_model(out)
+        if model_args.save_model:
+            trainer.save_model(out)
         probs = torch.softmax(torch.as_tensor(prediction.predictions), dim=-1).numpy()
         buf = io.StringIO()
         writer = csv.writer(buf)

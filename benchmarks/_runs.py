@@ -1,0 +1,110 @@
+"""Shared plumbing of the ESSC benchmarks: run ``run_dmix.py`` jobs (cached, resumable, optionally in parallel),
+collect their ``results.json``, and summarise them.
+
+Each job is one ``run_dmix.py`` process with its own output folder. A finished job (its ``results.json`` exists and
+records the same settings) is never run again, so an interrupted benchmark resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_dir(cli_value: str | None) -> Path:
+    """Where ``essc.csv`` lives: ``--data-dir``, else ``$DMIX_DATA_DIR``, else ``../shared/data`` beside the repo."""
+    path = Path(cli_value or os.environ.get("DMIX_DATA_DIR") or ROOT.parent / "shared" / "data")
+    if not (path / "essc.csv").is_file():
+        sys.exit(
+            f"essc.csv not found in {path}. Pass --data-dir DIR or set DMIX_DATA_DIR to the folder holding the SMS Spam "
+            "Collection as essc.csv (columns text,label)."
+        )
+    return path
+
+
+@dataclass
+class Job:
+    """One fine-tuning run: ``run_dmix.py`` flags plus where its outputs go."""
+
+    name: str
+    flags: dict[str, Any]
+    root: Path
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.flags, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    @property
+    def out_dir(self) -> Path:
+        return self.root / f"{self.name}-{self.key}"
+
+    def cached(self) -> dict[str, Any] | None:
+        path = self.out_dir / "results.json"
+        if path.is_file():
+            results = json.loads(path.read_text())
+            if results.get("benchmark_flags") == json.loads(json.dumps(self.flags, default=str)):
+                return results
+        return None
+
+    def argv(self) -> list[str]:
+        args = [sys.executable, str(ROOT / "run_dmix.py")]
+        for key, value in self.flags.items():
+            if isinstance(value, (list, tuple)):
+                args += [f"--{key}", *map(str, value)]
+            else:
+                args += [f"--{key}", str(value)]
+        return args + ["--output_dir", str(self.out_dir)]
+
+
+def run_jobs(jobs: list[Job], parallel: int = 1, log_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Run every job not already cached (``parallel`` at a time) and return all results in job order."""
+    todo = [j for j in jobs if j.cached() is None]
+    print(f"{len(jobs) - len(todo)} of {len(jobs)} runs cached; running {len(todo)} ({parallel} at a time).", flush=True)
+    started = time.time()
+    done = 0
+
+    def run(job: Job) -> None:
+        nonlocal done
+        job.out_dir.mkdir(parents=True, exist_ok=True)
+        log = job.out_dir / "run.log"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+        with open(log, "w") as f:
+            proc = subprocess.run(job.argv(), stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        if proc.returncode != 0:
+            tail = log.read_text()[-3000:]
+            raise RuntimeError(f"run {job.name} failed (exit {proc.returncode}); log {log}:\n{tail}")
+        # Record the flags so that the cache can tell a finished run of *these* settings from a stale one.
+        path = job.out_dir / "results.json"
+        results = json.loads(path.read_text())
+        results["benchmark_flags"] = json.loads(json.dumps(job.flags, default=str))
+        results["benchmark_meta"] = job.meta
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+        os.replace(tmp, path)
+        done += 1
+        elapsed = time.time() - started
+        print(f"[{done}/{len(todo)}] {job.name}: test macro-F1 {results['metrics']['test']['macro_f1']:.4f} "
+              f"({results['wall_time_s']:.0f} s; {elapsed:.0f} s elapsed)", flush=True)
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        for future in [pool.submit(run, j) for j in todo]:
+            future.result()
+    return [j.cached() for j in jobs]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    import numpy as np
+
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
