@@ -191,10 +191,12 @@ class HiddenStateMixer:
         if self._handles:
             return self
         embeddings = _get_module(self.base, self.family.embeddings)
-        self._handles.append(embeddings.register_forward_hook(self._output_hook(0)))
+        # prepend=True: the mixed output must be what every other forward hook sees, in particular the hooks
+        # transformers installs (lazily, on the first forward asking for them) to record `output_hidden_states`.
+        self._handles.append(embeddings.register_forward_hook(self._output_hook(0), prepend=True))
         for i, layer in enumerate(self.layers, start=1):
             self._handles.append(layer.register_forward_pre_hook(self._mask_hook(i), with_kwargs=True))
-            self._handles.append(layer.register_forward_hook(self._output_hook(i)))
+            self._handles.append(layer.register_forward_hook(self._output_hook(i), prepend=True))
         head = _get_module(self.base, self.family.sentence_head)
         self._handles.append(head.register_forward_pre_hook(self._head_hook()))
         return self
