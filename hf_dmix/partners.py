@@ -140,6 +140,27 @@ def build_partner_index(
     return PartnerIndex(num_examples=num_examples, candidates=candidates)
 
 
+def candidate_overlap(a: PartnerIndex, b: PartnerIndex, chunk_rows: int = 4096) -> float:
+    """Mean over anchors of ``|C_a(i) ∩ C_b(i)| / k``: how much two indices with the same ``k`` agree.
+
+    1.0 means the two distances select identical candidate sets; ``k / (N − 1)`` is what two unrelated random
+    selections would share. Used to show whether the hyperbolic geometry selects anything cosine would not.
+    """
+    if a.num_examples != b.num_examples or a.candidates_per_example != b.candidates_per_example:
+        raise ValueError("candidate_overlap needs two indices over the same examples with the same k.")
+    if a.candidates is None or b.candidates is None:
+        return 1.0
+    n, k = a.num_examples, a.candidates_per_example
+    total = 0
+    for start in range(0, n, chunk_rows):
+        rows = torch.arange(start, min(start + chunk_rows, n))
+        # Membership through a dense 0/1 mask per chunk: (rows, N) bytes instead of sorting k-long lists.
+        mask = torch.zeros(len(rows), n, dtype=torch.bool)
+        mask[torch.arange(len(rows))[:, None], a.candidates[rows].long()] = True
+        total += int(mask.gather(1, b.candidates[rows].long()).sum())
+    return total / (n * k)
+
+
 def partner_statistics(index: PartnerIndex, labels: torch.Tensor | None = None) -> dict[str, float]:
     """Describe how a partner index spreads over the training set (hubness diagnostics).
 

@@ -26,11 +26,13 @@ from .config import DMixConfig
 from .embeddings import embed_batches, embed_texts, iter_feature_batches
 from .geometry import to_poincare_ball
 from .mixing import HiddenStateMixer, num_layers, resolve_family, unwrap_model
-from .partners import PartnerIndex, build_partner_index, num_candidates, partner_statistics
+from .partners import PartnerIndex, build_partner_index, candidate_overlap, num_candidates, partner_statistics
 
 logger = logging.get_logger(__name__)
 
 LABEL_COLUMNS: tuple[str, ...] = ("labels", "label", "label_ids")
+# Above this many examples the hyperbolic-vs-cosine overlap diagnostic (a second partner search) is skipped.
+_OVERLAP_MAX_EXAMPLES = 200_000
 
 
 class _IndexedDataset(Dataset):
@@ -236,12 +238,26 @@ class DMixTrainer(Trainer):
         self.data_collator.partner_index = index
         self.partner_index_stats = partner_statistics(index, _labels_of(self.train_dataset))
         s = self.partner_index_stats
+        if args.partner_distance == "hyperbolic" and index.candidates is not None and n <= _OVERLAP_MAX_EXAMPLES:
+            # Would cosine have chosen the same candidates? If so, the geometry is not what DMIX adds here.
+            cosine = build_partner_index(
+                emb.to(args.device), n, distance="cosine", tau=args.tau, order=args.partner_order,
+                memory_bytes=args.partner_search_memory_mb * 2**20, show_progress=False,
+            )
+            s["cosine_overlap"] = candidate_overlap(index, cosine)
+            s["cosine_overlap_chance"] = index.candidates_per_example / (n - 1)
         logger.info(
             f"DMIX partner index ({args.partner_distance}, {args.partner_order}, tau={args.tau}): "
             f"{int(s['candidates_per_example'])} candidates per example out of {n - 1}; "
             f"{s['distinct_candidate_share']:.1%} of the training set appears as a candidate; the most frequent 1% "
             f"of examples hold {s['top1pct_slot_share']:.1%} of candidate slots"
-            + (f"; same-label share {s['same_label_share']:.1%}." if "same_label_share" in s else ".")
+            + (f"; same-label share {s['same_label_share']:.1%}" if "same_label_share" in s else "")
+            + (
+                f"; the hyperbolic candidate sets share {s['cosine_overlap']:.1%} of their members with the cosine "
+                f"top-tau sets ({s['cosine_overlap_chance']:.1%} by chance)."
+                if "cosine_overlap" in s
+                else "."
+            )
         )
         return index
 

@@ -341,3 +341,15 @@ def test_partner_statistics_all_others_matches_formula_and_explicit_index() -> N
     # And from an index built with τ = 1.
     built = build_partner_index(None, n, distance="hyperbolic", tau=1.0, show_progress=False)
     assert partner_statistics(built, labels.tolist()) == implicit
+
+
+def test_candidate_overlap_exact_values() -> None:
+    from hf_dmix.partners import candidate_overlap
+
+    a = PartnerIndex(4, torch.tensor([[1, 2], [0, 2], [0, 1], [0, 1]], dtype=torch.int32))
+    b = PartnerIndex(4, torch.tensor([[2, 3], [2, 0], [3, 1], [2, 1]], dtype=torch.int32))
+    # Row overlaps: {2}, {0, 2}, {1}, {1} -> (1 + 2 + 1 + 1) / (4 * 2).
+    assert candidate_overlap(a, b) == pytest.approx(5 / 8)
+    assert candidate_overlap(a, a, chunk_rows=3) == 1.0
+    with pytest.raises(ValueError, match="same k"):
+        candidate_overlap(a, PartnerIndex(4, torch.zeros(4, 1, dtype=torch.int32)))

@@ -329,3 +329,14 @@ def test_lora_model_trains_adapters_only(tmp_path, tokenizer, train_dataset):
     assert changed and all("lora_" in k or "classifier" in k for k in changed)
     assert any("lora_A" in k for k in changed)
     assert trainer.partner_index is not None
+
+
+def test_hyperbolic_index_reports_cosine_overlap(tmp_path, tokenizer, train_dataset):
+    trainer = DMixTrainer(
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path), train_dataset=train_dataset, processing_class=tokenizer
+    )
+    trainer.build_partner_index()
+    stats = trainer.partner_index_stats
+    k = trainer.partner_index.candidates_per_example
+    assert stats["cosine_overlap_chance"] == pytest.approx(k / (len(train_dataset) - 1))
+    assert 0.0 <= stats["cosine_overlap"] <= 1.0
