@@ -66,13 +66,13 @@ def embed_batches(
 
 def iter_feature_batches(
     rows: Callable[[Sequence[int]], list[dict[str, Any]]],
-    num_rows: int,
+    row_range: range,
     batch_size: int,
     collate: Callable[[list[dict[str, Any]]], Mapping[str, torch.Tensor]],
 ) -> Iterable[Mapping[str, torch.Tensor]]:
-    """Batches of rows ``0..num_rows-1`` in order, read with ``rows(indices)`` and padded with ``collate``."""
-    for start in range(0, num_rows, batch_size):
-        yield collate(rows(range(start, min(start + batch_size, num_rows))))
+    """Batches of the rows in ``row_range``, in order, read with ``rows(indices)`` and padded with ``collate``."""
+    for start in range(row_range.start, row_range.stop, batch_size):
+        yield collate(rows(range(start, min(start + batch_size, row_range.stop))))
 
 
 def embed_texts(

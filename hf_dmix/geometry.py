@@ -265,3 +265,40 @@ def pairwise_distance(
     if same:
         out.fill_diagonal_(0.0)
     return out
+
+
+def ranking_factors(points: torch.Tensor, metric: Metric, curvature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Factors ``(L, R)`` such that, for every fixed row ``i``, ``(L @ R.T)[i, j]`` increases strictly with ``d(i, j)``.
+
+    Partner search only needs each anchor's *ranking* of the others, and every distance here is, for a fixed
+    anchor, a monotone function of one bilinear form, so a whole block of ranking keys costs a single matrix
+    product — no element-wise ``arcosh``, square root or division over the ``N × N`` block:
+
+    * cosine: :math:`-\hat x_i \cdot \hat x_j`;
+    * euclidean: :math:`\|x_j\|^2 - 2 x_i \cdot x_j` (:math:`\|x_i\|^2` is constant along the row);
+    * hyperbolic: :math:`\|x_i - x_j\|^2 / (1 - c\|x_j\|^2)`, since
+      :math:`d = \operatorname{arcosh}(1 + 2c\,\|x_i-x_j\|^2 / ((1-c\|x_i\|^2)(1-c\|x_j\|^2)))/\sqrt{c}` and the
+      factor :math:`1 - c\|x_i\|^2` is constant along the row. Writing
+      :math:`\|x_i - x_j\|^2 = \|x_i\|^2 + \|x_j\|^2 - 2x_i \cdot x_j`, the key is
+      :math:`[x_i, \|x_i\|^2, 1] \cdot [-2x_j/a_j, 1/a_j, \|x_j\|^2/a_j]` with :math:`a_j = 1 - c\|x_j\|^2`.
+
+    Points must already be in the metric's space (inside the ball for ``hyperbolic``). Returned in float32.
+    """
+    pts = prepare_points(points, metric).float()
+    if metric == "cosine":
+        return pts, -pts
+    sq = (pts.double() * pts.double()).sum(-1, keepdim=True)
+    ones = torch.ones_like(sq)
+    if metric == "euclidean":
+        left = torch.cat([pts.double(), ones], dim=1)
+        right = torch.cat([-2.0 * pts.double(), sq], dim=1)
+    elif metric == "hyperbolic":
+        # Same floor as _hyperbolic_block: a point rounded onto the boundary stays at a finite (huge) key.
+        floor = 1.0 - (1.0 - _ball_eps(torch.float32)) ** 2
+        inv_a = 1.0 / (1.0 - curvature * sq).clamp_min(floor)
+        left = torch.cat([pts.double(), sq, ones], dim=1)
+        right = torch.cat([-2.0 * pts.double() * inv_a, inv_a, sq * inv_a], dim=1)
+    else:
+        raise ValueError(f"Unknown metric {metric!r}; expected one of {METRICS}.")
+    # The factors are formed in float64 (1/a_j can be large near the boundary), the product runs in float32.
+    return left.float(), right.float()

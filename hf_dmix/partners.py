@@ -20,7 +20,7 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
-from .geometry import METRICS, chunk_rows_for_budget, distance_block, prepare_points
+from .geometry import METRICS, chunk_rows_for_budget, ranking_factors
 
 PartnerDistance = Literal["hyperbolic", "euclidean", "cosine", "random"]
 PARTNER_DISTANCES: tuple[str, ...] = (*METRICS, "random")
@@ -123,21 +123,46 @@ def build_partner_index(
         got = None if points is None else tuple(points.shape)
         raise ValueError(f"Partner search with distance {distance!r} needs ({num_examples}, d) points, got {got}.")
 
-    pts = prepare_points(points, distance)
-    sq = (pts * pts).sum(-1)
-    # An anchor must never be its own partner; its distance is pushed to the wrong end before selection.
-    self_fill = float("-inf") if order == "farthest" else float("inf")
-    rows = chunk_rows_for_budget(num_examples, memory_bytes, bytes_per_value=pts.element_size())
-    candidates = torch.empty((num_examples, k), dtype=torch.int32)
-    starts = range(0, num_examples, rows)
-    for start in tqdm(starts, desc=f"DMIX partner search ({distance}, top-{k})", disable=not show_progress):
-        stop = min(start + rows, num_examples)
-        block = distance_block(pts[start:stop], pts, distance, curvature, sq[start:stop], sq)
-        local = torch.arange(stop - start, device=block.device)
-        block[local, local + start] = self_fill
-        idx = torch.topk(block, k, dim=1, largest=(order == "farthest"), sorted=False).indices
-        candidates[start:stop] = idx.to(device="cpu", dtype=torch.int32)
+    candidates = top_tau_candidates(
+        points, k, distance, order, curvature, memory_bytes=memory_bytes, show_progress=show_progress
+    )
     return PartnerIndex(num_examples=num_examples, candidates=candidates)
+
+
+def top_tau_candidates(
+    points: torch.Tensor,
+    k: int,
+    distance: str,
+    order: str = "farthest",
+    curvature: float = 1.0,
+    rows: range | None = None,
+    memory_bytes: int = 512 * 2**20,
+    show_progress: bool = False,
+) -> torch.Tensor:
+    """The ``k`` farthest (or nearest) other points of each anchor in ``rows`` (default: all), as int32 on the CPU.
+
+    Each chunk of anchors costs one matrix product of ranking keys (:func:`hf_dmix.geometry.ranking_factors`) and one
+    ``topk``; memory is bounded by ``memory_bytes`` per chunk whatever ``N`` is. ``rows`` lets several processes
+    each search a shard of the anchors.
+    """
+    n = points.shape[0]
+    rows = range(n) if rows is None else rows
+    left, right = ranking_factors(points, distance, curvature)
+    if order == "nearest":
+        left = -left
+    chunk = chunk_rows_for_budget(n, memory_bytes, bytes_per_value=4)
+    out = torch.empty((len(rows), k), dtype=torch.int32)
+    starts = range(rows.start, rows.stop, chunk)
+    desc = f"DMIX partner search ({distance}, {order} top-{k})"
+    for start in tqdm(starts, desc=desc, disable=not show_progress):
+        stop = min(start + chunk, rows.stop)
+        keys = left[start:stop] @ right.T
+        local = torch.arange(stop - start, device=keys.device)
+        # An anchor is never its own partner: its key goes to the end that topk never reaches.
+        keys[local, local + start] = float("-inf")
+        idx = torch.topk(keys, k, dim=1, largest=True, sorted=False).indices
+        out[start - rows.start : stop - rows.start] = idx.to(device="cpu", dtype=torch.int32)
+    return out
 
 
 def candidate_overlap(a: PartnerIndex, b: PartnerIndex, chunk_rows: int = 4096) -> float:

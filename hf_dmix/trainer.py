@@ -26,7 +26,14 @@ from .config import DMixConfig
 from .embeddings import embed_batches, embed_texts, iter_feature_batches
 from .geometry import to_poincare_ball
 from .mixing import HiddenStateMixer, num_layers, resolve_family, unwrap_model
-from .partners import PartnerIndex, build_partner_index, candidate_overlap, num_candidates, partner_statistics
+from .partners import (
+    PartnerIndex,
+    build_partner_index,
+    candidate_overlap,
+    num_candidates,
+    partner_statistics,
+    top_tau_candidates,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -154,6 +161,8 @@ class DMixTrainer(Trainer):
         args, dataset = self.args, self.train_dataset
         n = len(dataset)
         show = self.is_local_process_zero() and not args.disable_tqdm
+        # Each process embeds one contiguous shard; the shards are gathered so every process holds all N rows.
+        shard = self._shard(n)
         if self._sentence_embeddings is not None:
             emb = torch.as_tensor(self._sentence_embeddings, dtype=torch.float32)
             if emb.ndim != 2 or emb.shape[0] != n:
@@ -170,10 +179,10 @@ class DMixTrainer(Trainer):
                         f"embedding_text_column={column!r} is not a column of the training set; it has "
                         f"{base.column_names}. Keep the raw text column in the dataset you pass to DMixTrainer."
                     )
-                texts = list(base[column])
+                texts = list(base.select(shard)[column]) if len(shard) else []
             else:
-                texts = [base[i][column] for i in range(n)]
-            return embed_texts(
+                texts = [base[i][column] for i in shard]
+            local = embed_texts(
                 args.embedding_model,
                 texts,
                 pooling=args.embedding_pooling,
@@ -182,6 +191,7 @@ class DMixTrainer(Trainer):
                 device=args.device,
                 show_progress=show,
             )
+            return self._gather_rows(local, n)
 
         self._set_signature_columns_if_needed()
         keep = set(self._signature_columns) - set(LABEL_COLUMNS) - {INDEX_COLUMN}
@@ -194,13 +204,31 @@ class DMixTrainer(Trainer):
             return [{k: v for k, v in dataset[i].items() if k in keep} for i in indices]
 
         bs = args.embedding_batch_size
-        return embed_batches(
+        local = embed_batches(
             self.model,
-            iter_feature_batches(rows, n, bs, collator),
+            iter_feature_batches(rows, shard, bs, collator),
             pooling=args.embedding_pooling,
-            total=-(-n // bs),
+            total=-(-len(shard) // bs),
             show_progress=show,
         )
+        return self._gather_rows(local, n)
+
+    def _shard(self, n: int) -> range:
+        """This process's contiguous share of ``range(n)`` (all of it in a single process)."""
+        world, rank = self.args.world_size, self.args.process_index
+        size = -(-n // world)
+        return range(min(rank * size, n), min((rank + 1) * size, n))
+
+    def _gather_rows(self, local: torch.Tensor, n: int) -> torch.Tensor:
+        """Concatenate every process's shard of an ``(n, ...)`` tensor, in rank order, on every process (CPU)."""
+        if self.args.world_size == 1:
+            return local
+        size = -(-n // self.args.world_size)
+        # gather needs equal shapes: pad each shard to the common size and trim after.
+        padded = local.new_zeros((size, *local.shape[1:]))
+        padded[: local.shape[0]] = local
+        gathered = self.accelerator.gather(padded.to(self.args.device)).cpu()
+        return torch.cat([gathered[r * size : r * size + len(range(r * size, min((r + 1) * size, n)))] for r in range(self.args.world_size)])
 
     def build_partner_index(self) -> PartnerIndex:
         """Embed the training set, map it into the chosen space and select every example's top-τ candidates.
@@ -224,16 +252,22 @@ class DMixTrainer(Trainer):
             else:
                 points = emb
             points = points.to(args.device)
-        index = build_partner_index(
-            points,
-            n,
-            distance=args.partner_distance,
-            tau=args.tau,
-            order=args.partner_order,
-            curvature=args.curvature,
-            memory_bytes=args.partner_search_memory_mb * 2**20,
-            show_progress=self.is_local_process_zero() and not args.disable_tqdm,
-        )
+        if points is None:
+            index = PartnerIndex(num_examples=n)
+        else:
+            # Each process searches the candidates of its shard of anchors; the shards are gathered so that every
+            # process holds the same full index (one search in total, not one per process).
+            local = top_tau_candidates(
+                points,
+                num_candidates(n, args.tau),
+                args.partner_distance,
+                args.partner_order,
+                args.curvature,
+                rows=self._shard(n),
+                memory_bytes=args.partner_search_memory_mb * 2**20,
+                show_progress=self.is_local_process_zero() and not args.disable_tqdm,
+            )
+            index = PartnerIndex(num_examples=n, candidates=self._gather_rows(local, n))
         self.partner_index = index
         self.data_collator.partner_index = index
         self.partner_index_stats = partner_statistics(index, _labels_of(self.train_dataset))

@@ -397,3 +397,22 @@ def test_half_inputs_elementwise_ops_give_float32(dtype: torch.dtype) -> None:
         assert torch.isfinite(out).all()
     torch.testing.assert_close(poincare_distance(x, y).double(), ref_poincare(x, y, 1.0), atol=1e-4, rtol=0.0)
     assert (project(x * 10).norm(dim=-1) < 1.0).all()
+
+
+@pytest.mark.parametrize("metric", ["hyperbolic", "euclidean", "cosine"])
+@pytest.mark.parametrize("curvature", [0.5, 2.0])
+def test_ranking_factors_order_rows_like_the_distance(metric: str, curvature: float) -> None:
+    """Per anchor, the one-GEMM ranking keys sort the other points exactly as the distance does."""
+    from hf_dmix.geometry import ranking_factors
+
+    g = torch.Generator().manual_seed(11)
+    raw = torch.randn(40, 8, generator=g, dtype=torch.float64)
+    pts = to_poincare_ball(raw, curvature=curvature) if metric == "hyperbolic" else raw.float()
+    left, right = ranking_factors(pts, metric, curvature)
+    keys = (left @ right.T).double()
+    dist = pairwise_distance(pts.double(), metric=metric, curvature=curvature)
+    for i in range(40):
+        others = torch.tensor([j for j in range(40) if j != i])
+        by_key = others[torch.argsort(keys[i, others])]
+        by_dist = others[torch.argsort(dist[i, others])]
+        assert torch.equal(by_key, by_dist)

@@ -171,13 +171,21 @@ def test_tau_one_and_random_give_every_other_example(distance: str, tau: float) 
 def test_many_chunks_give_identical_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
     points = make_points("hyperbolic", seed=2)
     calls: list[int] = []
-    real_block = partners_mod.distance_block
+    real_factors = partners_mod.ranking_factors
 
-    def counting_block(x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        calls.append(x.shape[0])
-        return real_block(x, *args, **kwargs)  # type: ignore[arg-type]
+    class CountingLeft(torch.Tensor):
+        """Records the number of anchor rows of every chunk sliced from the left ranking factor."""
 
-    monkeypatch.setattr(partners_mod, "distance_block", counting_block)
+        def __getitem__(self, item):  # type: ignore[override]
+            out = torch.Tensor.__getitem__(self.as_subclass(torch.Tensor), item)
+            calls.append(out.shape[0])
+            return out
+
+    def counting_factors(*args: object, **kwargs: object):
+        left, right = real_factors(*args, **kwargs)  # type: ignore[arg-type]
+        return left.as_subclass(CountingLeft), right
+
+    monkeypatch.setattr(partners_mod, "ranking_factors", counting_factors)
     for distance in ("hyperbolic", "euclidean", "cosine"):
         for order in ("farthest", "nearest"):
             calls.clear()

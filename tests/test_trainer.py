@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from conftest import make_sentences, tiny_model
 from datasets import Dataset
 from transformers import AutoConfig, AutoModelForSequenceClassification, DataCollatorWithPadding, TrainingArguments
 
-from hf_dmix import DMixConfig, DMixDataCollator, DMixTrainer
+from hf_dmix import DMixConfig, DMixDataCollator, DMixTrainer, pairwise_distance, to_poincare_ball
 from hf_dmix.mixing import MIX_STRATEGIES
 from hf_dmix.partners import PARTNER_DISTANCES
 
@@ -340,3 +341,30 @@ def test_hyperbolic_index_reports_cosine_overlap(tmp_path, tokenizer, train_data
     k = trainer.partner_index.candidates_per_example
     assert stats["cosine_overlap_chance"] == pytest.approx(k / (len(train_dataset) - 1))
     assert 0.0 <= stats["cosine_overlap"] <= 1.0
+
+
+def test_bf16_autocast_near_the_boundary_stays_finite(tmp_path, tokenizer, train_dataset):
+    """bf16 mixed precision with ball points within 1e-5 of the boundary: finite loss, gradients and geometry."""
+    n = len(train_dataset)
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(n, 16, generator=g) * torch.logspace(0, 4, n)[:, None]  # norms over four decades
+    args = _args(
+        tmp_path, bf16=True, logging_steps=1, max_steps=4, ball_median_radius=0.99999, ball_clip_quantile=1.0,
+        ball_center=False, tau=0.2,
+    )
+    trainer = DMixTrainer(
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=args, train_dataset=train_dataset,
+        processing_class=tokenizer, sentence_embeddings=emb,
+    )
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        points = to_poincare_ball(emb, median_radius=0.99999, clip_quantile=None, center=False)
+        dist = pairwise_distance(points, metric="hyperbolic")
+    assert points.dtype == torch.float32 and dist.dtype == torch.float32
+    assert (points.norm(dim=-1) < 1).all() and torch.isfinite(dist).all()
+    assert (1 - points.norm(dim=-1)).min() < 1e-4  # the test really is near the boundary
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 4
+    assert all(math.isfinite(h["loss"]) and math.isfinite(h["grad_norm"]) for h in logs)
+    assert trainer.partner_index.candidates.min() >= 0 and trainer.partner_index.candidates.max() < n
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())

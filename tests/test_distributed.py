@@ -1,0 +1,64 @@
+"""Real 2-process DDP (gloo, CPU) against a single process over the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+HERE = Path(__file__).resolve().parent
+
+
+def _run(cmd: list[str], tmp: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(cmd, cwd=HERE.parent, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", str(HERE / "ddp_script.py"), str(out)], out)
+    _run([sys.executable, str(HERE / "ddp_script.py"), str(out)], out)
+    return {name: torch.load(out / f"{name}.pt") for name in ("rank0_of2", "rank1_of2", "rank0_of1")}, out
+
+
+def test_really_distributed(runs):
+    _, out = runs
+    for rank in (0, 1):
+        info = json.loads((out / f"rank{rank}_of2.json").read_text())
+        assert info["num_processes"] == 2 and "MULTI_CPU" in info["distributed_type"]
+        assert info["ddp_find_unused_parameters"] is False and info["ddp_broadcast_buffers"] is False
+        assert info["steps"] == 3
+
+
+def test_ranks_hold_identical_parameters(runs):
+    res, _ = runs
+    a, b = res["rank0_of2"]["params"], res["rank1_of2"]["params"]
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_ranks_share_embeddings_and_partner_index(runs):
+    res, _ = runs
+    r0, r1, single = res["rank0_of2"], res["rank1_of2"], res["rank0_of1"]
+    assert torch.equal(r0["embeddings"], r1["embeddings"])
+    assert torch.equal(r0["candidates"], r1["candidates"])
+    # Sharded and gathered, the index equals the one a single process builds.
+    torch.testing.assert_close(r0["embeddings"], single["embeddings"], atol=1e-5, rtol=1e-5)
+    assert torch.equal(r0["candidates"].sort(dim=1).values, single["candidates"].sort(dim=1).values)
+
+
+def test_two_ranks_equal_one_process_over_the_global_batch(runs):
+    res, _ = runs
+    ddp, single, initial = res["rank0_of2"]["params"], res["rank0_of1"]["params"], res["rank0_of1"]["initial"]
+    for name in ddp:
+        torch.testing.assert_close(ddp[name], single[name], atol=1e-5, rtol=0, msg=name)
+    moved = max(float((single[name] - initial[name]).abs().max()) for name in single)
+    assert moved > 1e-2, "training barely moved the parameters: the comparison would be vacuous"
