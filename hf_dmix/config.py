@@ -7,7 +7,9 @@ is built.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from transformers import TrainingArguments
 
@@ -15,6 +17,9 @@ from .mixing import MIX_STRATEGIES
 from .partners import PARTNER_DISTANCES, PARTNER_ORDERS
 
 EMBEDDING_POOLINGS: tuple[str, ...] = ("mean", "cls")
+PARTNER_SEARCH_MODES: tuple[str, ...] = ("auto", "exact", "sampled")
+# Above this many training examples, partner_search="auto" switches from exact to sampled search.
+AUTO_EXACT_MAX_EXAMPLES = 200_000
 
 
 @dataclass
@@ -73,6 +78,16 @@ class DMixConfig(TrainingArguments):
             Truncation length when ``embedding_model`` tokenizes raw text.
         partner_search_memory_mb (`int`, defaults to `512`):
             Memory budget of one chunk of the distance matrix during partner search.
+        partner_search (`str`, defaults to `"auto"`):
+            `"exact"` compares every anchor with every example (chunked, ``O(N²d)`` work); `"sampled"` estimates
+            each anchor's top-τ threshold from ``partner_search_sample_size`` random examples (``O(N·m·d)``, for
+            millions of examples, membership recall ≈ 1 with slightly larger sets); `"auto"`: exact up to 200,000
+            examples.
+        partner_search_sample_size (`int`, defaults to `16384`):
+            ``m``, examples per anchor in sampled search.
+        partner_index_max_mb (`int`, defaults to `1024`):
+            Candidate sets are kept as an ``(N, k)`` int32 table up to this size; beyond it (e.g. ``N = 100k``,
+            ``τ = 0.5`` would need 20 GB) one threshold per example is stored and partners are drawn by rejection.
 
     Defaults that differ from ``TrainingArguments`` (the paper's setting, and what DDP needs):
         learning_rate: ``2e-5``; weight_decay: ``0.01``; per_device_train_batch_size: ``8``;
@@ -163,13 +178,35 @@ class DMixConfig(TrainingArguments):
     partner_search_memory_mb: int = field(
         default=512, metadata={"help": "Memory budget (MiB) of one chunk of the partner-search distance matrix."}
     )
+    partner_search: str = field(
+        default="auto",
+        metadata={
+            "help": "exact: every anchor against every example (N x N work, chunked); sampled: thresholds estimated "
+            "from partner_search_sample_size random examples per anchor (N x m work, for millions of examples); "
+            "auto: exact up to 200000 examples, sampled above.",
+            "choices": list(PARTNER_SEARCH_MODES),
+        },
+    )
+    partner_search_sample_size: int = field(
+        default=16384, metadata={"help": "Examples per anchor that estimate its threshold in sampled search."}
+    )
+    partner_index_max_mb: int = field(
+        default=1024,
+        metadata={
+            "help": "Largest candidate table (N x k int32) kept as explicit lists; larger indices store one "
+            "threshold per example and draw partners by rejection (same sets, O(N) memory); 0 = always thresholds."
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.partner_index_max_mb < 0:
+            raise ValueError(f"partner_index_max_mb must be >= 0 (0 = always thresholds), got {self.partner_index_max_mb!r}.")
         _check_choice("mix_strategy", self.mix_strategy, MIX_STRATEGIES)
         _check_choice("partner_distance", self.partner_distance, PARTNER_DISTANCES)
         _check_choice("partner_order", self.partner_order, PARTNER_ORDERS)
         _check_choice("embedding_pooling", self.embedding_pooling, EMBEDDING_POOLINGS)
+        _check_choice("partner_search", self.partner_search, PARTNER_SEARCH_MODES)
         if not (isinstance(self.tau, (int, float)) and 0.0 < self.tau <= 1.0):
             raise ValueError(f"tau must lie in (0, 1] (a fraction of the training set; 1.0 = Mixup), got {self.tau!r}.")
         if not (isinstance(self.mix_alpha, (int, float)) and self.mix_alpha > 0):
@@ -187,9 +224,35 @@ class DMixConfig(TrainingArguments):
                     f"mix_layers must be a non-empty list of 1-based encoder layer numbers (1..N), got {self.mix_layers!r}."
                 )
             self.mix_layers = sorted(set(layers))
-        for name in ("embedding_batch_size", "embedding_max_length", "partner_search_memory_mb"):
+        for name in (
+            "embedding_batch_size", "embedding_max_length", "partner_search_memory_mb", "partner_search_sample_size",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
+
+    # --- Pickling without secrets (training_args.bin) ---
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The pickled state: every attribute, with each ``*_token`` field (``hub_token``) replaced by ``None``."""
+        return {k: (None if k.endswith("_token") else v) for k, v in self.__dict__.items()}
+
+    def __copy__(self) -> DMixConfig:
+        # copy.copy would otherwise go through __getstate__ and lose the token of the live object.
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> DMixConfig:
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return new
+
+
+# The settings DMixConfig adds to TrainingArguments (what ``dmix_config.json`` records), in declaration order.
+DMIX_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in fields(DMixConfig) if f.name not in {g.name for g in fields(TrainingArguments)}
+)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

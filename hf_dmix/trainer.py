@@ -22,7 +22,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel, Tr
 from transformers.utils import logging
 
 from .collator import INDEX_COLUMN, PARTNER_IDS_KEY, DMixDataCollator
-from .config import DMixConfig
+from .config import AUTO_EXACT_MAX_EXAMPLES, DMixConfig
 from .embeddings import embed_batches, embed_texts, iter_feature_batches
 from .geometry import to_poincare_ball
 from .mixing import HiddenStateMixer, num_layers, resolve_family, unwrap_model
@@ -32,7 +32,9 @@ from .partners import (
     candidate_overlap,
     num_candidates,
     partner_statistics,
+    threshold_index,
     top_tau_candidates,
+    top_tau_thresholds,
 )
 
 logger = logging.get_logger(__name__)
@@ -255,28 +257,19 @@ class DMixTrainer(Trainer):
         if points is None:
             index = PartnerIndex(num_examples=n)
         else:
-            # Each process searches the candidates of its shard of anchors; the shards are gathered so that every
-            # process holds the same full index (one search in total, not one per process).
-            local = top_tau_candidates(
-                points,
-                num_candidates(n, args.tau),
-                args.partner_distance,
-                args.partner_order,
-                args.curvature,
-                rows=self._shard(n),
-                memory_bytes=args.partner_search_memory_mb * 2**20,
-                show_progress=self.is_local_process_zero() and not args.disable_tqdm,
-            )
-            index = PartnerIndex(num_examples=n, candidates=self._gather_rows(local, n))
+            index = self._search_partners(points, n)
         self.partner_index = index
         self.data_collator.partner_index = index
         self.partner_index_stats = partner_statistics(index, _labels_of(self.train_dataset))
         s = self.partner_index_stats
         if args.partner_distance == "hyperbolic" and index.candidates is not None and n <= _OVERLAP_MAX_EXAMPLES:
             # Would cosine have chosen the same candidates? If so, the geometry is not what DMIX adds here.
-            cosine = build_partner_index(
-                emb.to(args.device), n, distance="cosine", tau=args.tau, order=args.partner_order,
-                memory_bytes=args.partner_search_memory_mb * 2**20, show_progress=False,
+            cosine = PartnerIndex(
+                num_examples=n,
+                candidates=top_tau_candidates(
+                    emb.to(args.device), index.candidates_per_example, "cosine", args.partner_order,
+                    memory_bytes=args.partner_search_memory_mb * 2**20,
+                ),
             )
             s["cosine_overlap"] = candidate_overlap(index, cosine)
             s["cosine_overlap_chance"] = index.candidates_per_example / (n - 1)
@@ -294,6 +287,35 @@ class DMixTrainer(Trainer):
             )
         )
         return index
+
+    def _search_partners(self, points: torch.Tensor, n: int) -> PartnerIndex:
+        """Exact lists, exact thresholds or sampled thresholds (see ``DMixConfig.partner_search``).
+
+        Each process searches the anchors of its shard; the shards are gathered so that every process holds the
+        same full index (one search in total, not one per process).
+        """
+        args = self.args
+        k = num_candidates(n, args.tau)
+        sampled = args.partner_search == "sampled" or (
+            args.partner_search == "auto" and n > AUTO_EXACT_MAX_EXAMPLES
+        )
+        common = dict(
+            k=k,
+            distance=args.partner_distance,
+            order=args.partner_order,
+            curvature=args.curvature,
+            rows=self._shard(n),
+            memory_bytes=args.partner_search_memory_mb * 2**20,
+            show_progress=self.is_local_process_zero() and not args.disable_tqdm,
+        )
+        if not sampled and n * k * 4 <= args.partner_index_max_mb * 2**20:
+            local = top_tau_candidates(points, **common)
+            return PartnerIndex(num_examples=n, candidates=self._gather_rows(local, n))
+        size = args.partner_search_sample_size if sampled else None
+        local = top_tau_thresholds(points, **common, sample_size=size, seed=args.seed)
+        return threshold_index(
+            points, self._gather_rows(local, n), args.partner_distance, args.partner_order, args.curvature, k, sampled
+        )
 
     def train(self, *args: Any, **kwargs: Any):
         """Build the partner index (once), attach the mixing hooks, then run ``Trainer.train``."""

@@ -361,3 +361,43 @@ def test_candidate_overlap_exact_values() -> None:
     assert candidate_overlap(a, a, chunk_rows=3) == 1.0
     with pytest.raises(ValueError, match="same k"):
         candidate_overlap(a, PartnerIndex(4, torch.zeros(4, 1, dtype=torch.int32)))
+
+
+@pytest.mark.parametrize("distance", ["hyperbolic", "euclidean", "cosine"])
+@pytest.mark.parametrize("order", ["farthest", "nearest"])
+def test_exact_thresholds_select_the_same_sets_as_lists(distance: str, order: str) -> None:
+    points = make_points(distance, seed=4)
+    lists = build_partner_index(points, N, distance=distance, tau=0.3, order=order, show_progress=False)
+    thr = build_partner_index(
+        points, N, distance=distance, tau=0.3, order=order, representation="thresholds", show_progress=False
+    )
+    assert thr.candidates is None and thr.thresholds is not None and thr.thresholds.shape == (N,)
+    assert thr.candidates_per_example == lists.candidates_per_example
+    for i in range(N):
+        assert thr.candidate_set(i) == lists.candidate_set(i)
+    # Rejection sampling draws exactly from those sets, uniformly, never the anchor.
+    anchors, partners = draw(thr, 600, seed=5)
+    expected = [lists.candidate_set(i) for i in range(N)]
+    assert supports(anchors, partners, N) == expected
+    assert_uniform(anchors, partners, expected)
+    assert partner_statistics(thr, torch.arange(N) % 2)["same_label_share"] == pytest.approx(
+        partner_statistics(lists, torch.arange(N) % 2)["same_label_share"]
+    )
+
+
+def test_sampled_thresholds_keep_recall_with_bounded_overshoot() -> None:
+    n, tau = 3000, 0.1
+    g = torch.Generator().manual_seed(7)
+    points = to_poincare_ball(torch.randn(n, 16, generator=g) * torch.rand(n, 1, generator=g) * 5)
+    exact = build_partner_index(points, n, "hyperbolic", tau, representation="thresholds", show_progress=False)
+    sampled = build_partner_index(
+        points, n, "hyperbolic", tau, sample_size=2048, memory_bytes=300 * 2048 * 16, show_progress=False
+    )
+    probe = torch.arange(0, n, 15)
+    e, s = exact.members(probe), sampled.members(probe)
+    recall = float((e & s).sum()) / float(e.sum())
+    assert recall >= 0.99
+    k = num_candidates(n, tau)
+    assert k <= sampled.expected_k <= 1.3 * k
+    partners = sampled.sample(probe, torch.Generator().manual_seed(0))
+    assert s[torch.arange(len(probe)), partners].all()  # every draw is a member

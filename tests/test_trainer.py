@@ -368,3 +368,24 @@ def test_bf16_autocast_near_the_boundary_stays_finite(tmp_path, tokenizer, train
     assert all(math.isfinite(h["loss"]) and math.isfinite(h["grad_norm"]) for h in logs)
     assert trainer.partner_index.candidates.min() >= 0 and trainer.partner_index.candidates.max() < n
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_threshold_and_sampled_partner_search_in_training(tmp_path, tokenizer, train_dataset):
+    """Indices too large for lists use thresholds with the same sets; sampled search trains too."""
+    model = tiny_model("bert", vocab_size=tokenizer.vocab_size)
+    lists = DMixTrainer(model=model, args=_args(tmp_path), train_dataset=train_dataset, processing_class=tokenizer)
+    lists.build_partner_index()
+    thr = DMixTrainer(
+        model=model, args=_args(tmp_path, partner_index_max_mb=0), train_dataset=train_dataset, processing_class=tokenizer
+    )
+    thr.build_partner_index()
+    assert thr.partner_index.candidates is None and thr.partner_index.thresholds is not None
+    for i in range(len(train_dataset)):
+        assert thr.partner_index.candidate_set(i) == lists.partner_index.candidate_set(i)
+    sampled = DMixTrainer(
+        model=model, args=_args(tmp_path, partner_search="sampled", partner_search_sample_size=16),
+        train_dataset=train_dataset, processing_class=tokenizer,
+    )
+    sampled.train()
+    assert sampled.partner_index.thresholds is not None and sampled.state.global_step == 3
+    assert "same_label_share" in sampled.partner_index_stats
