@@ -173,35 +173,28 @@ def test_many_chunks_give_identical_candidates(monkeypatch: pytest.MonkeyPatch) 
     calls: list[int] = []
     real_factors = partners_mod.ranking_factors
 
-    class CountingLeft(torch.Tensor):
-        """Records the number of anchor rows of every chunk sliced from the left ranking factor."""
-
-        def __getitem__(self, item):  # type: ignore[override]
-            out = torch.Tensor.__getitem__(self.as_subclass(torch.Tensor), item)
-            calls.append(out.shape[0])
-            return out
-
-    def counting_factors(*args: object, **kwargs: object):
-        left, right = real_factors(*args, **kwargs)  # type: ignore[arg-type]
-        return left.as_subclass(CountingLeft), right
+    def counting_factors(x: torch.Tensor, *args: object, **kwargs: object):
+        calls.append(x.shape[0])
+        return real_factors(x, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(partners_mod, "ranking_factors", counting_factors)
     for distance in ("hyperbolic", "euclidean", "cosine"):
         for order in ("farthest", "nearest"):
             calls.clear()
             one = build_partner_index(points, N, distance=distance, tau=0.3, order=order, show_progress=False)
-            assert calls == [N]
+            # The right factors of all N once, then the left factors chunk by chunk.
+            assert calls == [N, N]
             calls.clear()
             many = build_partner_index(
                 points, N, distance=distance, tau=0.3, order=order, memory_bytes=1, show_progress=False
             )
-            assert calls == [1] * N  # one row per chunk
+            assert calls == [N] + [1] * N  # one row per chunk
             calls.clear()
             # A budget of 7 rows per chunk: the last chunk is ragged.
             some = build_partner_index(
                 points, N, distance=distance, tau=0.3, order=order, memory_bytes=7 * N * 4 * 4, show_progress=False
             )
-            assert calls == [7, 7, 7, 4]
+            assert calls == [N, 7, 7, 7, 4]
             for other in (many, some):
                 assert other.candidates is not None and one.candidates is not None
                 assert torch.equal(other.candidates.sort(dim=1).values, one.candidates.sort(dim=1).values)

