@@ -62,3 +62,29 @@ def test_two_ranks_equal_one_process_over_the_global_batch(runs):
         torch.testing.assert_close(ddp[name], single[name], atol=1e-5, rtol=0, msg=name)
     moved = max(float((single[name] - initial[name]).abs().max()) for name in single)
     assert moved > 1e-2, "training barely moved the parameters: the comparison would be vacuous"
+
+
+def test_accelerate_config_launches_two_processes(tmp_path):
+    """`accelerate launch --config_file accelerate_config.yaml run_dmix.py` (2 CPU processes over gloo)."""
+    sys.path.insert(0, str(HERE))
+    from conftest import make_sentences, tiny_model, train_tokenizer
+
+    texts, labels = make_sentences(40, seed=8)
+    tokenizer = train_tokenizer(texts)
+    model_dir = tmp_path / "model"
+    tiny_model("bert", vocab_size=tokenizer.vocab_size).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    data = tmp_path / "data.csv"
+    data.write_text("text,label\n" + "".join(f"{t},{['neg', 'pos'][y]}\n" for t, y in zip(texts, labels)))
+    out = tmp_path / "out"
+    _run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(HERE.parent / "accelerate_config.yaml"),
+         "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", "29519",
+         str(HERE.parent / "run_dmix.py"), "--model_name_or_path", str(model_dir), "--train_file", str(data),
+         "--output_dir", str(out), "--max_steps", "3", "--per_device_train_batch_size", "4", "--use_cpu", "true",
+         "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--preset", "dmix"],
+        tmp_path,
+    )
+    results = json.loads((out / "results.json").read_text())
+    assert results["world_size"] == 2
+    assert results["train"]["epoch"] > 0 and 0.0 <= results["metrics"]["test"]["macro_f1"] <= 1.0
