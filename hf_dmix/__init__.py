@@ -10,6 +10,7 @@ Swap three names in an existing fine-tuning script::
     trainer.train()
 """
 
+from .cards import render_model_card
 from .collator import DMixDataCollator
 from .config import DMixConfig
 from .embeddings import embed_texts, pool
@@ -21,6 +22,7 @@ from .geometry import (
     project,
     to_poincare_ball,
 )
+from .hub import DMixInfo, HubError, PushResult, dmix_record, load_dmix_info, push_to_hub
 from .mixing import SUPPORTED_MODEL_TYPES, HiddenStateMixer, union_mask
 from .partners import PartnerIndex, build_partner_index, num_candidates, partner_statistics
 from .trainer import DMixTrainer
@@ -31,12 +33,17 @@ __all__ = [
     "SUPPORTED_MODEL_TYPES",
     "DMixConfig",
     "DMixDataCollator",
+    "DMixInfo",
     "DMixTrainer",
     "HiddenStateMixer",
+    "HubError",
     "PartnerIndex",
+    "PushResult",
     "build_partner_index",
+    "dmix_record",
     "embed_texts",
     "expmap0",
+    "load_dmix_info",
     "mobius_add",
     "num_candidates",
     "pairwise_distance",
@@ -44,6 +51,8 @@ __all__ = [
     "poincare_distance",
     "pool",
     "project",
+    "push_to_hub",
+    "render_model_card",
     "to_poincare_ball",
     "union_mask",
     "__version__",
