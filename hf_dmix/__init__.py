@@ -20,11 +20,20 @@ from .geometry import (
     pairwise_distance,
     poincare_distance,
     project,
+    ranking_factors,
     to_poincare_ball,
 )
 from .hub import DMixInfo, HubError, PushResult, dmix_record, load_dmix_info, push_to_hub
 from .mixing import SUPPORTED_MODEL_TYPES, HiddenStateMixer, union_mask
-from .partners import PartnerIndex, build_partner_index, num_candidates, partner_statistics
+from .partners import (
+    PartnerIndex,
+    build_partner_index,
+    candidate_overlap,
+    num_candidates,
+    partner_statistics,
+    top_tau_candidates,
+    top_tau_thresholds,
+)
 from .trainer import DMixTrainer
 
 __version__ = "0.1.0"
@@ -40,6 +49,7 @@ __all__ = [
     "PartnerIndex",
     "PushResult",
     "build_partner_index",
+    "candidate_overlap",
     "dmix_record",
     "embed_texts",
     "expmap0",
@@ -51,9 +61,12 @@ __all__ = [
     "poincare_distance",
     "pool",
     "project",
+    "ranking_factors",
     "push_to_hub",
     "render_model_card",
     "to_poincare_ball",
+    "top_tau_candidates",
+    "top_tau_thresholds",
     "union_mask",
     "__version__",
 ]
