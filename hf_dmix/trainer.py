@@ -28,7 +28,6 @@ from .geometry import to_poincare_ball
 from .mixing import HiddenStateMixer, num_layers, resolve_family, unwrap_model
 from .partners import (
     PartnerIndex,
-    build_partner_index,
     candidate_overlap,
     num_candidates,
     partner_statistics,
