@@ -165,7 +165,12 @@ def _hyperbolic_block(
 
     with :math:`\|x-y\|^2 = \|x\|^2 + \|y\|^2 - 2x\cdot y`, so the whole block costs one matrix product.
     """
-    sq = x_sq[:, None] + y_sq[None, :] - 2.0 * (x @ y.T)
+    return _hyperbolic_from_gram(x @ y.T, x_sq[:, None], y_sq[None, :], curvature)
+
+
+def _hyperbolic_from_gram(gram: torch.Tensor, x_sq: torch.Tensor, y_sq: torch.Tensor, curvature: float) -> torch.Tensor:
+    """:func:`_hyperbolic_block` from inner products and broadcastable squared norms."""
+    sq = x_sq + y_sq - 2.0 * gram
     # Cancellation in the expansion can make ||x - y||^2 slightly negative for (near-)identical points.
     sq = sq.clamp_min(0.0)
     c = curvature
@@ -173,8 +178,8 @@ def _hyperbolic_block(
     # point at a huge but finite distance instead of dividing by zero. The floor is the conformal factor at the
     # radius :func:`project` uses: a floor of ``finfo.tiny`` made the product underflow to 0 (distance inf, and
     # NaN = 0/0 between two identical boundary points, e.g. bf16-rounded duplicates).
-    floor = 1.0 - (1.0 - _ball_eps(x.dtype)) ** 2
-    den = (1.0 - c * x_sq).clamp_min(floor)[:, None] * (1.0 - c * y_sq).clamp_min(floor)[None, :]
+    floor = 1.0 - (1.0 - _ball_eps(gram.dtype)) ** 2
+    den = (1.0 - c * x_sq).clamp_min(floor) * (1.0 - c * y_sq).clamp_min(floor)
     z = 2.0 * c * sq / den
     # arcosh(1 + z) = log(1 + z + sqrt(z (z + 2))), written with log1p to keep precision for small z.
     return torch.log1p(z + torch.sqrt(z * (z + 2.0))) / math.sqrt(c)
@@ -205,11 +210,25 @@ def distance_block(
         return 1.0 - x @ y.T
     x_sq = (x * x).sum(-1) if x_sq is None else x_sq
     y_sq = (y * y).sum(-1) if y_sq is None else y_sq
+    return distance_from_gram(x @ y.T, x_sq[:, None], y_sq[None, :], metric, curvature)
+
+
+def distance_from_gram(
+    gram: torch.Tensor, x_sq: torch.Tensor, y_sq: torch.Tensor, metric: Metric, curvature: float = 1.0
+) -> torch.Tensor:
+    """Distances from inner products ``x·y`` and squared norms that broadcast against them.
+
+    The one place where a Gram matrix (a block from :func:`distance_block`) or a batch of per-pair inner products
+    (partner draws by rejection) becomes distances, so that both compute bit-for-bit the same formula.
+    Points must have gone through :func:`prepare_points` (unit vectors for ``cosine``).
+    """
+    if metric == "cosine":
+        return 1.0 - gram
     if metric == "euclidean":
         # Same cancellation guard as in _hyperbolic_block before the square root.
-        return (x_sq[:, None] + y_sq[None, :] - 2.0 * (x @ y.T)).clamp_min(0.0).sqrt()
+        return (x_sq + y_sq - 2.0 * gram).clamp_min(0.0).sqrt()
     if metric == "hyperbolic":
-        return _hyperbolic_block(x, y, x_sq, y_sq, curvature)
+        return _hyperbolic_from_gram(gram, x_sq, y_sq, curvature)
     raise ValueError(f"Unknown metric {metric!r}; expected one of {METRICS}.")
 
 

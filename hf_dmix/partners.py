@@ -7,8 +7,24 @@ the candidate sets are, so users can see whether the geometry is doing something
 What does not: embedding text (``trainer.py``), mapping embeddings into a space (``geometry.py``), fetching the
 partner's features (``collator.py``).
 
-Candidate sets are the ``k = ceil(τ·(N−1))`` other examples farthest from (or nearest to) each anchor. ``τ = 1`` and
-the ``random`` distance both mean "every other example" (vanilla Mixup) and are stored without any list at all.
+Candidate sets are the ``k = ceil(τ·(N−1))`` other examples that rank highest for each anchor. ``τ = 1`` and the
+``random`` distance both mean "every other example" (vanilla Mixup) and are stored without any list at all.
+
+How examples are ranked is the *partner rule* (``PARTNER_RULES``):
+
+* ``paper`` — the paper's eq. 4 read literally: by the distance itself, farthest (or nearest) first. In the Poincaré
+  ball the distance to ``j`` grows without bound with ``‖x_j‖``, so for every anchor the farthest examples are largely
+  the same few high-norm ones: "hubs" (Radovanović et al., JMLR 2010) decide the candidate sets.
+* ``centered`` — a CSLS-style correction (Conneau et al., ICLR 2018): rank by ``d(i, j) − μ_j``, where ``μ_j`` is
+  ``j``'s mean distance to the data. Every column of the key matrix then has mean zero over anchors, so no example
+  is far (or near) from everyone "on average": a hub's large distances are discounted by its large mean.
+* ``mutual`` — mutual proximity (Schnitzer et al., JMLR 2012) with Gaussian distance distributions: ``j`` ranks high
+  for ``i`` when ``d(i, j)`` is far out in *both* ``i``'s and ``j``'s distance distributions,
+  ``log Φ(z_i) + log Φ(z_j)`` with ``z_x = (d(i, j) − μ_x)/σ_x`` (``−z`` for ``nearest``). Symmetric in ``i, j``.
+
+Both corrections keep the selection a distance constraint in the chosen space: they only re-reference each distance
+by per-example statistics of the same distance (``distance_moments``). One matrix product per chunk of anchors, as
+for the paper's rule; no ``N × N`` matrix is ever held.
 """
 
 from __future__ import annotations
@@ -20,11 +36,18 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
-from .geometry import METRICS, chunk_rows_for_budget, ranking_factors
+from .geometry import METRICS, chunk_rows_for_budget, distance_from_gram, prepare_points, ranking_factors
 
 PartnerDistance = Literal["hyperbolic", "euclidean", "cosine", "random"]
 PARTNER_DISTANCES: tuple[str, ...] = (*METRICS, "random")
 PARTNER_ORDERS: tuple[str, ...] = ("farthest", "nearest")
+PartnerRule = Literal["paper", "centered", "mutual"]
+PARTNER_RULES: tuple[str, ...] = ("paper", "centered", "mutual")
+# Examples whose distances define the per-example moments of the hub-robust rules: all of them up to this many,
+# else a fixed random sample of this size (the estimate of a mean over 16k distances is exact to ~1 %).
+DEFAULT_MOMENT_REFERENCE = 16384
+# Smallest standard deviation a z-score divides by (an example equidistant from all others).
+_MIN_STD = 1e-12
 # The key of one pair, recomputed in a matrix product of another shape than the one that set the threshold, differs
 # by float32 rounding (~1e-7 relative); this relative slack keeps the k-th key itself (and its exact ties) members.
 _KEY_RTOL = 1e-5
@@ -40,6 +63,128 @@ def num_candidates(num_examples: int, tau: float) -> int:
     return max(1, min(num_examples - 1, math.ceil(tau * (num_examples - 1) - 1e-9)))
 
 
+def reference_sample(num_examples: int, size: int = DEFAULT_MOMENT_REFERENCE, seed: int = 0) -> torch.Tensor | None:
+    """The examples that per-example distance moments are measured against: ``None`` (all) up to ``size``, else a
+    fixed random subset of ``size`` (sorted), the same on every process for the same ``seed``."""
+    if num_examples <= size:
+        return None
+    return torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed))[:size].sort().values
+
+
+def distance_moments(
+    points: torch.Tensor,
+    metric: str,
+    curvature: float = 1.0,
+    rows: range | None = None,
+    reference: torch.Tensor | None = None,
+    memory_bytes: int = 512 * 2**20,
+    show_progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of each example's distances to the reference examples (itself excluded).
+
+    These are the ``μ_j, σ_j`` of the ``centered`` and ``mutual`` partner rules. ``reference`` is a 1-D index tensor
+    (default: every example, see :func:`reference_sample`); ``rows`` selects the examples to describe (a shard, in
+    distributed search). One matrix product per chunk; sums are accumulated in float64.
+
+    Returns:
+        ``(mean, std)``, two float32 tensors of ``len(rows)`` values on the CPU.
+    """
+    n = points.shape[0]
+    rows = range(n) if rows is None else rows
+    pts = prepare_points(points, metric)  # type: ignore[arg-type]
+    sq = (pts * pts).sum(-1)
+    cols = torch.arange(n, device=pts.device) if reference is None else reference.to(pts.device)
+    ref, ref_sq = pts[cols], sq[cols]
+    chunk = chunk_rows_for_budget(len(cols), memory_bytes, bytes_per_value=8)
+    mean = torch.empty(len(rows), dtype=torch.float32)
+    std = torch.empty(len(rows), dtype=torch.float32)
+    desc = f"DMIX distance moments ({metric})"
+    for start in tqdm(range(rows.start, rows.stop, chunk), desc=desc, disable=not show_progress):
+        stop = min(start + chunk, rows.stop)
+        d = distance_from_gram(pts[start:stop] @ ref.T, sq[start:stop, None], ref_sq[None, :], metric, curvature)
+        d = d.double()
+        # An example's distance to itself (0, or ~1e-3 after float32 cancellation) is not part of its distribution.
+        own = cols[None, :] == torch.arange(start, stop, device=pts.device)[:, None]
+        d = d.masked_fill(own, 0.0)
+        count = (len(cols) - own.sum(dim=1)).clamp_min(1).double()
+        m = d.sum(dim=1) / count
+        var = ((d - m[:, None]).masked_fill(own, 0.0) ** 2).sum(dim=1) / count
+        mean[start - rows.start : stop - rows.start] = m.float().cpu()
+        std[start - rows.start : stop - rows.start] = var.sqrt().float().cpu()
+    return mean, std
+
+
+class _Ranker:
+    """Ranking keys of one partner rule: for a fixed anchor, a larger key means a more preferred candidate.
+
+    The paper's rule uses the one-GEMM bilinear keys of :func:`hf_dmix.geometry.ranking_factors` (monotone in the
+    distance along a row); the hub-robust rules need the distance itself (one GEMM plus element-wise work) and the
+    per-example moments ``(μ, σ)`` of :func:`distance_moments`.
+    """
+
+    def __init__(
+        self,
+        points: torch.Tensor,
+        metric: str,
+        curvature: float = 1.0,
+        order: str = "farthest",
+        rule: str = "paper",
+        moments: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
+        if rule not in PARTNER_RULES:
+            raise ValueError(f"Unknown partner rule {rule!r}; expected one of {PARTNER_RULES}.")
+        if rule != "paper" and moments is None:
+            raise ValueError(f"The {rule!r} partner rule needs per-example distance moments (see distance_moments).")
+        self.points, self.metric, self.curvature, self.rule = points, metric, curvature, rule
+        self.sign = -1.0 if order == "nearest" else 1.0
+        self._right_all: torch.Tensor | None = None
+        if rule != "paper":
+            self.prepared = prepare_points(points, metric)  # type: ignore[arg-type]
+            self.sq = (self.prepared * self.prepared).sum(-1)
+            self.mean = moments[0].to(points.device, torch.float32)
+            self.std = moments[1].to(points.device, torch.float32).clamp_min(_MIN_STD)
+
+    def right_all(self) -> torch.Tensor:
+        """The right factors of every example (paper rule), computed once."""
+        if self._right_all is None:
+            self._right_all = ranking_factors(self.points, self.metric, self.curvature)[1]
+        return self._right_all
+
+    def block(self, rows: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
+        """``(len(rows), len(columns))`` keys (``columns=None``: every example)."""
+        if self.rule == "paper":
+            left = self.sign * ranking_factors(self.points[rows], self.metric, self.curvature)[0]
+            right = self.right_all() if columns is None else ranking_factors(self.points[columns], self.metric, self.curvature)[1]
+            return left @ right.T
+        cols = slice(None) if columns is None else columns
+        x, y = self.prepared[rows], self.prepared[cols]
+        d = distance_from_gram(x @ y.T, self.sq[rows][:, None], self.sq[cols][None, :], self.metric, self.curvature)  # type: ignore[arg-type]
+        return self._transform(d, rows[:, None], cols if columns is None else columns[None, :])
+
+    def pairs(self, anchors: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """``(B, M)`` keys of anchor ``b`` against each of its ``M`` candidates ``candidates[b]``."""
+        if self.rule == "paper":
+            left = self.sign * ranking_factors(self.points[anchors], self.metric, self.curvature)[0]
+            right = ranking_factors(self.points[candidates.reshape(-1)], self.metric, self.curvature)[1]
+            return torch.einsum("bd,bmd->bm", left, right.view(*candidates.shape, -1))
+        x, y = self.prepared[anchors], self.prepared[candidates]
+        gram = torch.einsum("bd,bmd->bm", x, y)
+        d = distance_from_gram(gram, self.sq[anchors][:, None], self.sq[candidates], self.metric, self.curvature)  # type: ignore[arg-type]
+        return self._transform(d, anchors[:, None], candidates)
+
+    def _transform(self, d: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor | slice) -> torch.Tensor:
+        mean_c = self.mean[cols] if isinstance(cols, torch.Tensor) else self.mean[None, :]
+        if self.rule == "centered":
+            # The anchor's own mean is constant along its row: only the candidate's term changes the ranking.
+            return self.sign * (d - mean_c)
+        std_c = self.std[cols] if isinstance(cols, torch.Tensor) else self.std[None, :]
+        z_row = (d - self.mean[rows]) / self.std[rows]
+        z_col = (d - mean_c) / std_c
+        # log Φ instead of Φ: the product of two tail probabilities underflows float32 for far-out pairs, and
+        # log_ndtr is accurate deep into the tail (plain log(ndtr(z)) returns -inf below z ≈ -13).
+        return torch.special.log_ndtr(self.sign * z_row) + torch.special.log_ndtr(self.sign * z_col)
+
+
 @dataclass
 class PartnerIndex:
     """Candidate partners for each of ``num_examples`` training examples, in one of three representations.
@@ -48,8 +193,8 @@ class PartnerIndex:
     * **lists**: ``candidates`` is an ``(N, k)`` int32 tensor of dataset indices (never the anchor itself). Exact
       and fastest to sample, but ``4·N·k`` bytes: 20 GB for ``N = 100k`` at ``τ = 0.5``.
     * **thresholds**: ``thresholds`` is an ``(N,)`` tensor; ``j`` is a candidate of ``i`` iff its ranking key
-      (:func:`hf_dmix.geometry.ranking_factors`, negated for ``nearest``) is ``>= thresholds[i]``. ``O(N)`` memory on
-      top of the ``points`` it refers to. Sampling is by rejection: draw others uniformly until one is a member,
+      under the partner rule (larger = preferred) is ``>= thresholds[i]``. ``O(N)`` memory on top of the ``points``
+      (and, for the hub-robust rules, the ``moments``) it refers to. Sampling is by rejection: draw others uniformly until one is a member,
       which is exactly uniform over the members and costs ``~1/τ`` dot products per draw. Ties at the threshold
       are all members (lists break them arbitrarily).
 
@@ -57,7 +202,8 @@ class PartnerIndex:
         num_examples: ``N``, the size of the training set the indices refer to.
         candidates: the lists, or ``None``.
         thresholds: the thresholds, or ``None``.
-        points, metric, curvature, order: the space the thresholds refer to (thresholds only).
+        points, metric, curvature, order, rule, moments: the space and ranking the thresholds refer to
+            (thresholds only); ``moments`` is the ``(μ, σ)`` pair of the hub-robust rules.
         expected_k: mean candidate-set size (exact ``k`` for exact thresholds; an estimate for sampled ones).
     """
 
@@ -69,6 +215,8 @@ class PartnerIndex:
     curvature: float = 1.0
     order: str = "farthest"
     expected_k: float | None = None
+    rule: str = "paper"
+    moments: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def candidates_per_example(self) -> int:
@@ -83,12 +231,12 @@ class PartnerIndex:
     def _lowered(thresholds: torch.Tensor) -> torch.Tensor:
         return thresholds - _KEY_RTOL * thresholds.abs().clamp_min(1.0)
 
-    def _left(self, rows: torch.Tensor) -> torch.Tensor:
-        left, _ = ranking_factors(self.points[rows], self.metric, self.curvature)
-        return -left if self.order == "nearest" else left
-
-    def _right(self, rows: torch.Tensor) -> torch.Tensor:
-        return ranking_factors(self.points[rows], self.metric, self.curvature)[1]
+    def _ranker(self) -> _Ranker:
+        ranker = self.__dict__.get("_ranker_cache")
+        if ranker is None:
+            ranker = _Ranker(self.points, self.metric, self.curvature, self.order, self.rule, self.moments)
+            self.__dict__["_ranker_cache"] = ranker
+        return ranker
 
     def members(self, anchors: torch.Tensor) -> torch.Tensor:
         """``(len(anchors), N)`` boolean membership matrix (for inspection, statistics and tests)."""
@@ -97,7 +245,7 @@ class PartnerIndex:
         if self.candidates is not None:
             out[torch.arange(len(anchors))[:, None], self.candidates[anchors].long()] = True
         elif self.thresholds is not None:
-            keys = self._left(anchors) @ self._right(torch.arange(self.num_examples)).T
+            keys = self._ranker().block(anchors)
             out = keys >= self._lowered(self.thresholds[anchors])[:, None].to(keys.dtype)
         else:
             out[:] = True
@@ -137,12 +285,11 @@ class PartnerIndex:
         draws = min(4096, max(8, math.ceil(4.0 / share)))  # ~e^-4 of anchors need a second round
         out = torch.empty_like(anchors)
         pending = torch.arange(anchors.numel())
-        left = self._left(anchors)
+        ranker = self._ranker()
         thresholds = self._lowered(self.thresholds[anchors])
         for _ in range(10_000):
             cand = self._uniform_others(anchors[pending].unsqueeze(1), generator, draws)
-            right = self._right(cand.reshape(-1)).view(len(pending), draws, -1)
-            keys = torch.einsum("bd,bmd->bm", left[pending], right)
+            keys = ranker.pairs(anchors[pending], cand)
             ok = keys >= thresholds[pending][:, None].to(keys.dtype)
             hit = ok.any(dim=1)
             # The first accepted of i.i.d. uniform draws is uniform over the members.
@@ -173,6 +320,9 @@ def build_partner_index(
     show_progress: bool = True,
     representation: Literal["lists", "thresholds"] = "lists",
     sample_size: int | None = None,
+    rule: PartnerRule = "paper",
+    moments: tuple[torch.Tensor, torch.Tensor] | None = None,
+    moment_reference_size: int = DEFAULT_MOMENT_REFERENCE,
 ) -> PartnerIndex:
     """Top-τ candidate sets, computed in row chunks so that memory stays bounded.
 
@@ -190,6 +340,11 @@ def build_partner_index(
         representation: ``lists`` (an ``(N, k)`` table) or ``thresholds`` (``O(N)``, see :class:`PartnerIndex`).
         sample_size: estimate thresholds from this many random examples per anchor instead of all ``N`` (the
             large-``N`` mode, see :func:`top_tau_thresholds`); implies ``thresholds``.
+        rule: how examples are ranked: ``paper`` (by the distance), ``centered`` or ``mutual`` (hub-robust, see
+            the module docstring).
+        moments: precomputed ``(μ, σ)`` of :func:`distance_moments` for the hub-robust rules; computed here when
+            omitted, against every example or, above ``moment_reference_size`` examples, a fixed random sample.
+        moment_reference_size: see ``moments``.
 
     Returns:
         A :class:`PartnerIndex`. With lists, ties at the τ boundary are broken arbitrarily but consistently.
@@ -198,22 +353,30 @@ def build_partner_index(
         raise ValueError(f"Unknown partner distance {distance!r}; expected one of {PARTNER_DISTANCES}.")
     if order not in PARTNER_ORDERS:
         raise ValueError(f"Unknown partner order {order!r}; expected one of {PARTNER_ORDERS}.")
+    if rule not in PARTNER_RULES:
+        raise ValueError(f"Unknown partner rule {rule!r}; expected one of {PARTNER_RULES}.")
     k = num_candidates(num_examples, tau)
     if distance == "random" or k == num_examples - 1:
         return PartnerIndex(num_examples=num_examples)
     if points is None or points.shape[0] != num_examples:
         got = None if points is None else tuple(points.shape)
         raise ValueError(f"Partner search with distance {distance!r} needs ({num_examples}, d) points, got {got}.")
-    if representation == "thresholds" or sample_size is not None:
-        thresholds = top_tau_thresholds(
-            points, k, distance, order, curvature, memory_bytes=memory_bytes, sample_size=sample_size,
-            show_progress=show_progress,
+    if rule != "paper" and moments is None:
+        moments = distance_moments(
+            points, distance, curvature, reference=reference_sample(num_examples, moment_reference_size),
+            memory_bytes=memory_bytes, show_progress=show_progress,
         )
-        return threshold_index(points, thresholds, distance, order, curvature, k, sampled=sample_size is not None)
-
-    candidates = top_tau_candidates(
-        points, k, distance, order, curvature, memory_bytes=memory_bytes, show_progress=show_progress
+    common = dict(
+        distance=distance, order=order, curvature=curvature, memory_bytes=memory_bytes, show_progress=show_progress,
+        rule=rule, moments=moments,
     )
+    if representation == "thresholds" or sample_size is not None:
+        thresholds = top_tau_thresholds(points, k, sample_size=sample_size, **common)
+        return threshold_index(
+            points, thresholds, distance, order, curvature, k, sampled=sample_size is not None, rule=rule,
+            moments=moments,
+        )
+    candidates = top_tau_candidates(points, k, **common)
     return PartnerIndex(num_examples=num_examples, candidates=candidates)
 
 
@@ -226,25 +389,28 @@ def top_tau_candidates(
     rows: range | None = None,
     memory_bytes: int = 512 * 2**20,
     show_progress: bool = False,
+    rule: str = "paper",
+    moments: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """The ``k`` farthest (or nearest) other points of each anchor in ``rows`` (default: all), as int32 on the CPU.
+    """The ``k`` top-ranked other points of each anchor in ``rows`` (default: all), as int32 on the CPU.
 
-    Each chunk of anchors costs one matrix product of ranking keys (:func:`hf_dmix.geometry.ranking_factors`) and one
-    ``topk``; memory is bounded by ``memory_bytes`` per chunk whatever ``N`` is. ``rows`` lets several processes
-    each search a shard of the anchors.
+    Each chunk of anchors costs one matrix product (ranking keys, :func:`hf_dmix.geometry.ranking_factors`, for the
+    paper's rule; distances re-referenced by ``moments`` for the hub-robust rules) and one ``topk``; memory is
+    bounded by ``memory_bytes`` per chunk whatever ``N`` is. ``rows`` lets several processes each search a shard.
     """
     n = points.shape[0]
     rows = range(n) if rows is None else rows
-    right = ranking_factors(points, distance, curvature)[1]
-    sign = -1.0 if order == "nearest" else 1.0
-    chunk = chunk_rows_for_budget(n, memory_bytes, bytes_per_value=4)
+    ranker = _Ranker(points, distance, curvature, order, rule, moments)
+    if rule == "paper":
+        ranker.right_all()  # once, up front: only the (N, d+2) right factors are ever held in full
+    # The hub-robust rules hold a few more (rows, N) temporaries than the bilinear keys.
+    chunk = chunk_rows_for_budget(n, memory_bytes, bytes_per_value=4 if rule == "paper" else 8)
     out = torch.empty((len(rows), k), dtype=torch.int32)
     starts = range(rows.start, rows.stop, chunk)
-    desc = f"DMIX partner search ({distance}, {order} top-{k})"
+    desc = f"DMIX partner search ({distance}, {rule}, {order} top-{k})"
     for start in tqdm(starts, desc=desc, disable=not show_progress):
         stop = min(start + chunk, rows.stop)
-        # Left factors per chunk: only the (N, d+2) right factors are ever held in full.
-        keys = (sign * ranking_factors(points[start:stop], distance, curvature)[0]) @ right.T
+        keys = ranker.block(torch.arange(start, stop, device=points.device))
         local = torch.arange(stop - start, device=keys.device)
         # An anchor is never its own partner: its key goes to the end that topk never reaches.
         keys[local, local + start] = float("-inf")
@@ -276,25 +442,27 @@ def top_tau_thresholds(
     recall_z: float = 2.5,
     seed: int = 0,
     show_progress: bool = False,
+    rule: str = "paper",
+    moments: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Per-anchor ranking-key thresholds of the top-``k`` candidate sets, in ``O(N)`` memory.
 
     Exact (``sample_size=None``): the ``k``-th largest key of each anchor's row, from chunked matrix products and
-    ``kthvalue`` — the same sets as :func:`top_tau_candidates`, without storing them.
+    ``topk`` — the same sets as :func:`top_tau_candidates`, without storing them.
 
     Sampled (``sample_size=m``): each anchor's threshold is estimated from its keys to ``m`` random examples, at the
     ``k_s``-th largest with ``k_s = ceil(f·m + z·sqrt(m·f·(1−f)))``, ``f = k/(N−1)``. The margin of ``z`` binomial
     standard deviations makes the estimate fall below the exact threshold for almost every anchor, so membership
     recall stays near 1 at the price of slightly larger sets (about ``z·sqrt((1−f)/(f·m))`` relative). Cost
-    ``N × m`` instead of ``N × N``: this is the mode for ``N`` in the millions.
+    ``N × m`` instead of ``N × N``: this is the mode for ``N`` in the millions. ``rule``/``moments`` as in
+    :func:`top_tau_candidates`.
     """
     n = points.shape[0]
     rows = range(n) if rows is None else rows
-    sign = -1.0 if order == "nearest" else 1.0
+    ranker = _Ranker(points, distance, curvature, order, rule, moments)
     sampled = sample_size is not None and sample_size < n - 1
-    # Exact: the right factors of all N examples, once. Sampled: only those of each chunk's m columns, so memory
-    # stays O(m·d + chunk) even for millions of examples.
-    right = None if sampled else ranking_factors(points, distance, curvature)[1]
+    if rule == "paper" and not sampled:
+        ranker.right_all()  # exact: the right factors of all N examples, once
     if sampled:
         share = k / (n - 1)
         kth = math.ceil(share * sample_size + recall_z * math.sqrt(sample_size * share * (1 - share)))
@@ -302,33 +470,43 @@ def top_tau_thresholds(
         width = sample_size
     else:
         kth, width = k, n
-    chunk = chunk_rows_for_budget(width, memory_bytes, bytes_per_value=4)
+    chunk = chunk_rows_for_budget(width, memory_bytes, bytes_per_value=4 if rule == "paper" else 8)
     out = torch.empty(len(rows), dtype=torch.float32)
-    desc = f"DMIX partner thresholds ({distance}, {order} top-{k}{', sampled' if sampled else ''})"
+    desc = f"DMIX partner thresholds ({distance}, {rule}, {order} top-{k}{', sampled' if sampled else ''})"
     for start in tqdm(range(rows.start, rows.stop, chunk), desc=desc, disable=not show_progress):
         stop = min(start + chunk, rows.stop)
-        left = sign * ranking_factors(points[start:stop], distance, curvature)[0]
-        local = torch.arange(stop - start, device=left.device)
+        anchors = torch.arange(start, stop, device=points.device)
+        local = torch.arange(stop - start, device=points.device)
         if sampled:
-            # A fresh sample per chunk: one shared sample would shift every anchor's threshold the same way.
+            # A fresh sample per chunk: one shared sample would shift every anchor's threshold the same way. Only
+            # the chunk's m columns are ever factored, so memory stays O(m·d + chunk) for millions of examples.
             g = torch.Generator().manual_seed(seed * 1_000_003 + start)
-            columns = torch.randperm(n, generator=g)[:sample_size].to(left.device)
-            keys = left @ ranking_factors(points[columns], distance, curvature)[1].T
-            keys[columns[None, :] == (local + start)[:, None]] = float("-inf")  # never one's own candidate
+            columns = torch.randperm(n, generator=g)[:sample_size].to(points.device)
+            keys = ranker.block(anchors, columns)
+            keys[columns[None, :] == anchors[:, None]] = float("-inf")  # never one's own candidate
         else:
-            keys = left @ right.T
+            keys = ranker.block(anchors)
             keys[local, local + start] = float("-inf")
         out[start - rows.start : stop - rows.start] = _kth_largest(keys, kth).cpu()
     return out
 
 
 def threshold_index(
-    points: torch.Tensor, thresholds: torch.Tensor, distance: str, order: str, curvature: float, k: int, sampled: bool
+    points: torch.Tensor,
+    thresholds: torch.Tensor,
+    distance: str,
+    order: str,
+    curvature: float,
+    k: int,
+    sampled: bool,
+    rule: str = "paper",
+    moments: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> PartnerIndex:
     """A threshold :class:`PartnerIndex`; for sampled thresholds the mean set size is measured on 256 anchors."""
     index = PartnerIndex(
         num_examples=points.shape[0], thresholds=thresholds.cpu(), points=points.detach().float().cpu(),
-        metric=distance, curvature=curvature, order=order, expected_k=float(k),
+        metric=distance, curvature=curvature, order=order, expected_k=float(k), rule=rule,
+        moments=None if moments is None else (moments[0].cpu(), moments[1].cpu()),
     )
     if sampled:
         probe = torch.randperm(points.shape[0], generator=torch.Generator().manual_seed(1))[:256]
@@ -363,17 +541,55 @@ def candidate_overlap(a: PartnerIndex, b: PartnerIndex, chunk_rows: int = 4096) 
     return total / (n * k)
 
 
+def _skewness(counts: torch.Tensor) -> float:
+    """Sample skewness ``E[(x − μ)³] / σ³`` (0 for a constant)."""
+    x = counts.double()
+    sd = x.std(unbiased=False)
+    return 0.0 if sd <= 0 else float(((x - x.mean()) ** 3).mean() / sd**3)
+
+
+def random_partner_statistics(num_examples: int, k: int, labels: torch.Tensor | None = None) -> dict[str, float]:
+    """What the figures of :func:`partner_statistics` would be for uniformly random candidate sets of the same ``k``.
+
+    Each example is then a candidate of each other anchor with probability ``p = k/(N−1)``, so its k-occurrence is
+    ``Binomial(N−1, p)``: skewness ``(1−2p)/sqrt((N−1)p(1−p))``; the top-1 % share is simulated from that law (fixed
+    seed); the same-label share is ``Σ_c n_c(n_c−1) / (N(N−1))``.
+    """
+    n, p = num_examples, k / (num_examples - 1)
+    out = {
+        "random_distinct_candidate_share": 1.0 - (1.0 - p) ** (n - 1),
+        "random_k_occurrence_skewness": 0.0 if p >= 1.0 else (1 - 2 * p) / math.sqrt((n - 1) * p * (1 - p)),
+    }
+    if p >= 1.0:
+        out["random_top1pct_slot_share"] = max(1, n // 100) / n
+    else:
+        g = torch.Generator().manual_seed(0)
+        counts = torch.binomial(torch.full((n,), float(n - 1)), torch.full((n,), p), generator=g)
+        out["random_top1pct_slot_share"] = float(torch.topk(counts, max(1, n // 100)).values.sum() / counts.sum())
+    if labels is not None:
+        sizes = torch.bincount(labels).double()
+        out["random_same_label_share"] = float((sizes * (sizes - 1)).sum() / (n * (n - 1)))
+    return out
+
+
 def partner_statistics(index: PartnerIndex, labels: torch.Tensor | None = None) -> dict[str, float]:
-    """Describe how a partner index spreads over the training set (hubness diagnostics).
+    """Describe how a partner index spreads over the training set: the standard hubness figures.
+
+    The *k-occurrence* of an example is the number of candidate sets it belongs to (Radovanović et al., JMLR 2010);
+    uniform random sets give every example about ``k`` of them, hubs get many more.
 
     Returns:
-        ``candidates_per_example``; ``distinct_candidate_share`` (fraction of the training set that appears in at
-        least one candidate set); ``top1pct_slot_share`` (fraction of all candidate slots held by the most frequent
-        1 % of examples — 0.01 when uniform); and, with ``labels``, ``same_label_share`` (fraction of
-        anchor–candidate slots whose labels agree; with uniform partners this is the sum of squared class shares).
+        ``candidates_per_example``; ``k_occurrence_skewness`` (skewness of the k-occurrence distribution, the usual
+        hubness measure: ~0 for random sets, large and positive with hubs); ``distinct_candidate_share`` (fraction of
+        the training set that appears in at least one candidate set); ``top1pct_slot_share`` (fraction of all
+        candidate slots held by the most frequent 1 % of examples — about 0.01 when uniform); with ``labels``,
+        ``same_label_share`` (fraction of anchor–candidate slots whose labels agree); and the ``random_*`` figures of
+        :func:`random_partner_statistics` beside them. Threshold indices are described from the exact membership
+        rows of up to 1024 sampled anchors (``estimated_from_anchors``).
     """
     n = index.num_examples
-    stats: dict[str, float] = {"num_examples": float(n), "candidates_per_example": float(index.candidates_per_example)}
+    k = index.candidates_per_example
+    stats: dict[str, float] = {"num_examples": float(n), "candidates_per_example": float(k)}
     labels = None if labels is None else torch.as_tensor(labels).reshape(-1).long()
     if index.thresholds is not None:
         # No lists to count: exact membership rows of up to 1024 sampled anchors stand in for all of them.
@@ -382,26 +598,55 @@ def partner_statistics(index: PartnerIndex, labels: torch.Tensor | None = None) 
         counts = members.sum(dim=0)
         slots = int(members.sum())
         stats["estimated_from_anchors"] = float(len(probe))
-        stats["distinct_candidate_share"] = float((counts > 0).sum()) / n
-        stats["top1pct_slot_share"] = float(torch.topk(counts, max(1, n // 100)).values.sum()) / max(slots, 1)
+        same = None if labels is None else float((members & (labels[None, :] == labels[probe][:, None])).sum())
+    elif index.candidates is None:
+        counts = torch.full((n,), n - 1)
+        slots = n * (n - 1)
+        same = None
         if labels is not None:
-            same = members & (labels[None, :] == labels[probe][:, None])
-            stats["same_label_share"] = float(same.sum()) / max(slots, 1)
-        return stats
-    if index.candidates is None:
-        stats["distinct_candidate_share"] = 1.0
-        stats["top1pct_slot_share"] = max(1, n // 100) / n
-        if labels is not None:
-            counts = torch.bincount(labels).double()
+            sizes = torch.bincount(labels).double()
             # Uniform over others: P(same) = sum_c n_c (n_c − 1) / (n (n − 1)).
-            stats["same_label_share"] = float((counts * (counts - 1)).sum() / (n * (n - 1)))
-        return stats
-    flat = index.candidates.reshape(-1).long()
-    counts = torch.bincount(flat, minlength=n)
+            same = float((sizes * (sizes - 1)).sum() / (n * (n - 1))) * slots
+    else:
+        flat = index.candidates.reshape(-1).long()
+        counts = torch.bincount(flat, minlength=n)
+        slots = flat.numel()
+        same = None if labels is None else float((labels[index.candidates.long()] == labels[:, None]).sum())
+    stats["k_occurrence_skewness"] = _skewness(counts)
     stats["distinct_candidate_share"] = float((counts > 0).sum()) / n
-    top = torch.topk(counts, max(1, n // 100)).values.sum()
-    stats["top1pct_slot_share"] = float(top) / flat.numel()
-    if labels is not None:
-        same = labels[index.candidates.long()] == labels[:, None]
-        stats["same_label_share"] = float(same.double().mean())
+    stats["top1pct_slot_share"] = float(torch.topk(counts, max(1, n // 100)).values.sum()) / max(slots, 1)
+    if same is not None:
+        stats["same_label_share"] = same / max(slots, 1)
+    stats.update(random_partner_statistics(n, k, labels))
     return stats
+
+
+# A candidate index is called degenerate when its hubs hold this many times the slots random sets would give them,
+# or when less than this share of the training set is ever a candidate.
+DEGENERATE_CONCENTRATION = 4.0
+DEGENERATE_COVERAGE = 0.5
+
+
+def hubness_warning(stats: dict[str, float], rule: str = "paper") -> str | None:
+    """A one-line warning when the candidate sets described by :func:`partner_statistics` are degenerate, else ``None``.
+
+    Degenerate: the most frequent 1 % of examples hold at least ``DEGENERATE_CONCENTRATION`` times their uniform
+    share of candidate slots, or less than ``DEGENERATE_COVERAGE`` of the training set is ever a candidate. Partners
+    then come mostly from a few hub examples, and half of all mixed examples are dominated by them.
+    """
+    if "top1pct_slot_share" not in stats:
+        return None
+    top, random_top = stats["top1pct_slot_share"], stats.get("random_top1pct_slot_share", 0.01)
+    cover = stats["distinct_candidate_share"]
+    if top < DEGENERATE_CONCENTRATION * random_top and cover >= DEGENERATE_COVERAGE:
+        return None
+    fix = (
+        "try partner_rule='centered' (or 'mutual'), which discount hubs"
+        if rule == "paper"
+        else "try a larger tau, partner_rule='mutual', or anchor_dominant=True"
+    )
+    return (
+        f"DMIX candidate sets are degenerate: the most frequent 1% of examples hold {top:.1%} of candidate slots "
+        f"(random partners: {random_top:.1%}) and {cover:.1%} of the training set is ever a candidate. Partners will "
+        f"come mostly from a few 'hub' examples; {fix}."
+    )
