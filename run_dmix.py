@@ -40,7 +40,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, HfAr
 import hf_dmix
 from hf_dmix import DMixConfig, DMixDataCollator, DMixTrainer, HubError
 from hf_dmix.cards import TAU_SWEEP_PLOT_NAME, hub_repo_id
-from hf_dmix.data import DataError, load_classification_data, make_demo_dataset
+from hf_dmix.data import DataError, load_classification_data, make_demo_dataset, stratified_subsample
 from hf_dmix.hub import check_push_access, hub_error, push_to_hub
 from hf_dmix.metrics import load_metric, make_compute_metrics
 
@@ -55,6 +55,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "dmix-euclidean": {"mix_strategy": "hidden", "partner_distance": "euclidean"},
     "dmix-cosine": {"mix_strategy": "hidden", "partner_distance": "cosine"},
     "dmix": {"mix_strategy": "hidden", "partner_distance": "hyperbolic"},
+    # The paper's rule read literally, whatever the library's defaults: farthest-first top-τ by Poincaré distance.
+    "dmix-paper": {"mix_strategy": "hidden", "partner_distance": "hyperbolic", "partner_rule": "paper",
+                   "partner_order": "farthest", "anchor_dominant": False},
 }
 
 
@@ -150,7 +153,10 @@ class DataArguments:
         default=True, metadata={"help": "Keep identical texts in the same split so that test texts are unseen."}
     )
     max_seq_length: int = field(default=128, metadata={"help": "Truncation length in tokens."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only this many training examples."})
+    max_train_samples: int | None = field(
+        default=None,
+        metadata={"help": "Use only this many training examples: a stratified subsample drawn with --split_seed."},
+    )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only this many validation/test examples."})
 
 
@@ -383,7 +389,8 @@ def library_versions() -> dict[str, str]:
 
 
 DMIX_FIELDS = (
-    "mix_strategy", "mix_layers", "mix_alpha", "partner_distance", "tau", "partner_order", "curvature",
+    "mix_strategy", "mix_layers", "mix_alpha", "anchor_dominant", "partner_distance", "tau", "partner_order",
+    "partner_rule", "curvature",
     "ball_median_radius", "ball_clip_quantile", "ball_center", "embedding_model", "embedding_pooling",
 )
 
@@ -460,8 +467,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         group_duplicates=data_args.group_duplicates,
     )
     splits = data.splits
-    if data_args.max_train_samples is not None:
-        splits["train"] = splits["train"].shuffle(seed=data_args.split_seed).select(range(min(data_args.max_train_samples, len(splits["train"]))))
+    if data_args.max_train_samples is not None and data_args.max_train_samples < len(splits["train"]):
+        # Stratified, with the split seed: every setting and training seed of a low-resource benchmark sees the same
+        # subsample, with the class balance of the full training set.
+        rows = stratified_subsample(list(splits["train"]["label"]), data_args.max_train_samples, data_args.split_seed)
+        splits["train"] = splits["train"].select(rows)
+        data.split_info["train_subsample"] = {"size": len(rows), "method": "stratified by label", "seed": data_args.split_seed}
     if data_args.max_eval_samples is not None:
         for s in ("validation", "test"):
             splits[s] = splits[s].select(range(min(data_args.max_eval_samples, len(splits[s]))))
@@ -513,6 +524,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "metrics": {"validation": val_metrics, "test": test_metrics},
         "train": {k: v for k, v in train_result.metrics.items()},
         "partner_index": trainer.partner_index_stats,
+        "partner_index_warning": trainer.partner_index_warning,
         "data": {**data.split_info, "label_names": data.label_names, "max_seq_length": data_args.max_seq_length,
                  "used_sizes": {s: len(tokenized[s]) for s in ("train", "validation", "test")}},
         "training_args": _public_args(training_args),

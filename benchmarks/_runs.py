@@ -67,8 +67,14 @@ class Job:
         return args + ["--output_dir", str(self.out_dir)]
 
 
-def run_jobs(jobs: list[Job], parallel: int = 1, log_dir: Path | None = None) -> list[dict[str, Any]]:
-    """Run every job not already cached (``parallel`` at a time) and return all results in job order."""
+def run_jobs(
+    jobs: list[Job], parallel: int = 1, log_dir: Path | None = None, keep_going: bool = False
+) -> list[dict[str, Any] | None]:
+    """Run every job not already cached (``parallel`` at a time) and return all results in job order.
+
+    ``keep_going``: a failed run is reported and left out (``None`` in the result) instead of stopping the rest.
+    With ``parallel > 1`` each run gets one intra-op thread: the runs themselves fill the cores.
+    """
     todo = [j for j in jobs if j.cached() is None]
     print(f"{len(jobs) - len(todo)} of {len(jobs)} runs cached; running {len(todo)} ({parallel} at a time).", flush=True)
     started = time.time()
@@ -79,6 +85,9 @@ def run_jobs(jobs: list[Job], parallel: int = 1, log_dir: Path | None = None) ->
         job.out_dir.mkdir(parents=True, exist_ok=True)
         log = job.out_dir / "run.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+        if parallel > 1:
+            env.setdefault("OMP_NUM_THREADS", "1")
+            env.setdefault("TOKENIZERS_PARALLELISM", "false")
         with open(log, "w") as f:
             proc = subprocess.run(job.argv(), stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         if proc.returncode != 0:
@@ -97,9 +106,18 @@ def run_jobs(jobs: list[Job], parallel: int = 1, log_dir: Path | None = None) ->
         print(f"[{done}/{len(todo)}] {job.name}: test macro-F1 {results['metrics']['test']['macro_f1']:.4f} "
               f"({results['wall_time_s']:.0f} s; {elapsed:.0f} s elapsed)", flush=True)
 
+    failures = []
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        for future in [pool.submit(run, j) for j in todo]:
-            future.result()
+        for job, future in [(j, pool.submit(run, j)) for j in todo]:
+            try:
+                future.result()
+            except RuntimeError as err:
+                if not keep_going:
+                    raise
+                failures.append(job.name)
+                print(f"FAILED {err}", flush=True)
+    if failures:
+        print(f"{len(failures)} run(s) failed: {', '.join(failures)}", flush=True)
     return [j.cached() for j in jobs]
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from transformers import TrainingArguments
 
 from .mixing import MIX_STRATEGIES
-from .partners import PARTNER_DISTANCES, PARTNER_ORDERS
+from .partners import PARTNER_DISTANCES, PARTNER_ORDERS, PARTNER_RULES
 
 EMBEDDING_POOLINGS: tuple[str, ...] = ("mean", "cls")
 PARTNER_SEARCH_MODES: tuple[str, ...] = ("auto", "exact", "sampled")
@@ -39,6 +39,12 @@ class DMixConfig(TrainingArguments):
             every layer, as the paper's "random layer sampled from all the layers".
         mix_alpha (`float`, defaults to `0.2`):
             The mixing ratio is ``r ~ Beta(mix_alpha, mix_alpha)``; must be > 0.
+        anchor_dominant (`bool`, defaults to `False`):
+            Beyond the paper. `False`: each selected pair gives two mixed rows, at ratios ``r`` and ``1 − r`` on the
+            anchor, so half of all mixed examples are dominated by the *partner* and the partner index's skew becomes
+            half of the training distribution. `True`: only the anchor-dominant row is trained, at
+            ``r' = max(r, 1 − r)`` (as MixText does); the layers after the mixing site then run on ``B`` rows
+            instead of ``2B``. Not available for ModernBERT with ``classifier_pooling="mean"``.
 
     Parameters that control partner selection (paper eq. 4):
         partner_distance (`str`, defaults to `"hyperbolic"`):
@@ -50,6 +56,14 @@ class DMixConfig(TrainingArguments):
         partner_order (`str`, defaults to `"farthest"`):
             `"farthest"`: candidates are the top-τ by decreasing distance (the paper sorts in decreasing order).
             `"nearest"`: the top-τ by increasing distance.
+        partner_rule (`str`, defaults to `"paper"`):
+            How candidates are ranked. `"paper"`: by the distance itself (eq. 4 read literally); in the Poincaré
+            ball a few high-norm "hub" examples then rank first for every anchor. Beyond the paper, two hub-robust
+            rules that keep the selection a distance constraint in the same space: `"centered"` ranks by
+            ``d(i, j) − μ_j`` with ``μ_j`` the mean distance of ``j`` to the data (CSLS-style, Conneau et al. 2018);
+            `"mutual"` by mutual proximity (Schnitzer et al. 2012), ``log Φ(z_i) + log Φ(z_j)`` with
+            ``z_x = (d(i, j) − μ_x)/σ_x``. The moments are measured against every example, or against
+            ``partner_search_sample_size`` random ones for larger training sets.
 
     Parameters that control the geometry:
         curvature (`float`, defaults to `1.0`):
@@ -84,7 +98,8 @@ class DMixConfig(TrainingArguments):
             millions of examples, membership recall ≈ 1 with slightly larger sets); `"auto"`: exact up to 200,000
             examples.
         partner_search_sample_size (`int`, defaults to `16384`):
-            ``m``, examples per anchor in sampled search.
+            ``m``, examples per anchor in sampled search; also the size of the reference sample that the
+            ``centered``/``mutual`` rules measure distance moments against when the training set is larger.
         partner_index_max_mb (`int`, defaults to `1024`):
             Candidate sets are kept as an ``(N, k)`` int32 table up to this size; beyond it (e.g. ``N = 100k``,
             ``τ = 0.5`` would need 20 GB) one threshold per example is stored and partners are drawn by rejection.
@@ -124,6 +139,13 @@ class DMixConfig(TrainingArguments):
         metadata={"help": "Encoder layers (1-based) to sample the mixing layer from. Default: all layers 1..N."},
     )
     mix_alpha: float = field(default=0.2, metadata={"help": "Mixing ratio r ~ Beta(alpha, alpha); alpha > 0."})
+    anchor_dominant: bool = field(
+        default=False,
+        metadata={
+            "help": "Train only the anchor-dominant mixed row of each pair, at r' = max(r, 1 - r) (beyond the paper); "
+            "the layers after the mixing site run on B rows instead of 2B."
+        },
+    )
 
     # --- Partners ---
     partner_distance: str = field(
@@ -143,6 +165,14 @@ class DMixConfig(TrainingArguments):
         metadata={
             "help": "farthest: top-tau by decreasing distance (the paper); nearest: by increasing distance.",
             "choices": list(PARTNER_ORDERS),
+        },
+    )
+    partner_rule: str = field(
+        default="paper",
+        metadata={
+            "help": "How candidates are ranked: paper (by the distance, eq. 4 literally), centered (distance minus the "
+            "candidate's mean distance to the data; CSLS-style, hub-robust) or mutual (mutual proximity, hub-robust).",
+            "choices": list(PARTNER_RULES),
         },
     )
 
@@ -205,6 +235,7 @@ class DMixConfig(TrainingArguments):
         _check_choice("mix_strategy", self.mix_strategy, MIX_STRATEGIES)
         _check_choice("partner_distance", self.partner_distance, PARTNER_DISTANCES)
         _check_choice("partner_order", self.partner_order, PARTNER_ORDERS)
+        _check_choice("partner_rule", self.partner_rule, PARTNER_RULES)
         _check_choice("embedding_pooling", self.embedding_pooling, EMBEDDING_POOLINGS)
         _check_choice("partner_search", self.partner_search, PARTNER_SEARCH_MODES)
         if not (isinstance(self.tau, (int, float)) and 0.0 < self.tau <= 1.0):

@@ -153,6 +153,41 @@ def stratified_split(
     return {s: sorted(v) for s, v in out.items()}
 
 
+def stratified_subsample(labels: list[int], size: int, seed: int) -> list[int]:
+    """Row indices of a stratified random subsample of ``size`` rows (sorted), the same for the same ``seed``.
+
+    Each class gets its share of ``size`` (largest remainders round; every class keeps at least one row when
+    ``size`` allows), drawn uniformly within the class. The low-resource regime of a benchmark uses it so that a
+    500-example training set has the class balance of the full one.
+    """
+    if size < 1:
+        raise DataError(f"A subsample needs at least 1 row, got size={size}.")
+    by_label: dict[int, list[int]] = defaultdict(list)
+    for i, label in enumerate(labels):
+        by_label[label].append(i)
+    if size >= len(labels):
+        return list(range(len(labels)))
+    classes = sorted(by_label)
+    exact = {c: size * len(by_label[c]) / len(labels) for c in classes}
+    take = {c: int(exact[c]) for c in classes}
+    if size >= len(classes):
+        for c in classes:
+            take[c] = max(take[c], 1)
+    for c in sorted(classes, key=lambda c: exact[c] - int(exact[c]), reverse=True):
+        if sum(take.values()) >= size:
+            break
+        if take[c] < len(by_label[c]):
+            take[c] += 1
+    while sum(take.values()) > size:  # the at-least-one floor overshot: trim the largest classes
+        c = max(classes, key=lambda c: take[c])
+        take[c] -= 1
+    rng = random.Random(seed)
+    out: list[int] = []
+    for c in classes:
+        out.extend(rng.sample(by_label[c], take[c]))
+    return sorted(out)
+
+
 def load_classification_data(
     dataset_name: str | None = None,
     dataset_config_name: str | None = None,

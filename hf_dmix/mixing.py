@@ -12,6 +12,11 @@ Rows ``b < B`` become ``r·h_anchor + (1−r)·h_partner``; rows ``b ≥ B`` bec
 same selected pair at ratio ``1−r``, which has the same ``Beta(α, α)`` distribution as ``r``. So every row computed
 after the mixing site is a valid mixed example and contributes to the loss; no compute is thrown away.
 
+With ``anchors_only`` (``DMixConfig.anchor_dominant``) the caller passes ``r ≥ 0.5`` and only the ``B`` anchor-dominant
+rows continue past the site: the first layer after it receives (and every later layer keeps) rows ``b < B`` only, so
+the layers after the site cost half as much. At the last layer and at the classifier input nothing follows, and the
+caller simply reads the first ``B`` logits.
+
 Before the site each sequence attends with its own padding mask; after it, both rows of a pair attend to every
 position that is valid in either sequence (the union of the two masks). The masks themselves are always the ones
 transformers built for the model; we only combine them.
@@ -151,11 +156,39 @@ def union_mask(mask: torch.Tensor | None, num_anchors: int, kind: Literal["key",
     return torch.maximum(mask, swapped)
 
 
+def _anchor_rows(value: Any, num_anchors: int, seq_len: int | None) -> Any:
+    """Keep rows ``b < B`` of per-row tensors ``(2B, L, ...)`` (and of tuples/dicts of them), leave others alone.
+
+    Only tensors whose first two dimensions are ``(2B, L)`` are per-row inputs of a layer (hidden states, rotary
+    position embeddings); requiring the sequence length too keeps shared tensors that happen to have ``2B`` rows
+    (DeBERTa's relative-position embedding table has ``2·span``) untouched.
+    """
+    if isinstance(value, torch.Tensor):
+        if value.ndim >= 2 and value.shape[0] == 2 * num_anchors and (seq_len is None or value.shape[1] == seq_len):
+            return value[:num_anchors]
+        return value
+    if isinstance(value, tuple):
+        return tuple(_anchor_rows(v, num_anchors, seq_len) for v in value)
+    if isinstance(value, dict):
+        return {k: _anchor_rows(v, num_anchors, seq_len) for k, v in value.items()}
+    return value
+
+
+def _mask_rows(mask: Any, num_anchors: int) -> Any:
+    """Rows ``b < B`` of a prepared attention mask with ``2B`` rows (masks with one broadcast row stay as they are)."""
+    if isinstance(mask, dict):
+        return {k: _mask_rows(m, num_anchors) for k, m in mask.items()}
+    if isinstance(mask, torch.Tensor) and mask.shape[0] == 2 * num_anchors:
+        return mask[:num_anchors]
+    return mask
+
+
 @dataclass
 class _MixState:
     site: int | None = None
     ratio: float = 1.0
     num_anchors: int = 0
+    anchors_only: bool = False
 
 
 class HiddenStateMixer:
@@ -208,22 +241,28 @@ class HiddenStateMixer:
         self._handles.clear()
         self.deactivate()
 
-    def activate(self, site: int, ratio: float, num_anchors: int) -> None:
-        """Mix at ``site`` with ratio ``r = ratio`` on the anchor, for batches of ``2 * num_anchors`` rows."""
+    def activate(self, site: int, ratio: float, num_anchors: int, anchors_only: bool = False) -> None:
+        """Mix at ``site`` with ratio ``r = ratio`` on the anchor, for batches of ``2 * num_anchors`` rows.
+
+        ``anchors_only``: only the ``B`` anchor rows continue after the site (the model returns ``B`` logits when
+        the site is before the last layer, ``2B`` otherwise, of which the first ``B`` are the anchors').
+        """
         if not 0 <= site <= self.sentence_site:
             raise ValueError(f"Mixing site must lie in [0, {self.sentence_site}], got {site}.")
         if not self._handles:
             raise RuntimeError("HiddenStateMixer.activate() called before attach().")
-        self.state = _MixState(site=site, ratio=float(ratio), num_anchors=int(num_anchors))
+        self.state = _MixState(
+            site=site, ratio=float(ratio), num_anchors=int(num_anchors), anchors_only=bool(anchors_only)
+        )
 
     def deactivate(self) -> None:
         """Make every hook a no-op again."""
         self.state = _MixState()
 
     @contextmanager
-    def mixing(self, site: int, ratio: float, num_anchors: int):
+    def mixing(self, site: int, ratio: float, num_anchors: int, anchors_only: bool = False):
         """Context manager form of :meth:`activate` / :meth:`deactivate` (no gradient checkpointing across it)."""
-        self.activate(site, ratio, num_anchors)
+        self.activate(site, ratio, num_anchors, anchors_only)
         try:
             yield self
         finally:
@@ -246,14 +285,28 @@ class HiddenStateMixer:
             # Layers after the mixing site see the union of the pair's masks; layers up to it keep their own.
             if state.site is None or layer_index <= state.site or state.site == self.sentence_site:
                 return None
-            kind = self.family.mask_kind
+            kind, b = self.family.mask_kind, state.num_anchors
+
+            def combine(mask: Any) -> Any:
+                mask = union_mask(mask, b, kind)
+                return _mask_rows(mask, b) if state.anchors_only else mask
+
             if "attention_mask" in kwargs:
-                kwargs = dict(kwargs, attention_mask=union_mask(kwargs["attention_mask"], state.num_anchors, kind))
+                kwargs = dict(kwargs, attention_mask=combine(kwargs["attention_mask"]))
             elif len(args) > self.family.mask_arg:
                 args = list(args)
                 i = self.family.mask_arg
-                args[i] = union_mask(args[i], state.num_anchors, kind)
+                args[i] = combine(args[i])
                 args = tuple(args)
+            if state.anchors_only:
+                hidden = args[0] if args else kwargs.get("hidden_states")
+                seq_len = hidden.shape[1] if isinstance(hidden, torch.Tensor) and hidden.ndim >= 2 else None
+                skip = {"attention_mask"}
+                args = tuple(
+                    a if i == self.family.mask_arg and "attention_mask" not in kwargs else _anchor_rows(a, b, seq_len)
+                    for i, a in enumerate(args)
+                )
+                kwargs = {k: (v if k in skip else _anchor_rows(v, b, seq_len)) for k, v in kwargs.items()}
             return args, kwargs
 
         return hook
@@ -263,6 +316,7 @@ class HiddenStateMixer:
             state = self.state
             if state.site != self.sentence_site:
                 return None
-            return (_mix_rows(args[0], state.ratio, state.num_anchors), *args[1:])
+            mixed = _mix_rows(args[0], state.ratio, state.num_anchors)
+            return (mixed[: state.num_anchors] if state.anchors_only else mixed, *args[1:])
 
         return hook

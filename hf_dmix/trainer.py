@@ -29,8 +29,11 @@ from .mixing import HiddenStateMixer, num_layers, resolve_family, unwrap_model
 from .partners import (
     PartnerIndex,
     candidate_overlap,
+    distance_moments,
+    hubness_warning,
     num_candidates,
     partner_statistics,
+    reference_sample,
     threshold_index,
     top_tau_candidates,
     top_tau_thresholds,
@@ -100,6 +103,7 @@ class DMixTrainer(Trainer):
         _check_classifier(model)
         self.num_encoder_layers = num_layers(model)
         self.mix_layers = _resolve_mix_layers(args, self.num_encoder_layers)
+        _check_anchor_dominant(args, model)
 
         if train_dataset is not None:
             _check_train_dataset(train_dataset)
@@ -137,6 +141,8 @@ class DMixTrainer(Trainer):
         self._sentence_embeddings = sentence_embeddings
         self.partner_index: PartnerIndex | None = None
         self.partner_index_stats: dict[str, float] = {}
+        # The degenerate-index warning of the last build_partner_index (None when the candidate sets look sound).
+        self.partner_index_warning: str | None = None
         self.mixer = HiddenStateMixer(self.model) if self._mixing else None
         self._metrics: dict[str, list[float]] = defaultdict(list)
         if hasattr(self.model, "add_model_tags"):
@@ -261,6 +267,13 @@ class DMixTrainer(Trainer):
         self.data_collator.partner_index = index
         self.partner_index_stats = partner_statistics(index, _labels_of(self.train_dataset))
         s = self.partner_index_stats
+        self.partner_index_warning = None
+        if points is not None:
+            warning = hubness_warning(s, args.partner_rule)
+            s["degenerate"] = warning is not None
+            if warning is not None:
+                logger.warning(warning)
+                self.partner_index_warning = warning
         if args.partner_distance == "hyperbolic" and index.candidates is not None and n <= _OVERLAP_MAX_EXAMPLES:
             # Would cosine have chosen the same candidates? If so, the geometry is not what DMIX adds here.
             cosine = PartnerIndex(
@@ -273,11 +286,17 @@ class DMixTrainer(Trainer):
             s["cosine_overlap"] = candidate_overlap(index, cosine)
             s["cosine_overlap_chance"] = index.candidates_per_example / (n - 1)
         logger.info(
-            f"DMIX partner index ({args.partner_distance}, {args.partner_order}, tau={args.tau}): "
-            f"{int(s['candidates_per_example'])} candidates per example out of {n - 1}; "
+            f"DMIX partner index ({args.partner_distance}, {args.partner_rule} rule, {args.partner_order}, "
+            f"tau={args.tau}): {int(s['candidates_per_example'])} candidates per example out of {n - 1}; "
             f"{s['distinct_candidate_share']:.1%} of the training set appears as a candidate; the most frequent 1% "
-            f"of examples hold {s['top1pct_slot_share']:.1%} of candidate slots"
-            + (f"; same-label share {s['same_label_share']:.1%}" if "same_label_share" in s else "")
+            f"of examples hold {s['top1pct_slot_share']:.1%} of candidate slots (random: "
+            f"{s['random_top1pct_slot_share']:.1%}); k-occurrence skewness {s['k_occurrence_skewness']:.2f} (random: "
+            f"{s['random_k_occurrence_skewness']:.2f})"
+            + (
+                f"; same-label share {s['same_label_share']:.1%} (random: {s['random_same_label_share']:.1%})"
+                if "same_label_share" in s
+                else ""
+            )
             + (
                 f"; the hyperbolic candidate sets share {s['cosine_overlap']:.1%} of their members with the cosine "
                 f"top-tau sets ({s['cosine_overlap_chance']:.1%} by chance)."
@@ -298,14 +317,27 @@ class DMixTrainer(Trainer):
         sampled = args.partner_search == "sampled" or (
             args.partner_search == "auto" and n > AUTO_EXACT_MAX_EXAMPLES
         )
+        show = self.is_local_process_zero() and not args.disable_tqdm
+        memory = args.partner_search_memory_mb * 2**20
+        moments = None
+        if args.partner_rule != "paper":
+            # Each process describes its shard against the same reference set; the shards are gathered.
+            reference = reference_sample(n, args.partner_search_sample_size, seed=args.seed)
+            mean, std = distance_moments(
+                points, args.partner_distance, args.curvature, rows=self._shard(n), reference=reference,
+                memory_bytes=memory, show_progress=show,
+            )
+            moments = (self._gather_rows(mean, n), self._gather_rows(std, n))
         common = dict(
             k=k,
             distance=args.partner_distance,
             order=args.partner_order,
             curvature=args.curvature,
             rows=self._shard(n),
-            memory_bytes=args.partner_search_memory_mb * 2**20,
-            show_progress=self.is_local_process_zero() and not args.disable_tqdm,
+            memory_bytes=memory,
+            show_progress=show,
+            rule=args.partner_rule,
+            moments=moments,
         )
         if not sampled and n * k * 4 <= args.partner_index_max_mb * 2**20:
             local = top_tau_candidates(points, **common)
@@ -313,7 +345,8 @@ class DMixTrainer(Trainer):
         size = args.partner_search_sample_size if sampled else None
         local = top_tau_thresholds(points, **common, sample_size=size, seed=args.seed)
         return threshold_index(
-            points, self._gather_rows(local, n), args.partner_distance, args.partner_order, args.curvature, k, sampled
+            points, self._gather_rows(local, n), args.partner_distance, args.partner_order, args.curvature, k, sampled,
+            rule=args.partner_rule, moments=moments,
         )
 
     def train(self, *args: Any, **kwargs: Any):
@@ -376,14 +409,25 @@ class DMixTrainer(Trainer):
             raise ValueError("DMIX training batches need labels; the collator produced a batch without them.")
         num_anchors = partner_ids.shape[0]
         site, ratio = self.sample_mixing()
+        anchors_only = bool(self.args.anchor_dominant)
+        if anchors_only:
+            ratio = max(ratio, 1.0 - ratio)
         # Stays active until the next compute_loss so that gradient-checkpointing recomputation mixes identically.
-        self.mixer.activate(site, ratio, num_anchors)
+        self.mixer.activate(site, ratio, num_anchors, anchors_only=anchors_only)
         outputs = model(**inputs)
         logits = outputs.logits.float()
-        # Rows b < B mix anchor b (weight r) with its partner; rows b >= B are the same pair at ratio 1 - r.
-        loss = ratio * self._cross_entropy(logits, labels) + (1.0 - ratio) * self._cross_entropy(
-            logits, labels.roll(num_anchors, dims=0)
-        )
+        if anchors_only:
+            # Only the anchor-dominant rows b < B were trained (the model returns B rows, or 2B when the site is the
+            # last layer, where nothing follows to skip).
+            logits = logits[:num_anchors]
+            loss = ratio * self._cross_entropy(logits, labels[:num_anchors]) + (1.0 - ratio) * self._cross_entropy(
+                logits, labels[num_anchors:]
+            )
+        else:
+            # Rows b < B mix anchor b (weight r) with its partner; rows b >= B are the same pair at ratio 1 - r.
+            loss = ratio * self._cross_entropy(logits, labels) + (1.0 - ratio) * self._cross_entropy(
+                logits, labels.roll(num_anchors, dims=0)
+            )
         self._metrics["dmix/mix_layer"].append(float(site))
         self._metrics["dmix/ratio"].append(ratio)
         same = (labels[:num_anchors] == labels[num_anchors:]).float().mean()
@@ -571,6 +615,16 @@ def _check_classifier(model: nn.Module) -> None:
         raise ValueError(
             f"The model has num_labels={config.num_labels}, i.e. a regression head. DMIX needs a single-label "
             "classification head with num_labels >= 2."
+        )
+
+
+def _check_anchor_dominant(args: DMixConfig, model: nn.Module) -> None:
+    config = unwrap_model(model).config
+    if args.anchor_dominant and config.model_type == "modernbert" and getattr(config, "classifier_pooling", "cls") == "mean":
+        raise ValueError(
+            "anchor_dominant=True drops the partner rows after the mixing site, but ModernBERT with "
+            "classifier_pooling='mean' pools with the full 2B-row attention mask. Use classifier_pooling='cls' or "
+            "anchor_dominant=False."
         )
 
 

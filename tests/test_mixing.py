@@ -614,3 +614,59 @@ def test_gradient_checkpointing_gives_the_same_gradients(case, site, tokenizer):
     assert grads.keys() == grads_ref.keys() and grads
     for name in grads:
         torch.testing.assert_close(grads[name], grads_ref[name], atol=ATOL, rtol=1e-4, msg=name)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# anchor-dominant mixing: only the B anchor rows continue past the site
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def anchors_only_logits(model, mixer, batch, site, ratio, num_anchors) -> torch.Tensor:
+    with torch.no_grad(), mixer.mixing(site, ratio, num_anchors, anchors_only=True):
+        return model(**batch).logits
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_anchor_dominant_bert_matches_hook_free_reference(attn, tokenizer):
+    model = build("bert", num_labels=3, attn_implementation=attn)
+    batch = encode(tokenizer, ANCHORS, MIXED_PARTNERS)
+    B, ratio = len(ANCHORS), 0.7  # r' = max(r, 1 - r) >= 0.5 on the anchor
+    labels = torch.tensor([0, 1, 2, 2, 0, 1])
+    mixer = HiddenStateMixer(model).attach()
+    for site in range(mixer.sentence_site + 1):
+        with torch.no_grad():
+            ref = reference_bert_logits(model, batch, site, ratio, B)[:B]
+        out = anchors_only_logits(model, mixer, batch, site, ratio, B)
+        # Sites before the last layer return B rows; at the last layer nothing follows, so 2B come back.
+        assert out.shape[0] == (2 * B if site == mixer.num_layers else B), site
+        torch.testing.assert_close(out[:B], ref, atol=ATOL, rtol=0, msg=f"site {site}")
+        loss = ratio * F.cross_entropy(out[:B], labels[:B]) + (1 - ratio) * F.cross_entropy(out[:B], labels[B:])
+        target = ratio * F.one_hot(labels[:B], 3).float() + (1 - ratio) * F.one_hot(labels[B:], 3).float()
+        ref_loss = -(target * F.log_softmax(ref, dim=-1)).sum(-1).mean()
+        torch.testing.assert_close(loss, ref_loss, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("case", MODEL_CASES)
+def test_anchor_dominant_rows_equal_the_full_forward_and_skip_partner_rows(case, tokenizer):
+    model = build(case, num_labels=3)
+    batch = encode(tokenizer, ANCHORS, MIXED_PARTNERS)
+    B, ratio = len(ANCHORS), 0.8
+    mixer = HiddenStateMixer(model).attach()
+    seen: list[int] = []
+    handles = [
+        layer.register_forward_pre_hook(lambda m, a, kw: seen.append((a[0] if a else kw["hidden_states"]).shape[0]), with_kwargs=True)
+        for layer in mixer.layers
+    ]
+    try:
+        for site in range(mixer.sentence_site + 1):
+            full = mixed_logits(model, mixer, batch, site, ratio, B)
+            seen.clear()
+            out = anchors_only_logits(model, mixer, batch, site, ratio, B)
+            torch.testing.assert_close(out[:B], full[:B], atol=ATOL, rtol=0, msg=f"{case} site {site}")
+            # The hooks see layer inputs after the mixer's pre-hook trimmed them: 2B rows up to the site, B after.
+            after = seen[site:] if site <= mixer.num_layers else []
+            assert all(rows == B for rows in after), (case, site, seen)
+            assert all(rows == 2 * B for rows in seen[:site]), (case, site, seen)
+    finally:
+        for h in handles:
+            h.remove()
