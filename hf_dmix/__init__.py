@@ -34,6 +34,7 @@ from .partners import (
     top_tau_candidates,
     top_tau_thresholds,
 )
+from .plotting import k_occurrence, plot_k_occurrence, plot_partners
 from .trainer import DMixTrainer
 
 __version__ = "0.1.0"
@@ -53,11 +54,14 @@ __all__ = [
     "dmix_record",
     "embed_texts",
     "expmap0",
+    "k_occurrence",
     "load_dmix_info",
     "mobius_add",
     "num_candidates",
     "pairwise_distance",
     "partner_statistics",
+    "plot_k_occurrence",
+    "plot_partners",
     "poincare_distance",
     "pool",
     "project",
