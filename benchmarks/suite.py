@@ -119,14 +119,17 @@ def build_jobs(args: argparse.Namespace) -> list[Job]:
     work = Path(args.runs_dir)
     base = common_flags(args)
     jobs = []
-    for size in args.sizes:
-        size_key = "full" if size == "full" else int(size)
-        for name in args.datasets:
-            data = split_files(name, root, work)
-            for setting in args.settings:
-                for seed in range(args.seeds):
-                    flags = {**base, **data, **SETTINGS[setting], "seed": seed,
-                             "num_train_epochs": EPOCHS.get(size_key, 3.0)}
+    data = {name: split_files(name, root, work) for name in args.datasets}
+    # Seeds outermost: an interrupted grid has every cell at a similar number of seeds.
+    for seed in range(args.seeds):
+        for size in args.sizes:
+            size_key = "full" if size == "full" else int(size)
+            for name in args.datasets:
+                for setting in args.settings:
+                    epochs = args.epochs if args.epochs is not None else EPOCHS.get(size_key, 3.0)
+                    flags = {**base, **data[name], **SETTINGS[setting], "seed": seed, "num_train_epochs": epochs}
+                    if args.max_eval_samples:
+                        flags["max_eval_samples"] = args.max_eval_samples
                     if size_key != "full":
                         flags["max_train_samples"] = size_key
                     meta = {"dataset": name, "setting": setting, "size": str(size_key), "seed": seed}
@@ -220,7 +223,10 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
     wall = sum(r["wall_time_s"] for r in done)
     lines = [
         f"Model `{args.label or args.model}`; lr 2e-5, batch 8, weight decay 0.01, max length {args.max_seq_length}, "
-        f"α = 0.2, τ = {args.tau} for every DMIX setting; epochs per training-set size {EPOCHS}. "
+        f"α = 0.2, τ = {args.tau} for every DMIX setting; epochs "
+        f"{args.epochs if args.epochs is not None else EPOCHS}"
+        + (f"; validation and test: stratified subsamples of {args.max_eval_samples}" if args.max_eval_samples else "")
+        + ". "
         f"{len(done)} runs on {', '.join(devices)}, {wall / 3600:.2f} h of run time in total "
         f"(median {sorted(r['wall_time_s'] for r in done)[len(done) // 2]:.0f} s per run).",
         "",
@@ -318,6 +324,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--tau", type=float, default=0.3)
     parser.add_argument("--max-seq-length", type=int, default=64)
+    parser.add_argument("--epochs", type=float, default=None, help=f"override the epochs per size ({EPOCHS})")
+    parser.add_argument("--max-eval-samples", type=int, default=None,
+                        help="stratified validation/test subsamples of this size (CPU budgets only)")
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
     parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "suite"))
     parser.add_argument("--report", default=str(ROOT / "docs" / "results" / "suite.md"))
