@@ -230,6 +230,14 @@ class DMixConfig(TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.validate_dmix_settings()
+
+    def validate_dmix_settings(self) -> None:
+        """Raise ``ValueError`` naming the first invalid DMIX setting and what is accepted.
+
+        Run at construction and again when training starts (``hyperparameter_search`` sets trial values on an
+        existing config without constructing a new one).
+        """
         if self.partner_index_max_mb < 0:
             raise ValueError(f"partner_index_max_mb must be >= 0 (0 = always thresholds), got {self.partner_index_max_mb!r}.")
         _check_choice("mix_strategy", self.mix_strategy, MIX_STRATEGIES)

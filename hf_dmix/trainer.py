@@ -81,7 +81,7 @@ class DMixTrainer(Trainer):
 
     def __init__(
         self,
-        model: PreTrainedModel | nn.Module | str,
+        model: PreTrainedModel | nn.Module | str | None = None,
         args: DMixConfig | None = None,
         data_collator: Callable | None = None,
         train_dataset: Any = None,
@@ -99,11 +99,9 @@ class DMixTrainer(Trainer):
             )
         if isinstance(model, str):
             model = AutoModelForSequenceClassification.from_pretrained(model, dtype=torch.float32)
+        if model is None and kwargs.get("model_init") is None:
+            raise ValueError("DMixTrainer needs a model, or a model_init function (for hyperparameter_search).")
         self._mixing = args.mix_strategy != "none"
-        _check_classifier(model)
-        self.num_encoder_layers = num_layers(model)
-        self.mix_layers = _resolve_mix_layers(args, self.num_encoder_layers)
-        _check_anchor_dominant(args, model)
 
         if train_dataset is not None:
             _check_train_dataset(train_dataset)
@@ -132,6 +130,8 @@ class DMixTrainer(Trainer):
             processing_class=processing_class,
             **kwargs,
         )
+        # Trainer built the model from model_init when none was given: check whichever model we now hold.
+        self._check_model(self.model)
         # We compute our own loss, averaged over the micro-batch: Trainer must divide it by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         if isinstance(data_collator, DMixDataCollator):
@@ -140,6 +140,9 @@ class DMixTrainer(Trainer):
         self._mix_rng = np.random.default_rng(args.seed)
         self._sentence_embeddings = sentence_embeddings
         self.partner_index: PartnerIndex | None = None
+        # What the current index was built from (see _index_key): a change of any of it rebuilds the index.
+        self._index_key: tuple | None = None
+        self._embeddings_cache: tuple[tuple, torch.Tensor] | None = None
         self.partner_index_stats: dict[str, float] = {}
         # The degenerate-index warning of the last build_partner_index (None when the candidate sets look sound).
         self.partner_index_warning: str | None = None
@@ -244,10 +247,17 @@ class DMixTrainer(Trainer):
         example has and how concentrated the candidate sets are (see :func:`~hf_dmix.partners.partner_statistics`).
         """
         args, n = self.args, len(self.train_dataset)
+        self._index_key = self.index_settings()
         needs_points = args.partner_distance != "random" and num_candidates(n, args.tau) < n - 1
         points = None
         if needs_points:
-            emb = self.compute_sentence_embeddings()
+            # The embeddings do not depend on tau, the rule or the ball mapping: reuse them across rebuilds.
+            emb_key = (n, self._sentence_embeddings is None, *self._embedding_settings())
+            if self._embeddings_cache is not None and self._embeddings_cache[0] == emb_key:
+                emb = self._embeddings_cache[1]
+            else:
+                emb = self.compute_sentence_embeddings()
+                self._embeddings_cache = (emb_key, emb)
             if args.partner_distance == "hyperbolic":
                 points = to_poincare_ball(
                     emb,
@@ -349,18 +359,66 @@ class DMixTrainer(Trainer):
             rule=args.partner_rule, moments=moments,
         )
 
+    def _check_model(self, model: nn.Module) -> None:
+        """Family, head and layer checks of the model DMIX will hook into (again for each ``model_init`` model)."""
+        _check_classifier(model)
+        self.num_encoder_layers = num_layers(model)
+        self.mix_layers = _resolve_mix_layers(self.args, self.num_encoder_layers)
+        _check_anchor_dominant(self.args, model)
+
+    def index_settings(self) -> tuple:
+        """Everything the partner index depends on: the training set and every setting of the search.
+
+        ``train()`` rebuilds the index whenever this changes, e.g. between ``hyperparameter_search`` trials that
+        change ``tau`` or ``partner_rule``; an unchanged key reuses the index (and its embeddings).
+        """
+        a = self.args
+        dataset = self.train_dataset
+        fingerprint = getattr(getattr(dataset, "dataset", dataset), "_fingerprint", None)
+        return (
+            len(dataset), fingerprint, a.partner_distance, a.tau, a.partner_order, a.partner_rule, a.curvature,
+            a.ball_median_radius, a.ball_clip_quantile, a.ball_center, *self._embedding_settings(),
+            a.partner_search, a.partner_search_sample_size, a.partner_index_max_mb, a.seed,
+        )
+
+    def _embedding_settings(self) -> tuple:
+        a = self.args
+        return (a.embedding_model, a.embedding_text_column, a.embedding_pooling, a.embedding_max_length)
+
     def train(self, *args: Any, **kwargs: Any):
-        """Build the partner index (once), attach the mixing hooks, then run ``Trainer.train``."""
-        if self._mixing and self.train_dataset is not None:
-            if self.partner_index is None or self.partner_index.num_examples != len(self.train_dataset):
-                self.build_partner_index()
-            self.data_collator.partner_index = self.partner_index
-            self.mixer.attach()
+        """``Trainer.train``; the partner index is built (or reused) and the hooks attached when the loop starts.
+
+        That happens inside the loop, after ``Trainer`` has created this trial's model (``model_init``) and applied
+        this trial's hyperparameters (``hyperparameter_search``), so both are what the index and the hooks see.
+        """
         try:
             return super().train(*args, **kwargs)
         finally:
             if self.mixer is not None:
                 self.mixer.detach()
+
+    def _inner_training_loop(self, *args: Any, **kwargs: Any):
+        self._prepare_dmix()
+        return super()._inner_training_loop(*args, **kwargs)
+
+    def _prepare_dmix(self) -> None:
+        """Validate this run's settings, (re)build the partner index if they changed, hook the current model."""
+        self.args.validate_dmix_settings()
+        self._mixing = self.args.mix_strategy != "none"
+        self._check_model(self.model)
+        if self.mixer is not None and self.mixer.base is not unwrap_model(self.model):
+            self.mixer.detach()  # a model_init trial replaced the model: hook the new one
+            self.mixer = None
+        if not self._mixing or self.train_dataset is None:
+            if isinstance(self.data_collator, DMixDataCollator):
+                self.data_collator.partner_index = None  # plain batches: no partners, nothing mixes
+            return
+        if self.mixer is None:
+            self.mixer = HiddenStateMixer(self.model)
+        if self.partner_index is None or self._index_key != self.index_settings():
+            self.build_partner_index()
+        self.data_collator.partner_index = self.partner_index
+        self.mixer.attach()
 
     # ------------------------------------------------------------------ loss
 

@@ -389,3 +389,113 @@ def test_threshold_and_sampled_partner_search_in_training(tmp_path, tokenizer, t
     sampled.train()
     assert sampled.partner_index.thresholds is not None and sampled.state.global_step == 3
     assert "same_label_share" in sampled.partner_index_stats
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# hub-robust rules, anchor-dominant mixing, hyperparameter_search
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rule", ["centered", "mutual"])
+def test_partner_rules_train_and_report_hubness(tmp_path, tokenizer, train_dataset, rule):
+    from hf_dmix.partners import build_partner_index
+
+    model = tiny_model("bert", vocab_size=tokenizer.vocab_size)
+    trainer = DMixTrainer(model=model, args=_args(tmp_path, partner_rule=rule), train_dataset=train_dataset,
+                          processing_class=tokenizer)
+    # Embeddings of the model before training (train() changes the weights).
+    emb = trainer.compute_sentence_embeddings()
+    trainer.train()
+    index, stats = trainer.partner_index, trainer.partner_index_stats
+    # The index is the library function's result on the trainer's own points.
+    ref = build_partner_index(to_poincare_ball(emb), len(train_dataset), tau=0.3, rule=rule, show_progress=False)
+    assert torch.equal(index.candidates.sort(1).values, ref.candidates.sort(1).values)
+    for key in ("k_occurrence_skewness", "random_k_occurrence_skewness", "random_top1pct_slot_share",
+                "random_same_label_share", "degenerate"):
+        assert key in stats
+    assert stats["degenerate"] == (trainer.partner_index_warning is not None)
+
+
+def test_anchor_dominant_loss_uses_the_anchor_rows_only(tmp_path, tokenizer, train_dataset):
+    model = tiny_model("bert", vocab_size=tokenizer.vocab_size)
+    args = _args(tmp_path, anchor_dominant=True, mix_alpha=0.4)
+    trainer = DMixTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer)
+    seen = []
+    original = trainer.compute_loss
+
+    def spy(model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = original(model, inputs, return_outputs=True)
+        seen.append((trainer.mixer.state.ratio, trainer.mixer.state.anchors_only, outputs.logits.shape[0],
+                     inputs["dmix_partner_ids"].shape[0], loss, outputs.logits, inputs["labels"]))
+        return (loss, outputs) if return_outputs else loss
+
+    trainer.compute_loss = spy
+    trainer.train()
+    assert len(seen) == 3
+    for ratio, only, rows, b, loss, logits, labels in seen:
+        assert only and ratio >= 0.5
+        assert rows in (b, 2 * b)  # B rows, or 2B when the sampled site was the last layer
+        lg = logits[:b].float()
+        expected = ratio * F.cross_entropy(lg, labels[:b]) + (1 - ratio) * F.cross_entropy(lg, labels[b:])
+        torch.testing.assert_close(loss, expected)
+
+
+def test_hyperparameter_search_rebuilds_the_index_per_trial(tmp_path, tokenizer, train_dataset):
+    optuna = pytest.importorskip("optuna")
+    import hf_dmix.trainer as trainer_mod
+    from hf_dmix.partners import num_candidates
+
+    built = []
+    real = trainer_mod.DMixTrainer.build_partner_index
+
+    def recording(self):
+        index = real(self)
+        built.append((self.args.tau, self.args.partner_rule, index.candidates_per_example, id(self.model)))
+        return index
+
+    def model_init(trial=None):
+        return tiny_model("bert", vocab_size=tokenizer.vocab_size)
+
+    trainer_mod.DMixTrainer.build_partner_index = recording
+    try:
+        trainer = DMixTrainer(model=None, model_init=model_init, args=_args(tmp_path, eval_strategy="no"),
+                              train_dataset=train_dataset, eval_dataset=train_dataset.select(range(8)),
+                              processing_class=tokenizer)
+        space = {"tau": [0.2, 0.6], "partner_rule": ["centered"]}
+        best = trainer.hyperparameter_search(
+            hp_space=lambda trial: {k: trial.suggest_categorical(k, v) for k, v in space.items()},
+            backend="optuna", n_trials=2, direction="minimize",
+            compute_objective=lambda metrics: metrics["eval_loss"],
+            sampler=optuna.samplers.GridSampler(space),
+        )
+    finally:
+        trainer_mod.DMixTrainer.build_partner_index = real
+    n = len(train_dataset)
+    # One index per trial, each built from that trial's tau and rule (not the first trial's), on that trial's model.
+    assert sorted(t for t, *_ in built) == [0.2, 0.6]
+    assert {(t, k) for t, _, k, _ in built} == {(0.2, num_candidates(n, 0.2)), (0.6, num_candidates(n, 0.6))}
+    assert {r for _, r, _, _ in built} == {"centered"}
+    assert len({m for *_, m in built}) == 2
+    assert best.hyperparameters["tau"] in (0.2, 0.6)
+
+
+def test_same_settings_reuse_the_index_and_a_changed_tau_rebuilds_it(tmp_path, tokenizer, train_dataset):
+    model = tiny_model("bert", vocab_size=tokenizer.vocab_size)
+    trainer = DMixTrainer(model=model, args=_args(tmp_path), train_dataset=train_dataset, processing_class=tokenizer)
+    first = trainer.build_partner_index()
+    trainer.train()
+    assert trainer.partner_index is first  # built before train(), same settings: reused
+    trainer.args.tau = 0.6
+    trainer.train()
+    assert trainer.partner_index is not first
+    assert trainer.partner_index.candidates_per_example > first.candidates_per_example
+    trainer.args.tau = 1.5
+    with pytest.raises(ValueError, match="tau must lie in"):
+        trainer.train()
+
+
+def test_anchor_dominant_rejected_for_modernbert_mean_pooling(tmp_path, tokenizer, train_dataset):
+    model = tiny_model("modernbert", vocab_size=tokenizer.vocab_size, classifier_pooling="mean")
+    with pytest.raises(ValueError, match="classifier_pooling='mean'"):
+        DMixTrainer(model=model, args=_args(tmp_path, anchor_dominant=True), train_dataset=train_dataset,
+                    processing_class=tokenizer)
