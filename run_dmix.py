@@ -153,6 +153,11 @@ class DataArguments:
         default=True, metadata={"help": "Keep identical texts in the same split so that test texts are unseen."}
     )
     max_seq_length: int = field(default=128, metadata={"help": "Truncation length in tokens."})
+    plot_partners: bool = field(
+        default=False,
+        metadata={"help": "Write partners.png (the training set in the Poincare disk with hubs and one anchor's "
+                  "candidates) and k_occurrence.png (hubness histogram) to output_dir."},
+    )
     max_train_samples: int | None = field(
         default=None,
         metadata={"help": "Use only this many training examples: a stratified subsample drawn with --split_seed."},
@@ -518,6 +523,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise hub from None
     trainer.set_model_card_metadata(repo_id=repo_id, **card_metadata_from_args(model_args, data_args, hub_args))
     train_result = trainer.train()
+    plots = trainer.plot_partner_index() if data_args.plot_partners else {}
+    for name, path in plots.items():
+        logger.info(f"Wrote the {name.replace('_', '-')} picture of the partner index to {path}")
     val_metrics = _strip_prefix(trainer.evaluate(tokenized["validation"], metric_key_prefix="validation"), "validation_")
     prediction = trainer.predict(tokenized["test"], metric_key_prefix="test")
     test_metrics = _strip_prefix(prediction.metrics, "test_")
@@ -531,6 +539,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "train": {k: v for k, v in train_result.metrics.items()},
         "partner_index": trainer.partner_index_stats,
         "partner_index_warning": trainer.partner_index_warning,
+        "plots": {name: os.path.basename(path) for name, path in plots.items()},
         "data": {**data.split_info, "label_names": data.label_names, "max_seq_length": data_args.max_seq_length,
                  "used_sizes": {s: len(tokenized[s]) for s in ("train", "validation", "test")}},
         "training_args": _public_args(training_args),

@@ -9,7 +9,9 @@ one of them is a mixed training example in the loss (see ``mixing.py``). So we r
 
 * mixed examples per second / plain examples per second (target ≥ 0.9): the cost of a mixed example;
 * anchors per second / plain examples per second: the cost of a pass over the dataset;
-* the collator's share of DMIX step time (target ≤ 5 %): drawing partners, fetching and padding them.
+* the collator's share of DMIX step time (target ≤ 5 %): drawing partners, fetching and padding them;
+* anchor-dominant DMIX (``anchor_dominant=True``: only the ``B`` anchor rows continue past the mixing layer, one
+  mixed example per anchor) against the default two-row DMIX: anchors per second, side by side.
 
 Runs alternate plain / DMIX and report medians, so machine noise hits both alike. Data: the generated demo set
 (``hf_dmix.data.make_demo_dataset``), so no data file is needed. The partner index is built before timing.
@@ -61,13 +63,17 @@ class TimedCollator(DMixDataCollator):
             TimedCollator.spent += time.perf_counter() - t
 
 
-def run_once(strategy: str, args: argparse.Namespace, path: str, tokenizer, dataset) -> dict:
+VARIANTS = {"none": ("none", False), "hidden": ("hidden", False), "hidden-ad": ("hidden", True)}
+
+
+def run_once(variant: str, args: argparse.Namespace, path: str, tokenizer, dataset) -> dict:
+    strategy, anchor_dominant = VARIANTS[variant]
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=3, dtype=torch.float32)
     config = DMixConfig(
-        output_dir=os.path.join(args.tmp, strategy), max_steps=args.steps + args.warmup, report_to="none",
+        output_dir=os.path.join(args.tmp, variant), max_steps=args.steps + args.warmup, report_to="none",
         save_strategy="no", disable_tqdm=True, per_device_train_batch_size=args.batch_size, logging_steps=10_000,
         mix_strategy=strategy, tau=0.3, seed=0, bf16=args.bf16, use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0,
+        dataloader_num_workers=0, anchor_dominant=anchor_dominant,
     )
     timer = StepTimer(args.warmup)
     trainer = DMixTrainer(
@@ -81,7 +87,8 @@ def run_once(strategy: str, args: argparse.Namespace, path: str, tokenizer, data
     trainer.train()
     total = time.perf_counter() - t0
     step = statistics.median(timer.times)
-    rows = args.batch_size * (2 if strategy != "none" else 1)
+    # Mixed examples in the loss per step: 2B rows by default, B with anchor-dominant mixing (and B plain rows).
+    rows = args.batch_size * (2 if strategy != "none" and not anchor_dominant else 1)
     return {"step_s": step, "examples_per_s": rows / step, "anchors_per_s": args.batch_size / step,
             "collator_share": TimedCollator.spent / total}
 
@@ -107,10 +114,10 @@ def main() -> None:
                    "label": [names.index(x) for x in b["label"]]},
         batched=True,
     )
-    results = {"none": [], "hidden": []}
+    results = {v: [] for v in VARIANTS}
     for _ in range(args.repeats):
-        for strategy in ("none", "hidden"):
-            results[strategy].append(run_once(strategy, args, path, tokenizer, dataset))
+        for variant in VARIANTS:
+            results[variant].append(run_once(variant, args, path, tokenizer, dataset))
 
     def med(strategy, key):
         return statistics.median(r[key] for r in results[strategy])
@@ -120,7 +127,8 @@ def main() -> None:
           f"median of {args.repeats} alternating repeats, {device}{', bf16' if args.bf16 else ''}\n")
     print("| run | step (s) | examples/s | anchors/s | collator share |")
     print("|---|---|---|---|---|")
-    for strategy, label in (("none", "plain fine-tuning"), ("hidden", "DMIX (hidden)")):
+    for strategy, label in (("none", "plain fine-tuning"), ("hidden", "DMIX (hidden)"),
+                            ("hidden-ad", "DMIX (hidden, anchor-dominant)")):
         print(f"| {label} | {med(strategy, 'step_s'):.4f} | {med(strategy, 'examples_per_s'):.1f} | "
               f"{med(strategy, 'anchors_per_s'):.1f} | {100 * med(strategy, 'collator_share'):.1f} % |")
     ratio = [h["examples_per_s"] / p["examples_per_s"] for h, p in zip(results["hidden"], results["none"])]
@@ -128,6 +136,9 @@ def main() -> None:
     print(f"\nmixed examples/s ÷ plain examples/s: {statistics.median(ratio):.3f} (per repeat: "
           f"{', '.join(f'{r:.3f}' for r in ratio)}); anchors/s ÷ plain examples/s: {statistics.median(anchors):.3f}; "
           f"collator share of DMIX step time: {100 * med('hidden', 'collator_share'):.1f} %")
+    ad = [a["anchors_per_s"] / h["anchors_per_s"] for a, h in zip(results["hidden-ad"], results["hidden"])]
+    print(f"anchor-dominant anchors/s ÷ two-row DMIX anchors/s: {statistics.median(ad):.3f} (per repeat: "
+          f"{', '.join(f'{r:.3f}' for r in ad)})")
 
 
 if __name__ == "__main__":

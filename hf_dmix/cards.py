@@ -49,6 +49,8 @@ _MEANINGS = {
     "partner_distance": "distance between sentence embeddings that ranks partners",
     "tau": "fraction of the other training examples a partner is drawn from (1 = Mixup)",
     "partner_order": "farthest: top-τ by decreasing distance (the paper); nearest: increasing",
+    "partner_rule": "how candidates are ranked: paper (the distance itself), centered or mutual (hub-robust)",
+    "anchor_dominant": "train only the anchor-dominant mixed row, r' = max(r, 1 − r) (beyond the paper)",
     "curvature": "c: the Poincaré ball has curvature −c",
     "ball_median_radius": "the median embedding lands at this fraction of the ball's radius",
     "ball_clip_quantile": "embedding norms are capped at this quantile (1 = off)",
@@ -184,9 +186,14 @@ def _summary(settings: Mapping[str, Any], record: Mapping[str, Any], base_md: st
     if settings["partner_distance"] == "random" or float(settings["tau"]) >= 1.0:
         partner = "a partner drawn uniformly from all other training examples (vanilla Mixup, a baseline of the paper)"
     else:
+        rule = settings.get("partner_rule", "paper")
+        ranked = (
+            "" if rule == "paper" else
+            f", ranked by the hub-robust **{rule}** rule (each distance re-referenced by per-example distance statistics)"
+        )
         partner = (
             f"a partner drawn uniformly from its top-τ = {_fmt(settings['tau'])} **{settings['partner_order']}** "
-            f"training examples by **{settings['partner_distance']}** distance between sentence embeddings"
+            f"training examples by **{settings['partner_distance']}** distance between sentence embeddings{ranked}"
         )
     return (
         f"This model is {base_md} fine-tuned for text classification{on} with **DMIX** (distance-constrained "
@@ -262,12 +269,29 @@ def _partner_rows(stats: Mapping[str, Any]) -> list[tuple[str, str]]:
     if "candidates_per_example" in stats:
         of = f" of {int(stats['num_examples']) - 1}" if "num_examples" in stats else ""
         rows.append(("candidates per example", f"{int(stats['candidates_per_example'])}{of}"))
+    def random(key: str, fmt: Any = None) -> str:
+        value = stats.get("random_" + key)
+        return "" if value is None else f" (random partners: {(fmt or _pct)(value)})"
+
+    if "k_occurrence_skewness" in stats:
+        rows.append((
+            "k-occurrence skewness (hubness)",
+            f"{stats['k_occurrence_skewness']:.2f}" + random("k_occurrence_skewness", lambda v: f"{v:.2f}"),
+        ))
     if "distinct_candidate_share" in stats:
-        rows.append(("share of the training set that is ever a candidate", _pct(stats["distinct_candidate_share"])))
+        rows.append((
+            "share of the training set that is ever a candidate",
+            _pct(stats["distinct_candidate_share"]) + random("distinct_candidate_share"),
+        ))
     if "top1pct_slot_share" in stats:
-        rows.append(("candidate slots held by the most frequent 1 % of examples", _pct(stats["top1pct_slot_share"])))
+        rows.append((
+            "candidate slots held by the most frequent 1 % of examples",
+            _pct(stats["top1pct_slot_share"]) + random("top1pct_slot_share"),
+        ))
     if "same_label_share" in stats:
-        rows.append(("candidates with the anchor's label", _pct(stats["same_label_share"])))
+        rows.append(("candidates with the anchor's label", _pct(stats["same_label_share"]) + random("same_label_share")))
+    if stats.get("degenerate"):
+        rows.append(("warning", "degenerate candidate sets: a few hub examples hold most candidate slots"))
     if "cosine_overlap" in stats:
         chance = f" (chance: {_pct(stats['cosine_overlap_chance'])})" if "cosine_overlap_chance" in stats else ""
         rows.append(("overlap with the cosine top-τ sets", _pct(stats["cosine_overlap"]) + chance))

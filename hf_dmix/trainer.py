@@ -269,6 +269,8 @@ class DMixTrainer(Trainer):
             else:
                 points = emb
             points = points.to(args.device)
+        # Kept for pictures (plot_partner_index): the space the candidates were chosen in, on the CPU.
+        self.partner_points = None if points is None else points.detach().float().cpu()
         if points is None:
             index = PartnerIndex(num_examples=n)
         else:
@@ -419,6 +421,40 @@ class DMixTrainer(Trainer):
             self.build_partner_index()
         self.data_collator.partner_index = self.partner_index
         self.mixer.attach()
+
+    def plot_partner_index(self, output_dir: str | None = None, max_points: int = 5000) -> dict[str, str]:
+        """Draw the current partner index: ``partners.png`` (the training set in the Poincaré disk, coloured by
+        label, with the hubs and one anchor's candidates; see :func:`hf_dmix.plot_partners`) and
+        ``k_occurrence.png`` (:func:`hf_dmix.plot_k_occurrence`), in ``output_dir`` (default ``args.output_dir``).
+
+        Returns the paths written, by name; ``{}`` when there is nothing to draw (no mixing, random partners or
+        ``tau = 1``) or on processes other than the main one.
+        """
+        import os
+
+        from .plotting import plot_k_occurrence, plot_partners
+
+        points = getattr(self, "partner_points", None)
+        index = self.partner_index
+        if index is None or points is None or not self.is_world_process_zero():
+            return {}
+        out = output_dir or self.args.output_dir
+        os.makedirs(out, exist_ok=True)
+        a = self.args
+        labels = _labels_of(self.train_dataset)
+        id2label = getattr(unwrap_model(self.model).config, "id2label", None) or {}
+        names = [str(id2label.get(i, i)) for i in range(int(labels.max()) + 1)] if labels is not None else None
+        space = "Poincaré distance" if a.partner_distance == "hyperbolic" else f"{a.partner_distance} distance"
+        what = f"{a.partner_rule} rule, {a.partner_order}, τ = {a.tau}, {space}"
+        drawn = plot_partners(
+            points if a.partner_distance == "hyperbolic" else _unit_ball(points), index, labels, names,
+            path=os.path.join(out, "partners.png"), curvature=a.curvature if a.partner_distance == "hyperbolic" else 1.0,
+            title=f"Training set and DMIX candidates ({what})", max_points=max_points,
+        )
+        histogram = plot_k_occurrence(
+            index, path=os.path.join(out, "k_occurrence.png"), title=f"k-occurrence of the candidate sets ({what})"
+        )
+        return {"partners": drawn, "k_occurrence": histogram}
 
     # ------------------------------------------------------------------ loss
 
@@ -674,6 +710,11 @@ def _check_classifier(model: nn.Module) -> None:
             f"The model has num_labels={config.num_labels}, i.e. a regression head. DMIX needs a single-label "
             "classification head with num_labels >= 2."
         )
+
+
+def _unit_ball(points: torch.Tensor) -> torch.Tensor:
+    """Euclidean/cosine points scaled into the unit disk for drawing (one factor: the picture keeps their ratios)."""
+    return points / (points.norm(dim=-1).max().clamp_min(1e-12) * (1 + 1e-3))
 
 
 def _check_anchor_dominant(args: DMixConfig, model: nn.Module) -> None:

@@ -232,3 +232,39 @@ def test_bad_dmix_value_is_a_clean_cli_error(tmp_path, tiny_model_dir, string_la
     assert proc.returncode == 2
     assert "run_dmix.py: error: tau must lie in (0, 1]" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_partner_rule_anchor_dominant_plots_and_hubness_in_results(tmp_path, tiny_model_dir, string_label_csv):
+    from PIL import Image
+
+    out = tmp_path / "out"
+    run_dmix.main(
+        _base_args(tiny_model_dir, out, "--train_file", str(string_label_csv), "--text_column", "sentence",
+                   "--label_column", "sentiment", "--preset", "dmix", "--partner_rule", "centered",
+                   "--anchor_dominant", "true", "--plot_partners", "true", "--max_train_samples", "30")
+    )
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["dmix"]["partner_rule"] == "centered" and saved["dmix"]["anchor_dominant"] is True
+    stats = saved["partner_index"]
+    # k = ceil(0.3 * 29) = 9 of 29 others; random partners would give each example ~9 slots, skewness (1-2p)/sqrt(...)
+    assert stats["candidates_per_example"] == 9 and stats["num_examples"] == 30
+    p = 9 / 29
+    assert stats["random_k_occurrence_skewness"] == pytest.approx((1 - 2 * p) / (29 * p * (1 - p)) ** 0.5)
+    assert stats["degenerate"] == (saved["partner_index_warning"] is not None)
+    # The stratified subsample keeps the class balance of the 48 training rows (24/24 -> 15/15).
+    assert saved["data"]["train_subsample"] == {"size": 30, "method": "stratified by label", "seed": 42}
+    assert saved["plots"] == {"partners": "partners.png", "k_occurrence": "k_occurrence.png"}
+    for name in ("partners.png", "k_occurrence.png"):
+        with Image.open(out / name) as image:
+            assert image.size[0] > 500 and image.size[1] > 500
+
+
+def test_dmix_paper_preset_is_the_literal_rule(tmp_path, tiny_model_dir, string_label_csv):
+    out = tmp_path / "out"
+    run_dmix.main(
+        _base_args(tiny_model_dir, out, "--train_file", str(string_label_csv), "--text_column", "sentence",
+                   "--label_column", "sentiment", "--preset", "dmix-paper")
+    )
+    saved = json.loads((out / "results.json").read_text())["dmix"]
+    assert (saved["partner_distance"], saved["partner_rule"], saved["partner_order"], saved["anchor_dominant"]) == (
+        "hyperbolic", "paper", "farthest", False)
