@@ -441,7 +441,7 @@ def test_anchor_dominant_loss_uses_the_anchor_rows_only(tmp_path, tokenizer, tra
 
 
 def test_hyperparameter_search_rebuilds_the_index_per_trial(tmp_path, tokenizer, train_dataset):
-    optuna = pytest.importorskip("optuna")
+    import optuna
     import hf_dmix.trainer as trainer_mod
     from hf_dmix.partners import num_candidates
 
