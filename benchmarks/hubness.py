@@ -62,9 +62,12 @@ def embeddings(name: str, texts: list[str], model: str, max_length: int, cache: 
 
 
 def fmt(s: dict, prefix: str = "") -> str:
+    from hf_dmix.partners import hubness_warning
+
+    flag = "" if prefix or hubness_warning(s) is None else " ⚠"
     return (
         f"{s[prefix + 'k_occurrence_skewness']:.2f} / {100 * s[prefix + 'top1pct_slot_share']:.1f} % / "
-        f"{100 * s[prefix + 'distinct_candidate_share']:.0f} % / {100 * s[prefix + 'same_label_share']:.0f} %"
+        f"{100 * s[prefix + 'distinct_candidate_share']:.0f} % / {100 * s[prefix + 'same_label_share']:.0f} %{flag}"
     )
 
 
@@ -79,6 +82,7 @@ def main() -> None:
     parser.add_argument("--plot-rule", default="centered, farthest", choices=list(RULES))
     parser.add_argument("--cache-dir", default=str(ROOT / "runs" / "hubness"))
     parser.add_argument("--report", default=str(ROOT / "docs" / "results" / "suite.md"))
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from the cached statistics")
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
@@ -86,7 +90,9 @@ def main() -> None:
 
     root, work = data_root(args.data_dir), Path(args.cache_dir)
     table: dict[str, dict[str, dict]] = {}
-    for name in args.datasets:
+    if args.report_only:
+        table = json.loads((work / "hubness.json").read_text())
+    for name in [] if args.report_only else args.datasets:
         train, label_names = train_split(name, root, work)
         emb = embeddings(name, list(train["text"]), args.model, args.max_length, work)
         points = to_poincare_ball(emb)
@@ -108,7 +114,7 @@ def main() -> None:
         f"Candidate sets on the **full training splits** (no training needed), τ = {args.tau}, all-MiniLM-L6-v2 "
         f"mean-pooled embeddings (max length {args.max_length}), default ball mapping. Each cell: k-occurrence "
         "skewness / candidate slots held by the most frequent 1 % of examples / share of the training set ever a "
-        "candidate / same-label share of candidate slots.",
+        "candidate / same-label share of candidate slots; ⚠ = a run with these sets logs the degenerate-index warning.",
         "",
         "| rule | " + " | ".join(f"{d} (N = {int(table[d][next(iter(RULES))]['num_examples'])})" for d in datasets) + " |",
         "|---|" + "---|" * len(datasets),

@@ -32,6 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _runs import ROOT, Job, mean_std, run_jobs  # noqa: E402
 from table1 import paired_test, write_section  # noqa: E402
 
+sys.path.insert(0, str(ROOT))
+from hf_dmix.partners import hubness_warning  # noqa: E402
+
 # name: (file, {official split name in the file: run_dmix split})
 DATASETS: dict[str, tuple[str, dict[str, str]]] = {
     "essc": ("essc.csv", {}),
@@ -273,7 +276,8 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
             lines.append(f"| {setting} | " + " | ".join("—" if v is None else f"{v:.2f}" for v in vals) + f" | {mean} |")
         lines += ["", f"Candidate sets ({label}; the index depends on the data and the pretrained encoder only, so "
                   "every seed has the same): k-occurrence skewness / share of candidate slots held by the top 1 % / "
-                  "share of the training set ever a candidate / same-label share; `random` = uniform partners.", ""]
+                  "share of the training set ever a candidate / same-label share; `random` = uniform partners; ⚠ = the "
+                  "run warned that the candidate sets are degenerate.", ""]
         lines.append("| rule | " + " | ".join(datasets) + " |")
         lines.append("|---|" + "---|" * len(datasets))
         rules = [s for s in settings if s.startswith("dmix") and not s.endswith("-ad")]
@@ -294,7 +298,8 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
                     row.append("—")
                     continue
                 s = next(iter(per.values()))["partner_index"]
-                flag = " ⚠" if s.get("degenerate") else ""
+                # Recomputed here so that runs cached before the criterion changed are judged alike.
+                flag = " ⚠" if hubness_warning(s) else ""
                 row.append(f"{s['k_occurrence_skewness']:.2f} / {100 * s['top1pct_slot_share']:.1f} % / "
                            f"{100 * s['distinct_candidate_share']:.0f} % / {100 * s.get('same_label_share', float('nan')):.0f} %{flag}")
             lines.append(f"| {setting} | " + " | ".join(row) + " |")

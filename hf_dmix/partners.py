@@ -618,27 +618,46 @@ def partner_statistics(index: PartnerIndex, labels: torch.Tensor | None = None) 
     if same is not None:
         stats["same_label_share"] = same / max(slots, 1)
     stats.update(random_partner_statistics(n, k, labels))
+    stats["hub_concentration"] = hub_concentration(stats)
     return stats
 
 
-# A candidate index is called degenerate when its hubs hold this many times the slots random sets would give them,
-# or when less than this share of the training set is ever a candidate.
-DEGENERATE_CONCENTRATION = 4.0
+def hub_concentration(stats: dict[str, float]) -> float:
+    """Where the top-1 % slot share of :func:`partner_statistics` lies between random candidate sets (0) and hubs that
+    are candidates of every anchor (1).
+
+    The raw share cannot exceed ``m·(N−1)/(N·k) ≈ 1 %/τ`` (``m = max(1, N // 100)`` examples, each in at most ``N − 1``
+    sets), so at τ = 0.3 a share of 3.3 % is already the most concentrated index possible; this rescales it.
+    """
+    n, k = int(stats["num_examples"]), max(1.0, float(stats["candidates_per_example"]))
+    most = min(1.0, max(1, n // 100) * (n - 1) / (n * k))
+    random_top = stats.get("random_top1pct_slot_share", max(1, n // 100) / n)
+    spread = most - random_top
+    if spread <= 0:
+        return 0.0
+    return min(1.0, max(0.0, (stats["top1pct_slot_share"] - random_top) / spread))
+
+
+# A candidate index is called degenerate when its hub concentration (0 = random sets, 1 = the top 1 % are candidates
+# of every anchor) reaches this value, or when less than this share of the training set is ever a candidate.
+DEGENERATE_CONCENTRATION = 0.5
 DEGENERATE_COVERAGE = 0.5
 
 
 def hubness_warning(stats: dict[str, float], rule: str = "paper") -> str | None:
     """A one-line warning when the candidate sets described by :func:`partner_statistics` are degenerate, else ``None``.
 
-    Degenerate: the most frequent 1 % of examples hold at least ``DEGENERATE_CONCENTRATION`` times their uniform
-    share of candidate slots, or less than ``DEGENERATE_COVERAGE`` of the training set is ever a candidate. Partners
-    then come mostly from a few hub examples, and half of all mixed examples are dominated by them.
+    Degenerate: the ``hub_concentration`` is at least ``DEGENERATE_CONCENTRATION`` (the most frequent 1 % of examples
+    hold at least half-way between their random share of candidate slots and the most they could hold), or less than
+    ``DEGENERATE_COVERAGE`` of the training set is ever a candidate. Partners then come mostly from a few hub
+    examples, and with two mixed rows per pair half of all training rows are dominated by them.
     """
     if "top1pct_slot_share" not in stats:
         return None
     top, random_top = stats["top1pct_slot_share"], stats.get("random_top1pct_slot_share", 0.01)
     cover = stats["distinct_candidate_share"]
-    if top < DEGENERATE_CONCENTRATION * random_top and cover >= DEGENERATE_COVERAGE:
+    concentration = stats["hub_concentration"] if "hub_concentration" in stats else hub_concentration(stats)
+    if concentration < DEGENERATE_CONCENTRATION and cover >= DEGENERATE_COVERAGE:
         return None
     fix = (
         "try partner_rule='centered' (or 'mutual'), which discount hubs"

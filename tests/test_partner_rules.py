@@ -167,3 +167,25 @@ def test_hub_robust_rules_remove_norm_driven_hubs() -> None:
     assert mutual["distinct_candidate_share"] > paper["distinct_candidate_share"] + 0.1
     for s in stats.values():
         assert s["random_same_label_share"] == pytest.approx((334 * 333 + 2 * 333 * 332) / (n * (n - 1)))
+
+
+def test_degenerate_warning_flags_hubs_and_names_the_fix() -> None:
+    from hf_dmix.partners import hubness_warning
+
+    n = 1000
+    points = make_points("hyperbolic", n=n, seed=5, d=16)
+    paper = partner_statistics(build_partner_index(points, n, "hyperbolic", tau=0.3, show_progress=False))
+    centered = partner_statistics(build_partner_index(points, n, "hyperbolic", tau=0.3, rule="centered", show_progress=False))
+    # 1 % of 1000 = 10 examples can hold at most 10 * 999 / (1000 * 300) = 3.33 % of the slots.
+    most = 10 * 999 / (1000 * 300)
+    expected = (paper["top1pct_slot_share"] - paper["random_top1pct_slot_share"]) / (most - paper["random_top1pct_slot_share"])
+    assert paper["hub_concentration"] == pytest.approx(expected)
+    assert paper["hub_concentration"] > 0.5 > centered["hub_concentration"]
+    warning = hubness_warning(paper, "paper")
+    assert warning is not None and "partner_rule='centered'" in warning and f"{paper['top1pct_slot_share']:.1%}" in warning
+    assert hubness_warning(centered, "centered") is None
+    # Low coverage alone is degenerate too, and a hub-robust rule gets a different suggestion.
+    sparse = {**centered, "distinct_candidate_share": 0.3}
+    assert "larger tau" in hubness_warning(sparse, "centered")
+    # Random partners are never degenerate.
+    assert hubness_warning(partner_statistics(build_partner_index(points, n, "random", tau=0.3))) is None
