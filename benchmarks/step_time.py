@@ -36,18 +36,21 @@ from hf_dmix import DMixConfig, DMixDataCollator, DMixTrainer  # noqa: E402
 from hf_dmix.data import make_demo_dataset  # noqa: E402
 
 
+CLOCK = time.perf_counter
+
+
 class StepTimer(TrainerCallback):
-    """Wall time of each optimizer step after ``warmup`` steps."""
+    """Time of each optimizer step after ``warmup`` steps (wall time, or this process's CPU time with --cpu-time)."""
 
     def __init__(self, warmup: int) -> None:
         self.warmup, self.times, self._t = warmup, [], None
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self._t = time.perf_counter()
+        self._t = CLOCK()
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step > self.warmup:
-            self.times.append(time.perf_counter() - self._t)
+            self.times.append(CLOCK() - self._t)
 
 
 class TimedCollator(DMixDataCollator):
@@ -56,11 +59,11 @@ class TimedCollator(DMixDataCollator):
     spent: float = 0.0
 
     def __call__(self, features):
-        t = time.perf_counter()
+        t = CLOCK()
         try:
             return super().__call__(features)
         finally:
-            TimedCollator.spent += time.perf_counter() - t
+            TimedCollator.spent += CLOCK() - t
 
 
 VARIANTS = {"none": ("none", False), "hidden": ("hidden", False), "hidden-ad": ("hidden", True)}
@@ -83,9 +86,9 @@ def run_once(variant: str, args: argparse.Namespace, path: str, tokenizer, datas
     if strategy != "none":
         trainer.build_partner_index()  # not part of the step time
     TimedCollator.spent = 0.0
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     trainer.train()
-    total = time.perf_counter() - t0
+    total = CLOCK() - t0
     step = statistics.median(timer.times)
     # Mixed examples in the loss per step: 2B rows by default, B with anchor-dominant mixing (and B plain rows).
     rows = args.batch_size * (2 if strategy != "none" and not anchor_dominant else 1)
@@ -103,7 +106,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--tmp", default="/tmp/dmix-step-time")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="CPU only: one intra-op thread and this process's CPU time instead of wall time, so that "
+                        "other work on a shared machine does not enter the ratios")
     args = parser.parse_args()
+    if args.cpu_time:
+        global CLOCK
+        CLOCK = time.process_time
+        torch.set_num_threads(1)
 
     path = run_dmix.resolve_model_path(args.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -114,31 +125,37 @@ def main() -> None:
                    "label": [names.index(x) for x in b["label"]]},
         batched=True,
     )
-    results = {v: [] for v in VARIANTS}
+    results = {v: [] for v in args.variants}
     for _ in range(args.repeats):
-        for variant in VARIANTS:
+        for variant in args.variants:
             results[variant].append(run_once(variant, args, path, tokenizer, dataset))
 
     def med(strategy, key):
         return statistics.median(r[key] for r in results[strategy])
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
+    device += ", process CPU time" if args.cpu_time else ", wall time"
     print(f"\n{args.model}, batch {args.batch_size} anchors, max length {args.max_seq_length}, {args.steps} timed steps, "
           f"median of {args.repeats} alternating repeats, {device}{', bf16' if args.bf16 else ''}\n")
     print("| run | step (s) | examples/s | anchors/s | collator share |")
     print("|---|---|---|---|---|")
     for strategy, label in (("none", "plain fine-tuning"), ("hidden", "DMIX (hidden)"),
                             ("hidden-ad", "DMIX (hidden, anchor-dominant)")):
+        if strategy not in results:
+            continue
         print(f"| {label} | {med(strategy, 'step_s'):.4f} | {med(strategy, 'examples_per_s'):.1f} | "
               f"{med(strategy, 'anchors_per_s'):.1f} | {100 * med(strategy, 'collator_share'):.1f} % |")
+    if "hidden-ad" in results and "hidden" in results:
+        ad = [a["anchors_per_s"] / h["anchors_per_s"] for a, h in zip(results["hidden-ad"], results["hidden"])]
+        print(f"\nanchor-dominant anchors/s ÷ two-row DMIX anchors/s: {statistics.median(ad):.3f} (per repeat: "
+              f"{', '.join(f'{r:.3f}' for r in ad)})")
+    if "none" not in results or "hidden" not in results:
+        return
     ratio = [h["examples_per_s"] / p["examples_per_s"] for h, p in zip(results["hidden"], results["none"])]
     anchors = [h["anchors_per_s"] / p["examples_per_s"] for h, p in zip(results["hidden"], results["none"])]
     print(f"\nmixed examples/s ÷ plain examples/s: {statistics.median(ratio):.3f} (per repeat: "
           f"{', '.join(f'{r:.3f}' for r in ratio)}); anchors/s ÷ plain examples/s: {statistics.median(anchors):.3f}; "
           f"collator share of DMIX step time: {100 * med('hidden', 'collator_share'):.1f} %")
-    ad = [a["anchors_per_s"] / h["anchors_per_s"] for a, h in zip(results["hidden-ad"], results["hidden"])]
-    print(f"anchor-dominant anchors/s ÷ two-row DMIX anchors/s: {statistics.median(ad):.3f} (per repeat: "
-          f"{', '.join(f'{r:.3f}' for r in ad)})")
 
 
 if __name__ == "__main__":

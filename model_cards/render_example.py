@@ -27,7 +27,7 @@ EXAMPLE_RECORD = {
     "hf_dmix_version": "0.1.0",
     "dmix": {
         "mix_strategy": "hidden", "mix_layers": None, "mix_alpha": 0.2, "partner_distance": "hyperbolic", "tau": 0.3,
-        "partner_order": "farthest", "curvature": 1.0, "ball_median_radius": 0.5, "ball_clip_quantile": 0.99,
+        "anchor_dominant": False, "partner_order": "farthest", "partner_rule": "centered", "curvature": 1.0, "ball_median_radius": 0.5, "ball_clip_quantile": 0.99,
         "ball_center": True, "embedding_model": None, "embedding_text_column": "text", "embedding_pooling": "mean",
     },
     "mix_layers_resolved": [1, 2, 3, 4, 5, 6],
@@ -43,9 +43,13 @@ EXAMPLE_RECORD = {
     "model_type": "bert",
     "label_names": ["ham", "spam"],
     "peft": None,
+    # The centred rule's candidate sets on ESSC's full training split (benchmarks/hubness.py, docs/results/suite.md).
     "partner_index": {
-        "num_examples": 4458.0, "candidates_per_example": 1337.0, "distinct_candidate_share": 0.62,
-        "top1pct_slot_share": 0.088, "same_label_share": 0.86, "cosine_overlap": 0.41, "cosine_overlap_chance": 0.3,
+        "num_examples": 4458.0, "candidates_per_example": 1337.0, "k_occurrence_skewness": 0.53,
+        "distinct_candidate_share": 1.0, "top1pct_slot_share": 0.015, "same_label_share": 0.72,
+        "random_k_occurrence_skewness": 0.01, "random_distinct_candidate_share": 1.0,
+        "random_top1pct_slot_share": 0.010, "random_same_label_share": 0.77, "hub_concentration": 0.21,
+        "degenerate": False,
     },
 }
 EXAMPLE_RESULTS = {
