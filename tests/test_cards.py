@@ -113,7 +113,8 @@ def test_full_model_card_header_and_body():
         assert row in body, row
     assert "mean-pooled last hidden state of the model being fine-tuned, at its pretrained weights" in body
     assert "Poincaré ball of curvature −1" in body and "capped at the 0.99 quantile" in body
-    assert "| candidates per example | 1337 of 4457 |" in body and "| candidates with the anchor's label | 86.0 % |" in body
+    assert "| candidates per example | 1337 of 4457 |" in body and "| candidates with the anchor's label | 72.0 % (random partners: 77.0 %) |" in body
+    assert "| k-occurrence skewness (hubness) | 0.53 (random partners: 0.01) |" in body and "degenerate" not in body
     assert "top-τ = 0.3 **farthest** training examples by **hyperbolic** distance" in body
     assert DMIX_CITATION in body
     for needle in ("DMIX: Distance Constrained Interpolative Mixup", "Sawhney, Ramit", "Thakkar, Megh", "Pandit, Shrey",
@@ -373,3 +374,11 @@ def test_load_dmix_info_rejects_folders_and_ids_it_cannot_read(tmp_path):
         load_dmix_info(tmp_path)
     with pytest.raises(HubError, match="neither a local folder nor a Hub repository id"):
         load_dmix_info("not/a/repo/id")
+
+
+def test_card_shows_the_degenerate_index_warning():
+    record = _record()
+    record["partner_index"] = {**record["partner_index"], "top1pct_slot_share": 0.033, "degenerate": True}
+    _, body = _split(render_model_card(record, None, repo_id="alice/essc-dmix"))
+    assert "| warning | degenerate candidate sets: a few hub examples hold most candidate slots |" in body
+    assert "| candidate slots held by the most frequent 1 % of examples | 3.3 % (random partners: 1.0 %) |" in body
