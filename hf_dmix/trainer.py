@@ -132,6 +132,8 @@ class DMixTrainer(Trainer):
         )
         # Trainer built the model from model_init when none was given: check whichever model we now hold.
         self._check_model(self.model)
+        if self.train_dataset is not None:
+            _check_labels(_labels_of(self.train_dataset), unwrap_model(self.model).config.num_labels)
         # We compute our own loss, averaged over the micro-batch: Trainer must divide it by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         if isinstance(data_collator, DMixDataCollator):
@@ -158,6 +160,22 @@ class DMixTrainer(Trainer):
         super()._set_signature_columns_if_needed()
         if INDEX_COLUMN not in self._signature_columns:
             self._signature_columns.append(INDEX_COLUMN)
+
+    def evaluation_loop(self, *args: Any, **kwargs: Any):
+        """``Trainer.evaluation_loop`` (``evaluate`` and ``predict``) with partner attachment switched off.
+
+        Rows of the training set carry the ``dmix_index`` column, so without this ``evaluate(train.select(...))``
+        would collate ``2B``-row batches whose partner rows enter the loss, metrics and predictions. Evaluation runs
+        the plain forward on exactly the rows it was given, whatever dataset that is.
+        """
+        collator = self.data_collator
+        if not isinstance(collator, DMixDataCollator):
+            return super().evaluation_loop(*args, **kwargs)
+        index, collator.partner_index = collator.partner_index, None
+        try:
+            return super().evaluation_loop(*args, **kwargs)
+        finally:
+            collator.partner_index = index
 
     # ------------------------------------------------------------------ partner index
 
@@ -257,6 +275,7 @@ class DMixTrainer(Trainer):
                 emb = self._embeddings_cache[1]
             else:
                 emb = self.compute_sentence_embeddings()
+                _check_embeddings(emb)
                 self._embeddings_cache = (emb_key, emb)
             if args.partner_distance == "hyperbolic":
                 points = to_poincare_ball(
@@ -709,6 +728,44 @@ def _check_classifier(model: nn.Module) -> None:
         raise ValueError(
             f"The model has num_labels={config.num_labels}, i.e. a regression head. DMIX needs a single-label "
             "classification head with num_labels >= 2."
+        )
+
+
+def _check_labels(labels: torch.Tensor | None, num_labels: int) -> None:
+    """Class ids the model's head can score, and at least two classes to mix."""
+    if labels is None or labels.numel() == 0:
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_labels:
+        bad = labels[(labels < 0) | (labels >= num_labels)]
+        raise ValueError(
+            f"The training set has label ids outside 0..{num_labels - 1} (the model has num_labels={num_labels}): "
+            f"{sorted(set(bad.tolist()))[:10]}. Map the labels to 0..{num_labels - 1}, or load the model with "
+            f"num_labels={high + 1}."
+        )
+    classes = torch.unique(labels)
+    if len(classes) < 2:
+        raise ValueError(
+            f"The training set has a single class (label id {int(classes[0])}): there is nothing to classify or mix. "
+            "Check the label column and the split."
+        )
+
+
+def _check_embeddings(emb: torch.Tensor) -> None:
+    """Finite, non-constant sentence embeddings: one NaN row would make every ball point NaN and every candidate set
+    the same arbitrary block; identical rows leave no distance to rank by."""
+    bad = (~torch.isfinite(emb)).any(dim=1)
+    if bad.any():
+        rows = torch.nonzero(bad).reshape(-1)
+        raise ValueError(
+            f"{len(rows)} sentence embedding(s) contain NaN or inf (training-set rows {rows[:10].tolist()}). Check "
+            "those examples (empty after tokenization?) and the embedding model (half precision overflow?), or pass "
+            "finite sentence_embeddings=."
+        )
+    if emb.shape[0] > 1 and float((emb - emb[0]).abs().max()) == 0.0:
+        raise ValueError(
+            "All sentence embeddings are identical, so no example is nearer or farther than another. Check that the "
+            "embedding model is a trained encoder and that the texts differ (embedding_model=, embedding_pooling=)."
         )
 
 

@@ -303,10 +303,12 @@ def test_multiclass_and_explicit_collator(tmp_path, tokenizer):
         data_collator=DMixDataCollator(tokenizer),
     )
     trainer.train()
-    assert trainer.partner_index_stats["candidates_per_example"] == 9
-    assert 0.0 <= trainer.partner_index_stats["same_label_share"] <= 1.0
-    logged = [h for h in trainer.state.log_history if "dmix/ratio" in h]
-    assert not logged or all(0.0 <= h["dmix/ratio"] <= 1.0 for h in logged)
+    stats = trainer.partner_index_stats
+    assert stats["candidates_per_example"] == 9
+    # The same-label share is exactly the share of same-label slots in the candidate lists.
+    labels = torch.tensor(ds["label"])
+    expected = (labels[trainer.partner_index.candidates.long()] == labels[:, None]).float().mean().item()
+    assert stats["same_label_share"] == pytest.approx(expected)
 
 
 def test_deepcopy_safe_config(tmp_path):
@@ -499,3 +501,45 @@ def test_anchor_dominant_rejected_for_modernbert_mean_pooling(tmp_path, tokenize
     with pytest.raises(ValueError, match="classifier_pooling='mean'"):
         DMixTrainer(model=model, args=_args(tmp_path, anchor_dominant=True), train_dataset=train_dataset,
                     processing_class=tokenizer)
+
+
+def test_evaluate_and_predict_on_training_rows_never_mix(tmp_path, tokenizer, train_dataset):
+    model = tiny_model("bert", vocab_size=tokenizer.vocab_size)
+    trainer = DMixTrainer(model=model, args=_args(tmp_path), train_dataset=train_dataset, processing_class=tokenizer)
+    trainer.train()
+    rows = trainer.train_dataset.select(range(10))  # carries the dmix_index column
+    prediction = trainer.predict(rows)
+    assert prediction.predictions.shape[0] == 10 and prediction.label_ids.shape[0] == 10
+    plain = trainer.predict(train_dataset.select(range(10)))
+    assert (prediction.predictions == plain.predictions).all()
+    assert trainer.evaluate(rows)["eval_loss"] == pytest.approx(plain.metrics["test_loss"])
+    assert trainer.data_collator.partner_index is trainer.partner_index  # restored for training
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_embeddings_are_rejected_before_training(tmp_path, tokenizer, train_dataset, value):
+    emb = torch.randn(len(train_dataset), 8)
+    emb[5, 3] = value
+    trainer = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path),
+                          train_dataset=train_dataset, processing_class=tokenizer, sentence_embeddings=emb)
+    with pytest.raises(ValueError, match=r"1 sentence embedding\(s\) contain NaN or inf \(training-set rows \[5\]\)"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+def test_constant_embeddings_are_rejected(tmp_path, tokenizer, train_dataset):
+    emb = torch.ones(len(train_dataset), 8)
+    trainer = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path),
+                          train_dataset=train_dataset, processing_class=tokenizer, sentence_embeddings=emb)
+    with pytest.raises(ValueError, match="All sentence embeddings are identical"):
+        trainer.build_partner_index()
+
+
+def test_labels_outside_the_head_and_single_class_are_rejected(tmp_path, tokenizer, train_dataset):
+    model = tiny_model("bert", vocab_size=tokenizer.vocab_size, num_labels=2)
+    three = train_dataset.map(lambda r, i: {"label": i % 3}, with_indices=True)
+    with pytest.raises(ValueError, match=r"label ids outside 0\.\.1 \(the model has num_labels=2\): \[2\]"):
+        DMixTrainer(model=model, args=_args(tmp_path), train_dataset=three, processing_class=tokenizer)
+    one = train_dataset.map(lambda r: {"label": 1})
+    with pytest.raises(ValueError, match=r"single class \(label id 1\)"):
+        DMixTrainer(model=model, args=_args(tmp_path), train_dataset=one, processing_class=tokenizer)
