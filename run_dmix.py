@@ -212,7 +212,37 @@ def parse_args(
         model_args, data_args, training_args, hub_args = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as err:  # DMixConfig / TrainingArguments validation
         raise DataError(str(err)) from err
+    resolve_data_source(data_args, explicit_keys(argv, {}), file_config)
     return model_args, data_args, training_args, hub_args, explicit
+
+
+_FILE_SOURCES = ("train_file", "validation_file", "test_file")
+
+
+def resolve_data_source(data_args: DataArguments, flags: set[str], file_config: dict[str, Any]) -> None:
+    """One data source: ``--dataset_name`` (a Hub id, a local dataset, ``demo``) or local files.
+
+    A source given on the command line replaces the config file's (flags always win over the file); two sources from
+    the same place are an error naming both.
+    """
+    if not (data_args.dataset_name and data_args.train_file):
+        return
+    name_flag, files_flag = "dataset_name" in flags, any(k in flags for k in _FILE_SOURCES)
+    if name_flag != files_flag:
+        if name_flag:
+            for key in _FILE_SOURCES:
+                if key in file_config:
+                    setattr(data_args, key, None)
+        else:
+            data_args.dataset_name = None
+        replaced = "the config file's " + ("local files" if name_flag else f"dataset_name {file_config.get('dataset_name')!r}")
+        logger.info(f"The data source on the command line replaces {replaced}.")
+        return
+    where = "on the command line" if name_flag else "in the config file"
+    raise DataError(
+        f"Two data sources {where}: --dataset_name {data_args.dataset_name!r} and --train_file "
+        f"{data_args.train_file!r}. Pass one of them."
+    )
 
 
 def resolve_model_path(name: str) -> str:

@@ -268,3 +268,31 @@ def test_dmix_paper_preset_is_the_literal_rule(tmp_path, tiny_model_dir, string_
     saved = json.loads((out / "results.json").read_text())["dmix"]
     assert (saved["partner_distance"], saved["partner_rule"], saved["partner_order"], saved["anchor_dominant"]) == (
         "hyperbolic", "paper", "farthest", False)
+
+
+def test_command_line_data_source_replaces_the_config_files(tmp_path, tiny_model_dir, string_label_csv):
+    config = tmp_path / "demo.yaml"
+    config.write_text("dataset_name: demo\nmax_steps: 2\n")
+    _, data_args, training_args, _, _ = run_dmix.parse_args(
+        [str(config), "--train_file", str(string_label_csv), "--max_steps", "3", "--output_dir", str(tmp_path / "o")]
+    )
+    assert data_args.dataset_name is None and data_args.train_file == str(string_label_csv)
+    assert training_args.max_steps == 3  # a flag beats the file for every argument
+    files = tmp_path / "files.yaml"
+    files.write_text(f"train_file: {string_label_csv}\n")
+    _, data_args, *_ = run_dmix.parse_args([str(files), "--dataset_name", "demo", "--output_dir", str(tmp_path / "o")])
+    assert data_args.dataset_name == "demo" and data_args.train_file is None
+
+
+@pytest.mark.parametrize("where", ["flags", "file"])
+def test_two_data_sources_from_one_place_are_an_error(tmp_path, string_label_csv, where):
+    both = ["--dataset_name", "demo", "--train_file", str(string_label_csv)]
+    argv = ["--output_dir", str(tmp_path / "o")]
+    if where == "file":
+        config = tmp_path / "both.yaml"
+        config.write_text(f"dataset_name: demo\ntrain_file: {string_label_csv}\n")
+        argv = [str(config), *argv]
+    else:
+        argv = [*both, *argv]
+    with pytest.raises(DataError, match=r"Two data sources .*--dataset_name 'demo' and --train_file"):
+        run_dmix.parse_args(argv)
