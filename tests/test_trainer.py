@@ -342,7 +342,14 @@ def test_hyperbolic_index_reports_cosine_overlap(tmp_path, tokenizer, train_data
     stats = trainer.partner_index_stats
     k = trainer.partner_index.candidates_per_example
     assert stats["cosine_overlap_chance"] == pytest.approx(k / (len(train_dataset) - 1))
-    assert 0.0 <= stats["cosine_overlap"] <= 1.0
+    # The overlap is that of the hyperbolic lists with the cosine top-k lists of the same embeddings.
+    from hf_dmix.partners import top_tau_candidates
+
+    emb = trainer.compute_sentence_embeddings()
+    cosine = top_tau_candidates(emb, k, "cosine")
+    hyper = trainer.partner_index.candidates
+    shared = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(hyper, cosine))
+    assert stats["cosine_overlap"] == pytest.approx(shared / (len(train_dataset) * k))
 
 
 def test_bf16_autocast_near_the_boundary_stays_finite(tmp_path, tokenizer, train_dataset):
