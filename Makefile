@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 ACT = . $(VENV)/bin/activate
 
-.PHONY: setup demo test test-fast bench-table1 bench-tau bench-geometry
+.PHONY: setup demo test test-fast bench-table1 bench-tau bench-geometry bench-suite bench-hubness
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,3 +29,9 @@ bench-tau: setup
 
 bench-geometry: setup
 	$(ACT) && python benchmarks/partner_geometry.py $(ARGS)
+
+bench-suite: setup  ## five datasets x settings x seeds (docs/results/suite.md); on a GPU: ARGS="--sizes 500 2000 --seeds 10 --parallel 14"
+	$(ACT) && python benchmarks/suite.py $(ARGS)
+
+bench-hubness: setup  ## candidate-set hubness of every partner rule on the five full training splits (no training)
+	$(ACT) && python benchmarks/hubness.py $(ARGS)
