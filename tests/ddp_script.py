@@ -42,7 +42,8 @@ def main(out: Path) -> None:
         per_device_train_batch_size=GLOBAL_BATCH // world,
     )
 
-    # (b) The partner index of a real hyperbolic search: embeddings and candidates sharded over ranks, then gathered.
+    # (b) The partner index of a real hyperbolic search under the default (centered) rule: embeddings, distance
+    # moments and candidates sharded over ranks, then gathered.
     probe = DMixTrainer(
         model=tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=3),
         args=DMixConfig(**common, partner_distance="hyperbolic", tau=0.3),
@@ -53,12 +54,12 @@ def main(out: Path) -> None:
     index = probe.build_partner_index()
     rank = probe.args.process_index
 
-    # (a, c) Training with deterministic partners (one nearest candidate each) and a fixed plain-SGD step, so that
+    # (a, c) Training with deterministic partners (one nearest candidate each, by the paper rule) and a fixed plain-SGD step, so that
     # the 2-rank run must equal the single-process run over the same global batch.
     model = tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=3)
     args = DMixConfig(
         **common, max_steps=3, optim="sgd", learning_rate=0.5, max_grad_norm=0.0, lr_scheduler_type="constant",
-        weight_decay=0.0, partner_distance="cosine", partner_order="nearest", tau=1e-6,
+        weight_decay=0.0, partner_distance="cosine", partner_order="nearest", tau=1e-6, partner_rule="paper",
     )
     initial = {k: v.detach().clone() for k, v in model.named_parameters()}
     trainer = SequentialDMixTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
