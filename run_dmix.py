@@ -433,6 +433,36 @@ DMIX_FIELDS = (
 )
 
 
+_PARTNER_FIELDS = ("partner_distance", "tau", "partner_order", "partner_rule")
+_GEOMETRY_FIELDS = ("curvature", "ball_median_radius", "ball_clip_quantile", "ball_center", "embedding_model",
+                    "embedding_pooling")
+
+
+def effective_dmix_settings(training_args: DMixConfig) -> dict[str, Any]:
+    """The DMIX settings that took effect: none of the partner settings for plain fine-tuning, no geometry or
+    embedding settings when partners are drawn uniformly (``random`` or ``tau = 1``), the ball only for hyperbolic."""
+    settings = {k: getattr(training_args, k) for k in DMIX_FIELDS}
+    if settings["mix_strategy"] == "none":
+        return {"mix_strategy": "none"}
+    drop: set[str] = set()
+    if settings["partner_distance"] == "random" or settings["tau"] >= 1.0:
+        drop |= set(_GEOMETRY_FIELDS) | {"partner_order", "partner_rule"}
+    elif settings["partner_distance"] != "hyperbolic":
+        drop |= {"curvature", "ball_median_radius", "ball_clip_quantile", "ball_center"}
+    if settings["mix_strategy"] != "hidden":
+        drop.add("mix_layers")
+    return {k: v for k, v in settings.items() if k not in drop}
+
+
+def majority_baseline(test_labels: list[int]) -> dict[str, float]:
+    """What predicting the most frequent test class for every row would score: the floor a model must beat."""
+    counts = np.bincount(np.asarray(test_labels))
+    share = float(counts.max() / counts.sum())
+    classes = int((counts > 0).sum())
+    # The majority class has F1 2p/(1+p) (precision p, recall 1); every other class present scores 0.
+    return {"accuracy": share, "macro_f1": (2 * share / (1 + share)) / classes}
+
+
 def _public_args(training_args: DMixConfig) -> dict[str, Any]:
     """Training arguments as JSON, with every token-like value removed."""
     out = {}
@@ -564,7 +594,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "preset": data_args.preset,
         "model": model_args.model_name_or_path,
         "seed": training_args.seed,
-        "dmix": {k: getattr(training_args, k) for k in DMIX_FIELDS},
+        "dmix": effective_dmix_settings(training_args),
+        "majority_baseline": majority_baseline(list(tokenized["test"]["label"])),
         "metrics": {"validation": val_metrics, "test": test_metrics},
         "train": {k: v for k, v in train_result.metrics.items()},
         "partner_index": trainer.partner_index_stats,

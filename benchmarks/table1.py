@@ -117,7 +117,7 @@ def summarise(results: list[dict], args: argparse.Namespace) -> str:
     wall = sum(r["wall_time_s"] for r in results)
     first = results[0]
     dmix_runs = [r for r in results if r["preset"] == "dmix"] or results
-    tau, alpha = dmix_runs[0]["dmix"]["tau"], dmix_runs[0]["dmix"]["mix_alpha"]
+    tau, alpha = dmix_runs[0]["dmix"].get("tau"), dmix_runs[0]["dmix"].get("mix_alpha")
     lines = [
         f"Test macro-F1 (%) on ESSC, model `{args.label or args.model}`, {first['data']['used_sizes']['train']} train / "
         f"{first['data']['used_sizes']['validation']} validation / {first['data']['used_sizes']['test']} test examples "

@@ -86,6 +86,8 @@ def test_string_labels_with_preset_and_outputs(tmp_path, tiny_model_dir, string_
     assert saved["dmix"]["partner_distance"] == "hyperbolic" and saved["dmix"]["tau"] == 0.5  # explicit flag beats preset
     assert saved["data"]["label_names"] == ["negative", "positive"]
     assert saved["data"]["split_seed"] == 42 and sum(saved["data"]["sizes"].values()) == 60
+    test_labels = [r["label"] for r in rows]
+    assert saved["majority_baseline"]["accuracy"] == pytest.approx(max(map(test_labels.count, set(test_labels))) / len(rows))
     assert saved["partner_index"]["candidates_per_example"] > 0
     assert "transformers" in saved["versions"] and saved["wall_time_s"] > 0
     config = json.loads((out / "config.json").read_text())
@@ -123,6 +125,21 @@ def test_every_preset_runs(tmp_path, tiny_model_dir, string_label_csv, preset):
     )
     for key, value in run_dmix.PRESETS[preset].items():
         assert results["dmix"][key] == value
+    # Only the settings that took effect are recorded.
+    if preset == "baseline":
+        assert results["dmix"] == {"mix_strategy": "none"}
+    elif results["dmix"]["partner_distance"] == "random":
+        assert not {"partner_order", "partner_rule", "curvature", "embedding_model"} & set(results["dmix"])
+    elif results["dmix"]["partner_distance"] != "hyperbolic":
+        assert "curvature" not in results["dmix"] and "partner_rule" in results["dmix"]
+    else:
+        assert {"curvature", "ball_median_radius", "partner_rule"} <= set(results["dmix"])
+
+
+def test_majority_baseline_of_the_test_labels():
+    # 3 of 4 rows in class 0: accuracy 0.75; class 0 F1 = 2*0.75/1.75, class 1 F1 = 0; macro over the 2 classes present.
+    assert run_dmix.majority_baseline([0, 0, 0, 1]) == {"accuracy": 0.75, "macro_f1": pytest.approx(0.75 / 1.75)}
+    assert run_dmix.majority_baseline([2, 2]) == {"accuracy": 1.0, "macro_f1": 1.0}
 
 
 # Gujarati-script headlines generated from small word lists (the Gujarati news set is CC BY-NC-SA and not copied
