@@ -281,7 +281,6 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
         lines.append("| rule | " + " | ".join(datasets) + " |")
         lines.append("|---|" + "---|" * len(datasets))
         rules = [s for s in settings if s.startswith("dmix") and not s.endswith("-ad")]
-        first = {d: next(iter(next(iter(cells[size][d].values())).values())) for d in datasets}
         rand = []
         for d in datasets:
             stats = next((r["partner_index"] for per in cells[size][d].values() for r in per.values()
@@ -303,7 +302,6 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
                 row.append(f"{s['k_occurrence_skewness']:.2f} / {100 * s['top1pct_slot_share']:.1f} % / "
                            f"{100 * s['distinct_candidate_share']:.0f} % / {100 * s.get('same_label_share', float('nan')):.0f} %{flag}")
             lines.append(f"| {setting} | " + " | ".join(row) + " |")
-        del first
     best, table = choose_default(cells, settings)
     lines += ["", "### The default, chosen on validation only", "",
               "Mean over every (size, dataset) cell of the mean validation macro-F1 over seeds:", "",
