@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 
@@ -37,6 +38,11 @@ class DMixDataCollator:
         padding, max_length, pad_to_multiple_of, return_tensors: as in ``DataCollatorWithPadding``.
         seed: seed of the partner draws. Each process and each dataloader worker derives its own stream from it.
         index_column: name of the column that carries the dataset index of an anchor.
+
+    Partner draws are counter-based: the ``b``-th training batch this collator draws for (``batches_drawn == b``)
+    uses a generator seeded from ``(seed, b)``. Its whole state is therefore one integer, which ``DMixTrainer``
+    stores in checkpoints and sets back on resume, so a resumed run draws exactly the partners the uninterrupted run
+    would have drawn. (Inside dataloader workers the key also holds the worker's seed; see :meth:`_rng`.)
     """
 
     tokenizer: PreTrainedTokenizerBase
@@ -48,8 +54,8 @@ class DMixDataCollator:
     return_tensors: str = "pt"
     seed: int = 0
     index_column: str = INDEX_COLUMN
-    _generator: torch.Generator | None = field(default=None, init=False, repr=False)
-    _generator_owner: Any = field(default=None, init=False, repr=False)
+    batches_drawn: int = field(default=0, init=False)
+    _worker_key: Any = field(default=None, init=False, repr=False)
     _column_view: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -71,6 +77,7 @@ class DMixDataCollator:
 
         anchors = torch.tensor([int(f[self.index_column]) for f in features], dtype=torch.long)
         partners = self.partner_index.sample(anchors, self._rng())
+        self.batches_drawn += 1
         anchor_rows = [self._strip(f) for f in features]
         keys = list(anchor_rows[0])
         batch = dict(self._pad(anchor_rows + self._fetch(partners.tolist(), keys)))
@@ -97,16 +104,20 @@ class DMixDataCollator:
         return [{k: v for k, v in dataset[i].items() if k in keys} for i in ids]
 
     def _rng(self) -> torch.Generator:
-        """The generator of partner draws in this process or dataloader worker.
+        """The generator of the next training batch's partner draws, seeded from ``(seed, batches_drawn)``.
 
-        Dataloader workers hold copies of the collator: seeding them all with ``seed`` would make every worker draw
-        the same sequence. Inside a worker we use ``worker.seed``, which torch derives from the main process's
-        (Trainer-seeded) RNG per worker and per epoch; in the main process we use ``seed``.
+        Dataloader workers hold copies of the collator: keyed on ``seed`` alone every worker would draw the same
+        sequence. Inside a worker the key also holds ``worker.seed``, which torch derives from the main process's
+        (Trainer-seeded) RNG per worker and per epoch, and the batch counter restarts with each new worker.
         """
         worker = torch.utils.data.get_worker_info()
-        owner = None if worker is None else (worker.id, worker.seed)
-        if self._generator is None or self._generator_owner != owner:
-            seed = self.seed if worker is None else worker.seed
-            self._generator = torch.Generator().manual_seed(seed % 2**63)
-            self._generator_owner = owner
-        return self._generator
+        key = None if worker is None else (worker.id, worker.seed)
+        if key != self._worker_key:
+            self._worker_key = key
+            if worker is not None:
+                self.batches_drawn = 0
+        entropy = [self.seed % 2**63, self.batches_drawn] + ([] if worker is None else [worker.seed % 2**63])
+        # SeedSequence mixes the counter into well-separated 64-bit seeds (seed + b would make neighbouring
+        # collator seeds share streams shifted by one batch).
+        seed = int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]) % 2**63
+        return torch.Generator().manual_seed(seed)

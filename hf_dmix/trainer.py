@@ -21,6 +21,15 @@ from torch.utils.data import Dataset, IterableDataset
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, Trainer
 from transformers.utils import logging
 
+from .checkpoint import (
+    DMIX_STATE_NAME,
+    dataset_fingerprint,
+    fingerprint_differences,
+    index_digest,
+    last_complete_checkpoint,
+    read_state,
+    write_state,
+)
 from .collator import INDEX_COLUMN, PARTNER_IDS_KEY, DMixDataCollator
 from .config import AUTO_EXACT_MAX_EXAMPLES, DMixConfig
 from .embeddings import embed_batches, embed_texts, iter_feature_batches
@@ -140,6 +149,9 @@ class DMixTrainer(Trainer):
             # Distinct partner draws per process; the (layer, ratio) stream below is shared by all processes.
             data_collator.seed = args.seed + 1_000_003 * args.process_index
         self._mix_rng = np.random.default_rng(args.seed)
+        # Training batches with partners consumed by compute_loss in this run (the resume state; see checkpoint.py).
+        self._dmix_batches = 0
+        self._data_fingerprint: tuple[tuple, str] | None = None
         self._sentence_embeddings = sentence_embeddings
         self.partner_index: PartnerIndex | None = None
         # What the current index was built from (see _index_key): a change of any of it rebuilds the index.
@@ -411,7 +423,16 @@ class DMixTrainer(Trainer):
 
         That happens inside the loop, after ``Trainer`` has created this trial's model (``model_init``) and applied
         this trial's hyperparameters (``hyperparameter_search``), so both are what the index and the hooks see.
+
+        ``resume_from_checkpoint=True`` resumes from the last *complete* checkpoint of ``output_dir`` (folders a kill
+        left half-written are skipped with a warning); the DMIX streams continue from the checkpoint's
+        ``dmix_state.json``, and a checkpoint of other data or DMIX settings is refused (see
+        :mod:`hf_dmix.checkpoint`).
         """
+        if args:
+            args = (self._resolve_resume(args[0]), *args[1:])
+        elif "resume_from_checkpoint" in kwargs:
+            kwargs["resume_from_checkpoint"] = self._resolve_resume(kwargs["resume_from_checkpoint"])
         try:
             return super().train(*args, **kwargs)
         finally:
@@ -420,7 +441,136 @@ class DMixTrainer(Trainer):
 
     def _inner_training_loop(self, *args: Any, **kwargs: Any):
         self._prepare_dmix()
+        self._start_dmix_streams(kwargs.get("resume_from_checkpoint"))
         return super()._inner_training_loop(*args, **kwargs)
+
+    # ------------------------------------------------------------------ resume
+
+    def _resolve_resume(self, resume_from_checkpoint: str | bool | None) -> str | bool | None:
+        """``resume_from_checkpoint=True`` picks the last *complete* checkpoint (see :mod:`hf_dmix.checkpoint`)."""
+        if resume_from_checkpoint is not True:
+            return resume_from_checkpoint
+        path, skipped = last_complete_checkpoint(self.args.output_dir, need_dmix_state=self._mixing)
+        for folder in skipped:
+            logger.warning(
+                f"Skipping {folder}: it is incomplete (no trainer_state.json"
+                + (" or dmix_state.json" if self._mixing else "")
+                + "), most likely because the run was killed while writing it."
+            )
+        if path is None:
+            raise ValueError(
+                f"resume_from_checkpoint=True but {self.args.output_dir!r} holds no complete checkpoint"
+                + (f" (skipped incomplete: {skipped})" if skipped else "")
+                + ". Pass a checkpoint folder explicitly, or start without resume_from_checkpoint."
+            )
+        return path
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """Build the partner index *before* the checkpoint's weights replace the initial ones.
+
+        The interrupted run embedded its training set with the initial (pretrained) weights; embedding with the
+        checkpoint's fine-tuned weights would select other partners, and the resumed run would not be the same run.
+        """
+        if self._mixing and self.train_dataset is not None and model is None:
+            self.args.validate_dmix_settings()
+            self._check_model(self.model)
+            if self.partner_index is None or self._index_key != self.index_settings():
+                self.build_partner_index()
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def dmix_fingerprint(self) -> dict[str, Any]:
+        """What the partner index and the DMIX streams of this run depend on, by name (stored in checkpoints).
+
+        A checkpoint whose fingerprint differs in any entry but ``index_digest`` is refused on resume.
+        """
+        a = self.args
+        key = self.index_settings()
+        if self._data_fingerprint is None or self._data_fingerprint[0] != key:
+            self._data_fingerprint = (key, dataset_fingerprint(self.train_dataset, _labels_of(self.train_dataset)))
+        if self._sentence_embeddings is not None:
+            embeddings = "precomputed"
+        elif a.embedding_model is not None:
+            embeddings = f"{a.embedding_model} ({a.embedding_pooling}, max_length={a.embedding_max_length})"
+        else:
+            embeddings = f"the model being fine-tuned ({a.embedding_pooling} pooling)"
+        return {
+            "train_examples": len(self.train_dataset),
+            "train_data": self._data_fingerprint[1],
+            "embeddings": embeddings,
+            "base_model": getattr(getattr(unwrap_model(self.model), "config", None), "_name_or_path", None),
+            **{
+                name: getattr(a, name)
+                for name in (
+                    "mix_strategy", "mix_alpha", "anchor_dominant", "partner_distance", "tau", "partner_order",
+                    "partner_rule", "curvature", "ball_median_radius", "ball_clip_quantile", "ball_center",
+                    "partner_search", "partner_search_sample_size", "seed",
+                )
+            },
+            "mix_layers": list(self.mix_layers),
+            "index_digest": index_digest(self.partner_index),
+        }
+
+    def dmix_state(self) -> dict[str, Any]:
+        """The DMIX part of a checkpoint: the stream positions and :meth:`dmix_fingerprint`."""
+        return {
+            "batches_consumed": self._dmix_batches,
+            "mix_rng": self._mix_rng.bit_generator.state,
+            "fingerprint": self.dmix_fingerprint(),
+        }
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        # Trainer writes the RNG files, then trainer_state.json last: our file lands before it, so a checkpoint
+        # with a trainer_state.json always has its dmix_state.json (see last_complete_checkpoint).
+        super()._save_rng_state(output_dir)
+        if self._mixing and self.partner_index is not None and self.args.should_save:
+            write_state(output_dir, self.dmix_state())
+
+    def _start_dmix_streams(self, checkpoint: str | None) -> None:
+        """Start the partner and (layer, ratio) streams from the seed, or continue a checkpoint's."""
+        collator = self.data_collator
+        self._mix_rng = np.random.default_rng(self.args.seed)
+        self._dmix_batches = 0
+        if isinstance(collator, DMixDataCollator):
+            collator.seed = self.args.seed + 1_000_003 * self.args.process_index
+            collator.batches_drawn = 0
+        if checkpoint is None or not self._mixing or self.partner_index is None:
+            return
+        state = read_state(checkpoint)
+        if state is None:
+            logger.warning(
+                f"{checkpoint} has no {DMIX_STATE_NAME} (written by plain Trainer or an older hf-dmix): the DMIX "
+                "partner and (layer, ratio) streams restart from the seed, so this resumed run will not replay the "
+                "interrupted one exactly."
+            )
+            return
+        current = self.dmix_fingerprint()
+        differences = fingerprint_differences(
+            {k: v for k, v in state["fingerprint"].items() if k != "index_digest"},
+            {k: v for k, v in current.items() if k != "index_digest"},
+        )
+        if differences:
+            raise ValueError(
+                f"Cannot resume from {checkpoint}: it was trained with other DMIX data or settings. "
+                + "; ".join(differences)
+                + ". Resume with the settings and training set of that run, or start a fresh run in a new output_dir."
+            )
+        if fingerprint_differences({"index_digest": state["fingerprint"].get("index_digest")},
+                                   {"index_digest": current["index_digest"]}):
+            logger.warning(
+                f"The partner index rebuilt for this run differs from the one {checkpoint} was trained with, although "
+                "data and settings agree (embeddings computed on other hardware?). Training continues, but its "
+                "partner draws will not replay the interrupted run exactly."
+            )
+        self._dmix_batches = int(state["batches_consumed"])
+        self._mix_rng.bit_generator.state = state["mix_rng"]
+        if isinstance(collator, DMixDataCollator):
+            collator.batches_drawn = self._dmix_batches
+        if self.args.dataloader_num_workers > 0:
+            logger.warning(
+                "Resuming with dataloader_num_workers > 0: partner draws inside workers are keyed on the workers' "
+                "seeds, which restart with the resumed epoch; the (layer, ratio) stream continues exactly, partner "
+                "draws do not. Use dataloader_num_workers=0 for an exact resume."
+            )
 
     def _prepare_dmix(self) -> None:
         """Validate this run's settings, (re)build the partner index if they changed, hook the current model."""
@@ -522,6 +672,7 @@ class DMixTrainer(Trainer):
             raise ValueError("DMIX training batches need labels; the collator produced a batch without them.")
         num_anchors = partner_ids.shape[0]
         site, ratio = self.sample_mixing()
+        self._dmix_batches += 1  # consumed (the collator may have drawn further ahead): the resume counter
         anchors_only = bool(self.args.anchor_dominant)
         if anchors_only:
             ratio = max(ratio, 1.0 - ratio)
