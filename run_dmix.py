@@ -395,6 +395,21 @@ def push_only(training_args: DMixConfig, hub_args: HubArguments, repo_id: str) -
     return {"hub": publish(out, repo_id, training_args, hub_args, after_training=False, card_metadata=overrides or None)}
 
 
+def resume_argument(value: str | None) -> str | bool | None:
+    """``--resume_from_checkpoint``: a checkpoint folder, or ``true``/``last`` for the last complete one in
+    ``--output_dir`` (half-written checkpoints of a killed job are skipped)."""
+    if value is None or str(value).lower() in ("", "false", "no", "none"):
+        return None
+    if str(value).lower() in ("true", "last", "yes"):
+        return True
+    if not os.path.isdir(value):
+        raise DataError(
+            f"--resume_from_checkpoint {value!r} is not a folder. Pass a checkpoint folder (OUT/checkpoint-N), or "
+            "'true' for the last complete checkpoint in --output_dir."
+        )
+    return value
+
+
 def write_atomic(path: str, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and a rename, so readers never see a partial file."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -582,7 +597,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             raise
         raise hub from None
     trainer.set_model_card_metadata(repo_id=repo_id, **card_metadata_from_args(model_args, data_args, hub_args))
-    train_result = trainer.train()
+    train_result = trainer.train(resume_from_checkpoint=resume_argument(training_args.resume_from_checkpoint))
     plots = trainer.plot_partner_index() if data_args.plot_partners else {}
     for name, path in plots.items():
         logger.info(f"Wrote the {name.replace('_', '-')} picture of the partner index to {path}")

@@ -342,3 +342,18 @@ def test_two_data_sources_from_one_place_are_an_error(tmp_path, string_label_csv
         argv = [*both, *argv]
     with pytest.raises(DataError, match=r"Two data sources .*--dataset_name 'demo' and --train_file"):
         run_dmix.parse_args(argv)
+
+
+def test_resume_from_the_last_complete_checkpoint(tmp_path, tiny_model_dir, string_label_csv):
+    out = tmp_path / "out"
+    first = _base_args(tiny_model_dir, out, "--train_file", str(string_label_csv), "--text_column", "sentence",
+                       "--label_column", "sentiment", "--save_strategy", "steps", "--save_steps", "2")
+    run_dmix.main(first)
+    assert json.loads((out / "checkpoint-4" / "dmix_state.json").read_text())["batches_consumed"] == 4
+    (out / "checkpoint-6").mkdir()  # a job killed while writing its next checkpoint
+    longer = [a if a != "4" else "6" for a in first]  # --max_steps 6
+    run_dmix.main([*longer, "--resume_from_checkpoint", "true"])
+    state = json.loads((out / "checkpoint-6" / "dmix_state.json").read_text())
+    assert state["batches_consumed"] == 6  # continued from 4, not restarted
+    with pytest.raises(DataError, match="is not a folder"):
+        run_dmix.main([*longer, "--resume_from_checkpoint", str(out / "checkpoint-99")])
