@@ -277,6 +277,7 @@ class DMixTrainer(Trainer):
         example has and how concentrated the candidate sets are (see :func:`~hf_dmix.partners.partner_statistics`).
         """
         args, n = self.args, len(self.train_dataset)
+        _check_candidate_count(n, args)
         self._index_key = self.index_settings()
         needs_points = args.partner_distance != "random" and num_candidates(n, args.tau) < n - 1
         points = None
@@ -899,6 +900,22 @@ def _check_labels(labels: torch.Tensor | None, num_labels: int) -> None:
         raise ValueError(
             f"The training set has a single class (label id {int(classes[0])}): there is nothing to classify or mix. "
             "Check the label column and the split."
+        )
+
+
+def _check_candidate_count(n: int, args: DMixConfig) -> None:
+    """τ·(N−1) must be at least one candidate: below that the set would silently be the single top example."""
+    if args.partner_distance == "random" or args.tau >= 1.0:
+        return
+    wanted = args.tau * (n - 1)
+    if wanted < 1.0 - 1e-9:
+        import math
+
+        raise ValueError(
+            f"tau={args.tau} asks for {wanted:.3g} candidate partners per example among the {n - 1} other examples of "
+            f"this training set: fewer than one. Use a training set of at least {math.ceil(1 / args.tau - 1e-9) + 1} "
+            f"examples, or tau >= 1/(N-1) = {1 / (n - 1):.4g} (exactly one candidate: the "
+            f"{args.partner_order} example)."
         )
 
 

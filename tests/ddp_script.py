@@ -59,7 +59,7 @@ def main(out: Path) -> None:
     model = tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=3)
     args = DMixConfig(
         **common, max_steps=3, optim="sgd", learning_rate=0.5, max_grad_norm=0.0, lr_scheduler_type="constant",
-        weight_decay=0.0, partner_distance="cosine", partner_order="nearest", tau=1e-6, partner_rule="paper",
+        weight_decay=0.0, partner_distance="cosine", partner_order="nearest", tau=1 / (len(dataset) - 1), partner_rule="paper",
     )
     initial = {k: v.detach().clone() for k, v in model.named_parameters()}
     trainer = SequentialDMixTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)

@@ -113,7 +113,7 @@ def _one_update(tmp_path, tokenizer, dataset, batch_size, accumulation, tag):
         max_grad_norm=0.0,
         partner_distance="cosine",
         partner_order="nearest",
-        tau=1e-6,  # exactly one candidate per example: partners are deterministic
+        tau=1 / (len(dataset) - 1),  # exactly one candidate per example: partners are deterministic
         lr_scheduler_type="constant",
         weight_decay=0.0,
     )
@@ -550,3 +550,15 @@ def test_labels_outside_the_head_and_single_class_are_rejected(tmp_path, tokeniz
     one = train_dataset.map(lambda r: {"label": 1})
     with pytest.raises(ValueError, match=r"single class \(label id 1\)"):
         DMixTrainer(model=model, args=_args(tmp_path), train_dataset=one, processing_class=tokenizer)
+
+
+def test_fewer_than_one_candidate_is_rejected_before_training(tmp_path, tokenizer, train_dataset):
+    n = len(train_dataset)  # 40: tau=0.02 asks for 0.78 candidates
+    trainer = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path, tau=0.02),
+                          train_dataset=train_dataset, processing_class=tokenizer)
+    with pytest.raises(ValueError, match=rf"tau=0.02 asks for 0.78 candidate partners.*{n - 1} other.*at least 51 examples, or tau >= 1/\(N-1\) = 0.02564"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+    # Exactly one candidate is allowed.
+    trainer.args.tau = 1 / (n - 1)
+    assert trainer.build_partner_index().candidates_per_example == 1
