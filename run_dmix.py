@@ -7,9 +7,9 @@ supplies defaults that command-line flags override::
 
     accelerate launch run_dmix.py configs/essc-minilm.yaml --seed 3 --preset mixup
 
-Outputs in ``--output_dir``: ``results.json`` (settings, metrics, seed, versions, wall time, split), ``predictions.csv``
-(test predictions), the trained model (or LoRA adapter) and tokenizer, ``dmix_config.json`` and the model card
-``README.md``. Files are written atomically.
+Outputs in ``--output_dir``: ``results.json`` (settings, metrics, seed, versions, wall time, split, data and outcome
+diagnostics), ``predictions.csv`` (test predictions), the trained model (or LoRA adapter) and tokenizer,
+``dmix_config.json`` and the model card ``README.md``. Files are written atomically.
 
 Publishing: ``--push_to_hub --hub_model_id NAMESPACE/NAME`` pushes the folder after evaluation (access is checked before
 training). If the push fails, nothing is lost; push the folder again without retraining::
@@ -41,6 +41,7 @@ import hf_dmix
 from hf_dmix import DMixConfig, DMixDataCollator, DMixTrainer, HubError
 from hf_dmix.cards import TAU_SWEEP_PLOT_NAME, hub_repo_id
 from hf_dmix.data import DataError, load_classification_data, make_demo_dataset, stratified_subsample
+from hf_dmix.diagnostics import collapse_warning, data_diagnostics, outcome_diagnostics, prediction_collapse
 from hf_dmix.hub import check_push_access, hub_error, push_to_hub
 from hf_dmix.metrics import load_metric, make_compute_metrics
 
@@ -478,6 +479,45 @@ def majority_baseline(test_labels: list[int]) -> dict[str, float]:
     return {"accuracy": share, "macro_f1": (2 * share / (1 + share)) / classes}
 
 
+def log_data_diagnostics(diagnostics: dict[str, Any]) -> None:
+    """Log each problem :func:`hf_dmix.diagnostics.data_diagnostics` found as a warning, else a one-line summary."""
+    for message in diagnostics["warnings"]:
+        logger.warning(message)
+    if diagnostics["warnings"]:
+        return
+    truncated = ", ".join(f"{s} {100 * t['truncated_share']:.1f} %" for s, t in diagnostics["truncation"].items())
+    coverage = ", ".join(
+        f"{s} {100 * c.get('unk_share', 0.0):.1f} % unknown / {100 * c['single_char_share']:.1f} % single-character"
+        for s, c in diagnostics["tokenizer_coverage"].items()
+    )
+    dup = diagnostics.get("duplicates") or {}
+    duplicates = (
+        f"; {dup['groups']} duplicated texts, none in more than one split ({dup['handling']})" if dup.get("groups") else ""
+    )
+    logger.info(
+        f"Data checks passed: truncated at {diagnostics['max_seq_length']} tokens: {truncated}; tokens: {coverage}"
+        + duplicates
+    )
+
+
+def check_outcome(
+    predictions: dict[str, Any], labels: dict[str, list[int]], label_names: list[str]
+) -> dict[str, Any]:
+    """The ``outcome`` section of results.json from the ``PredictionOutput`` of each split; warns on a collapse."""
+    predicted = {}
+    for split, output in predictions.items():
+        logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+        predicted[split] = np.argmax(logits, axis=-1).tolist()
+    outcome = outcome_diagnostics(predicted, labels, label_names)
+    for split in predicted:
+        cls = prediction_collapse(predicted[split], labels[split])
+        if cls is not None:
+            logger.warning(collapse_warning(
+                split, label_names[cls], len(predicted[split]), len(set(labels[split])), majority_baseline(labels[split])
+            ))
+    return outcome
+
+
 def _public_args(training_args: DMixConfig) -> dict[str, Any]:
     """Training arguments as JSON, with every token-like value removed."""
     out = {}
@@ -576,6 +616,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     with training_args.main_process_first(desc="tokenization"):
         tokenized = splits.map(tokenize, batched=True, desc="Tokenizing")
+    diagnostics = data_diagnostics(
+        tokenizer, tokenized, data_args.max_seq_length, duplicates=data.split_info.pop("duplicates", None)
+    )
+    log_data_diagnostics(diagnostics)
 
     try:
         trainer = DMixTrainer(
@@ -601,9 +645,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     plots = trainer.plot_partner_index() if data_args.plot_partners else {}
     for name, path in plots.items():
         logger.info(f"Wrote the {name.replace('_', '-')} picture of the partner index to {path}")
-    val_metrics = _strip_prefix(trainer.evaluate(tokenized["validation"], metric_key_prefix="validation"), "validation_")
+    # predict, not evaluate: the collapse check needs the validation predictions; log() keeps what evaluate() logged.
+    val_prediction = trainer.predict(tokenized["validation"], metric_key_prefix="validation")
+    trainer.log(dict(val_prediction.metrics))
+    val_metrics = _strip_prefix(val_prediction.metrics, "validation_")
     prediction = trainer.predict(tokenized["test"], metric_key_prefix="test")
     test_metrics = _strip_prefix(prediction.metrics, "test_")
+    outcome = check_outcome(
+        {"validation": val_prediction, "test": prediction},
+        {s: list(tokenized[s]["label"]) for s in ("validation", "test")},
+        data.label_names,
+    )
 
     results = {
         "preset": data_args.preset,
@@ -612,12 +664,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "dmix": effective_dmix_settings(training_args),
         "majority_baseline": majority_baseline(list(tokenized["test"]["label"])),
         "metrics": {"validation": val_metrics, "test": test_metrics},
+        "outcome": outcome,
         "train": {k: v for k, v in train_result.metrics.items()},
         "partner_index": trainer.partner_index_stats,
         "partner_index_warning": trainer.partner_index_warning,
         "plots": {name: os.path.basename(path) for name, path in plots.items()},
         "data": {**data.split_info, "label_names": data.label_names, "max_seq_length": data_args.max_seq_length,
                  "used_sizes": {s: len(tokenized[s]) for s in ("train", "validation", "test")}},
+        "data_diagnostics": diagnostics,
         "training_args": _public_args(training_args),
         "versions": library_versions(),
         "device": str(training_args.device) + (f" ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else ""),

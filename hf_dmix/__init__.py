@@ -13,6 +13,14 @@ Swap three names in an existing fine-tuning script::
 from .cards import render_model_card
 from .collator import DMixDataCollator
 from .config import DMixConfig
+from .diagnostics import (
+    data_diagnostics,
+    duplicate_stats,
+    outcome_diagnostics,
+    prediction_collapse,
+    tokenizer_coverage,
+    truncation_stats,
+)
 from .embeddings import embed_texts, pool
 from .geometry import (
     expmap0,
@@ -51,26 +59,32 @@ __all__ = [
     "PushResult",
     "build_partner_index",
     "candidate_overlap",
+    "data_diagnostics",
     "dmix_record",
+    "duplicate_stats",
     "embed_texts",
     "expmap0",
     "k_occurrence",
     "load_dmix_info",
     "mobius_add",
     "num_candidates",
+    "outcome_diagnostics",
     "pairwise_distance",
     "partner_statistics",
     "plot_k_occurrence",
     "plot_partners",
     "poincare_distance",
     "pool",
+    "prediction_collapse",
     "project",
     "ranking_factors",
     "push_to_hub",
     "render_model_card",
     "to_poincare_ball",
+    "tokenizer_coverage",
     "top_tau_candidates",
     "top_tau_thresholds",
+    "truncation_stats",
     "union_mask",
     "__version__",
 ]

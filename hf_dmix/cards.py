@@ -317,7 +317,53 @@ def _data_rows(results: Mapping[str, Any] | None, data_md: str | None) -> list[t
         rows.append(("split", "official splits: " + ", ".join(map(str, data["official_splits"]))))
     if data.get("max_seq_length"):
         rows.append(("max sequence length", str(data["max_seq_length"])))
+    return rows + _diagnostic_rows((results or {}).get("data_diagnostics") or {})
+
+
+def _per_split(values: Mapping[str, Any], key: str) -> str:
+    return ", ".join(f"{split} {_pct(v[key])}" for split, v in values.items() if isinstance(v, Mapping) and key in v)
+
+
+def _diagnostic_rows(diag: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The figures of ``results.json``'s ``data_diagnostics``: truncation, tokenizer coverage, duplicates."""
+    rows = []
+    truncation = diag.get("truncation") or {}
+    if truncation:
+        rows.append((f"texts longer than {diag.get('max_seq_length', 'the max')} tokens (truncated)",
+                     _per_split(truncation, "truncated_share")))
+        if isinstance(truncation.get("train"), Mapping) and "p95_tokens" in truncation["train"]:
+            rows.append(("95th-percentile text length (train)", f"{truncation['train']['p95_tokens']} tokens"))
+    coverage = diag.get("tokenizer_coverage") or {}
+    if any("unk_share" in c for c in coverage.values()):
+        rows.append(("unknown tokens", _per_split(coverage, "unk_share")))
+    if coverage:
+        rows.append(("single-character tokens", _per_split(coverage, "single_char_share")))
+    dup = diag.get("duplicates") or {}
+    if "groups" in dup:
+        text = f"{dup['groups']} texts occur more than once; {dup.get('texts_in_several_splits', 0)} in more than one split"
+        if dup.get("handling"):
+            text += f" ({dup['handling']})"
+        rows.append(("duplicate texts", _cell(text)))
     return rows
+
+
+def _collapse_note(results: Mapping[str, Any] | None) -> str | None:
+    """A warning when ``results.json`` records that every prediction of a split was one class."""
+    collapse = ((results or {}).get("outcome") or {}).get("prediction_collapse")
+    if not isinstance(collapse, Mapping):
+        return None
+    split = collapse.get("split", "test")
+    note = (
+        f"every {split} prediction is `{_cell(collapse.get('class'))}` although the {split} set has several classes: "
+        "this model predicts one class"
+    )
+    baseline = (results or {}).get("majority_baseline")
+    if split == "test" and isinstance(baseline, Mapping) and "accuracy" in baseline:
+        note += (
+            f" and scores what the majority-class baseline scores (accuracy {_metric(baseline['accuracy'])}, "
+            f"macro-F1 {_metric(baseline.get('macro_f1'))})"
+        )
+    return note + "."
 
 
 def _peft_context(peft: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -474,6 +520,8 @@ def render_model_card(
         base_model_md=base_md,
         metrics_rows=metrics_rows,
         metrics_note=metrics_note,
+        collapse_note=_collapse_note(results),
+        data_warnings=[_cell(w) for w in ((results or {}).get("data_diagnostics") or {}).get("warnings") or []],
         labels=[(i, _cell(n)) for i, n in enumerate(labels)],
         label_list=repr(labels),
         dmix_rows=_dmix_rows(settings, record),

@@ -2,8 +2,9 @@
 
 What lives here: reading a Hub dataset or local CSV / JSON / Parquet files through ``datasets``; checking the text
 and label columns; mapping string or integer labels to contiguous ids; a stratified, duplicate-aware split with a
-fixed seed when the data has no official split; and the small demo dataset the README's quick start trains on.
-Every problem is reported before any model is loaded, naming what was wrong and what is accepted.
+fixed seed when the data has no official split; counting duplicate texts and how the splits share them (with
+``diagnostics.duplicate_stats``); and the small demo dataset the README's quick start trains on. Every problem is
+reported before any model is loaded, naming what was wrong and what is accepted.
 
 What does not: tokenization and training (``run_dmix.py``), anything about mixing.
 """
@@ -20,6 +21,8 @@ from typing import Any
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict
 
+from .diagnostics import duplicate_stats
+
 _EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 SPLITS = ("train", "validation", "test")
 
@@ -35,7 +38,9 @@ class LoadedData:
     Attributes:
         splits: ``DatasetDict`` with ``train``, ``validation`` and ``test``; columns ``text`` (str) and ``label`` (int).
         label_names: class name of each label id.
-        split_info: how the splits were obtained (official or our stratified split, seed, sizes, a fingerprint).
+        split_info: how the splits were obtained (official or our stratified split, seed, sizes, a fingerprint), and
+            ``duplicates``: identical texts in the loaded data and how many sit in more than one split (see
+            :func:`hf_dmix.diagnostics.duplicate_stats`), with ``handling`` saying how the split treated them.
     """
 
     splits: DatasetDict
@@ -188,6 +193,18 @@ def stratified_subsample(labels: list[int], size: int, seed: int) -> list[int]:
     return sorted(out)
 
 
+def _duplicate_handling(carved: list[str], group_duplicates: bool) -> str:
+    """How the split treated identical texts: the counts say whether any ended up in two splits."""
+    if not carved:
+        return "official splits, used as given (duplicates across them are not removed)"
+    what = " and ".join(carved) + " carved out of train"
+    what += " with identical texts kept in one split" if group_duplicates else (
+        " without grouping identical texts (--group_duplicates false)"
+    )
+    official = [s for s in ("validation", "test") if s not in carved]
+    return what + "".join(f"; the official {s} split used as given" for s in official)
+
+
 def load_classification_data(
     dataset_name: str | None = None,
     dataset_config_name: str | None = None,
@@ -279,6 +296,10 @@ def load_classification_data(
         if len(normalised[s]) == 0:
             raise DataError(f"The {s} split is empty after splitting {len(normalised['train'])} rows; use more data or larger sizes.")
     info["sizes"] = {s: len(normalised[s]) for s in SPLITS}
+    info["duplicates"] = {
+        **duplicate_stats({s: normalised[s]["text"][:] for s in SPLITS}, {s: normalised[s]["label"][:] for s in SPLITS}),
+        "handling": _duplicate_handling(need, group_duplicates),
+    }
     info["label_counts"] = {
         s: {label_names[k]: int(v) for k, v in sorted(zip(*np.unique(normalised[s]["label"], return_counts=True)))} for s in SPLITS
     }

@@ -62,6 +62,28 @@ EXAMPLE_RESULTS = {
         "split_seed": 42, "used_sizes": {"train": 4458, "validation": 558, "test": 558}, "max_seq_length": 64,
         "label_names": ["ham", "spam"],
     },
+    # Computed, not illustrative: hf_dmix.diagnostics.data_diagnostics on ../shared/data/essc.csv with the MiniLM
+    # tokenizer at max_seq_length 64 and the split above (shares rounded).
+    "data_diagnostics": {
+        "max_seq_length": 64, "model_max_length": 512,
+        "truncation": {
+            "train": {"texts": 4458, "truncated": 81, "truncated_share": 0.0182, "p95_tokens": 55, "max_tokens": 238},
+            "validation": {"texts": 558, "truncated": 10, "truncated_share": 0.0179, "p95_tokens": 54, "max_tokens": 221},
+            "test": {"texts": 558, "truncated": 7, "truncated_share": 0.0125, "p95_tokens": 54, "max_tokens": 108},
+        },
+        "tokenizer_coverage": {
+            "train": {"tokens": 101813, "unk_share": 0.00003, "single_char_share": 0.1151},
+            "validation": {"tokens": 12659, "unk_share": 0.0, "single_char_share": 0.1222},
+            "test": {"tokens": 13045, "unk_share": 0.0, "single_char_share": 0.1151},
+        },
+        "duplicates": {
+            "groups": 289, "duplicate_rows": 414, "texts_in_several_splits": 0,
+            "shared_by_splits": {"train/validation": 0, "train/test": 0, "validation/test": 0}, "conflicting_labels": 0,
+            "handling": "validation and test carved out of train with identical texts kept in one split",
+        },
+        "warnings": [],
+    },
+    "outcome": {"distinct_predicted_classes": {"validation": 2, "test": 2}, "prediction_collapse": None},
     "versions": {"hf_dmix": "0.1.0", "transformers": "5.24.0", "torch": "2.13.0", "huggingface_hub": "2.4.0"},
 }
 

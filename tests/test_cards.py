@@ -382,3 +382,21 @@ def test_card_shows_the_degenerate_index_warning():
     _, body = _split(render_model_card(record, None, repo_id="alice/essc-dmix"))
     assert "| warning | degenerate candidate sets: a few hub examples hold most candidate slots |" in body
     assert "| candidate slots held by the most frequent 1 % of examples | 3.3 % (random partners: 1.0 %) |" in body
+
+
+def test_card_shows_the_data_checks_and_a_collapse():
+    results = copy.deepcopy(EXAMPLE.EXAMPLE_RESULTS)
+    diag = results["data_diagnostics"]
+    diag["truncation"]["train"]["truncated_share"] = 0.25
+    diag["warnings"] = ["Texts longer than --max_seq_length 64 tokens are truncated: train 25.0 % (3 of 12)."]
+    results["outcome"]["prediction_collapse"] = {"split": "test", "class": "ham"}
+    results["majority_baseline"] = {"accuracy": 0.8656, "macro_f1": 0.4640}
+    _, body = _split(render_model_card(_record(), results, repo_id="alice/essc-dmix"))
+    assert "| texts longer than 64 tokens (truncated) | train 25.0 %, validation 1.8 %, test 1.2 % |" in body
+    assert "| unknown tokens | train 0.0 %, validation 0.0 %, test 0.0 % |" in body
+    assert "| duplicate texts | 289 texts occur more than once; 0 in more than one split (validation and test" in body
+    assert "- Texts longer than --max_seq_length 64 tokens are truncated: train 25.0 % (3 of 12)." in body
+    assert ("**Warning:** every test prediction is `ham` although the test set has several classes: this model "
+            "predicts one class and scores what the majority-class baseline scores (accuracy 0.8656, macro-F1 0.4640).") in body
+    _, clean = _split(render_model_card(_record(), EXAMPLE.EXAMPLE_RESULTS, repo_id="alice/essc-dmix"))
+    assert "**Warning:**" not in clean and "checks of the data before training found" not in clean

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import make_sentences, tiny_model, train_tokenizer
 
@@ -96,6 +97,19 @@ def test_string_labels_with_preset_and_outputs(tmp_path, tiny_model_dir, string_
     assert len(rows) == saved["data"]["sizes"]["test"]
     assert {r["prediction"] for r in rows} <= {"negative", "positive"}
     assert not list(out.glob("*.tmp-*"))
+    # Data and outcome diagnostics: every split checked; nothing truncated at 24 tokens (at most 12 words + 2).
+    diag = saved["data_diagnostics"]
+    assert diag["max_seq_length"] == 24 and set(diag["truncation"]) == set(diag["tokenizer_coverage"]) == {"train", "validation", "test"}
+    assert all(t["truncated_share"] == 0.0 for t in diag["truncation"].values())
+    assert {t["texts"] for t in diag["truncation"].values()} == set(saved["data"]["used_sizes"].values())
+    assert diag["duplicates"]["texts_in_several_splits"] == 0 and diag["warnings"] == []
+    assert "duplicates" not in saved["data"]
+    outcome = saved["outcome"]
+    assert outcome["distinct_predicted_classes"]["test"] == len({r["prediction"] for r in rows})
+    collapsed = len({r["prediction"] for r in rows}) == 1 and len(set(truth)) > 1
+    assert (outcome["prediction_collapse"] is not None) == (collapsed or outcome["distinct_predicted_classes"]["validation"] == 1)
+    if collapsed:
+        assert outcome["prediction_collapse"] == {"split": "test", "class": rows[0]["prediction"]}
 
 
 def test_int_labels_and_yaml_config_with_override(tmp_path, tiny_model_dir):
@@ -140,6 +154,30 @@ def test_majority_baseline_of_the_test_labels():
     # 3 of 4 rows in class 0: accuracy 0.75; class 0 F1 = 2*0.75/1.75, class 1 F1 = 0; macro over the 2 classes present.
     assert run_dmix.majority_baseline([0, 0, 0, 1]) == {"accuracy": 0.75, "macro_f1": pytest.approx(0.75 / 1.75)}
     assert run_dmix.majority_baseline([2, 2]) == {"accuracy": 1.0, "macro_f1": 1.0}
+
+
+def test_data_checks_log_a_warning_per_problem_else_one_info_line(caplog):
+    clean = {"max_seq_length": 8, "truncation": {"train": {"truncated_share": 0.0}},
+             "tokenizer_coverage": {"train": {"unk_share": 0.0, "single_char_share": 0.1}}, "warnings": []}
+    with caplog.at_level("INFO", logger="run_dmix"):
+        run_dmix.log_data_diagnostics(clean)
+        run_dmix.log_data_diagnostics({**clean, "warnings": ["first problem", "second problem"]})
+    levels = [(r.levelname, r.getMessage()[:18]) for r in caplog.records]
+    assert levels == [("INFO", "Data checks passed"), ("WARNING", "first problem"), ("WARNING", "second problem")]
+
+
+def test_collapse_is_logged_and_recorded(caplog):
+    from transformers.trainer_utils import PredictionOutput
+
+    logits = {"validation": [[0.1, 0.9], [0.9, 0.1]], "test": [[0.2, 0.8]] * 4}
+    outputs = {s: PredictionOutput(predictions=np.array(v), label_ids=None, metrics={}) for s, v in logits.items()}
+    with caplog.at_level("WARNING", logger="run_dmix"):
+        outcome = run_dmix.check_outcome(outputs, {"validation": [1, 0], "test": [0, 0, 0, 1]}, ["neg", "pos"])
+    assert outcome == {"distinct_predicted_classes": {"validation": 2, "test": 1},
+                       "prediction_collapse": {"split": "test", "class": "pos"}}
+    [record] = caplog.records
+    assert "All 4 test predictions are class 'pos'" in record.getMessage()
+    assert "accuracy 0.7500, macro-F1 0.4286" in record.getMessage()  # the test set's majority baseline
 
 
 # Gujarati-script headlines generated from small word lists (the Gujarati news set is CC BY-NC-SA and not copied
@@ -191,6 +229,16 @@ def test_official_splits_from_files(tmp_path, tiny_model_dir):
     )
     assert results["data"]["sizes"] == {"train": 20, "validation": 20, "test": 20}
     assert results["data"]["official_splits"] == ["test", "train", "validation"]
+    # Official splits are used as given: texts found in two files are counted (leakage), not removed.
+    import pandas as pd
+
+    texts = {s: {t.strip() for t in pd.read_csv(p)["text"]} for s, p in files.items()}
+    shared = (texts["train"] & texts["validation"]) | (texts["train"] & texts["test"]) | (texts["validation"] & texts["test"])
+    dup = results["data_diagnostics"]["duplicates"]
+    assert dup["texts_in_several_splits"] == len(shared)
+    assert dup["shared_by_splits"]["train/test"] == len(texts["train"] & texts["test"])
+    assert dup["handling"].startswith("official splits")
+    assert any("more than one split" in w for w in results["data_diagnostics"]["warnings"]) == bool(shared)
 
 
 def test_stratified_split_keeps_duplicates_together_and_classes_balanced():
