@@ -462,7 +462,7 @@ def effective_dmix_settings(training_args: DMixConfig) -> dict[str, Any]:
         return {"mix_strategy": "none"}
     drop: set[str] = set()
     if settings["partner_distance"] == "random" or settings["tau"] >= 1.0:
-        drop |= set(_GEOMETRY_FIELDS) | {"partner_order", "partner_rule"}
+        drop |= set(_GEOMETRY_FIELDS) | {"partner_order", "partner_rule", "partner_refresh_epochs"}
     elif settings["partner_distance"] != "hyperbolic":
         drop |= {"curvature", "ball_median_radius", "ball_clip_quantile", "ball_center"}
     if settings["mix_strategy"] != "hidden":
@@ -668,6 +668,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "train": {k: v for k, v in train_result.metrics.items()},
         "partner_index": trainer.partner_index_stats,
         "partner_index_warning": trainer.partner_index_warning,
+        # Only runs that refresh their index (partner_refresh_epochs) have refreshes to report.
+        **({"partner_refreshes": trainer.partner_refreshes} if trainer.partner_refreshes else {}),
         "plots": {name: os.path.basename(path) for name, path in plots.items()},
         "data": {**data.split_info, "label_names": data.label_names, "max_seq_length": data_args.max_seq_length,
                  "used_sizes": {s: len(tokenized[s]) for s in ("train", "validation", "test")}},

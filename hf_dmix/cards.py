@@ -51,6 +51,7 @@ _MEANINGS = {
     "partner_order": "farthest: top-τ by decreasing distance (the paper); nearest: increasing",
     "partner_rule": "how candidates are ranked: paper (the distance itself), centered or mutual (hub-robust)",
     "anchor_dominant": "train only the anchor-dominant mixed row, r' = max(r, 1 − r) (beyond the paper)",
+    "partner_refresh_epochs": "index rebuilt from the model being trained every E epochs (0: once, before training, as the paper)",
     "curvature": "c: the Poincaré ball has curvature −c",
     "ball_median_radius": "the median embedding lands at this fraction of the ball's radius",
     "ball_clip_quantile": "embedding norms are capped at this quantile (1 = off)",

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 
 DMIX_STATE_NAME = "dmix_state.json"
+# The embeddings of the last partner refresh (DMixConfig.partner_refresh_epochs), in checkpoints after one.
+REFRESH_EMBEDDINGS_NAME = "dmix_refresh_embeddings.pt"
 STATE_FORMAT = 1
 # Files a checkpoint folder must hold to be resumed from: Trainer's state (written last by Trainer) and ours.
 _TRAINER_STATE_NAME = "trainer_state.json"
@@ -71,6 +73,33 @@ def write_state(checkpoint_dir: str, state: dict[str, Any]) -> str:
     path = os.path.join(checkpoint_dir, DMIX_STATE_NAME)
     write_atomic(path, json.dumps({"format": STATE_FORMAT, **state}, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def write_tensor(checkpoint_dir: str, name: str, tensor: Any) -> str:
+    """``torch.save`` a tensor into a checkpoint folder atomically (a temporary file, then a rename)."""
+    import torch
+
+    path = os.path.join(checkpoint_dir, name)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        torch.save(tensor.detach().cpu().contiguous(), f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def read_tensor(checkpoint_dir: str, name: str) -> Any:
+    """A tensor written by :func:`write_tensor`; a missing file is an error naming the checkpoint."""
+    import torch
+
+    path = os.path.join(checkpoint_dir, name)
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"{checkpoint_dir} records a partner refresh but has no {name}: the checkpoint is incomplete. Resume from "
+            "an earlier checkpoint."
+        )
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def read_state(checkpoint_dir: str) -> dict[str, Any] | None:

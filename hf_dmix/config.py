@@ -92,6 +92,15 @@ class DMixConfig(TrainingArguments):
             Batch size of the embedding pass.
         embedding_max_length (`int`, defaults to `256`):
             Truncation length when ``embedding_model`` tokenizes raw text.
+        partner_refresh_epochs (`int`, defaults to `0`):
+            Beyond the paper. ``0``: the embeddings and the partner index are computed once, before training (the
+            paper). ``E ≥ 1``: at the start of epochs ``E, 2E, …`` the training set is embedded again with the
+            model being trained and the index is rebuilt from those embeddings, so that partners follow what the
+            model has learned (a model trained from scratch has meaningless initial embeddings). Each refresh costs
+            one embedding pass over the training set plus one partner search, and is logged with its time and how
+            many candidate slots changed. Needs the embeddings of the model being trained: not available with
+            ``embedding_model`` or precomputed ``sentence_embeddings``. Checkpoints after a refresh also store its
+            embeddings (``N × d`` float32), so that a resumed run continues with the same partners.
         partner_search_memory_mb (`int`, defaults to `512`):
             Memory budget of one chunk of the distance matrix during partner search.
         partner_search (`str`, defaults to `"auto"`):
@@ -207,6 +216,13 @@ class DMixConfig(TrainingArguments):
     embedding_max_length: int = field(
         default=256, metadata={"help": "Truncation length when --embedding_model tokenizes raw text."}
     )
+    partner_refresh_epochs: int = field(
+        default=0,
+        metadata={
+            "help": "Re-embed the training set with the model being trained and rebuild the partner index at the "
+            "start of every E-th epoch (0 = once, before training, as the paper)."
+        },
+    )
     partner_search_memory_mb: int = field(
         default=512, metadata={"help": "Memory budget (MiB) of one chunk of the partner-search distance matrix."}
     )
@@ -265,6 +281,16 @@ class DMixConfig(TrainingArguments):
                     f"mix_layers must be a non-empty list of 1-based encoder layer numbers (1..N), got {self.mix_layers!r}."
                 )
             self.mix_layers = sorted(set(layers))
+        refresh = self.partner_refresh_epochs
+        if not isinstance(refresh, int) or isinstance(refresh, bool) or refresh < 0:
+            raise ValueError(
+                f"partner_refresh_epochs must be an integer >= 0 (0 = embed once, before training), got {refresh!r}."
+            )
+        if refresh and self.embedding_model is not None:
+            raise ValueError(
+                f"partner_refresh_epochs={refresh} re-embeds with the model being trained, but embedding_model="
+                f"{self.embedding_model!r} is a fixed encoder whose embeddings never change. Drop one of the two."
+            )
         for name in (
             "embedding_batch_size", "embedding_max_length", "partner_search_memory_mb", "partner_search_sample_size",
         ):

@@ -23,6 +23,9 @@ from transformers.utils import logging
 
 from .checkpoint import (
     DMIX_STATE_NAME,
+    REFRESH_EMBEDDINGS_NAME,
+    read_tensor,
+    write_tensor,
     dataset_fingerprint,
     fingerprint_differences,
     index_digest,
@@ -152,6 +155,15 @@ class DMixTrainer(Trainer):
         # Training batches with partners consumed by compute_loss in this run (the resume state; see checkpoint.py).
         self._dmix_batches = 0
         self._data_fingerprint: tuple[tuple, str] | None = None
+        # The epoch whose start last rebuilt the index from the trained model (partner_refresh_epochs), or None.
+        self._refreshed_epoch: int | None = None
+        # One record per refresh of this run: epoch, seconds, share of candidate slots kept.
+        self.partner_refreshes: list[dict[str, float]] = []
+        if args.partner_refresh_epochs and sentence_embeddings is not None:
+            raise ValueError(
+                f"partner_refresh_epochs={args.partner_refresh_epochs} re-embeds the training set with the model being "
+                "trained, but sentence_embeddings were given (fixed). Drop one of the two."
+            )
         self._sentence_embeddings = sentence_embeddings
         self.partner_index: PartnerIndex | None = None
         # What the current index was built from (see _index_key): a change of any of it rebuilds the index.
@@ -430,6 +442,7 @@ class DMixTrainer(Trainer):
         ``dmix_state.json``, and a checkpoint of other data or DMIX settings is refused (see
         :mod:`hf_dmix.checkpoint`).
         """
+        self._forget_refreshed_index()
         if args:
             args = (self._resolve_resume(args[0]), *args[1:])
         elif "resume_from_checkpoint" in kwargs:
@@ -444,6 +457,65 @@ class DMixTrainer(Trainer):
         self._prepare_dmix()
         self._start_dmix_streams(kwargs.get("resume_from_checkpoint"))
         return super()._inner_training_loop(*args, **kwargs)
+
+    # ------------------------------------------------------------------ partner refresh (beyond the paper)
+
+    def _run_epoch(self, *args: Any, **kwargs: Any):
+        epoch = kwargs.get("epoch")
+        if epoch is not None and self._refresh_due(epoch):
+            self.refresh_partner_index(epoch)
+        return super()._run_epoch(*args, **kwargs)
+
+    def _refresh_due(self, epoch: int) -> bool:
+        every = self.args.partner_refresh_epochs
+        return (
+            self._mixing and self.partner_index is not None and every > 0 and epoch > 0 and epoch % every == 0
+            and self._refreshed_epoch != epoch
+        )
+
+    def refresh_partner_index(self, epoch: int) -> dict[str, float]:
+        """Embed the training set with the model as trained so far and rebuild the partner index from it.
+
+        Called at the start of every ``partner_refresh_epochs``-th epoch (before that epoch's batches are drawn).
+        Returns and logs its record: the epoch, the seconds it took and, for candidate lists, the share of each
+        anchor's candidates that stayed (``1`` = nothing changed).
+        """
+        import time
+
+        start = time.perf_counter()
+        if self.mixer is not None:
+            self.mixer.deactivate()  # the last step's mixing stays armed for gradient checkpointing: disarm it
+        previous = self.partner_index
+        emb = self.compute_sentence_embeddings()
+        _check_embeddings(emb)
+        self._install_embeddings(emb)
+        self.build_partner_index()
+        self.data_collator.partner_index = self.partner_index
+        self._refreshed_epoch = epoch
+        record = {"epoch": float(epoch), "seconds": time.perf_counter() - start}
+        if previous is not None and previous.candidates is not None and self.partner_index.candidates is not None:
+            record["candidates_kept"] = candidate_overlap(previous, self.partner_index)
+        self.partner_refreshes.append(record)
+        logger.info(
+            f"DMIX partner refresh at the start of epoch {epoch}: embedding pass and partner search took "
+            f"{record['seconds']:.1f} s"
+            + (f"; {record['candidates_kept']:.1%} of each example's candidates stayed." if "candidates_kept" in record else ".")
+        )
+        return record
+
+    def _install_embeddings(self, emb: torch.Tensor) -> None:
+        """Make ``emb`` the embeddings the next :meth:`build_partner_index` uses (and force that rebuild)."""
+        n = len(self.train_dataset)
+        self._embeddings_cache = ((n, self._sentence_embeddings is None, *self._embedding_settings()), emb)
+        self._index_key = None
+
+    def _forget_refreshed_index(self) -> None:
+        # A new training run starts from the initial-weights index, not from a previous run's last refresh.
+        if self._refreshed_epoch is not None:
+            self._refreshed_epoch = None
+            self._embeddings_cache = None
+            self._index_key = None
+        self.partner_refreshes = []
 
     # ------------------------------------------------------------------ resume
 
@@ -508,6 +580,7 @@ class DMixTrainer(Trainer):
                 )
             },
             "mix_layers": list(self.mix_layers),
+            "partner_refresh_epochs": a.partner_refresh_epochs,
             "index_digest": index_digest(self.partner_index),
         }
 
@@ -515,6 +588,7 @@ class DMixTrainer(Trainer):
         """The DMIX part of a checkpoint: the stream positions and :meth:`dmix_fingerprint`."""
         return {
             "batches_consumed": self._dmix_batches,
+            "refreshed_epoch": self._refreshed_epoch,
             "mix_rng": self._mix_rng.bit_generator.state,
             "fingerprint": self.dmix_fingerprint(),
         }
@@ -524,6 +598,9 @@ class DMixTrainer(Trainer):
         # with a trainer_state.json always has its dmix_state.json (see last_complete_checkpoint).
         super()._save_rng_state(output_dir)
         if self._mixing and self.partner_index is not None and self.args.should_save:
+            if self._refreshed_epoch is not None:
+                # The refreshed index came from weights no checkpoint holds: keep its embeddings.
+                write_tensor(output_dir, REFRESH_EMBEDDINGS_NAME, self._embeddings_cache[1])
             write_state(output_dir, self.dmix_state())
 
     def _start_dmix_streams(self, checkpoint: str | None) -> None:
@@ -544,6 +621,11 @@ class DMixTrainer(Trainer):
                 "interrupted one exactly."
             )
             return
+        if state.get("refreshed_epoch") is not None:
+            self._install_embeddings(read_tensor(checkpoint, REFRESH_EMBEDDINGS_NAME))
+            self.build_partner_index()
+            collator.partner_index = self.partner_index
+            self._refreshed_epoch = int(state["refreshed_epoch"])
         current = self.dmix_fingerprint()
         differences = fingerprint_differences(
             {k: v for k, v in state["fingerprint"].items() if k != "index_digest"},

@@ -23,6 +23,7 @@ from datasets import Dataset  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from hf_dmix import DMixConfig, DMixTrainer  # noqa: E402
+from hf_dmix.checkpoint import index_digest  # noqa: E402
 from hf_dmix.collator import PARTNER_IDS_KEY  # noqa: E402
 
 MAX_STEPS = 12
@@ -47,7 +48,7 @@ class TracingTrainer(DMixTrainer):
             value = loss[0] if isinstance(loss, tuple) else loss
             line = {
                 "step": self.state.global_step + 1, "partners": partners.tolist(), "site": site, "ratio": ratio,
-                "loss": float(value.detach()),
+                "loss": float(value.detach()), "index": index_digest(self.data_collator.partner_index),
             }
             with open(self.trace_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(line) + "\n")
@@ -75,6 +76,8 @@ def main() -> None:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--tau", type=float, default=0.3)
     p.add_argument("--train-size", type=int, default=40)
+    p.add_argument("--max-steps", type=int, default=MAX_STEPS)
+    p.add_argument("--refresh-epochs", type=int, default=0)
     a = p.parse_args()
 
     texts, labels = make_sentences(a.train_size + 24, seed=11)
@@ -83,7 +86,7 @@ def main() -> None:
     train, evaluation = data.select(range(a.train_size)), data.select(range(a.train_size, len(data)))
     args = DMixConfig(
         output_dir=a.out, use_cpu=True, report_to="none", disable_tqdm=True, seed=a.seed, data_seed=a.seed,
-        max_steps=MAX_STEPS, per_device_train_batch_size=4, per_device_eval_batch_size=16, learning_rate=1e-3,
+        max_steps=a.max_steps, partner_refresh_epochs=a.refresh_epochs, per_device_train_batch_size=4, per_device_eval_batch_size=16, learning_rate=1e-3,
         save_strategy="steps", save_steps=SAVE_STEPS, logging_steps=1, eval_strategy="no", tau=a.tau,
         mix_strategy="hidden", dataloader_num_workers=0,
     )
@@ -96,7 +99,9 @@ def main() -> None:
     trainer.train(resume_from_checkpoint=True if a.resume else None)
     metrics = trainer.evaluate()
     history = [e for e in trainer.state.log_history if "loss" in e]
-    Path(a.out, "final.json").write_text(json.dumps({"metrics": metrics, "history": history}))
+    Path(a.out, "final.json").write_text(
+        json.dumps({"metrics": metrics, "history": history, "refreshes": [r["epoch"] for r in trainer.partner_refreshes]})
+    )
 
 
 if __name__ == "__main__":

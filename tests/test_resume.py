@@ -126,3 +126,45 @@ def test_checkpoint_of_other_settings_or_data_is_refused(runs, tmp_path):
         proc = _run(out, tmp_path / "t.jsonl", "--resume", *extra)
         assert proc.returncode != 0
         assert "Cannot resume from" in proc.stderr and named in proc.stderr, proc.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------- with partner refreshes (beyond the paper)
+# 40 examples in batches of 4: 10 steps per epoch; 30 steps = 3 epochs; the index is rebuilt at steps 11 and 21.
+REFRESH = ("--refresh-epochs", "1", "--max-steps", "30")
+
+
+@pytest.fixture(scope="module")
+def refresh_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("refresh")
+    _ok(_run(tmp / "full", tmp / "full.jsonl", *REFRESH))
+    # Killed mid-epoch 1 (last checkpoint: step 12, after the first refresh) and at the end of epoch 1 (last
+    # checkpoint: step 20, the second refresh not yet done).
+    for kill in (15, 22):
+        name = f"killed{kill}"
+        _run(tmp / name, tmp / f"{name}.jsonl", *REFRESH, "--kill-at-step", str(kill), expect_kill=True)
+        _ok(_run(tmp / name, tmp / f"{name}.jsonl", *REFRESH, "--resume"))
+    return tmp
+
+
+@pytest.mark.parametrize("kill, checkpoint", [(15, 12), (22, 20)])
+def test_resumed_run_refreshes_at_the_same_epochs_with_the_same_partners(refresh_runs, kill, checkpoint):
+    tmp = refresh_runs
+    full = {t["step"]: t for t in _trace(tmp / "full.jsonl")}
+    assert len({full[s]["index"] for s in range(1, 11)}) == 1
+    assert full[10]["index"] != full[11]["index"] != full[21]["index"]  # rebuilt at epochs 1 and 2
+    trace = _trace(tmp / f"killed{kill}.jsonl")
+    resumed = trace[kill:]
+    assert [t["step"] for t in resumed] == list(range(checkpoint + 1, 31))
+    for t in resumed:
+        ref = full[t["step"]]
+        assert (t["index"], t["partners"], t["site"], t["ratio"]) == (ref["index"], ref["partners"], ref["site"], ref["ratio"])
+        assert abs(t["loss"] - ref["loss"]) <= LOSS_TOLERANCE
+    state = json.loads((tmp / f"killed{kill}" / f"checkpoint-{checkpoint}" / "dmix_state.json").read_text())
+    assert state["refreshed_epoch"] == 1
+    assert (tmp / f"killed{kill}" / f"checkpoint-{checkpoint}" / "dmix_refresh_embeddings.pt").is_file()
+    # The resumed process itself refreshed only where the uninterrupted run did after the checkpoint.
+    assert _final(tmp / f"killed{kill}")["refreshes"] == ([2.0] if checkpoint < 21 else [])
+    assert _final(tmp / "full")["refreshes"] == [1.0, 2.0]
+    assert _final(tmp / f"killed{kill}")["metrics"]["eval_loss"] == pytest.approx(
+        _final(tmp / "full")["metrics"]["eval_loss"], abs=LOSS_TOLERANCE
+    )

@@ -1,0 +1,97 @@
+"""partner_refresh_epochs: the index is rebuilt from the trained model at the start of every E-th epoch, and only then."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_sentences, tiny_model
+from datasets import Dataset
+
+from hf_dmix import DMixConfig, DMixTrainer
+from hf_dmix.checkpoint import index_digest
+from hf_dmix.collator import PARTNER_IDS_KEY
+
+
+class RecordingTrainer(DMixTrainer):
+    """Records, per training batch, the epoch, the index in use and whether each partner is one of its candidates."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        partners = inputs.get(PARTNER_IDS_KEY)
+        if partners is not None and model.training:
+            index = self.data_collator.partner_index
+            self.steps.append((int(self.state.epoch or 0), index_digest(index), partners.tolist()))
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+
+@pytest.fixture()
+def data(tokenizer):
+    texts, labels = make_sentences(24, seed=7)
+    return Dataset.from_dict({"text": texts, "label": labels}).map(lambda b: tokenizer(b["text"]), batched=True)
+
+
+def _trainer(tmp_path, tokenizer, data, **kw):
+    args = DMixConfig(
+        output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none", save_strategy="no", disable_tqdm=True,
+        seed=0, per_device_train_batch_size=4, num_train_epochs=4, learning_rate=5e-2, tau=0.25,
+        partner_distance="cosine", partner_rule="paper", **kw,
+    )
+    trainer = RecordingTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=1), args=args,
+                               train_dataset=data, processing_class=tokenizer)
+    trainer.steps = []
+    return trainer
+
+
+def test_partners_change_at_refresh_epochs_and_only_then(tmp_path, tokenizer, data):
+    trainer = _trainer(tmp_path, tokenizer, data, partner_refresh_epochs=2)
+    initial = trainer.build_partner_index().candidates.clone()
+    trainer.train()
+    assert len(trainer.steps) == 4 * 6  # 24 examples, batches of 4, 4 epochs
+    digests = {}
+    for epoch, digest, _ in trainer.steps:
+        digests.setdefault(epoch, set()).add(digest)
+    assert all(len(d) == 1 for d in digests.values())  # never within an epoch
+    by_epoch = [digests[e].pop() for e in range(4)]
+    assert by_epoch[0] == by_epoch[1] == index_digest(trainer.partner_index.__class__(24, candidates=initial))
+    assert by_epoch[2] != by_epoch[1]  # rebuilt at the start of epoch 2, from the trained model...
+    assert by_epoch[3] == by_epoch[2]  # ...and not again at epoch 3
+    assert [r["epoch"] for r in trainer.partner_refreshes] == [2.0]
+    record = trainer.partner_refreshes[0]
+    assert record["seconds"] > 0 and 0.0 <= record["candidates_kept"] < 1.0
+    # Every partner drawn in epochs 2-3 is a candidate of the refreshed index.
+    refreshed = trainer.partner_index.candidates
+    anchors_seen = 0
+    for epoch, _, partners in trainer.steps[12:]:
+        assert epoch >= 2
+        anchors_seen += len(partners)
+        assert all(any(p in row.tolist() for row in refreshed) for p in partners)
+    assert anchors_seen == 48
+
+
+def test_without_refresh_the_index_never_changes(tmp_path, tokenizer, data):
+    trainer = _trainer(tmp_path, tokenizer, data)
+    trainer.train()
+    assert len({digest for _, digest, _ in trainer.steps}) == 1 and trainer.partner_refreshes == []
+
+
+def test_a_new_train_call_starts_from_the_initial_index(tmp_path, tokenizer, data):
+    trainer = _trainer(tmp_path, tokenizer, data, partner_refresh_epochs=1)
+    trainer.args.num_train_epochs = 2
+    trainer.train()
+    first = [d for _, d, _ in trainer.steps]
+    trainer.steps = []
+    trainer.model.load_state_dict(tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=1).state_dict())
+    trainer.train()
+    second = [d for _, d, _ in trainer.steps]
+    assert first[0] != first[-1]  # the first run ended on a refreshed index...
+    assert set(second[:6]) == {first[0]}  # ...the second starts again from the initial weights' index
+
+
+def test_refresh_needs_the_trained_models_embeddings(tmp_path, tokenizer, data):
+    with pytest.raises(ValueError, match=r"partner_refresh_epochs=2 re-embeds.*embedding_model='some/encoder'"):
+        DMixConfig(output_dir=str(tmp_path), partner_refresh_epochs=2, embedding_model="some/encoder")
+    with pytest.raises(ValueError, match=r"partner_refresh_epochs must be an integer >= 0.*-1"):
+        DMixConfig(output_dir=str(tmp_path), partner_refresh_epochs=-1)
+    args = DMixConfig(output_dir=str(tmp_path), partner_refresh_epochs=1, use_cpu=True, report_to="none")
+    with pytest.raises(ValueError, match="sentence_embeddings were given"):
+        DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=args, train_dataset=data,
+                    processing_class=tokenizer, sentence_embeddings=torch.randn(len(data), 4))
