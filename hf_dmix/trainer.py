@@ -851,8 +851,14 @@ def _check_train_dataset(dataset: Any) -> None:
 
 
 def _with_index(dataset: Any) -> Any:
-    """The training set with a ``dmix_index`` column holding each row's position."""
-    if hasattr(dataset, "add_column") and hasattr(dataset, "column_names"):
+    """The training set with a ``dmix_index`` column holding each row's position.
+
+    A ``datasets.Dataset`` with an on-the-fly transform (``with_transform``/``set_transform``, the usual way to run an
+    image processor) is wrapped instead: its transform returns only the columns it builds, so an added column would
+    be dropped from every row and no batch would be mixed.
+    """
+    custom_format = (getattr(dataset, "format", None) or {}).get("type") == "custom"
+    if hasattr(dataset, "add_column") and hasattr(dataset, "column_names") and not custom_format:
         if INDEX_COLUMN in dataset.column_names:
             dataset = dataset.remove_columns(INDEX_COLUMN)
         return dataset.add_column(INDEX_COLUMN, np.arange(len(dataset), dtype=np.int64))

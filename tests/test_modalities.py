@@ -574,6 +574,23 @@ def test_trainer_smoke_vit(tmp_path):
     _check_run(trainer, eval_size=6)
 
 
+def test_trainer_smoke_vit_with_an_on_the_fly_transform(tmp_path):
+    """The usual image recipe: raw images in the dataset, the processor applied by ``with_transform``."""
+    raw = _image_dataset(24, seed=0).rename_column("pixel_values", "image")
+
+    def transform(batch):
+        return {"pixel_values": [np.asarray(im, dtype=np.float32) * 0.5 for im in batch["image"]],
+                "label": batch["label"]}
+
+    train = raw.with_transform(transform)
+    dev = _image_dataset(6, seed=1).rename_column("pixel_values", "image").with_transform(transform)
+    args = _args(tmp_path, remove_unused_columns=False)  # the transform needs "image", as in transformers' examples
+    trainer = RecordingTrainer(model=build("vit"), args=args, train_dataset=train, eval_dataset=dev)
+    trainer.calls = []
+    trainer.train()
+    _check_run(trainer, eval_size=6)
+
+
 def test_trainer_smoke_wav2vec2(tmp_path):
     train, dev = _clip_dataset(24, seed=0), _clip_dataset(6, seed=1)
     trainer = RecordingTrainer(
