@@ -73,7 +73,19 @@ def _single_thread():
     torch.set_num_threads(threads)
 
 
+LORA_CASES = {"lora-vit": "vit", "lora-wav2vec2": "wav2vec2"}
+
+
 def build(case: str, seed: int = 0, **overrides):
+    """A tiny classifier of ``case`` in eval mode (``lora-<case>``: wrapped by a PEFT LoRA with random adapters)."""
+    if case in LORA_CASES:
+        from peft import LoraConfig, get_peft_model
+
+        base = build(LORA_CASES[case], seed=seed, **overrides)
+        config = LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                            init_lora_weights=False)
+        torch.manual_seed(seed + 1)
+        return get_peft_model(base, config).eval()
     model_type, auto, kwargs = CASES[case]
     kwargs = {**kwargs, **overrides}
     attn = kwargs.pop("attn_implementation", "sdpa")
@@ -96,6 +108,7 @@ def pad_clips(clips: list[torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def make_inputs(case: str, num: int, seed: int, lengths: list[int] | None = None) -> list[dict[str, torch.Tensor]]:
     """``num`` single examples of ``case`` (unbatched)."""
+    case = LORA_CASES.get(case, case)
     g = torch.Generator().manual_seed(seed)
     if case in ("vit", "deit"):
         return [{"pixel_values": torch.randn(3, IMAGE_SIZE, IMAGE_SIZE, generator=g)} for _ in range(num)]
@@ -106,7 +119,7 @@ def make_inputs(case: str, num: int, seed: int, lengths: list[int] | None = None
 
 
 def batch_of(case: str, examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    if case in SPEECH:
+    if LORA_CASES.get(case, case) in SPEECH:
         return pad_clips([e["input_values"] for e in examples])
     return {k: torch.stack([e[k] for e in examples]) for k in examples[0]}
 
@@ -237,12 +250,12 @@ def test_new_families_are_supported():
         assert model_type in SUPPORTED_MODEL_TYPES
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [*CASES, *LORA_CASES])
 def test_partner_equal_to_anchor_is_identity_at_every_site(case):
     model = build(case)
     examples = make_inputs(case, 3, seed=1, lengths=ANCHOR_LENGTHS)
     batch = batch_of(case, examples)
-    if case in SPEECH:
+    if LORA_CASES.get(case, case) in SPEECH:
         assert (batch["attention_mask"] == 0).any(), "the batch must contain padding"
     B = len(examples)
     plain = logits_of(model, batch)
@@ -258,8 +271,9 @@ def test_partner_equal_to_anchor_is_identity_at_every_site(case):
     mixer.detach()
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [*CASES, *LORA_CASES])
 def test_ratio_one_keeps_and_ratio_zero_swaps_at_every_site(case):
+    """r = 1 leaves both halves unchanged, r = 0 swaps them: the hooks fire at every site, through PEFT too."""
     model = build(case)
     batch = pair_batch(case, same_lengths=True)
     B = 3
@@ -303,7 +317,7 @@ def test_mixing_matches_hook_free_reference_at_every_site(case, ratio):
     mixer.detach()
 
 
-@pytest.mark.parametrize("case", SPEECH)
+@pytest.mark.parametrize("case", [*SPEECH, "lora-wav2vec2"])
 def test_speech_union_reaches_layers_and_pooling_only_after_the_site(case):
     """r = 1 with longer partners: the anchor rows change when (and only when) a layer or the pooling after the site
     sees the partner's extra frames; mixing the classifier input pools each clip over its own frames."""
@@ -319,6 +333,9 @@ def test_speech_union_reaches_layers_and_pooling_only_after_the_site(case):
             torch.testing.assert_close(out[:2], plain_a, atol=ATOL, rtol=0)
         else:  # the anchor's padded frames, opened after the site, enter the pooled mean (and later layers)
             assert not torch.allclose(out[:2], plain_a, atol=1e-4), site
+    # At the last layer no layer follows: only the pooling sees the union. r = 0.5 pools both rows alike.
+    last = mixed_logits(model, mixer, batch, mixer.num_layers, 0.5, 2)
+    torch.testing.assert_close(last[:2], last[2:], atol=ATOL, rtol=0)
     mixer.detach()
 
 
