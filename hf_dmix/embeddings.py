@@ -69,8 +69,9 @@ def embed_batches(
     """Run ``model`` over padded batches and pool its last hidden state; returns ``(N, H)`` float32 on the CPU.
 
     Works with text, image and audio classifiers (through ``output_hidden_states``), with bare encoders
-    (``last_hidden_state``) and with PEFT-wrapped models; the mean is over valid positions (:func:`position_mask`). The model is put in eval mode for the pass (no dropout,
-    so the embeddings are deterministic) and restored to its previous mode afterwards.
+    (``last_hidden_state``) and with PEFT-wrapped models; the mean is over valid positions (:func:`position_mask`).
+    The model is put in eval mode for the pass (no dropout, so the embeddings are deterministic) and restored to its
+    previous mode afterwards.
     """
     was_training = model.training
     model.eval()
@@ -83,7 +84,8 @@ def embed_batches(
             hidden = getattr(outputs, "last_hidden_state", None)
             if hidden is None:
                 hidden = outputs.hidden_states[-1]
-            chunks.append(pool(hidden, position_mask(model, batch.get("attention_mask"), hidden.shape[1]), pooling).cpu())
+            mask = position_mask(model, batch.get("attention_mask"), hidden.shape[1])
+            chunks.append(pool(hidden, mask, pooling).cpu())
     finally:
         model.train(was_training)
     return torch.cat(chunks)

@@ -572,7 +572,8 @@ def _check_run(trainer: RecordingTrainer, eval_size: int) -> None:
     metrics = trainer.evaluate()
     assert np.isfinite(metrics["eval_loss"])
     eval_calls = trainer.calls
-    assert eval_calls and all(not training and not partnered and site is None for training, _, partnered, site, _ in eval_calls)
+    assert eval_calls
+    assert all(not training and not partnered and site is None for training, _, partnered, site, _ in eval_calls)
     assert sum(c[1] for c in eval_calls) == eval_size  # exactly the rows given, no partner rows
     logged = [h for h in trainer.state.log_history if "loss" in h]
     assert logged and all(np.isfinite(h["loss"]) for h in logged)
