@@ -1,4 +1,4 @@
-"""hf-dmix: DMIX (distance-constrained interpolative mixup) for Hugging Face ``transformers`` sequence classifiers.
+"""hf-dmix: DMIX (distance-constrained interpolative mixup) for Hugging Face ``transformers`` classifiers.
 
 Swap three names in an existing fine-tuning script::
 
@@ -8,6 +8,10 @@ Swap three names in an existing fine-tuning script::
     trainer = DMixTrainer(model=model, args=args, train_dataset=train, eval_dataset=dev,
                           data_collator=DMixDataCollator(tokenizer), processing_class=tokenizer)
     trainer.train()
+
+Text (BERT, RoBERTa/XLM-R, ELECTRA, DistilBERT, DeBERTa-v2, ModernBERT), images (ViT, DeiT) and audio (wav2vec2,
+HuBERT, AST) classifiers are supported; for images and audio pass the feature extractor (or nothing, for fixed-size
+inputs) where text passes the tokenizer.
 """
 
 from .cards import render_model_card

@@ -1,7 +1,9 @@
 """``DMixDataCollator``: pads a batch and, for training batches, attaches one mixup partner per example.
 
-What lives here: the collator only. It is a plain dataclass with no model: it needs a tokenizer (for padding), the
-training dataset (to fetch partners' features) and a :class:`~hf_dmix.partners.PartnerIndex` (to draw them).
+What lives here: the collator only. It is a plain dataclass with no model: it needs the model's processing class (for
+padding), the training dataset (to fetch partners' features) and a :class:`~hf_dmix.partners.PartnerIndex` (to draw
+them). Text is padded by the tokenizer; images (``pixel_values``) and fixed-size spectrograms are stacked; raw audio
+(``input_values`` of different lengths) is padded by the feature extractor's ``pad`` (see :class:`FeaturePadder`).
 
 Layout of a training batch of ``B`` anchors: every tensor has ``2B`` rows, anchors first, then their partners in
 the same order, padded together to one length; ``dmix_partner_ids`` (``B`` ints) holds the partners' dataset
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
 
 from .partners import PartnerIndex
 
@@ -31,7 +34,11 @@ class DMixDataCollator:
     """Pad examples and attach DMIX partners to training examples.
 
     Args:
-        tokenizer: used for padding (``tokenizer.pad``), exactly like ``DataCollatorWithPadding``.
+        tokenizer: the model's processing class, which decides how a batch is padded (see :func:`make_padder`): a
+            tokenizer pads like ``DataCollatorWithPadding``; an audio feature extractor (``Wav2Vec2FeatureExtractor``,
+            ``ASTFeatureExtractor``, or a processor holding one) pads ``input_values`` and ``attention_mask`` with
+            its ``pad``; anything else (an image processor, or ``None``) stacks features that all have one shape
+            (``pixel_values``) and rejects examples of different lengths.
         train_dataset: random-access training set whose row ``i`` is the example with ``dmix_index == i``;
             partners' features are read from it. Set by ``DMixTrainer``.
         partner_index: candidate sets to draw partners from. Set by ``DMixTrainer`` when training starts.
@@ -45,7 +52,7 @@ class DMixDataCollator:
     would have drawn. (Inside dataloader workers the key also holds the worker's seed; see :meth:`_rng`.)
     """
 
-    tokenizer: PreTrainedTokenizerBase
+    tokenizer: PreTrainedTokenizerBase | Any
     train_dataset: Any = None
     partner_index: PartnerIndex | None = None
     padding: bool | str = True
@@ -61,13 +68,7 @@ class DMixDataCollator:
     def __post_init__(self) -> None:
         if self.return_tensors != "pt":
             raise ValueError(f"DMixDataCollator returns PyTorch tensors only; got return_tensors={self.return_tensors!r}.")
-        self._pad = DataCollatorWithPadding(
-            self.tokenizer,
-            padding=self.padding,
-            max_length=self.max_length,
-            pad_to_multiple_of=self.pad_to_multiple_of,
-            return_tensors="pt",
-        )
+        self._pad = make_padder(self.tokenizer, self.padding, self.max_length, self.pad_to_multiple_of)
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if not features:
@@ -121,3 +122,96 @@ class DMixDataCollator:
         # collator seeds share streams shifted by one batch).
         seed = int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]) % 2**63
         return torch.Generator().manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------------- padding
+
+_LABEL_KEYS = ("label", "label_ids", "labels")
+
+
+def make_padder(processor: Any, padding: bool | str = True, max_length: int | None = None,
+                pad_to_multiple_of: int | None = None):
+    """The function that turns a list of examples into a batch of PyTorch tensors, chosen by the processing class.
+
+    A tokenizer gets ``DataCollatorWithPadding`` (text, unchanged); anything else a :class:`FeaturePadder`.
+    """
+    if isinstance(processor, PreTrainedTokenizerBase):
+        return DataCollatorWithPadding(
+            processor, padding=padding, max_length=max_length, pad_to_multiple_of=pad_to_multiple_of,
+            return_tensors="pt",
+        )
+    return FeaturePadder(processor, padding=padding, max_length=max_length, pad_to_multiple_of=pad_to_multiple_of)
+
+
+@dataclass
+class FeaturePadder:
+    """Batch image and audio examples (lists, NumPy arrays or tensors, as ``datasets`` or a torch dataset give them).
+
+    * The model inputs a sequence feature extractor knows (``feature_extractor.model_input_names``, e.g.
+      ``input_values`` and ``attention_mask`` for wav2vec2) are padded by its ``pad``, with its padding value,
+      padding side and ``return_attention_mask`` default — exactly what its ``__call__`` does for a batch, so
+      wav2vec2 checkpoints that take no attention mask get none. ``padding``, ``max_length`` and
+      ``pad_to_multiple_of`` are passed on.
+    * Every other feature (``pixel_values``, or everything when there is no sequence feature extractor) is stacked;
+      examples whose shapes differ are rejected (they need a feature extractor to pad them).
+    * ``label``/``label_ids`` become ``labels`` (long), as in ``DataCollatorWithPadding``. Floating-point features
+      become float32 (a ``datasets`` column of Python floats reads as float64).
+
+    ``processor`` may also be a processor (``ProcessorMixin``) with a ``feature_extractor`` attribute.
+    """
+
+    processor: Any = None
+    padding: bool | str = True
+    max_length: int | None = None
+    pad_to_multiple_of: int | None = None
+
+    def __post_init__(self) -> None:
+        extractor = getattr(self.processor, "feature_extractor", self.processor)
+        self.extractor = extractor if isinstance(extractor, SequenceFeatureExtractor) else None
+
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        keys = list(features[0])
+        batch: dict[str, torch.Tensor] = {}
+        padded_keys: list[str] = []
+        if self.extractor is not None and self.extractor.model_input_names[0] in keys:
+            padded_keys = [k for k in self.extractor.model_input_names if k in keys]
+            padded = self.extractor.pad(
+                [{k: _as_array(f[k]) for k in padded_keys} for f in features],
+                padding=self.padding,
+                max_length=self.max_length,
+                pad_to_multiple_of=self.pad_to_multiple_of,
+                return_tensors="pt",
+            )
+            batch.update({k: _float32(v) for k, v in padded.items()})
+        for key in keys:
+            if key in padded_keys:
+                continue
+            values = [_as_tensor(f[key]) for f in features]
+            if key in _LABEL_KEYS:
+                batch["labels"] = torch.stack(values).long()
+                continue
+            shapes = {tuple(v.shape) for v in values}
+            if len(shapes) > 1:
+                raise ValueError(
+                    f"Cannot batch {key!r}: the examples have different shapes {sorted(shapes)[:4]}. Pad them with the "
+                    "model's processing class: pass processing_class=feature_extractor to DMixTrainer (or "
+                    "DMixDataCollator(feature_extractor)), a tokenizer for text, or resize the inputs to one shape."
+                )
+            batch[key] = _float32(torch.stack(values))
+        return batch
+
+
+def _as_array(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _as_tensor(value: Any) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    return torch.as_tensor(np.asarray(value))
+
+
+def _float32(value: torch.Tensor) -> torch.Tensor:
+    return value.float() if value.is_floating_point() else value

@@ -1,8 +1,12 @@
 """Sentence embeddings for partner search, computed once before training.
 
 What lives here: pooling of a last hidden state, and the two ways of embedding a training set — with the model
-being fine-tuned (over its already-tokenized features) or with a separate encoder (over raw text). What does not:
-geometry (``geometry.py``) and partner selection (``partners.py``).
+being fine-tuned (over its already-prepared features: token ids, ``pixel_values`` or ``input_values``) or with a
+separate encoder (over raw text). What does not: geometry (``geometry.py``) and partner selection (``partners.py``).
+
+"Sentence" embedding is the paper's word; for images it is the mean over every position of the last hidden state
+(the CLS [and distillation] token and the patches — the same way text pools include ``[CLS]``/``[SEP]``), for audio
+the mean over the clip's valid feature frames (the model maps its sample-level ``attention_mask`` to frames).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from .mixing import unwrap_model
 
 
 def pool(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str = "mean") -> torch.Tensor:
@@ -32,6 +38,25 @@ def pool(last_hidden_state: torch.Tensor, attention_mask: torch.Tensor | None, p
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
 
 
+def position_mask(model: nn.Module, attention_mask: torch.Tensor | None, length: int) -> torch.Tensor | None:
+    """The mask over the ``length`` positions of the last hidden state, from the batch's ``attention_mask``.
+
+    Text: the attention mask itself. Speech models (wav2vec2, HuBERT, …) take a mask over input *samples* and run a
+    strided convolution first; their ``_get_feature_vector_attention_mask`` gives the mask over the feature frames,
+    the one their own classification head pools with. No mask (images, fixed-size spectrograms): ``None``.
+    """
+    if attention_mask is None or attention_mask.shape[-1] == length:
+        return attention_mask
+    to_frames = getattr(unwrap_model(model), "_get_feature_vector_attention_mask", None)
+    if to_frames is None:
+        raise ValueError(
+            f"The attention_mask covers {attention_mask.shape[-1]} positions but the model's last hidden state has "
+            f"{length}, and {type(unwrap_model(model)).__name__} has no _get_feature_vector_attention_mask to map one "
+            "to the other."
+        )
+    return to_frames(length, attention_mask)
+
+
 @torch.no_grad()
 def embed_batches(
     model: nn.Module,
@@ -43,9 +68,10 @@ def embed_batches(
 ) -> torch.Tensor:
     """Run ``model`` over padded batches and pool its last hidden state; returns ``(N, H)`` float32 on the CPU.
 
-    Works with ``*ForSequenceClassification`` models (through ``output_hidden_states``), with bare encoders
-    (``last_hidden_state``) and with PEFT-wrapped models. The model is put in eval mode for the pass (no dropout,
-    so the embeddings are deterministic) and restored to its previous mode afterwards.
+    Works with text, image and audio classifiers (through ``output_hidden_states``), with bare encoders
+    (``last_hidden_state``) and with PEFT-wrapped models; the mean is over valid positions (:func:`position_mask`).
+    The model is put in eval mode for the pass (no dropout, so the embeddings are deterministic) and restored to its
+    previous mode afterwards.
     """
     was_training = model.training
     model.eval()
@@ -58,7 +84,8 @@ def embed_batches(
             hidden = getattr(outputs, "last_hidden_state", None)
             if hidden is None:
                 hidden = outputs.hidden_states[-1]
-            chunks.append(pool(hidden, batch.get("attention_mask"), pooling).cpu())
+            mask = position_mask(model, batch.get("attention_mask"), hidden.shape[1])
+            chunks.append(pool(hidden, mask, pooling).cpu())
     finally:
         model.train(was_training)
     return torch.cat(chunks)

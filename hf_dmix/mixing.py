@@ -21,6 +21,30 @@ Before the site each sequence attends with its own padding mask; after it, both 
 position that is valid in either sequence (the union of the two masks). The masks themselves are always the ones
 transformers built for the model; we only combine them.
 
+The same three kinds of site exist for images and audio (see ``_FAMILIES``):
+
+* ViT / DeiT (``*ForImageClassification``): site 0 is the patch embeddings (CLS [+ distillation] token, positions,
+  dropout), sites ``1..N`` the transformer layers, site ``N+1`` the input of ``classifier``: the CLS vector after the
+  final layer norm. Images of one size have no padding, so there is no mask to combine.
+* Audio Spectrogram Transformer (``ASTForAudioClassification``): the same layout as DeiT over spectrogram patches;
+  site ``N+1`` is the input of ``classifier.dense`` (the averaged CLS/distillation vector after the head's layer
+  norm, as RoBERTa's site is the input of ``out_proj``). Spectrograms are padded to a fixed length: no mask.
+* wav2vec2 / HuBERT (``*ForSequenceClassification``): site 0 is the input of the first transformer layer — the conv
+  feature encoder's frames after ``feature_projection``, zeroing of padded frames, the positional convolution, (in
+  the post-norm variant) the encoder layer norm and dropout, i.e. the output of ``encoder.dropout``. Up to there
+  every clip is processed with its own mask (the convolutions see only its own, zeroed, padding). Sites ``1..N``
+  are the transformer layers; site ``N+1`` is the input of ``classifier``: ``projector`` output mean-pooled over the
+  clip's valid frames. Padding works as for text, with one addition: the model pools over the frame mask it
+  derives from the sample-level ``attention_mask`` (``_get_feature_vector_attention_mask``), and after a mixing site
+  ``<= N`` that frame mask is the pair's union too, so a mixed row averages over every frame the layers after the
+  site let it attend to. (Mixing at ``N+1`` mixes two vectors each pooled over its own frames.) LayerDrop skips
+  layers at random in training, and a skipped mixing layer would leave the batch unmixed: hidden-state mixing needs
+  ``layerdrop=0``; ``use_weighted_layer_sum`` feeds the head with the unmixed layers before the site: it is
+  supported with ``mix_strategy="sentence"`` only (:func:`check_mixing_settings`).
+
+Swin (and other hierarchical vision models) are not supported: their blocks sit in stages separated by patch merging,
+so there is no single list of same-shaped layers for ``k`` to index, and the family table would need nested paths.
+
 What does not live here: choosing partners (``partners.py``), the loss (``trainer.py``).
 """
 
@@ -50,6 +74,12 @@ class EncoderFamily:
             element-wise maximum), ``"product"`` when they receive a query×key product mask (DeBERTa-v2).
         mask_arg: position of the attention mask among the layer's positional arguments (it is looked up by the
             keyword ``attention_mask`` first).
+        modality: ``"text"``, ``"image"`` or ``"audio"``: which inputs the model takes and which auto class loads it.
+        frame_mask: for speech models whose ``attention_mask`` covers input *samples*, the name of the model's method
+            that turns it into the mask over feature frames (``_get_feature_vector_attention_mask``). The head pools
+            with it, so after a mixing site ``<= N`` the mixer makes it return the pair's union; the embedding pass
+            pools with it too.
+        hint: added to the error for a model of this type without the expected layout.
     """
 
     name: str
@@ -58,6 +88,22 @@ class EncoderFamily:
     sentence_head: str
     mask_kind: Literal["key", "product"] = "key"
     mask_arg: int = 1
+    modality: Literal["text", "image", "audio"] = "text"
+    frame_mask: str | None = None
+    hint: str = ""
+
+    @property
+    def auto_class(self) -> str:
+        """The ``transformers`` auto class that loads this family's classifier."""
+        return _AUTO_CLASSES[self.modality]
+
+
+_AUTO_CLASSES = {
+    "text": "AutoModelForSequenceClassification",
+    "image": "AutoModelForImageClassification",
+    "audio": "AutoModelForAudioClassification",
+}
+_SPEECH_FRAME_MASK = "_get_feature_vector_attention_mask"
 
 
 _FAMILIES: dict[str, EncoderFamily] = {
@@ -70,6 +116,26 @@ _FAMILIES: dict[str, EncoderFamily] = {
         "DeBERTa-v2", "deberta.embeddings", "deberta.encoder.layer", "classifier", mask_kind="product"
     ),
     "modernbert": EncoderFamily("ModernBERT", "model.embeddings", "model.layers", "classifier"),
+    # images (AutoModelForImageClassification)
+    "vit": EncoderFamily("ViT", "vit.embeddings", "vit.layers", "classifier", modality="image"),
+    "deit": EncoderFamily(
+        "DeiT", "deit.embeddings", "deit.layers", "classifier", modality="image",
+        hint=" Distilled DeiT checkpoints load as DeiTForImageClassificationWithTeacher (two heads, one fed by the "
+        "distillation token); DMIX needs DeiTForImageClassification.from_pretrained(name).",
+    ),
+    # audio (AutoModelForAudioClassification)
+    "wav2vec2": EncoderFamily(
+        "wav2vec2", "wav2vec2.encoder.dropout", "wav2vec2.encoder.layers", "classifier", modality="audio",
+        frame_mask=_SPEECH_FRAME_MASK,
+    ),
+    "hubert": EncoderFamily(
+        "HuBERT", "hubert.encoder.dropout", "hubert.encoder.layers", "classifier", modality="audio",
+        frame_mask=_SPEECH_FRAME_MASK,
+    ),
+    "audio-spectrogram-transformer": EncoderFamily(
+        "AST", "audio_spectrogram_transformer.embeddings", "audio_spectrogram_transformer.layers", "classifier.dense",
+        modality="audio",
+    ),
 }
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(_FAMILIES)
 
@@ -91,7 +157,8 @@ def resolve_family(model: nn.Module) -> EncoderFamily:
         supported = ", ".join(f"{f.name} ({t})" for t, f in _FAMILIES.items())
         raise ValueError(
             f"DMIX does not support model_type {model_type!r} ({type(base).__name__}). Supported encoder families: "
-            f"{supported}. Each needs a sequence-classification head (AutoModelForSequenceClassification)."
+            f"{supported}. Each needs a single-label classification head: AutoModelForSequenceClassification for "
+            "text, AutoModelForImageClassification for images, AutoModelForAudioClassification for audio."
         )
     family = _FAMILIES[model_type]
     try:
@@ -100,10 +167,39 @@ def resolve_family(model: nn.Module) -> EncoderFamily:
         _get_module(base, family.sentence_head)
     except AttributeError as err:
         raise ValueError(
-            f"{type(base).__name__} has model_type {model_type!r} but not the {family.name} sequence-classification "
-            f"layout DMIX hooks into ({err}). Load it with AutoModelForSequenceClassification."
+            f"{type(base).__name__} has model_type {model_type!r} but not the {family.name} classification layout "
+            f"DMIX hooks into ({err}). Load it with {family.auto_class}.{family.hint}"
         ) from None
     return family
+
+
+def check_mixing_settings(model: nn.Module, strategy: str) -> None:
+    """Reject model settings under which a ``strategy`` step would not mix every row (a ``ValueError`` saying why).
+
+    * ``layerdrop > 0`` (wav2vec2, HuBERT): in training each layer is skipped with that probability, hooks included;
+      when the step's mixing layer is skipped nothing is mixed although the loss mixes the labels.
+    * ``use_weighted_layer_sum`` (wav2vec2, HuBERT): the head reads a weighted sum of *every* layer's output, and the
+      layers before an embedding or hidden site hold each clip unmixed.
+    """
+    config = unwrap_model(model).config
+    if strategy == "hidden" and float(getattr(config, "layerdrop", 0.0) or 0.0) > 0:
+        raise ValueError(_layerdrop_message(config))
+    if strategy in ("hidden", "input") and getattr(config, "use_weighted_layer_sum", False):
+        raise ValueError(
+            f"use_weighted_layer_sum=True feeds the classifier a weighted sum of every layer's output, including the "
+            f"unmixed ones before the mixing site, so mix_strategy={strategy!r} would not train on mixed examples. "
+            "Use mix_strategy='sentence' (mixes the classifier input), or load the model with "
+            "use_weighted_layer_sum=False."
+        )
+
+
+def _layerdrop_message(config: Any) -> str:
+    return (
+        f"The model has layerdrop={config.layerdrop}: in training it skips encoder layers at random, and a step whose "
+        "mixing layer is skipped would not mix at all. Load the model with layerdrop=0.0 (e.g. "
+        "AutoModelForAudioClassification.from_pretrained(name, layerdrop=0.0)), or use mix_strategy='input' or "
+        "'sentence'."
+    )
 
 
 def _get_module(root: nn.Module, path: str) -> nn.Module:
@@ -192,7 +288,7 @@ class _MixState:
 
 
 class HiddenStateMixer:
-    """Hooks that mix anchors and partners at one site of a sequence classifier's forward pass.
+    """Hooks that mix anchors and partners at one site of a classifier's forward pass (text, image or audio).
 
     The hooks are attached once and stay dormant until :meth:`activate` is called; they then act on every forward
     pass until :meth:`deactivate`. Staying active until the next step matters: with gradient checkpointing the
@@ -232,6 +328,8 @@ class HiddenStateMixer:
             self._handles.append(layer.register_forward_hook(self._output_hook(i), prepend=True))
         head = _get_module(self.base, self.family.sentence_head)
         self._handles.append(head.register_forward_pre_hook(self._head_hook()))
+        if self.family.frame_mask is not None:
+            self._wrap_frame_mask(self.family.frame_mask)
         return self
 
     def detach(self) -> None:
@@ -239,7 +337,32 @@ class HiddenStateMixer:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        if self.family.frame_mask is not None:
+            # Only the instance attribute set by _wrap_frame_mask goes; the class method shows through again.
+            self.base.__dict__.pop(self.family.frame_mask, None)
         self.deactivate()
+
+    def _wrap_frame_mask(self, name: str) -> None:
+        """Make the classifier's frame mask (the mask its head pools with) the pair's union after a site ``<= N``.
+
+        Speech classifiers compute the pooling mask inside ``forward`` by calling ``self.<name>(frames,
+        attention_mask)`` on the *outer* model, while the encoder's own masks come from the same method of the inner
+        base model (another instance). Shadowing the method on the outer instance therefore changes the pooling
+        mask only; a forward hook cannot reach it. Dormant, the wrapper returns the original mask unchanged.
+        """
+        original = getattr(type(self.base), name).__get__(self.base)
+
+        def frame_mask(*args: Any, **kwargs: Any) -> Any:
+            mask = original(*args, **kwargs)
+            state = self.state
+            if state.site is None or state.site > self.num_layers:
+                return mask  # unmixed, or mixed at the classifier input: each row pools over its own frames
+            mask = union_mask(mask, state.num_anchors)
+            if state.anchors_only and state.site < self.num_layers:
+                mask = _mask_rows(mask, state.num_anchors)  # only the anchor rows reached the head
+            return mask
+
+        setattr(self.base, name, frame_mask)
 
     def activate(self, site: int, ratio: float, num_anchors: int, anchors_only: bool = False) -> None:
         """Mix at ``site`` with ratio ``r = ratio`` on the anchor, for batches of ``2 * num_anchors`` rows.
@@ -251,6 +374,9 @@ class HiddenStateMixer:
             raise ValueError(f"Mixing site must lie in [0, {self.sentence_site}], got {site}.")
         if not self._handles:
             raise RuntimeError("HiddenStateMixer.activate() called before attach().")
+        config = self.base.config
+        if 1 <= site <= self.num_layers and self.base.training and float(getattr(config, "layerdrop", 0.0) or 0.0) > 0:
+            raise ValueError(_layerdrop_message(config))
         self.state = _MixState(
             site=site, ratio=float(ratio), num_anchors=int(num_anchors), anchors_only=bool(anchors_only)
         )

@@ -37,7 +37,7 @@ from .collator import INDEX_COLUMN, PARTNER_IDS_KEY, DMixDataCollator
 from .config import AUTO_EXACT_MAX_EXAMPLES, DMixConfig
 from .embeddings import embed_batches, embed_texts, iter_feature_batches
 from .geometry import to_poincare_ball
-from .mixing import HiddenStateMixer, num_layers, resolve_family, unwrap_model
+from .mixing import _FAMILIES, HiddenStateMixer, check_mixing_settings, num_layers, resolve_family, unwrap_model
 from .partners import (
     PartnerIndex,
     candidate_overlap,
@@ -72,19 +72,23 @@ class _IndexedDataset(Dataset):
 
 
 class DMixTrainer(Trainer):
-    """Trainer for DMIX: distance-constrained interpolative mixup for sentence classification.
+    """Trainer for DMIX: distance-constrained interpolative mixup for text, image and audio classification.
 
-    A drop-in replacement for ``Trainer`` with a sequence-classification model: swap ``TrainingArguments`` for
-    [`DMixConfig`], ``DataCollatorWithPadding`` for [`DMixDataCollator`] (or pass none: it is built from
-    ``processing_class``) and ``Trainer`` for ``DMixTrainer``.
+    A drop-in replacement for ``Trainer`` with a classification model: swap ``TrainingArguments`` for
+    [`DMixConfig`], ``DataCollatorWithPadding`` (or the default collator) for [`DMixDataCollator`] (or pass none: it
+    is built from ``processing_class``) and ``Trainer`` for ``DMixTrainer``.
 
     Args:
-        model: a supported ``*ForSequenceClassification`` model (optionally PEFT-wrapped), or a path / Hub id that
-            ``AutoModelForSequenceClassification`` loads in float32.
+        model: a classifier of a supported family (optionally PEFT-wrapped): ``*ForSequenceClassification`` for text
+            and wav2vec2/HuBERT, ``ViTForImageClassification``/``DeiTForImageClassification``,
+            ``ASTForAudioClassification``; or a path / Hub id, loaded in float32 with the family's auto class.
         args: a [`DMixConfig`]. Defaults to ``DMixConfig("dmix-output")``.
         data_collator: a [`DMixDataCollator`]; built from ``processing_class`` when omitted.
-        train_dataset: tokenized, map-style training set with a ``label`` (or ``labels``) column of class ids.
-        eval_dataset, processing_class, **kwargs: as for ``Trainer``.
+        train_dataset: map-style training set of model inputs (tokenized text, ``pixel_values``, or
+            ``input_values`` [+ ``attention_mask``]) with a ``label`` (or ``labels``) column of class ids.
+        eval_dataset, **kwargs: as for ``Trainer``.
+        processing_class: pads the batches: a tokenizer for text, the feature extractor for raw audio
+            (wav2vec2/HuBERT clips of different lengths); optional for images and AST spectrograms (stacked).
         sentence_embeddings: optional precomputed ``(len(train_dataset), d)`` embeddings for partner search; when
             given, no embedding pass is run.
     """
@@ -110,7 +114,7 @@ class DMixTrainer(Trainer):
                 "DMixConfig(output_dir=..., mix_strategy=..., tau=..., ...)."
             )
         if isinstance(model, str):
-            model = AutoModelForSequenceClassification.from_pretrained(model, dtype=torch.float32)
+            model = _load_classifier(model)
         if model is None and kwargs.get("model_init") is None:
             raise ValueError("DMixTrainer needs a model, or a model_init function (for hyperparameter_search).")
         self._mixing = args.mix_strategy != "none"
@@ -120,7 +124,7 @@ class DMixTrainer(Trainer):
             if self._mixing:
                 train_dataset = _with_index(train_dataset)
         if data_collator is None:
-            if processing_class is None:
+            if processing_class is None and _modality(model) == "text":
                 raise ValueError(
                     "DMixTrainer needs a tokenizer to pad batches: pass processing_class=tokenizer, or a DMixDataCollator."
                 )
@@ -175,7 +179,8 @@ class DMixTrainer(Trainer):
         self.mixer = HiddenStateMixer(self.model) if self._mixing else None
         self._metrics: dict[str, list[float]] = defaultdict(list)
         if hasattr(self.model, "add_model_tags"):
-            self.model.add_model_tags(self._tag_names)
+            task = f"{_modality(self.model) or 'text'}-classification"
+            self.model.add_model_tags([t if t != "text-classification" else task for t in self._tag_names])
 
     # ------------------------------------------------------------------ data plumbing
 
@@ -408,6 +413,8 @@ class DMixTrainer(Trainer):
     def _check_model(self, model: nn.Module) -> None:
         """Family, head and layer checks of the model DMIX will hook into (again for each ``model_init`` model)."""
         _check_classifier(model)
+        if self._mixing:
+            check_mixing_settings(model, self.args.mix_strategy)
         self.num_encoder_layers = num_layers(model)
         self.mix_layers = _resolve_mix_layers(self.args, self.num_encoder_layers)
         _check_anchor_dominant(self.args, model)
@@ -950,6 +957,24 @@ class DMixTrainer(Trainer):
 # ---------------------------------------------------------------------- checks
 
 
+def _modality(model: Any) -> str | None:
+    """``"text"``, ``"image"`` or ``"audio"`` for a model of a supported family, else ``None``."""
+    if not isinstance(model, nn.Module):
+        return None
+    family = _FAMILIES.get(getattr(getattr(unwrap_model(model), "config", None), "model_type", None))
+    return None if family is None else family.modality
+
+
+def _load_classifier(name_or_path: str) -> PreTrainedModel:
+    """Load a path / Hub id in float32 with the auto class of its family (text, image or audio classification)."""
+    import transformers
+    from transformers import AutoConfig
+
+    family = _FAMILIES.get(AutoConfig.from_pretrained(name_or_path).model_type)
+    auto = AutoModelForSequenceClassification if family is None else getattr(transformers, family.auto_class)
+    return auto.from_pretrained(name_or_path, dtype=torch.float32)
+
+
 def _check_classifier(model: nn.Module) -> None:
     resolve_family(model)  # raises for unsupported architectures
     config = unwrap_model(model).config
@@ -1076,8 +1101,14 @@ def _check_train_dataset(dataset: Any) -> None:
 
 
 def _with_index(dataset: Any) -> Any:
-    """The training set with a ``dmix_index`` column holding each row's position."""
-    if hasattr(dataset, "add_column") and hasattr(dataset, "column_names"):
+    """The training set with a ``dmix_index`` column holding each row's position.
+
+    A ``datasets.Dataset`` with an on-the-fly transform (``with_transform``/``set_transform``, the usual way to run an
+    image processor) is wrapped instead: its transform returns only the columns it builds, so an added column would
+    be dropped from every row and no batch would be mixed.
+    """
+    custom_format = (getattr(dataset, "format", None) or {}).get("type") == "custom"
+    if hasattr(dataset, "add_column") and hasattr(dataset, "column_names") and not custom_format:
         if INDEX_COLUMN in dataset.column_names:
             dataset = dataset.remove_columns(INDEX_COLUMN)
         return dataset.add_column(INDEX_COLUMN, np.arange(len(dataset), dtype=np.int64))

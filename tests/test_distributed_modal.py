@@ -1,0 +1,71 @@
+"""Real 2-process DDP (gloo, CPU) for an image (ViT) and an audio (wav2vec2, clips of different lengths) model,
+against a single process over the same global batch (the text version: test_distributed.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+HERE = Path(__file__).resolve().parent
+CASES = ("vit", "wav2vec2")
+
+
+def _run(cmd: list[str], tmp: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(cmd, cwd=HERE.parent, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp-modal")
+    script = str(HERE / "ddp_modal_script.py")
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29527", script,
+          str(out)], out)
+    _run([sys.executable, script, str(out)], out)
+    return {
+        f"{case}_{name}": torch.load(out / f"{case}_{name}.pt")
+        for case in CASES
+        for name in ("rank0_of2", "rank1_of2", "rank0_of1")
+    }, out
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_really_distributed_with_2b_row_batches(runs, case):
+    _, out = runs
+    for rank in (0, 1):
+        info = json.loads((out / f"{case}_rank{rank}_of2.json").read_text())
+        assert info["num_processes"] == 2 and "MULTI_CPU" in info["distributed_type"]
+        assert info["steps"] == 3
+        assert info["rows_seen"] == [[8, 4]] * 3  # per rank: 4 anchors + their 4 partners, one forward per step
+    single = json.loads((out / f"{case}_rank0_of1.json").read_text())
+    assert single["rows_seen"] == [[16, 8]] * 3
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_ranks_share_embeddings_and_partner_index(runs, case):
+    res, _ = runs
+    r0, r1, single = res[f"{case}_rank0_of2"], res[f"{case}_rank1_of2"], res[f"{case}_rank0_of1"]
+    assert torch.equal(r0["embeddings"], r1["embeddings"]) and torch.equal(r0["candidates"], r1["candidates"])
+    # Sharded (audio: each shard padded to its own longest clip) and gathered, they equal one process's.
+    torch.testing.assert_close(r0["embeddings"], single["embeddings"], atol=1e-5, rtol=1e-5)
+    assert torch.equal(r0["candidates"], single["candidates"])
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_two_ranks_equal_one_process_over_the_global_batch(runs, case):
+    res, _ = runs
+    a, b = res[f"{case}_rank0_of2"]["params"], res[f"{case}_rank1_of2"]["params"]
+    single, initial = res[f"{case}_rank0_of1"]["params"], res[f"{case}_rank0_of1"]["initial"]
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+        torch.testing.assert_close(a[name], single[name], atol=1e-5, rtol=0, msg=name)
+    moved = max(float((single[name] - initial[name]).abs().max()) for name in single)
+    assert moved > 1e-2, "training barely moved the parameters: the comparison would be vacuous"
