@@ -2,7 +2,8 @@
 
 What lives here: :class:`PartnerIndex` (the candidate sets and the uniform draw from them), :func:`build_partner_index`
 (exact chunked top-τ selection over a distance from ``geometry.py``) and :func:`partner_statistics` (how concentrated
-the candidate sets are, so users can see whether the geometry is doing something sensible).
+the candidate sets are, so users can see whether the geometry is doing something sensible; :func:`describe_partner_index`
+says the same in one sentence).
 
 What does not: embedding text (``trainer.py``), mapping embeddings into a space (``geometry.py``), fetching the
 partner's features (``collator.py``).
@@ -620,6 +621,47 @@ def partner_statistics(index: PartnerIndex, labels: torch.Tensor | None = None) 
     stats.update(random_partner_statistics(n, k, labels))
     stats["hub_concentration"] = hub_concentration(stats)
     return stats
+
+
+def describe_partner_index(stats: dict[str, float]) -> str:
+    """The figures of :func:`partner_statistics` (``DMixTrainer.partner_index_stats``) in one plain-English line.
+
+    For people reading a run's output rather than its ``results.json``: how many candidates each example draws its
+    partner from, how concentrated the candidate slots are and how much of the training set they cover, how often a
+    candidate has the anchor's label and, for hyperbolic indices, the overlap with cosine top-τ; each measured
+    figure is followed by what uniformly random candidate sets of the same size would give. Returns ``""`` for empty
+    ``stats`` (no partner index: plain fine-tuning).
+    """
+    if not stats:
+        return ""
+    n, k = int(stats["num_examples"]), int(stats["candidates_per_example"])
+    parts = [f"Each training example has {k} candidate partners out of {n - 1}"]
+    if "top1pct_slot_share" in stats:
+        parts.append(
+            f"the most frequent 1% of examples hold {stats['top1pct_slot_share']:.1%} of candidate slots "
+            f"(random {stats['random_top1pct_slot_share']:.1%})"
+        )
+    if "distinct_candidate_share" in stats:
+        share = stats["distinct_candidate_share"]
+        # Rounded down: "100.0%" for 99.96% would hide the examples that are never a partner.
+        parts.append(
+            "every example is a candidate of some anchor" if share >= 1.0
+            else f"{math.floor(share * 1000) / 10:.1f}% of the training set is a candidate of some anchor"
+        )
+    if "same_label_share" in stats:
+        parts.append(
+            f"{stats['same_label_share']:.1%} of candidates share the anchor's label "
+            f"(random {stats['random_same_label_share']:.1%})"
+        )
+    if "cosine_overlap" in stats:
+        parts.append(
+            f"{stats['cosine_overlap']:.1%} of candidates are also in the cosine top-τ set "
+            f"(chance {stats['cosine_overlap_chance']:.1%})"
+        )
+    text = "; ".join(parts) + "."
+    if "estimated_from_anchors" in stats:
+        text += f" (Slot figures estimated from {int(stats['estimated_from_anchors'])} sampled anchors.)"
+    return text
 
 
 def hub_concentration(stats: dict[str, float]) -> float:

@@ -8,7 +8,7 @@ import torch
 
 import hf_dmix.partners as partners_mod
 from hf_dmix.geometry import to_poincare_ball
-from hf_dmix.partners import PartnerIndex, build_partner_index, num_candidates, partner_statistics
+from hf_dmix.partners import PartnerIndex, build_partner_index, describe_partner_index, num_candidates, partner_statistics
 
 N = 25
 DRAWS_PER_ANCHOR = 600
@@ -313,6 +313,39 @@ def test_partner_statistics_hand_built() -> None:
     # Same-label slots: row 2 → {3}, row 3 → {2, 4}, row 4 → {2, 3}: 5 of 10.
     assert stats["same_label_share"] == pytest.approx(5 / 10)
     assert "same_label_share" not in partner_statistics(PartnerIndex(5, cands))
+
+
+def test_describe_partner_index_in_words() -> None:
+    stats = {
+        "num_examples": 381.0, "candidates_per_example": 38.0, "top1pct_slot_share": 0.0142,
+        "random_top1pct_slot_share": 0.0101, "distinct_candidate_share": 1.0, "same_label_share": 0.62,
+        "random_same_label_share": 0.5512,
+    }
+    assert describe_partner_index(stats) == (
+        "Each training example has 38 candidate partners out of 380; the most frequent 1% of examples hold 1.4% of "
+        "candidate slots (random 1.0%); every example is a candidate of some anchor; 62.0% of candidates share the "
+        "anchor's label (random 55.1%)."
+    )
+    # Coverage just short of complete is rounded down, never shown as 100%; the cosine overlap and the threshold
+    # index's sampled anchors are said when present.
+    stats.update(distinct_candidate_share=0.9996, cosine_overlap=0.716, cosine_overlap_chance=0.301,
+                 estimated_from_anchors=1024.0)
+    assert describe_partner_index(stats) == (
+        "Each training example has 38 candidate partners out of 380; the most frequent 1% of examples hold 1.4% of "
+        "candidate slots (random 1.0%); 99.9% of the training set is a candidate of some anchor; 62.0% of candidates "
+        "share the anchor's label (random 55.1%); 71.6% of candidates are also in the cosine top-τ set (chance 30.1%). "
+        "(Slot figures estimated from 1024 sampled anchors.)"
+    )
+    assert describe_partner_index({}) == ""
+    # The keys partner_statistics writes are the keys this reads (no labels: no same-label clause).
+    cands = torch.tensor([[2, 3], [2, 4], [3, 0], [2, 4], [2, 3]], dtype=torch.int32)
+    stats = partner_statistics(PartnerIndex(5, cands))
+    # The random top-1 % share is simulated (seeded): read it back rather than pin torch's sampler.
+    assert describe_partner_index(stats) == (
+        "Each training example has 2 candidate partners out of 4; the most frequent 1% of examples hold 40.0% of "
+        f"candidate slots (random {stats['random_top1pct_slot_share']:.1%}); 80.0% of the training set is a candidate "
+        "of some anchor."
+    )
 
 
 def test_partner_statistics_hub_concentration() -> None:
