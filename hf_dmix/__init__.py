@@ -24,7 +24,7 @@ from .geometry import (
     to_poincare_ball,
 )
 from .hub import DMixInfo, HubError, PushResult, dmix_record, load_dmix_info, push_to_hub
-from .mixing import SUPPORTED_MODEL_TYPES, HiddenStateMixer, union_mask
+from .mixing import SUPPORTED_MODEL_TYPES, HiddenStateMixer, fill_keyless_rows, union_mask
 from .partners import (
     PartnerIndex,
     build_partner_index,
@@ -56,6 +56,7 @@ __all__ = [
     "dmix_record",
     "embed_texts",
     "expmap0",
+    "fill_keyless_rows",
     "k_occurrence",
     "load_dmix_info",
     "mobius_add",
