@@ -51,6 +51,8 @@ DEFAULT_MOMENT_REFERENCE = 16384
 _MIN_STD = 1e-12
 # The key of one pair, recomputed in a matrix product of another shape than the one that set the threshold, differs
 # by float32 rounding (~1e-7 relative); this relative slack keeps the k-th key itself (and its exact ties) members.
+# It also admits any other example whose key is within the slack below the k-th: a threshold set is the exact list
+# plus those near-ties (tests/test_partners.py::test_exact_thresholds_admit_the_lists_and_near_ties_of_the_kth_key_only).
 _KEY_RTOL = 1e-5
 
 
@@ -196,8 +198,10 @@ class PartnerIndex:
     * **thresholds**: ``thresholds`` is an ``(N,)`` tensor; ``j`` is a candidate of ``i`` iff its ranking key
       under the partner rule (larger = preferred) is ``>= thresholds[i]``. ``O(N)`` memory on top of the ``points``
       (and, for the hub-robust rules, the ``moments``) it refers to. Sampling is by rejection: draw others uniformly until one is a member,
-      which is exactly uniform over the members and costs ``~1/τ`` dot products per draw. Ties at the threshold
-      are all members (lists break them arbitrarily).
+      which is exactly uniform over the members and costs ``~1/τ`` dot products per draw. A key counts as
+      ``>= thresholds[i]`` within a slack of ``_KEY_RTOL · max(|t|, 1)`` (``1e-5``): exact ties with the k-th
+      candidate (lists keep an arbitrary one of them) and float32 near-ties are all members, so a set can hold a
+      few more than ``k`` examples.
 
     Attributes:
         num_examples: ``N``, the size of the training set the indices refer to.
@@ -449,7 +453,9 @@ def top_tau_thresholds(
     """Per-anchor ranking-key thresholds of the top-``k`` candidate sets, in ``O(N)`` memory.
 
     Exact (``sample_size=None``): the ``k``-th largest key of each anchor's row, from chunked matrix products and
-    ``topk`` — the same sets as :func:`top_tau_candidates`, without storing them.
+    ``topk``. As a :class:`PartnerIndex` the sets are those of :func:`top_tau_candidates` plus the examples whose key
+    lies within ``_KEY_RTOL · max(|t|, 1)`` below the threshold ``t`` (ties and float32 near-ties with the k-th
+    candidate, which the lists break arbitrarily), without storing them.
 
     Sampled (``sample_size=m``): each anchor's threshold is estimated from its keys to ``m`` random examples, at the
     ``k_s``-th largest with ``k_s = ceil(f·m + z·sqrt(m·f·(1−f)))``, ``f = k/(N−1)``. The margin of ``z`` binomial

@@ -411,6 +411,36 @@ def test_exact_thresholds_select_the_same_sets_as_lists(distance: str, order: st
     )
 
 
+@pytest.mark.parametrize("rule", ["paper", "centered"])
+def test_exact_thresholds_admit_the_lists_and_near_ties_of_the_kth_key_only(rule: str) -> None:
+    """What ``partner_index_max_mb`` promises for threshold mode: every list member, plus the examples whose ranking
+    key lies within ``_KEY_RTOL · max(|t|, 1)`` below the anchor's k-th key ``t`` (exact ties such as repeated texts,
+    and float32 near-ties), and nothing else. Duplicated points make such ties happen."""
+    g = torch.Generator().manual_seed(11)
+    base = to_poincare_ball(torch.randn(20, 8, generator=g) * torch.rand(20, 1, generator=g) * 3)
+    points = torch.cat([base, base[:5]])  # five repeated "texts": identical embeddings
+    n, tau = len(points), 0.3
+    extra = dict(rule=rule, show_progress=False)
+    lists = build_partner_index(points, n, "hyperbolic", tau, **extra)
+    thr = build_partner_index(points, n, "hyperbolic", tau, representation="thresholds", **extra)
+    k = lists.candidates_per_example
+    keys = thr._ranker().block(torch.arange(n)).double()
+    keys.fill_diagonal_(float("-inf"))
+    kth = keys.topk(k, dim=1).values[:, -1]
+    slack = partners_mod._KEY_RTOL * kth.abs().clamp_min(1.0)
+    members = thr.members(torch.arange(n))
+    extras = 0
+    for i in range(n):
+        got, listed = set(members[i].nonzero().flatten().tolist()), lists.candidate_set(i)
+        assert listed <= got, f"anchor {i}: a list member is missing"
+        near = {j for j in range(n) if j != i and keys[i, j] >= kth[i] - slack[i]}
+        assert got == near | listed, f"anchor {i}: admitted beyond the slack"
+        extras += len(got - listed)
+    # The repeated points tie with the k-th candidate for some anchors: those sets hold more than k examples.
+    assert extras > 0
+    assert members.sum(dim=1).max() > k
+
+
 def test_sampled_thresholds_keep_recall_with_bounded_overshoot() -> None:
     n, tau = 3000, 0.1
     g = torch.Generator().manual_seed(7)
