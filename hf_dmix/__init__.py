@@ -36,11 +36,12 @@ from .geometry import (
     to_poincare_ball,
 )
 from .hub import DMixInfo, HubError, PushResult, dmix_record, load_dmix_info, push_to_hub
-from .mixing import SUPPORTED_MODEL_TYPES, HiddenStateMixer, union_mask
+from .mixing import SUPPORTED_MODEL_TYPES, HiddenStateMixer, fill_keyless_rows, union_mask
 from .partners import (
     PartnerIndex,
     build_partner_index,
     candidate_overlap,
+    describe_partner_index,
     num_candidates,
     partner_statistics,
     top_tau_candidates,
@@ -64,10 +65,12 @@ __all__ = [
     "build_partner_index",
     "candidate_overlap",
     "data_diagnostics",
+    "describe_partner_index",
     "dmix_record",
     "duplicate_stats",
     "embed_texts",
     "expmap0",
+    "fill_keyless_rows",
     "k_occurrence",
     "load_dmix_info",
     "mobius_add",

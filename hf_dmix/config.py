@@ -114,6 +114,12 @@ class DMixConfig(TrainingArguments):
         partner_index_max_mb (`int`, defaults to `1024`):
             Candidate sets are kept as an ``(N, k)`` int32 table up to this size; beyond it (e.g. ``N = 100k``,
             ``τ = 0.5`` would need 20 GB) one threshold per example is stored and partners are drawn by rejection.
+            The threshold ``t`` is the anchor's k-th largest ranking key, lowered by a slack of
+            ``1e-5 · max(|t|, 1)`` so that recomputing a key in another matrix shape (float32 rounding, ~1e-7
+            relative) never drops a member. A threshold set is therefore every member of the exact list plus every
+            example whose key lies within that slack below ``t``: exact ties with the k-th candidate (repeated
+            texts have identical embeddings; a list keeps an arbitrary one of them) and float32 near-ties. Such a
+            set can hold more than ``k`` examples; with distinct, continuous embeddings it equals the list.
 
     Defaults that differ from ``TrainingArguments`` (the paper's setting, and what DDP needs):
         learning_rate: ``2e-5``; weight_decay: ``0.01``; per_device_train_batch_size: ``8``;
@@ -242,7 +248,9 @@ class DMixConfig(TrainingArguments):
         default=1024,
         metadata={
             "help": "Largest candidate table (N x k int32) kept as explicit lists; larger indices store one "
-            "threshold per example and draw partners by rejection (same sets, O(N) memory); 0 = always thresholds."
+            "threshold per example and draw partners by rejection in O(N) memory. Threshold sets hold every list "
+            "member plus the examples tied or nearly tied with the k-th candidate (ranking key within 1e-5 relative, "
+            "e.g. repeated texts), so a set can exceed k; 0 = always thresholds."
         },
     )
 

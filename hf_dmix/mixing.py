@@ -21,6 +21,17 @@ Before the site each sequence attends with its own padding mask; after it, both 
 position that is valid in either sequence (the union of the two masks). The masks themselves are always the ones
 transformers built for the model; we only combine them.
 
+Mixing also mixes the anchor's *padding* positions with the partner's tokens there, and the union then lets later
+layers read them; so the anchor's hidden states at its padding positions, which a plain forward never uses, must be
+well defined. With global attention they are (a padding query attends to the sequence's tokens). ModernBERT's
+sliding-window layers leave a padding query more than half a window past the last token with no key at all, and
+such a fully masked row is implementation-defined (sdpa: zero output, eager: uniform weights over every position).
+The residual stream carries that difference to every later layer, so the mixed result at every site from the first
+sliding-window layer to ``N − 1`` would depend on the attention implementation. For families with such layers
+(``EncoderFamily.keyless_rows``) each mask row with no key is therefore given the keys its sequence can attend to
+(:func:`fill_keyless_rows`) while mixing is active: those rows then attend like a global layer's, in every
+implementation; the rows of real tokens are untouched, so nothing a plain forward reads changes.
+
 The same three kinds of site exist for images and audio (see ``_FAMILIES``):
 
 * ViT / DeiT (``*ForImageClassification``): site 0 is the patch embeddings (CLS [+ distillation] token, positions,
@@ -80,6 +91,8 @@ class EncoderFamily:
             with it, so after a mixing site ``<= N`` the mixer makes it return the pair's union; the embedding pass
             pools with it too.
         hint: added to the error for a model of this type without the expected layout.
+        keyless_rows: some layers can leave a padding query with no key at all (sliding-window attention); such
+            rows are filled by :func:`fill_keyless_rows` while mixing (see the module docstring).
     """
 
     name: str
@@ -91,6 +104,7 @@ class EncoderFamily:
     modality: Literal["text", "image", "audio"] = "text"
     frame_mask: str | None = None
     hint: str = ""
+    keyless_rows: bool = False
 
     @property
     def auto_class(self) -> str:
@@ -115,7 +129,7 @@ _FAMILIES: dict[str, EncoderFamily] = {
     "deberta-v2": EncoderFamily(
         "DeBERTa-v2", "deberta.embeddings", "deberta.encoder.layer", "classifier", mask_kind="product"
     ),
-    "modernbert": EncoderFamily("ModernBERT", "model.embeddings", "model.layers", "classifier"),
+    "modernbert": EncoderFamily("ModernBERT", "model.embeddings", "model.layers", "classifier", keyless_rows=True),
     # images (AutoModelForImageClassification)
     "vit": EncoderFamily("ViT", "vit.embeddings", "vit.layers", "classifier", modality="image"),
     "deit": EncoderFamily(
@@ -250,6 +264,36 @@ def union_mask(mask: torch.Tensor | None, num_anchors: int, kind: Literal["key",
     if mask.dtype == torch.bool:
         return mask | swapped
     return torch.maximum(mask, swapped)
+
+
+def fill_keyless_rows(mask: Any) -> Any:
+    """Give every query row of a prepared attention mask that allows no key the keys its sequence can attend to.
+
+    A sliding-window layer leaves a padding query more than half a window past the last token with no key; the
+    attention output of such a row is implementation-defined (sdpa returns zeros, eager a uniform average over every
+    position, padding included). After filling, the row allows exactly the keys that some query of the same sequence
+    allows (the sequence's tokens: each token sees at least itself), so every implementation computes the same
+    softmax. Rows that allow any key are returned unchanged. Works on boolean (``True`` = attend), additive float
+    (``0`` = attend, very negative = masked) and integer 0/1 masks of shape ``(..., L_query, L_key)``; ``None`` and
+    dicts of masks as in :func:`union_mask`.
+    """
+    if mask is None:
+        return None
+    if isinstance(mask, dict):
+        return {name: fill_keyless_rows(m) for name, m in mask.items()}
+    if not isinstance(mask, torch.Tensor) or mask.ndim < 2 or mask.shape[-2] == 1:
+        return mask  # a key-padding mask (one query row) leaves no real token without keys
+    row_best = mask.amax(dim=-1, keepdim=True)
+    if mask.dtype == torch.bool:
+        keyless = ~row_best
+    elif mask.is_floating_point():
+        # Additive: transformers masks with finfo.min (or -inf); half of it is far below any real bias.
+        keyless = row_best <= torch.finfo(mask.dtype).min / 2
+    else:
+        keyless = row_best <= 0
+    if not keyless.any():
+        return mask
+    return torch.where(keyless, mask.amax(dim=-2, keepdim=True), mask)
 
 
 def _anchor_rows(value: Any, num_anchors: int, seq_len: int | None) -> Any:
@@ -408,13 +452,24 @@ class HiddenStateMixer:
     def _mask_hook(self, layer_index: int):
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> Any:
             state = self.state
-            # Layers after the mixing site see the union of the pair's masks; layers up to it keep their own.
-            if state.site is None or layer_index <= state.site or state.site == self.sentence_site:
+            # Layers after the mixing site see the union of the pair's masks; layers up to it keep their own. In
+            # sliding-window families every layer's keyless rows are filled too (module docstring).
+            if state.site is None:
+                return None
+            after = layer_index > state.site
+            fill = self.family.keyless_rows
+            if not after and not fill:
                 return None
             kind, b = self.family.mask_kind, state.num_anchors
 
             def combine(mask: Any) -> Any:
+                if not after:
+                    return fill_keyless_rows(mask)
+                # Union first: an anchor padding row that the partner's tokens open must keep the partner's window,
+                # not be filled from the anchor's own (keyless) row.
                 mask = union_mask(mask, b, kind)
+                if fill:
+                    mask = fill_keyless_rows(mask)
                 return _mask_rows(mask, b) if state.anchors_only else mask
 
             if "attention_mask" in kwargs:
@@ -424,7 +479,7 @@ class HiddenStateMixer:
                 i = self.family.mask_arg
                 args[i] = combine(args[i])
                 args = tuple(args)
-            if state.anchors_only:
+            if state.anchors_only and after:
                 hidden = args[0] if args else kwargs.get("hidden_states")
                 seq_len = hidden.shape[1] if isinstance(hidden, torch.Tensor) and hidden.ndim >= 2 else None
                 skip = {"attention_mask"}

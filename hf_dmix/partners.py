@@ -2,7 +2,8 @@
 
 What lives here: :class:`PartnerIndex` (the candidate sets and the uniform draw from them), :func:`build_partner_index`
 (exact chunked top-τ selection over a distance from ``geometry.py``) and :func:`partner_statistics` (how concentrated
-the candidate sets are, so users can see whether the geometry is doing something sensible).
+the candidate sets are, so users can see whether the geometry is doing something sensible; :func:`describe_partner_index`
+says the same in one sentence).
 
 What does not: embedding text (``trainer.py``), mapping embeddings into a space (``geometry.py``), fetching the
 partner's features (``collator.py``).
@@ -50,6 +51,8 @@ DEFAULT_MOMENT_REFERENCE = 16384
 _MIN_STD = 1e-12
 # The key of one pair, recomputed in a matrix product of another shape than the one that set the threshold, differs
 # by float32 rounding (~1e-7 relative); this relative slack keeps the k-th key itself (and its exact ties) members.
+# It also admits any other example whose key is within the slack below the k-th: a threshold set is the exact list
+# plus those near-ties (tests/test_partners.py::test_exact_thresholds_admit_the_lists_and_near_ties_of_the_kth_key_only).
 _KEY_RTOL = 1e-5
 
 
@@ -195,8 +198,10 @@ class PartnerIndex:
     * **thresholds**: ``thresholds`` is an ``(N,)`` tensor; ``j`` is a candidate of ``i`` iff its ranking key
       under the partner rule (larger = preferred) is ``>= thresholds[i]``. ``O(N)`` memory on top of the ``points``
       (and, for the hub-robust rules, the ``moments``) it refers to. Sampling is by rejection: draw others uniformly until one is a member,
-      which is exactly uniform over the members and costs ``~1/τ`` dot products per draw. Ties at the threshold
-      are all members (lists break them arbitrarily).
+      which is exactly uniform over the members and costs ``~1/τ`` dot products per draw. A key counts as
+      ``>= thresholds[i]`` within a slack of ``_KEY_RTOL · max(|t|, 1)`` (``1e-5``): exact ties with the k-th
+      candidate (lists keep an arbitrary one of them) and float32 near-ties are all members, so a set can hold a
+      few more than ``k`` examples.
 
     Attributes:
         num_examples: ``N``, the size of the training set the indices refer to.
@@ -448,7 +453,9 @@ def top_tau_thresholds(
     """Per-anchor ranking-key thresholds of the top-``k`` candidate sets, in ``O(N)`` memory.
 
     Exact (``sample_size=None``): the ``k``-th largest key of each anchor's row, from chunked matrix products and
-    ``topk`` — the same sets as :func:`top_tau_candidates`, without storing them.
+    ``topk``. As a :class:`PartnerIndex` the sets are those of :func:`top_tau_candidates` plus the examples whose key
+    lies within ``_KEY_RTOL · max(|t|, 1)`` below the threshold ``t`` (ties and float32 near-ties with the k-th
+    candidate, which the lists break arbitrarily), without storing them.
 
     Sampled (``sample_size=m``): each anchor's threshold is estimated from its keys to ``m`` random examples, at the
     ``k_s``-th largest with ``k_s = ceil(f·m + z·sqrt(m·f·(1−f)))``, ``f = k/(N−1)``. The margin of ``z`` binomial
@@ -620,6 +627,47 @@ def partner_statistics(index: PartnerIndex, labels: torch.Tensor | None = None) 
     stats.update(random_partner_statistics(n, k, labels))
     stats["hub_concentration"] = hub_concentration(stats)
     return stats
+
+
+def describe_partner_index(stats: dict[str, float]) -> str:
+    """The figures of :func:`partner_statistics` (``DMixTrainer.partner_index_stats``) in one plain-English line.
+
+    For people reading a run's output rather than its ``results.json``: how many candidates each example draws its
+    partner from, how concentrated the candidate slots are and how much of the training set they cover, how often a
+    candidate has the anchor's label and, for hyperbolic indices, the overlap with cosine top-τ; each measured
+    figure is followed by what uniformly random candidate sets of the same size would give. Returns ``""`` for empty
+    ``stats`` (no partner index: plain fine-tuning).
+    """
+    if not stats:
+        return ""
+    n, k = int(stats["num_examples"]), int(stats["candidates_per_example"])
+    parts = [f"Each training example has {k} candidate partners out of {n - 1}"]
+    if "top1pct_slot_share" in stats:
+        parts.append(
+            f"the most frequent 1% of examples hold {stats['top1pct_slot_share']:.1%} of candidate slots "
+            f"(random {stats['random_top1pct_slot_share']:.1%})"
+        )
+    if "distinct_candidate_share" in stats:
+        share = stats["distinct_candidate_share"]
+        # Rounded down: "100.0%" for 99.96% would hide the examples that are never a partner.
+        parts.append(
+            "every example is a candidate of some anchor" if share >= 1.0
+            else f"{math.floor(share * 1000) / 10:.1f}% of the training set is a candidate of some anchor"
+        )
+    if "same_label_share" in stats:
+        parts.append(
+            f"{stats['same_label_share']:.1%} of candidates share the anchor's label "
+            f"(random {stats['random_same_label_share']:.1%})"
+        )
+    if "cosine_overlap" in stats:
+        parts.append(
+            f"{stats['cosine_overlap']:.1%} of candidates are also in the cosine top-τ set "
+            f"(chance {stats['cosine_overlap_chance']:.1%})"
+        )
+    text = "; ".join(parts) + "."
+    if "estimated_from_anchors" in stats:
+        text += f" (Slot figures estimated from {int(stats['estimated_from_anchors'])} sampled anchors.)"
+    return text
 
 
 def hub_concentration(stats: dict[str, float]) -> float:

@@ -150,6 +150,42 @@ def test_every_preset_runs(tmp_path, tiny_model_dir, string_label_csv, preset):
         assert {"curvature", "ball_median_radius", "partner_rule"} <= set(results["dmix"])
 
 
+def test_demo_dataset_is_the_bundled_real_sample(tmp_path, tiny_model_dir, capsys):
+    """``--dataset_name demo``: the packaged SMS Spam Collection sample, its fixed splits, and the printed summary."""
+    out = tmp_path / "out"
+    results = run_dmix.main(
+        _base_args(tiny_model_dir, out, "--dataset_name", "demo", "--max_steps", "2", "--plot_partners", "true",
+                   "--save_model", "false")
+    )
+    assert results["data"]["label_names"] == ["ham", "spam"]
+    assert results["data"]["official_splits"] == ["test", "train", "validation"]  # the files' splits, not ours
+    assert results["data"]["used_sizes"] == {"train": 500, "validation": 100, "test": 200}
+    assert results["data"]["label_counts"]["test"] == {"ham": 175, "spam": 25}
+    printed = capsys.readouterr().out
+    # 175 of 200 test messages are ham: accuracy 0.875, macro-F1 (2 * 0.875 / 1.875) / 2.
+    assert "Majority-class baseline on test (always 'ham'): macro_f1 0.4667, accuracy 0.8750\n" in printed
+    assert "Partner index: Each training example has 150 candidate partners out of 499; " in printed
+    assert f"Partner-index picture (partners): {out / 'partners.png'}\n" in printed
+    assert (out / "partners.png").exists()
+
+
+def test_demo_data_ships_as_package_data():
+    """Every demo file (and its attribution) matches a package-data pattern, so wheels carry it."""
+    import tomllib
+    from fnmatch import fnmatch
+
+    from hf_dmix.data import DEMO_DATA_DIR, demo_data_files
+
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        patterns = tomllib.load(f)["tool"]["setuptools"]["package-data"]["hf_dmix"]
+    files = [*demo_data_files().values(), os.path.join(DEMO_DATA_DIR, "README.md")]
+    for path in files:
+        relative = Path(path).relative_to(ROOT / "hf_dmix").as_posix()
+        assert any(fnmatch(relative, p) for p in patterns), relative
+    attribution = (Path(DEMO_DATA_DIR) / "README.md").read_text(encoding="utf-8")
+    assert "CC BY 4.0" in attribution and "Almeida" in attribution
+
+
 def test_majority_baseline_of_the_test_labels():
     # 3 of 4 rows in class 0: accuracy 0.75; class 0 F1 = 2*0.75/1.75, class 1 F1 = 0; macro over the 2 classes present.
     assert run_dmix.majority_baseline([0, 0, 0, 1]) == {"accuracy": 0.75, "macro_f1": pytest.approx(0.75 / 1.75)}

@@ -7,6 +7,7 @@ model, or against a hook-free re-implementation of eq. 1–3 built from the mode
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -14,7 +15,14 @@ import torch.nn.functional as F
 from conftest import ARCHITECTURES, tiny_model
 from transformers.masking_utils import create_bidirectional_mask
 
-from hf_dmix.mixing import SUPPORTED_MODEL_TYPES, HiddenStateMixer, _get_module, union_mask, unwrap_model
+from hf_dmix.mixing import (
+    SUPPORTED_MODEL_TYPES,
+    HiddenStateMixer,
+    _get_module,
+    fill_keyless_rows,
+    union_mask,
+    unwrap_model,
+)
 
 ATOL = 1e-5
 # The default initializer_range (0.02) makes a tiny random classifier output nearly the same logits for every input
@@ -153,6 +161,25 @@ def test_sentence_site_is_input_of_final_linear_layer(case, tokenizer):
     torch.testing.assert_close(out[B:], r * plain_p + (1 - r) * plain_a, atol=ATOL, rtol=0)
 
 
+@contextmanager
+def _keyless_rows_filled(model):
+    """A plain forward as the mixer defines it: in sliding-window families (ModernBERT) the padding rows that allow no
+    key are filled (``fill_keyless_rows``), which changes the states at padding positions only."""
+    base = unwrap_model(model)
+    handles = []
+    if base.config.model_type == "modernbert":
+        for layer in base.model.layers:
+            handles.append(layer.register_forward_pre_hook(
+                lambda module, args, kwargs: (args, dict(kwargs, attention_mask=fill_keyless_rows(kwargs["attention_mask"]))),
+                with_kwargs=True,
+            ))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @pytest.mark.parametrize("case", list(ARCHITECTURES))
 def test_output_hidden_states_report_the_mixed_state(case, tokenizer):
     """``hidden_states[k]`` of a mixed forward is h_k of eq. 2 (the mixed state), also when transformers' recording
@@ -161,12 +188,12 @@ def test_output_hidden_states_report_the_mixed_state(case, tokenizer):
     model = build(case)
     batch = encode(tokenizer, SHORT, LONG)
     B, r = len(SHORT), 0.3
-    with torch.no_grad():
+    with torch.no_grad(), _keyless_rows_filled(model):
         plain = model(**batch, output_hidden_states=True).hidden_states  # rows unmixed, each with its own mask
     mixer = HiddenStateMixer(model).attach()
     last_outputs = []
     mixer.layers[-1].register_forward_hook(lambda module, args, out: last_outputs.append(out))  # after the mixer's
-    with torch.no_grad():
+    with torch.no_grad(), _keyless_rows_filled(model):
         model(**batch)
     raw_last = last_outputs[0]  # unmixed output of layer N (before any final norm)
     for site in range(mixer.num_layers + 1):
@@ -354,30 +381,50 @@ def test_union_mixing_sdpa_equals_eager(case, tokenizer):
     assert sdpa.config._attn_implementation == "sdpa" and eager.config._attn_implementation == "eager"
     eager.load_state_dict(sdpa.state_dict())
     mixer_s, mixer_e = HiddenStateMixer(sdpa).attach(), HiddenStateMixer(eager).attach()
-    # ModernBERT site 2 is left out on purpose: see test_modernbert_union_after_local_layer_is_implementation_independent.
-    for site in (0, 1) if case == "modernbert" else (0, 1, 2):
+    for site in (0, 1, 2):
         out_s = mixed_logits(sdpa, mixer_s, batch, site, 0.3, B)
         out_e = mixed_logits(eager, mixer_e, batch, site, 0.3, B)
         torch.testing.assert_close(out_s, out_e, atol=ATOL, rtol=0, msg=f"site {site}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ModernBERT local-attention layers leave padded queries far from any token fully masked; their outputs "
-    "are implementation-defined (sdpa: no attention, eager: uniform attention) and unused in a plain forward. The "
-    "union mask makes the anchor's padded positions visible after the site, so mixing after a local layer depends on "
-    "the attention implementation.",
-)
-def test_modernbert_union_after_local_layer_is_implementation_independent(tokenizer):
+def test_modernbert_mixing_is_implementation_independent_at_every_site(tokenizer):
+    """Sliding-window layers leave far padding queries with no key (sdpa: zero output, eager: uniform weights); the
+    residual stream carries that to every later layer, and the union exposes the anchor's padding positions. Without
+    filling those rows, every site from the first sliding layer to N − 1 differed between sdpa and eager (up to 0.03
+    in these logits); with them filled, every site agrees."""
     batch = encode(tokenizer, SHORT, LONG)
     B = len(SHORT)
-    sdpa, eager = build("modernbert", attn_implementation="sdpa"), build("modernbert", attn_implementation="eager")
+    lengths = batch["attention_mask"].sum(dim=1).tolist()
+    sdpa = build("modernbert", attn_implementation="sdpa", num_hidden_layers=5)
+    eager = build("modernbert", attn_implementation="eager", num_hidden_layers=5)
     eager.load_state_dict(sdpa.state_dict())
-    assert sdpa.config.layer_types[1] == "sliding_attention"
-    site = 2  # output of the local layer 2 is mixed; layer 3 (global) attends with the union
-    out_s = mixed_logits(sdpa, HiddenStateMixer(sdpa).attach(), batch, site, 0.3, B)
-    out_e = mixed_logits(eager, HiddenStateMixer(eager).attach(), batch, site, 0.3, B)
-    torch.testing.assert_close(out_s, out_e, atol=ATOL, rtol=0)
+    assert sdpa.config.layer_types == ["full_attention", "sliding_attention"] * 2 + ["full_attention"]
+    # The anchors' padding reaches more than half a window past their last token: keyless rows exist.
+    assert max(lengths) - 1 - min(lengths[:B]) > sdpa.config.sliding_window
+    mixer_s, mixer_e = HiddenStateMixer(sdpa).attach(), HiddenStateMixer(eager).attach()
+    for anchors_only in (False, True):
+        for site in range(mixer_s.sentence_site + 1):
+            with torch.no_grad(), mixer_s.mixing(site, 0.7, B, anchors_only), mixer_e.mixing(site, 0.7, B, anchors_only):
+                out_s, out_e = sdpa(**batch).logits, eager(**batch).logits
+            torch.testing.assert_close(out_s, out_e, atol=ATOL, rtol=0, msg=f"site {site}, anchors_only={anchors_only}")
+
+
+def test_fill_keyless_rows_bool_additive_and_integer():
+    """Row 2 allows no key (a padding query past a sliding window); it gets the keys some query allows: 0 and 1."""
+    allowed = torch.tensor([[1, 1, 0], [1, 1, 0], [0, 0, 0]]).bool()[None, None]  # (1, 1, L, L)
+    expected = torch.tensor([[1, 1, 0], [1, 1, 0], [1, 1, 0]]).bool()[None, None]
+    assert torch.equal(fill_keyless_rows(allowed), expected)
+    low = torch.finfo(torch.float32).min
+    additive = torch.where(allowed, 0.0, low)
+    assert torch.equal(fill_keyless_rows(additive), torch.where(expected, 0.0, low))
+    assert torch.equal(fill_keyless_rows(allowed.long()), expected.long())
+    # Nothing keyless, key-padding masks (one query row) and None come back as they are.
+    full = torch.ones(1, 1, 3, 3, dtype=torch.bool)
+    assert fill_keyless_rows(full) is full
+    key_padding = torch.tensor([[1, 0, 0]]).bool()[:, None, None, :]
+    assert fill_keyless_rows(key_padding) is key_padding
+    assert fill_keyless_rows(None) is None
+    assert torch.equal(fill_keyless_rows({"sliding_attention": allowed})["sliding_attention"], expected)
 
 
 def test_union_changes_the_result_when_partner_is_longer(tokenizer):

@@ -8,7 +8,7 @@ import torch
 
 import hf_dmix.partners as partners_mod
 from hf_dmix.geometry import to_poincare_ball
-from hf_dmix.partners import PartnerIndex, build_partner_index, num_candidates, partner_statistics
+from hf_dmix.partners import PartnerIndex, build_partner_index, describe_partner_index, num_candidates, partner_statistics
 
 N = 25
 DRAWS_PER_ANCHOR = 600
@@ -315,6 +315,39 @@ def test_partner_statistics_hand_built() -> None:
     assert "same_label_share" not in partner_statistics(PartnerIndex(5, cands))
 
 
+def test_describe_partner_index_in_words() -> None:
+    stats = {
+        "num_examples": 381.0, "candidates_per_example": 38.0, "top1pct_slot_share": 0.0142,
+        "random_top1pct_slot_share": 0.0101, "distinct_candidate_share": 1.0, "same_label_share": 0.62,
+        "random_same_label_share": 0.5512,
+    }
+    assert describe_partner_index(stats) == (
+        "Each training example has 38 candidate partners out of 380; the most frequent 1% of examples hold 1.4% of "
+        "candidate slots (random 1.0%); every example is a candidate of some anchor; 62.0% of candidates share the "
+        "anchor's label (random 55.1%)."
+    )
+    # Coverage just short of complete is rounded down, never shown as 100%; the cosine overlap and the threshold
+    # index's sampled anchors are said when present.
+    stats.update(distinct_candidate_share=0.9996, cosine_overlap=0.716, cosine_overlap_chance=0.301,
+                 estimated_from_anchors=1024.0)
+    assert describe_partner_index(stats) == (
+        "Each training example has 38 candidate partners out of 380; the most frequent 1% of examples hold 1.4% of "
+        "candidate slots (random 1.0%); 99.9% of the training set is a candidate of some anchor; 62.0% of candidates "
+        "share the anchor's label (random 55.1%); 71.6% of candidates are also in the cosine top-τ set (chance 30.1%). "
+        "(Slot figures estimated from 1024 sampled anchors.)"
+    )
+    assert describe_partner_index({}) == ""
+    # The keys partner_statistics writes are the keys this reads (no labels: no same-label clause).
+    cands = torch.tensor([[2, 3], [2, 4], [3, 0], [2, 4], [2, 3]], dtype=torch.int32)
+    stats = partner_statistics(PartnerIndex(5, cands))
+    # The random top-1 % share is simulated (seeded): read it back rather than pin torch's sampler.
+    assert describe_partner_index(stats) == (
+        "Each training example has 2 candidate partners out of 4; the most frequent 1% of examples hold 40.0% of "
+        f"candidate slots (random {stats['random_top1pct_slot_share']:.1%}); 80.0% of the training set is a candidate "
+        "of some anchor."
+    )
+
+
 def test_partner_statistics_hub_concentration() -> None:
     """Two hubs holding almost every slot: the top 1 % (2 of 200 examples) hold 398 of 400 slots."""
     n = 200
@@ -376,6 +409,36 @@ def test_exact_thresholds_select_the_same_sets_as_lists(distance: str, order: st
     assert partner_statistics(thr, torch.arange(N) % 2)["same_label_share"] == pytest.approx(
         partner_statistics(lists, torch.arange(N) % 2)["same_label_share"]
     )
+
+
+@pytest.mark.parametrize("rule", ["paper", "centered"])
+def test_exact_thresholds_admit_the_lists_and_near_ties_of_the_kth_key_only(rule: str) -> None:
+    """What ``partner_index_max_mb`` promises for threshold mode: every list member, plus the examples whose ranking
+    key lies within ``_KEY_RTOL · max(|t|, 1)`` below the anchor's k-th key ``t`` (exact ties such as repeated texts,
+    and float32 near-ties), and nothing else. Duplicated points make such ties happen."""
+    g = torch.Generator().manual_seed(11)
+    base = to_poincare_ball(torch.randn(20, 8, generator=g) * torch.rand(20, 1, generator=g) * 3)
+    points = torch.cat([base, base[:5]])  # five repeated "texts": identical embeddings
+    n, tau = len(points), 0.3
+    extra = dict(rule=rule, show_progress=False)
+    lists = build_partner_index(points, n, "hyperbolic", tau, **extra)
+    thr = build_partner_index(points, n, "hyperbolic", tau, representation="thresholds", **extra)
+    k = lists.candidates_per_example
+    keys = thr._ranker().block(torch.arange(n)).double()
+    keys.fill_diagonal_(float("-inf"))
+    kth = keys.topk(k, dim=1).values[:, -1]
+    slack = partners_mod._KEY_RTOL * kth.abs().clamp_min(1.0)
+    members = thr.members(torch.arange(n))
+    extras = 0
+    for i in range(n):
+        got, listed = set(members[i].nonzero().flatten().tolist()), lists.candidate_set(i)
+        assert listed <= got, f"anchor {i}: a list member is missing"
+        near = {j for j in range(n) if j != i and keys[i, j] >= kth[i] - slack[i]}
+        assert got == near | listed, f"anchor {i}: admitted beyond the slack"
+        extras += len(got - listed)
+    # The repeated points tie with the k-th candidate for some anchors: those sets hold more than k examples.
+    assert extras > 0
+    assert members.sum(dim=1).max() > k
 
 
 def test_sampled_thresholds_keep_recall_with_bounded_overshoot() -> None:
