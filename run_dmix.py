@@ -398,6 +398,10 @@ def push_only(training_args: DMixConfig, hub_args: HubArguments, repo_id: str) -
     return {"hub": publish(out, repo_id, training_args, hub_args, after_training=False, card_metadata=overrides or None)}
 
 
+class TrainingStopped(RuntimeError):
+    """Training stopped early on SIGTERM (``DMixConfig.save_on_sigterm``) after saving a checkpoint; exit code 143."""
+
+
 def resume_argument(value: str | None) -> str | bool | None:
     """``--resume_from_checkpoint``: a checkpoint folder, or ``true``/``last`` for the last complete one in
     ``--output_dir`` (half-written checkpoints of a killed job are skipped)."""
@@ -648,6 +652,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise hub from None
     trainer.set_model_card_metadata(repo_id=repo_id, **card_metadata_from_args(model_args, data_args, hub_args))
     train_result = trainer.train(resume_from_checkpoint=resume_argument(training_args.resume_from_checkpoint))
+    if trainer.stopped_by_signal:
+        from hf_dmix.checkpoint import last_complete_checkpoint
+
+        checkpoint, _ = last_complete_checkpoint(training_args.output_dir, need_dmix_state=trainer._mixing)
+        raise TrainingStopped(
+            f"{trainer.stopped_by_signal} received: training stopped at step {trainer.state.global_step} and saved "
+            f"{checkpoint}. Nothing was evaluated. Continue with the same command plus --resume_from_checkpoint true."
+        )
     plots = trainer.plot_partner_index() if data_args.plot_partners else {}
     for name, path in plots.items():
         logger.info(f"Wrote the {name.replace('_', '-')} picture of the partner index to {path}")
@@ -734,3 +746,6 @@ if __name__ == "__main__":
     except (DataError, HubError) as err:
         print(f"run_dmix.py: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except TrainingStopped as err:
+        print(f"run_dmix.py: {err}", file=sys.stderr)
+        sys.exit(143)  # 128 + SIGTERM: schedulers read it as "terminated", e.g. to requeue the job

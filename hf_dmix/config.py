@@ -121,6 +121,14 @@ class DMixConfig(TrainingArguments):
             texts have identical embeddings; a list keeps an arbitrary one of them) and float32 near-ties. Such a
             set can hold more than ``k`` examples; with distinct, continuous embeddings it equals the list.
 
+    Parameters for long runs on shared clusters:
+        save_on_sigterm (`bool`, defaults to `True`):
+            On ``SIGTERM`` (cluster pre-emption, ``scancel``, a reclaimed spot instance, ``docker stop``) finish the
+            current optimizer step, save a checkpoint (whatever ``save_strategy`` says) and stop training;
+            ``trainer.stopped_by_signal`` then names the signal. Resume with ``resume_from_checkpoint=True``. In
+            multi-process runs the request is shared across processes at each step end (one scalar all-reduce), so
+            all processes stop at the same step even if only one got the signal.
+
     Defaults that differ from ``TrainingArguments`` (the paper's setting, and what DDP needs):
         learning_rate: ``2e-5``; weight_decay: ``0.01``; per_device_train_batch_size: ``8``;
         ddp_find_unused_parameters: ``False`` (every parameter is used in the single forward of a DMIX step);
@@ -227,6 +235,13 @@ class DMixConfig(TrainingArguments):
         metadata={
             "help": "Re-embed the training set with the model being trained and rebuild the partner index at the "
             "start of every E-th epoch (0 = once, before training, as the paper)."
+        },
+    )
+    save_on_sigterm: bool = field(
+        default=True,
+        metadata={
+            "help": "On SIGTERM (pre-emption, scancel) finish the current step, save a checkpoint and stop; resume "
+            "with --resume_from_checkpoint true."
         },
     )
     partner_search_memory_mb: int = field(

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset, IterableDataset
-from transformers import AutoModelForSequenceClassification, PreTrainedModel, Trainer
+from transformers import AutoModelForSequenceClassification, PreTrainedModel, Trainer, TrainerCallback
 from transformers.utils import logging
 
 from .checkpoint import (
@@ -177,6 +177,9 @@ class DMixTrainer(Trainer):
         # The degenerate-index warning of the last build_partner_index (None when the candidate sets look sound).
         self.partner_index_warning: str | None = None
         self.mixer = HiddenStateMixer(self.model) if self._mixing else None
+        # The signal that stopped the last train() early (save_on_sigterm), or None when it ran to the end.
+        self.stopped_by_signal: str | None = None
+        self.add_callback(_StopOnTermination(self))
         self._metrics: dict[str, list[float]] = defaultdict(list)
         if hasattr(self.model, "add_model_tags"):
             task = f"{_modality(self.model) or 'text'}-classification"
@@ -454,9 +457,12 @@ class DMixTrainer(Trainer):
             args = (self._resolve_resume(args[0]), *args[1:])
         elif "resume_from_checkpoint" in kwargs:
             kwargs["resume_from_checkpoint"] = self._resolve_resume(kwargs["resume_from_checkpoint"])
+        self.stopped_by_signal = None
+        restore = self._catch_termination()
         try:
             return super().train(*args, **kwargs)
         finally:
+            restore()
             if self.mixer is not None:
                 self.mixer.detach()
 
@@ -523,6 +529,40 @@ class DMixTrainer(Trainer):
             self._embeddings_cache = None
             self._index_key = None
         self.partner_refreshes = []
+
+    # ------------------------------------------------------------------ stop on SIGTERM (save_on_sigterm)
+
+    def _catch_termination(self) -> Callable[[], None]:
+        """Install the SIGTERM handler for the duration of ``train()``; returns the function that removes it."""
+        import signal
+        import threading
+
+        self._termination_signal: str | None = None
+        if not self.args.save_on_sigterm or threading.current_thread() is not threading.main_thread():
+            return lambda: None  # signal handlers can only be set from the main thread
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def handler(signum, frame):
+            # Only a flag here: the step in progress finishes, then the callback saves and stops.
+            self._termination_signal = signal.Signals(signum).name
+            logger.warning(
+                f"{self._termination_signal} received: finishing the current step, then saving a checkpoint and "
+                "stopping. Resume with resume_from_checkpoint=True."
+            )
+
+        signal.signal(signal.SIGTERM, handler)
+        return lambda: signal.signal(signal.SIGTERM, previous)
+
+    def _termination_requested(self) -> str | None:
+        """The signal that asked this run to stop, agreed by every process (any process's request counts)."""
+        local = getattr(self, "_termination_signal", None)
+        if self.args.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            flag = torch.tensor([1.0 if local else 0.0], device=self.args.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            if flag.item() > 0:
+                return local or "SIGTERM"
+            return None
+        return local
 
     # ------------------------------------------------------------------ resume
 
@@ -952,6 +992,21 @@ class DMixTrainer(Trainer):
         Call it before publishing the final model yourself, so that a late checkpoint upload cannot overwrite it.
         """
         self._finish_current_push()
+
+
+class _StopOnTermination(TrainerCallback):
+    """At each step end: if a SIGTERM arrived (on any process), save a checkpoint now and stop training."""
+
+    def __init__(self, trainer: DMixTrainer) -> None:
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        signal_name = self.trainer._termination_requested() if args.save_on_sigterm else None
+        if signal_name is not None:
+            control.should_save = True
+            control.should_training_stop = True
+            self.trainer.stopped_by_signal = signal_name
+        return control
 
 
 # ---------------------------------------------------------------------- checks

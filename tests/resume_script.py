@@ -58,13 +58,19 @@ class TracingTrainer(DMixTrainer):
 
 
 class KillAt(TrainerCallback):
-    def __init__(self, step: int) -> None:
-        self.step = step
+    def __init__(self, step: int, signum: int = signal.SIGKILL) -> None:
+        self.step, self.signum = step, signum
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        # SIGTERM arrives while step `step` (1-based) runs, as a scheduler's would: the step finishes, then the
+        # trainer saves a checkpoint and stops.
+        if self.signum == signal.SIGTERM and state.global_step + 1 == self.step:
+            os.kill(os.getpid(), self.signum)
 
     def on_step_end(self, args, state, control, **kwargs):
-        # Runs before this step's checkpoint (if any) is saved: kill at a step that does not save.
-        if state.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
+        # SIGKILL once step `step` has ended, before its checkpoint (if any) is saved: kill at a step that does not save.
+        if self.signum == signal.SIGKILL and state.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
 
 
 def main() -> None:
@@ -74,6 +80,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--kill-at-step", type=int, default=None)
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--sigterm-at-step", type=int, default=None)
     p.add_argument("--tau", type=float, default=0.3)
     p.add_argument("--train-size", type=int, default=40)
     p.add_argument("--max-steps", type=int, default=MAX_STEPS)
@@ -93,10 +100,15 @@ def main() -> None:
     trainer = TracingTrainer(
         model=tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=3),
         args=args, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
-        callbacks=[KillAt(a.kill_at_step)] if a.kill_at_step else None,
+        callbacks=[KillAt(a.kill_at_step)] if a.kill_at_step else (
+            [KillAt(a.sigterm_at_step, signal.SIGTERM)] if a.sigterm_at_step else None
+        ),
     )
     trainer.trace_path = a.trace
     trainer.train(resume_from_checkpoint=True if a.resume else None)
+    if trainer.stopped_by_signal:
+        Path(a.out, "stopped.json").write_text(json.dumps({"signal": trainer.stopped_by_signal, "step": trainer.state.global_step}))
+        return
     metrics = trainer.evaluate()
     history = [e for e in trainer.state.log_history if "loss" in e]
     Path(a.out, "final.json").write_text(

@@ -441,3 +441,30 @@ def test_resume_from_the_last_complete_checkpoint(tmp_path, tiny_model_dir, stri
     assert state["batches_consumed"] == 6  # continued from 4, not restarted
     with pytest.raises(DataError, match="is not a folder"):
         run_dmix.main([*longer, "--resume_from_checkpoint", str(out / "checkpoint-99")])
+
+
+@pytest.mark.slow
+def test_sigterm_stops_with_a_checkpoint_and_exit_code_143(tmp_path, tiny_model_dir, string_label_csv):
+    import signal
+
+    out = tmp_path / "out"
+    args = _base_args(tiny_model_dir, out, "--train_file", str(string_label_csv), "--text_column", "sentence",
+                      "--label_column", "sentiment")
+    args[args.index("--max_steps") + 1] = "100000"  # far longer than the test waits
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "run_dmix.py"), *args, "--logging_steps", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    lines = []
+    for line in proc.stdout:  # wait until steps are being logged
+        lines.append(line)
+        if "'loss'" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, _ = proc.communicate(timeout=300)
+    output = "".join(lines) + rest
+    assert proc.returncode == 143, output[-3000:]
+    assert "SIGTERM received: training stopped at step" in output and "--resume_from_checkpoint true" in output
+    checkpoints = sorted(out.glob("checkpoint-*"))
+    assert len(checkpoints) == 1 and (checkpoints[0] / "dmix_state.json").is_file()
+    assert not (out / "results.json").exists()  # nothing evaluated, nothing claimed

@@ -168,3 +168,25 @@ def test_resumed_run_refreshes_at_the_same_epochs_with_the_same_partners(refresh
     assert _final(tmp / f"killed{kill}")["metrics"]["eval_loss"] == pytest.approx(
         _final(tmp / "full")["metrics"]["eval_loss"], abs=LOSS_TOLERANCE
     )
+
+
+# ---------------------------------------------------------------------- SIGTERM: save, stop, resume
+
+
+def test_sigterm_saves_a_checkpoint_stops_and_resumes_exactly(runs, tmp_path):
+    tmp, _, _ = runs
+    out, trace = tmp_path / "term", tmp_path / "term.jsonl"
+    # SIGTERM arrives during step 7 (no save is due: checkpoints every 4 steps).
+    first = _run(out, trace, "--sigterm-at-step", "7")
+    _ok(first)  # a clean stop, not a crash
+    assert json.loads((out / "stopped.json").read_text()) == {"signal": "SIGTERM", "step": 7}
+    assert "SIGTERM received: finishing the current step" in first.stderr
+    assert json.loads((out / "checkpoint-7" / "dmix_state.json").read_text())["batches_consumed"] == 7
+    assert [t["step"] for t in _trace(trace)] == list(range(1, 8))
+    _ok(_run(out, trace, "--resume"))
+    full = _trace(tmp / "full.jsonl")
+    resumed = _trace(trace)
+    assert [t["step"] for t in resumed] == list(range(1, 13))  # nothing lost, nothing repeated
+    for a, b in zip(resumed, full):
+        assert (a["partners"], a["site"], a["ratio"]) == (b["partners"], b["site"], b["ratio"])
+        assert abs(a["loss"] - b["loss"]) <= LOSS_TOLERANCE
