@@ -128,3 +128,34 @@ def train_dataset(sentences, tokenizer):
     texts, labels = sentences
     ds = Dataset.from_dict({"text": texts, "label": labels})
     return ds.map(lambda b: tokenizer(b["text"], truncation=True, max_length=32), batched=True)
+
+
+def run_script(cmd: list[str], timeout: int = 900) -> None:
+    """Run a test worker script (one process or torchrun) from the repository root; fail with its output's tail."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout, env=env)
+    assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+
+
+def metrics_from_predictions(path) -> dict[str, float]:
+    """Macro-F1 and accuracy recomputed from a ``predictions.csv`` written by run_dmix.py (label, prediction columns).
+
+    Tests compare the reported metrics with these: a check against the written predictions, not a range.
+    """
+    import csv
+
+    with open(path, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    truth, pred = [r["label"] for r in rows], [r["prediction"] for r in rows]
+    f1s = []
+    for c in sorted(set(truth)):
+        tp = sum(t == c and p == c for t, p in zip(truth, pred))
+        fp = sum(t != c and p == c for t, p in zip(truth, pred))
+        fn = sum(t == c and p != c for t, p in zip(truth, pred))
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return {"macro_f1": sum(f1s) / len(f1s), "accuracy": sum(t == p for t, p in zip(truth, pred)) / len(rows), "rows": len(rows)}

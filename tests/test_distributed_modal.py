@@ -4,32 +4,26 @@ against a single process over the same global batch (the text version: test_dist
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_script
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent
 CASES = ("vit", "wav2vec2")
 
 
-def _run(cmd: list[str], tmp: Path) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run(cmd, cwd=HERE.parent, capture_output=True, text=True, timeout=900, env=env)
-    assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp-modal")
     script = str(HERE / "ddp_modal_script.py")
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29527", script,
-          str(out)], out)
-    _run([sys.executable, script, str(out)], out)
+    run_script([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29527", script,
+          str(out)])
+    run_script([sys.executable, script, str(out)])
     return {
         f"{case}_{name}": torch.load(out / f"{case}_{name}.pt")
         for case in CASES
