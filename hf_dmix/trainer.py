@@ -502,6 +502,9 @@ class DMixTrainer(Trainer):
         record = {"epoch": float(epoch), "seconds": time.perf_counter() - start}
         if previous is not None and previous.candidates is not None and self.partner_index.candidates is not None:
             record["candidates_kept"] = candidate_overlap(previous, self.partner_index)
+        # How the new index looks (the benchmarks compare it with the index of the untrained model).
+        stats = self.partner_index_stats or {}
+        record.update({k: float(stats[k]) for k in ("same_label_share", "top1pct_slot_share") if stats.get(k) is not None})
         self.partner_refreshes.append(record)
         logger.info(
             f"DMIX partner refresh at the start of epoch {epoch}: embedding pass and partner search took "
