@@ -346,11 +346,13 @@ def resolve_modality(model_args: ModelArguments, data_args: DataArguments) -> st
         except (OSError, ValueError):
             pass  # not readable here (e.g. a Hub id offline): loading the model reports it, with a hint
     from_data = MEDIA_DATASETS.get(data_args.dataset_name or "")
-    modality = data_args.modality or from_model or from_data or "text"
-    for what, value in ((f"the model {name!r} is", from_model), (f"--dataset_name {data_args.dataset_name} is", from_data)):
-        if value is not None and value != modality:
-            raise DataError(f"--modality {modality}, but {what} {value}. Pass a {modality} model and data, or drop --modality.")
-    return modality
+    claims = [("--modality", data_args.modality), (f"the model {name!r}", from_model),
+              (f"--dataset_name {data_args.dataset_name}", from_data)]
+    known = [(what, value) for what, value in claims if value is not None]
+    if len({value for _, value in known}) > 1:
+        raise DataError("The modality is ambiguous: " + ", ".join(f"{what} is {value}" for what, value in known)
+                        + ". Pass a model and data of one modality (text, image or audio).")
+    return known[0][1] if known else "text"
 
 
 def load_media_data(data_args: DataArguments, modality: str, explicit: set[str]):

@@ -94,15 +94,18 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
     done = [r for r in results if r is not None]
     devices = sorted({r["device"] for r in done})
     total = sum(r["wall_time_s"] for r in done)
-    lines = [f"{len(done)} runs on {', '.join(devices)} (one thread per run, two runs at a time), "
-             f"{total / 60:.1f} min of run time in total."]
+    lines = [f"{len(done)} runs on {', '.join(devices)} (one thread per run, {args.parallel} at a time), "
+             f"{total / 60:.1f} min of run time in total. Mean ± sd over seeds; Δ = mean paired difference to Mixup "
+             "(points), p = two-sided paired t-test over seeds. Wall time is `results.json`'s `wall_time_s` (data "
+             "loading, preprocessing, partner search, training, evaluation; not the Python start-up); other jobs "
+             "shared the two cores during the benchmark, so the minimum is the best estimate of an unloaded run."]
     for name in [d for d in DATASETS if d in cells]:
         per = cells[name]
         _, _, training = DATASETS[name]
         lines += ["", f"### {name}", "", DESCRIPTION[name] + ". Training: " + ", ".join(
             f"{k} {v}" for k, v in training.items()) + ", weight decay 0.01, α = 0.2.", "",
-            "| setting | test accuracy (%) | p vs Mixup | test macro-F1 (%) | p vs Mixup | validation accuracy (%) "
-            "| wall time per run (s) | seeds |", "|---|---|---|---|---|---|---|---|"]
+            "| setting | test accuracy (%) | Δ vs Mixup, paired p | test macro-F1 (%) | Δ vs Mixup, paired p "
+            "| validation accuracy (%) | wall time per run (s): mean ± sd (min) | seeds |", "|---|---|---|---|---|---|---|---|"]
         for setting in [s for s in SETTINGS if s in per]:
             runs = per[setting]
             row = [setting]
@@ -116,8 +119,9 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
                 else:
                     row.append("—")
             row.append("{:.2f}".format(mean_std([_pct(r, "validation", "accuracy") for r in runs.values()])[0]))
-            wall_m, wall_sd = mean_std([r["wall_time_s"] for r in runs.values()])
-            row.append(f"{wall_m:.0f} ± {wall_sd:.0f}")
+            walls = [r["wall_time_s"] for r in runs.values()]
+            wall_m, wall_sd = mean_std(walls)
+            row.append(f"{wall_m:.0f} ± {wall_sd:.0f} ({min(walls):.0f})")
             row.append(str(len(runs)))
             lines.append("| " + " | ".join(row) + " |")
         # Partner statistics of the DMIX runs (the first index, from the untrained model, is the same for every seed
@@ -158,9 +162,8 @@ def report(results: list[dict], args: argparse.Namespace) -> str:
                       "| setting | same-label share | top-1 % slot share | skewness | ever a candidate "
                       "| same-label share, last refresh | refreshes |", "|---|---|---|---|---|---|---|"]
             lines += stats_rows
-    lines += ["", f"Command: `python benchmarks/beyond_text.py {shlex.join(sys.argv[1:])}`".rstrip(),
-              "(each run's exact `run_dmix.py` command is in `run.log`'s first lines of its folder under `--runs-dir`; "
-              "the flags are listed below)."]
+    lines += ["", f"Command: `python benchmarks/beyond_text.py {shlex.join(sys.argv[1:])}`".rstrip()
+              + " (every run's flags are also in `benchmark_flags` of its `results.json` under `--runs-dir`)."]
     examples = {}
     for r in done:
         m = r["benchmark_meta"]

@@ -154,10 +154,11 @@ def test_modality_is_inferred_from_the_model_and_contradictions_are_errors(tmp_p
     assert modality("--model_name_or_path", "config:vit-tiny") == "image"
     assert modality("--model_name_or_path", "config:ast-tiny") == "audio"
     assert modality("--model_name_or_path", "config:wav2vec2", "--modality", "audio") == "audio"
-    with pytest.raises(DataError, match="--modality audio, but the model 'config:vit-tiny' is image"):
+    with pytest.raises(DataError, match="--modality is audio, the model 'config:vit-tiny' is image"):
         modality("--model_name_or_path", "config:vit-tiny", "--modality", "audio")
-    with pytest.raises(DataError, match="--dataset_name digits is image"):
+    with pytest.raises(DataError, match="the model 'config:ast-tiny' is audio, --dataset_name digits is image"):
         modality("--model_name_or_path", "config:ast-tiny", "--dataset_name", "digits")
+    assert modality("--model_name_or_path", "./no-such-model", "--dataset_name", "fsdd") == "audio"
     with pytest.raises(DataError, match="unknown config"):
         modality("--model_name_or_path", "config:bert")
 
