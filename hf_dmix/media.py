@@ -56,14 +56,17 @@ def _split_and_describe(
             raise DataError(f"The {name} split lacks the column(s) {missing}; it has {ds.column_names}.")
     label_names, to_id = _label_names(train, label_column)
     if len(label_names) < 2:
-        raise DataError(f"The training labels have only {len(label_names)} class ({label_names}); classification needs at least 2.")
+        raise DataError(f"The training labels have only {len(label_names)} class ({label_names}); "
+                        "classification needs at least 2.")
 
     def normalise(ds: Dataset, name: str) -> Dataset:
         ids = []
         for i, v in enumerate(ds[label_column]):
             key = int(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else v
             if key not in to_id:
-                raise DataError(f"Label {v!r} in the {name} split (row {i}) never occurs in train; train has {label_names}.")
+                raise DataError(
+                    f"Label {v!r} in the {name} split (row {i}) never occurs in train; train has {label_names}."
+                )
             ids.append(to_id[key])
         row_ids = [str(x) for x in ds[id_column]] if id_column and id_column in ds.column_names else [
             f"{name}-{i}" for i in range(len(ds))]
@@ -80,7 +83,8 @@ def _split_and_describe(
         strata = full["stratum"] if "stratum" in full.column_names else None
         keys = [f"{y}|{s}" for y, s in zip(full["label"], strata)] if strata else full["label"]
         # stratified_split groups identical texts; rows are never duplicates here, so each row is its own "text".
-        idx = stratified_split([str(i) for i in range(len(full))], keys, validation_size if "validation" in need else 0.0,
+        idx = stratified_split([str(i) for i in range(len(full))], keys,
+                               validation_size if "validation" in need else 0.0,
                                test_size if "test" in need else 0.0, split_seed, group_duplicates=False)
         splits["train"] = full.select(idx["train"])
         for s in need:
@@ -104,7 +108,9 @@ def _split_and_describe(
     return LoadedData(DatasetDict({s: splits[s] for s in SPLITS}), label_names, info)
 
 
-def load_digits_data(validation_size: float = 0.1, test_size: float = DIGITS_TEST_SIZE, split_seed: int = 42) -> LoadedData:
+def load_digits_data(
+    validation_size: float = 0.1, test_size: float = DIGITS_TEST_SIZE, split_seed: int = 42
+) -> LoadedData:
     """scikit-learn's handwritten digits as RGB uint8 images (8×8×3; the 0–16 grey levels scaled to 0–255), labels
     ``"0"``..``"9"``, split ``1 − validation_size − test_size`` / ``validation_size`` / ``test_size`` stratified by
     digit with ``split_seed`` (defaults: 1,257 / 180 / 360 rows). Nothing is downloaded: the data ship with sklearn."""
@@ -294,7 +300,9 @@ def parse_overrides(text: str | None) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise DataError(f"--model_config_overrides is not valid JSON ({err}); e.g. '{{\"num_hidden_layers\": 2}}'.") from err
+        raise DataError(
+            f"--model_config_overrides is not valid JSON ({err}); e.g. '{{\"num_hidden_layers\": 2}}'."
+        ) from err
     if not isinstance(value, dict):
         raise DataError(f"--model_config_overrides must be a JSON object of config fields, got {text!r}.")
     return value

@@ -858,8 +858,8 @@ class DMixTrainer(Trainer):
         ``output_dir/tau_sweep.png`` is embedded when present. Nothing is fetched from the Hub.
 
         Arguments not given fall back to :meth:`set_model_card_metadata`. ``tasks``, ``dataset_tags`` and
-        ``dataset_args`` are accepted for compatibility with ``Trainer`` and ignored (the task is always text
-        classification), and so is ``model_name`` (the card is named after the repository: ``args.hub_model_id``).
+        ``dataset_args`` are accepted for compatibility with ``Trainer`` and ignored (the task — text, image or audio
+        classification — follows from the model type), and so is ``model_name`` (the card is named after the repository: ``args.hub_model_id``).
         ``use_results=False`` ignores ``output_dir/results.json`` (checkpoint pushes: it may belong to an earlier run).
         """
         if not self.is_world_process_zero():

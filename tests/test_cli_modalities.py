@@ -170,6 +170,14 @@ def test_fsdd_without_the_file_says_where_it_looked(tmp_path, monkeypatch):
                             "--data_dir", str(tmp_path / "nowhere")))
 
 
+def test_model_config_overrides_must_be_a_json_object(tmp_path):
+    pytest.importorskip("sklearn")
+    for bad, pattern in (("{not json", "not valid JSON"), ("[2]", "must be a JSON object")):
+        with pytest.raises(DataError, match=pattern):
+            run_dmix.main(_args(tmp_path / "out", "--model_name_or_path", "config:vit-tiny", "--dataset_name", "digits",
+                                "--model_config_overrides", bad))
+
+
 def test_read_wav_round_trip():
     samples = np.sin(np.linspace(0, 20, 500)) * 0.8
     decoded, rate = read_wav(_wav_bytes(samples, 16000))
