@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 ACT = . $(VENV)/bin/activate
 
-.PHONY: setup demo test test-fast bench-table1 bench-tau bench-geometry bench-suite bench-hubness
+.PHONY: setup demo test test-fast bench-table1 bench-tau bench-geometry bench-suite bench-hubness bench-beyond
 
 # The set-up is done when .venv imports what README.md's set-up command installs: hf-dmix (installed, not just the
 # source folder: python -c puts the repository on sys.path), its test extras and the offline encoder. Checking that,
@@ -44,3 +44,6 @@ bench-suite: setup  ## five datasets x settings x seeds (docs/results/suite.md);
 
 bench-hubness: setup  ## candidate-set hubness of every partner rule on the five full training splits (no training)
 	$(ACT) && python benchmarks/hubness.py $(ARGS)
+
+bench-beyond: setup  ## images (digits, tiny ViT) and audio (FSDD, tiny AST): 4 settings x 5 seeds, ~20 min on 2 CPU cores (docs/results/beyond-text.md)
+	$(ACT) && HF_HUB_OFFLINE=1 python benchmarks/beyond_text.py --seeds 5 --parallel 2 $(ARGS)

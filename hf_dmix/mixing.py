@@ -154,6 +154,12 @@ _FAMILIES: dict[str, EncoderFamily] = {
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(_FAMILIES)
 
 
+def modality_of(model_type: str | None) -> str:
+    """``"text"``, ``"image"`` or ``"audio"``: the modality of a supported ``config.model_type`` (text otherwise)."""
+    family = _FAMILIES.get(model_type) if model_type else None
+    return "text" if family is None else family.modality
+
+
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The ``transformers`` model under DDP/accelerate wrappers and PEFT adapters (the same module objects)."""
     while hasattr(model, "module") and isinstance(model.module, nn.Module):  # DDP / DataParallel

@@ -508,6 +508,9 @@ class DMixTrainer(Trainer):
         record = {"epoch": float(epoch), "seconds": time.perf_counter() - start}
         if previous is not None and previous.candidates is not None and self.partner_index.candidates is not None:
             record["candidates_kept"] = candidate_overlap(previous, self.partner_index)
+        # How the new index looks (the benchmarks compare it with the index of the untrained model).
+        stats = self.partner_index_stats or {}
+        record.update({k: float(stats[k]) for k in ("same_label_share", "top1pct_slot_share") if stats.get(k) is not None})
         self.partner_refreshes.append(record)
         logger.info(
             f"DMIX partner refresh at the start of epoch {epoch}: embedding pass and partner search took "
@@ -895,8 +898,8 @@ class DMixTrainer(Trainer):
         ``output_dir/tau_sweep.png`` is embedded when present. Nothing is fetched from the Hub.
 
         Arguments not given fall back to :meth:`set_model_card_metadata`. ``tasks``, ``dataset_tags`` and
-        ``dataset_args`` are accepted for compatibility with ``Trainer`` and ignored (the task is always text
-        classification), and so is ``model_name`` (the card is named after the repository: ``args.hub_model_id``).
+        ``dataset_args`` are accepted for compatibility with ``Trainer`` and ignored (the task — text, image or audio
+        classification — follows from the model type), and so is ``model_name`` (the card is named after the repository: ``args.hub_model_id``).
         ``use_results=False`` ignores ``output_dir/results.json`` (checkpoint pushes: it may belong to an earlier run).
         """
         if not self.is_world_process_zero():
