@@ -22,15 +22,14 @@ partner-index statistics (same-label share, hub concentration) that explain a DM
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runs import ROOT, Job, mean_std, run_jobs  # noqa: E402
-from table1 import paired_test, write_section  # noqa: E402
+from _runs import ROOT, Job, mean_std, run_grid  # noqa: E402
+from table1 import paired_test  # noqa: E402
 
 # dataset: (model, data flags, training flags). Chosen on the baseline's validation accuracy (see the report).
 DATASETS: dict[str, tuple[str, dict[str, object], dict[str, object]]] = {
@@ -191,21 +190,7 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="summarise the cached runs; train nothing")
     args = parser.parse_args()
 
-    jobs = build_jobs(args)
-    results = [j.cached() for j in jobs] if args.report_only else run_jobs(jobs, parallel=args.parallel, keep_going=True)
-    done = [r for r in results if r is not None]
-    print(f"{len(done)} of {len(jobs)} runs available.")
-    if not done:
-        return
-    text = report(results, args)
-    print(text)
-    write_section(Path(args.report), "beyond-text", text)
-    summary = Path(args.runs_dir) / "summary.json"
-    summary.write_text(json.dumps([{k: r.get(k) for k in ("benchmark_meta", "metrics", "partner_index",
-                                                          "partner_refreshes", "wall_time_s", "device")}
-                                   for r in done], indent=1))
-    print(f"\nWrote {args.report} and {summary}")
-
+    run_grid(build_jobs(args), args, "beyond-text", report, ("benchmark_meta", "metrics", "partner_index", "partner_refreshes", "wall_time_s", "device"))
 
 if __name__ == "__main__":
     main()
