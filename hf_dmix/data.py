@@ -16,6 +16,7 @@ import hashlib
 import os
 import random
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +103,21 @@ def _load_raw(
             f"Could not load the Hub dataset {dataset_name!r} ({why}). Without Hub access, pass local files instead: "
             "--train_file data.csv (and optionally --validation_file/--test_file)."
         ) from err
+
+
+def _checked_labels(official: Mapping[str, Dataset], input_column: str, label_column: str) -> tuple[list[str], dict[Any, int]]:
+    """Check that every split is non-empty and has both columns, and that train has at least two classes; returns
+    the label names and the raw-label-to-id map of :func:`_label_names`."""
+    for name, ds in official.items():
+        if len(ds) == 0:
+            raise DataError(f"The {name} split is empty.")
+        missing = [c for c in (input_column, label_column) if c not in ds.column_names]
+        if missing:
+            raise DataError(f"The {name} split lacks the column(s) {missing}; it has {ds.column_names}.")
+    label_names, to_id = _label_names(official["train"], label_column)
+    if len(label_names) < 2:
+        raise DataError(f"The training labels have only {len(label_names)} class ({label_names}); classification needs at least 2.")
+    return label_names, to_id
 
 
 def _label_names(train: Dataset, label_column: str) -> tuple[list[str], dict[Any, int]]:
@@ -242,16 +258,7 @@ def load_classification_data(
     for name, split_name in (("validation", validation_split), ("test", test_split)):
         if split_name and split_name in raw:
             official[name] = raw[split_name]
-    for name, ds in official.items():
-        if len(ds) == 0:
-            raise DataError(f"The {name} split is empty.")
-        missing = [c for c in (text_column, label_column) if c not in ds.column_names]
-        if missing:
-            raise DataError(f"The {name} split lacks the column(s) {missing}; it has {ds.column_names}.")
-
-    label_names, to_id = _label_names(train, label_column)
-    if len(label_names) < 2:
-        raise DataError(f"The training labels have only {len(label_names)} class ({label_names}); classification needs at least 2.")
+    label_names, to_id = _checked_labels(official, text_column, label_column)
 
     def normalise(ds: Dataset, name: str) -> Dataset:
         texts, raw_labels = ds[text_column], ds[label_column]

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, DatasetDict
 
-from .data import SPLITS, DataError, LoadedData, _label_names, _load_raw, stratified_split
+from .data import SPLITS, DataError, LoadedData, _checked_labels, _load_raw, stratified_split
 from .mixing import modality_of
 
 DIGITS_SOURCE = "scikit-learn load_digits (UCI optical recognition of handwritten digits, 1,797 8x8 images)"
@@ -47,17 +47,7 @@ def _split_and_describe(
     extra_info: Mapping[str, Any] | None = None,
 ) -> LoadedData:
     """Map labels to ids, carve missing validation/test splits out of train, and describe the result."""
-    train = official["train"]
-    for name, ds in official.items():
-        if len(ds) == 0:
-            raise DataError(f"The {name} split is empty.")
-        missing = [c for c in (input_column, label_column) if c not in ds.column_names]
-        if missing:
-            raise DataError(f"The {name} split lacks the column(s) {missing}; it has {ds.column_names}.")
-    label_names, to_id = _label_names(train, label_column)
-    if len(label_names) < 2:
-        raise DataError(f"The training labels have only {len(label_names)} class ({label_names}); "
-                        "classification needs at least 2.")
+    label_names, to_id = _checked_labels(official, input_column, label_column)
 
     def normalise(ds: Dataset, name: str) -> Dataset:
         ids = []
