@@ -15,6 +15,7 @@ inputs) where text passes the tokenizer.
 """
 
 from .cards import render_model_card
+from .checkpoint import last_complete_checkpoint
 from .collator import DMixDataCollator
 from .config import DMixConfig
 from .diagnostics import (
@@ -72,6 +73,7 @@ __all__ = [
     "expmap0",
     "fill_keyless_rows",
     "k_occurrence",
+    "last_complete_checkpoint",
     "load_dmix_info",
     "mobius_add",
     "num_candidates",
