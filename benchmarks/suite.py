@@ -54,6 +54,8 @@ SETTINGS: dict[str, dict[str, object]] = {
     "dmix-nearest-ad": {**_DMIX, "partner_rule": "paper", "partner_order": "nearest", "anchor_dominant": "true"},
     "dmix-centered": {**_DMIX, "partner_rule": "centered", "partner_order": "farthest"},
     "dmix-centered-ad": {**_DMIX, "partner_rule": "centered", "partner_order": "farthest", "anchor_dominant": "true"},
+    # Beyond the paper: the index rebuilt from the model being fine-tuned at the start of every epoch.
+    "dmix-centered-refresh": {**_DMIX, "partner_rule": "centered", "partner_order": "farthest", "partner_refresh_epochs": 1},
     "dmix-mutual": {**_DMIX, "partner_rule": "mutual", "partner_order": "farthest"},
     "dmix-mutual-ad": {**_DMIX, "partner_rule": "mutual", "partner_order": "farthest", "anchor_dominant": "true"},
 }
