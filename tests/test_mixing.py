@@ -14,6 +14,14 @@ import torch
 import torch.nn.functional as F
 from conftest import ARCHITECTURES, tiny_model
 from transformers.masking_utils import create_bidirectional_mask
+from mixing_helpers import (
+    ATOL,
+    assert_ratio_one_keeps_and_zero_swaps,
+    hook_counts,
+    logits_of,
+    mixed_logits,
+    rows,
+)
 
 from hf_dmix.mixing import (
     SUPPORTED_MODEL_TYPES,
@@ -24,7 +32,6 @@ from hf_dmix.mixing import (
     unwrap_model,
 )
 
-ATOL = 1e-5
 # The default initializer_range (0.02) makes a tiny random classifier output nearly the same logits for every input
 # (spread ~1e-4), too close to ATOL to tell examples apart; 0.2 gives logits that differ by ~0.1–1 between inputs.
 INIT_RANGE = 0.2
@@ -82,23 +89,12 @@ def encode(tokenizer, anchors: list[str], partners: list[str]) -> dict[str, torc
     return dict(tokenizer(anchors + partners, padding=True, return_tensors="pt", return_token_type_ids=False))
 
 
-def rows(batch: dict[str, torch.Tensor], sl: slice) -> dict[str, torch.Tensor]:
-    return {k: v[sl] for k, v in batch.items()}
 
 
-def logits_of(model, batch: dict[str, torch.Tensor], **kwargs) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**batch, **kwargs).logits
 
 
-def mixed_logits(model, mixer: HiddenStateMixer, batch, site: int, ratio: float, num_anchors: int) -> torch.Tensor:
-    with torch.no_grad(), mixer.mixing(site, ratio, num_anchors):
-        return model(**batch).logits
 
 
-def hook_counts(model) -> int:
-    base = unwrap_model(model)
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in base.modules())
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -133,17 +129,7 @@ def test_ratio_one_keeps_and_ratio_zero_swaps_at_every_site(case, tokenizer):
     B = len(ANCHORS)
     assert torch.equal(batch["attention_mask"][:B], batch["attention_mask"][B:])
     assert (batch["attention_mask"] == 0).any()
-    plain_a, plain_p = logits_of(model, rows(batch, slice(0, B))), logits_of(model, rows(batch, slice(B, None)))
-    assert not torch.allclose(plain_a, plain_p, atol=1e-3), "anchors and partners must be distinguishable"
-    mixer = HiddenStateMixer(model).attach()
-    for site in range(mixer.sentence_site + 1):
-        keep = mixed_logits(model, mixer, batch, site, 1.0, B)
-        torch.testing.assert_close(keep[:B], plain_a, atol=ATOL, rtol=0, msg=f"r=1 anchors, site {site}")
-        torch.testing.assert_close(keep[B:], plain_p, atol=ATOL, rtol=0, msg=f"r=1 partners, site {site}")
-        swap = mixed_logits(model, mixer, batch, site, 0.0, B)
-        torch.testing.assert_close(swap[:B], plain_p, atol=ATOL, rtol=0, msg=f"r=0 anchors, site {site}")
-        torch.testing.assert_close(swap[B:], plain_a, atol=ATOL, rtol=0, msg=f"r=0 partners, site {site}")
-    mixer.detach()
+    assert_ratio_one_keeps_and_zero_swaps(model, batch, B)
 
 
 @pytest.mark.parametrize("case", MODEL_CASES)

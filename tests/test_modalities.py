@@ -25,13 +25,19 @@ from transformers import (
     Wav2Vec2FeatureExtractor,
 )
 from transformers.masking_utils import create_bidirectional_mask
+from mixing_helpers import (
+    ATOL,
+    assert_ratio_one_keeps_and_zero_swaps,
+    hook_counts,
+    logits_of,
+    mixed_logits,
+)
 
 from hf_dmix import DMixConfig, DMixDataCollator, DMixTrainer
 from hf_dmix.embeddings import embed_batches
 from hf_dmix.mixing import SUPPORTED_MODEL_TYPES, HiddenStateMixer, check_mixing_settings
 from hf_dmix.partners import PartnerIndex
 
-ATOL = 1e-5
 INIT_RANGE = 0.2  # see test_mixing.py: tiny random heads need it to tell inputs apart
 NUM_LABELS = 3
 IMAGE_SIZE = 16
@@ -131,22 +137,12 @@ def pair_batch(case: str, same_lengths: bool = False) -> dict[str, torch.Tensor]
     return batch_of(case, anchors + partners)
 
 
-def rows(batch, sl: slice):
-    return {k: v[sl] for k, v in batch.items()}
 
 
-def hook_counts(model) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
-def logits_of(model, batch) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**batch).logits
 
 
-def mixed_logits(model, mixer, batch, site, ratio, num_anchors, anchors_only=False) -> torch.Tensor:
-    with torch.no_grad(), mixer.mixing(site, ratio, num_anchors, anchors_only=anchors_only):
-        return model(**batch).logits
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -277,17 +273,7 @@ def test_ratio_one_keeps_and_ratio_zero_swaps_at_every_site(case):
     model = build(case)
     batch = pair_batch(case, same_lengths=True)
     B = 3
-    plain_a, plain_p = logits_of(model, rows(batch, slice(0, B))), logits_of(model, rows(batch, slice(B, None)))
-    assert not torch.allclose(plain_a, plain_p, atol=1e-3), "anchors and partners must be distinguishable"
-    mixer = HiddenStateMixer(model).attach()
-    for site in range(mixer.sentence_site + 1):
-        keep = mixed_logits(model, mixer, batch, site, 1.0, B)
-        torch.testing.assert_close(keep[:B], plain_a, atol=ATOL, rtol=0, msg=f"r=1 anchors, site {site}")
-        torch.testing.assert_close(keep[B:], plain_p, atol=ATOL, rtol=0, msg=f"r=1 partners, site {site}")
-        swap = mixed_logits(model, mixer, batch, site, 0.0, B)
-        torch.testing.assert_close(swap[:B], plain_p, atol=ATOL, rtol=0, msg=f"r=0 anchors, site {site}")
-        torch.testing.assert_close(swap[B:], plain_a, atol=ATOL, rtol=0, msg=f"r=0 partners, site {site}")
-    mixer.detach()
+    assert_ratio_one_keeps_and_zero_swaps(model, batch, B)
 
 
 @pytest.mark.parametrize("ratio", [0.5, 0.3])
