@@ -40,6 +40,7 @@ class Job:
     flags: dict[str, Any]
     root: Path
     meta: dict[str, Any] = field(default_factory=dict)
+    records: Path | None = None  # committed folder of per-run records (see ``make_record``)
 
     @property
     def key(self) -> str:
@@ -49,12 +50,18 @@ class Job:
     def out_dir(self) -> Path:
         return self.root / f"{self.name}-{self.key}"
 
+    @property
+    def record_path(self) -> Path | None:
+        return None if self.records is None else self.records / f"{self.name}.json"
+
     def cached(self) -> dict[str, Any] | None:
-        path = self.out_dir / "results.json"
-        if path.is_file():
-            results = json.loads(path.read_text())
-            if results.get("benchmark_flags") == json.loads(json.dumps(self.flags, default=str)):
-                return results
+        """The finished run of *these* flags: its committed record, else its ``results.json`` in the runs folder."""
+        flags = json.loads(json.dumps(self.flags, default=str))
+        for path in (self.record_path, self.out_dir / "results.json"):
+            if path is not None and path.is_file():
+                results = json.loads(path.read_text())
+                if results.get("benchmark_flags") == flags:
+                    return results
         return None
 
     def argv(self) -> list[str]:
@@ -98,9 +105,9 @@ def run_jobs(
         results = json.loads(path.read_text())
         results["benchmark_flags"] = json.loads(json.dumps(job.flags, default=str))
         results["benchmark_meta"] = job.meta
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        os.replace(tmp, path)
+        write_json_atomic(path, results)
+        if job.record_path is not None:
+            write_json_atomic(job.record_path, make_record(results))
         done += 1
         elapsed = time.time() - started
         print(f"[{done}/{len(todo)}] {job.name}: test macro-F1 {results['metrics']['test']['macro_f1']:.4f} "
@@ -119,6 +126,46 @@ def run_jobs(
     if failures:
         print(f"{len(failures)} run(s) failed: {', '.join(failures)}", flush=True)
     return [j.cached() for j in jobs]
+
+
+# What a committed record keeps of a run's results.json: enough to recompute every figure of a report, small enough to
+# commit one per run (a few KB). Predictions, logs, training arguments and plots stay in the (ignored) runs folder.
+RECORD_KEYS = ("benchmark_flags", "benchmark_meta", "seed", "model", "dmix", "metrics", "majority_baseline",
+               "partner_index", "partner_index_warning", "partner_refreshes", "device", "world_size", "wall_time_s")
+
+
+def make_record(results: dict[str, Any]) -> dict[str, Any]:
+    """One run's record: settings, seed, split sizes, validation and test metrics, index statistics (with the random
+    baselines for the run's own candidate count), device and wall time, plus the code version that produced it."""
+    record = {k: results[k] for k in RECORD_KEYS if k in results}
+    data = results.get("data", {})
+    record["sizes"] = data.get("used_sizes")
+    record["split_info"] = {k: v for k, v in data.items() if k not in ("used_sizes", "label_names")}
+    record["train_loss"] = results.get("train", {}).get("train_loss")
+    record["versions"] = {k: results.get("versions", {}).get(k) for k in ("hf_dmix", "torch", "transformers")}
+    record["code_commit"] = _git_commit()
+    return record
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON through a temporary file and a rename: an interrupted write never leaves a half record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def load_records(folder: Path) -> list[dict[str, Any]]:
+    """Every committed record in ``folder``, in name order (reports are rebuilt from these alone)."""
+    return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -53,6 +53,8 @@ SETTINGS: dict[str, dict[str, object]] = {
     "dmix-nearest": {**_DMIX, "partner_rule": "paper", "partner_order": "nearest"},
     "dmix-nearest-ad": {**_DMIX, "partner_rule": "paper", "partner_order": "nearest", "anchor_dominant": "true"},
     "dmix-centered": {**_DMIX, "partner_rule": "centered", "partner_order": "farthest"},
+    # The centred rule at τ = 0.1, the τ that helped on the full ESSC training set (docs/results/essc_tau01.md).
+    "dmix-centered-tau01": {**_DMIX, "partner_rule": "centered", "partner_order": "farthest", "tau": 0.1},
     "dmix-centered-ad": {**_DMIX, "partner_rule": "centered", "partner_order": "farthest", "anchor_dominant": "true"},
     # Beyond the paper: the index rebuilt from the model being fine-tuned at the start of every epoch.
     "dmix-centered-refresh": {**_DMIX, "partner_rule": "centered", "partner_order": "farthest", "partner_refresh_epochs": 1},
@@ -124,12 +126,16 @@ def build_jobs(args: argparse.Namespace) -> list[Job]:
     base = common_flags(args)
     jobs = []
     data = {name: split_files(name, root, work) for name in args.datasets}
+    caps = seed_caps(args.seed_cap)
+    records = Path(args.records_dir) if args.records_dir else None
     # Seeds outermost: an interrupted grid has every cell at a similar number of seeds.
     for seed in range(args.seeds):
         for size in args.sizes:
             size_key = "full" if size == "full" else int(size)
             for name in args.datasets:
                 for setting in args.settings:
+                    if seed >= caps.get(setting, args.seeds):
+                        continue
                     epochs = args.epochs if args.epochs is not None else EPOCHS.get(size_key, 3.0)
                     flags = {**base, **data[name], **SETTINGS[setting], "seed": seed, "num_train_epochs": epochs}
                     if args.max_eval_samples:
@@ -137,8 +143,19 @@ def build_jobs(args: argparse.Namespace) -> list[Job]:
                     if size_key != "full":
                         flags["max_train_samples"] = size_key
                     meta = {"dataset": name, "setting": setting, "size": str(size_key), "seed": seed}
-                    jobs.append(Job(f"{name}-{size_key}-{setting}-seed{seed}", flags, work / "runs", meta))
+                    jobs.append(Job(f"{name}-{size_key}-{setting}-seed{seed}", flags, work / "runs", meta, records))
     return jobs
+
+
+def seed_caps(values: list[str]) -> dict[str, int]:
+    """``["dmix-paper=5"]`` -> ``{"dmix-paper": 5}``: settings run on fewer seeds than ``--seeds``."""
+    caps = {}
+    for value in values:
+        setting, _, n = value.partition("=")
+        if setting not in SETTINGS or not n.isdigit():
+            sys.exit(f"--seed-cap {value!r}: expected SETTING=N with SETTING one of {', '.join(SETTINGS)}")
+        caps[setting] = int(n)
+    return caps
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -326,6 +343,10 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--sizes", nargs="+", default=["500"], help="training-set sizes: integers and/or 'full'")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seed-cap", nargs="*", default=[], metavar="SETTING=N",
+                        help="run SETTING on its first N seeds only (e.g. dmix-paper=5)")
+    parser.add_argument("--records-dir", default=None,
+                        help="committed folder for one small JSON record per finished run (benchmarks/results/...)")
     parser.add_argument("--tau", type=float, default=0.3)
     parser.add_argument("--max-seq-length", type=int, default=64)
     parser.add_argument("--epochs", type=float, default=None, help=f"override the epochs per size ({EPOCHS})")
