@@ -55,12 +55,16 @@ class Job:
         return None if self.records is None else self.records / f"{self.name}.json"
 
     def cached(self) -> dict[str, Any] | None:
-        """The finished run of *these* flags: its committed record, else its ``results.json`` in the runs folder."""
-        flags = json.loads(json.dumps(self.flags, default=str))
+        """The finished run of *these* flags: its committed record, else its ``results.json`` in the runs folder.
+
+        Flags are compared in their portable form (data files by folder and name), so a record made on another
+        machine, with the data in another folder, still counts as this run.
+        """
+        flags = portable(json.loads(json.dumps(self.flags, default=str)))
         for path in (self.record_path, self.out_dir / "results.json"):
             if path is not None and path.is_file():
                 results = json.loads(path.read_text())
-                if results.get("benchmark_flags") == flags:
+                if portable(results.get("benchmark_flags")) == flags:
                     return results
         return None
 
@@ -144,7 +148,19 @@ def make_record(results: dict[str, Any]) -> dict[str, Any]:
     record["train_loss"] = results.get("train", {}).get("train_loss")
     record["versions"] = {k: results.get("versions", {}).get(k) for k in ("hf_dmix", "torch", "transformers")}
     record["code_commit"] = _git_commit()
-    return record
+    return portable(record)
+
+
+def portable(value: Any) -> Any:
+    """``value`` with every absolute path shortened to its last two components (``.../data/essc.csv`` ->
+    ``data/essc.csv``): committed records name no folder of the machine that made them."""
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v) for v in value]
+    if isinstance(value, str) and os.path.isabs(value) and os.sep in value.strip(os.sep):
+        return "/".join(Path(value).parts[-2:])
+    return value
 
 
 def _git_commit() -> str | None:
@@ -168,6 +184,78 @@ def load_records(folder: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
 
 
+def paired_test(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, int]:
+    """Mean difference and two-sided paired t-test p-value over the seeds both rows share."""
+    from scipy import stats
+
+    seeds = sorted(set(a) & set(b))
+    if len(seeds) < 2:
+        return float("nan"), float("nan"), len(seeds)
+    x = [a[s] for s in seeds]
+    y = [b[s] for s in seeds]
+    diff = sum(xi - yi for xi, yi in zip(x, y)) / len(seeds)
+    if all(xi == yi for xi, yi in zip(x, y)):
+        return diff, 1.0, len(seeds)
+    return diff, float(stats.ttest_rel(x, y).pvalue), len(seeds)
+
+
+def paired_ci(a: dict[int, float], b: dict[int, float], level: float = 0.95) -> dict[str, float]:
+    """Paired comparison of ``a`` against ``b`` over the seeds both have: mean difference ``a − b``, its ``level``
+    confidence interval (Student t with n − 1 degrees of freedom), the two-sided paired t-test p-value, and n.
+
+    With fewer than two common seeds, or identical values, the interval is undefined (NaN) and p is NaN or 1.
+    """
+    import numpy as np
+    from scipy import stats
+
+    seeds = sorted(set(a) & set(b))
+    diffs = np.array([a[s] - b[s] for s in seeds], dtype=float)
+    n = len(diffs)
+    if n < 2:
+        mean = float(diffs.mean()) if n else float("nan")
+        return {"mean": mean, "low": float("nan"), "high": float("nan"), "p": float("nan"), "n": n}
+    mean, sd = float(diffs.mean()), float(diffs.std(ddof=1))
+    if sd == 0.0:
+        return {"mean": mean, "low": mean, "high": mean, "p": 1.0 if mean == 0 else 0.0, "n": n}
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / n**0.5
+    p = float(2 * stats.t.sf(abs(mean) / (sd / n**0.5), n - 1))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "p": p, "n": n}
+
+
+def verdict(ci: dict[str, float]) -> str:
+    """Win / tie / loss by the stated rule: the 95 % interval of the paired difference entirely above 0 is a win,
+    entirely below 0 a loss, anything else (including an undefined interval) a tie."""
+    if ci["low"] == ci["low"] and ci["low"] > 0:
+        return "win"
+    if ci["high"] == ci["high"] and ci["high"] < 0:
+        return "loss"
+    return "tie"
+
+
+def write_section(path: Path, marker: str, body: str) -> None:
+    """Replace the text between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` (append if absent)."""
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    text = path.read_text() if path.exists() else ""
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_section(path: Path, marker: str) -> str | None:
+    """The text between the ``marker`` comments of ``path`` (``None`` when absent)."""
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    text = path.read_text() if path.exists() else ""
+    if start not in text or end not in text:
+        return None
+    return text[text.index(start) + len(start): text.index(end)].strip("\n")
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     import numpy as np
 
@@ -178,8 +266,6 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def run_grid(jobs: list[Job], args: Any, section: str, report: Any, summary_keys: tuple[str, ...]) -> None:
     """Run (or, with ``args.report_only``, read from the cache) a grid of jobs, rewrite the report's ``section`` from
     ``report(results, args)`` and write ``summary.json`` (``summary_keys`` of each run) in ``args.runs_dir``."""
-    from table1 import write_section
-
     results = [j.cached() for j in jobs] if args.report_only else run_jobs(jobs, parallel=args.parallel, keep_going=True)
     done = [r for r in results if r is not None]
     print(f"{len(done)} of {len(jobs)} runs available.")

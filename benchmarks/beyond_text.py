@@ -28,8 +28,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runs import ROOT, Job, mean_std, run_grid  # noqa: E402
-from table1 import paired_test  # noqa: E402
+from _runs import ROOT, Job, mean_std, paired_test, run_grid  # noqa: E402
 
 # dataset: (model, data flags, training flags). Chosen on the baseline's validation accuracy (see the report).
 DATASETS: dict[str, tuple[str, dict[str, object], dict[str, object]]] = {

@@ -22,17 +22,17 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import shlex
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runs import ROOT, Job, mean_std, run_grid  # noqa: E402
-from table1 import paired_test  # noqa: E402
+from _runs import (  # noqa: E402
+    ROOT, Job, load_records, mean_std, paired_ci, portable, run_jobs, verdict, write_json_atomic, write_section,
+)
 
-sys.path.insert(0, str(ROOT))
-from hf_dmix.partners import hubness_warning  # noqa: E402
 
 # name: (file, {official split name in the file: run_dmix split})
 DATASETS: dict[str, tuple[str, dict[str, str]]] = {
@@ -127,7 +127,7 @@ def build_jobs(args: argparse.Namespace) -> list[Job]:
     jobs = []
     data = {name: split_files(name, root, work) for name in args.datasets}
     caps = seed_caps(args.seed_cap)
-    records = Path(args.records_dir) if args.records_dir else None
+    records = Path(args.records_dir)
     # Seeds outermost: an interrupted grid has every cell at a similar number of seeds.
     for seed in range(args.seeds):
         for size in args.sizes:
@@ -163,6 +163,18 @@ def seed_caps(values: list[str]) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+# The decision rules of docs/results/suite-plan.md, fixed before the runs.
+MARGIN = 1.0  # non-inferiority margin against Mixup, macro-F1 points
+DEFAULT_SETTING = "dmix-centered"  # the library default the rule keeps unless the data say otherwise
+PLANNED_SEEDS = {"mixup": 10, "dmix-centered": 10, "dmix-paper": 5, "dmix-centered-tau01": 5}
+LABEL = {
+    "mixup": "Mixup (random partners)",
+    "dmix-centered": "DMIX, centred rule, τ = 0.3 (default)",
+    "dmix-paper": "DMIX, paper's rule, τ = 0.3",
+    "dmix-centered-tau01": "DMIX, centred rule, τ = 0.1",
+}
+
+
 def _f1(r: dict, split: str) -> float:
     return 100 * r["metrics"][split]["macro_f1"]
 
@@ -178,160 +190,233 @@ def collect(results: list[dict]) -> dict:
     return cells
 
 
-def choose_default(cells: dict, settings: list[str]) -> tuple[str | None, list[tuple[str, float, int]]]:
-    """The DMIX setting with the highest mean *validation* macro-F1 over every (size, dataset) cell it completed."""
-    table = []
-    for setting in settings:
-        if not setting.startswith("dmix"):
-            continue
-        values = []
-        for size in cells.values():
-            for per in size.values():
-                if setting in per:
-                    values.append(mean_std([_f1(r, "validation") for r in per[setting].values()])[0])
-        if values:
-            table.append((setting, sum(values) / len(values), len(values)))
-    table.sort(key=lambda t: -t[1])
-    return (table[0][0] if table else None), table
+def _fmt_ci(ci: dict) -> str:
+    if ci["n"] < 2 or ci["low"] != ci["low"]:
+        return f"{ci['mean']:+.2f} (n = {ci['n']}: no interval)"
+    return f"{ci['mean']:+.2f} [{ci['low']:+.2f}, {ci['high']:+.2f}], p = {ci['p']:.3f}, n = {ci['n']}"
 
 
-def summary_plot(cells: dict, settings: list[str], path: Path) -> None:
-    import matplotlib
+def _noninferior(ci: dict) -> str:
+    if ci["low"] != ci["low"]:
+        return "inconclusive"
+    return "non-inferior" if ci["low"] > -MARGIN else "inconclusive"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    sizes = sorted(cells, key=lambda s: (s == "full", int(s) if s != "full" else 0))
-    fig, axes = plt.subplots(1, len(sizes), figsize=(6.5 * len(sizes), 4.8), dpi=150, squeeze=False)
-    for ax, size in zip(axes[0], sizes):
+def compare(per: dict, setting: str, split: str = "test") -> dict:
+    """Paired difference of ``setting`` against Mixup in one dataset cell (``paired_ci``)."""
+    a = {s: _f1(r, split) for s, r in per.get(setting, {}).items()}
+    b = {s: _f1(r, split) for s, r in per.get("mixup", {}).items()}
+    return paired_ci(a, b)
+
+
+def _settings_of(cells: dict) -> list[str]:
+    return [s for s in SETTINGS if any(s in per for size in cells.values() for per in size.values())]
+
+
+def _sizes(cells: dict) -> list[str]:
+    return sorted(cells, key=lambda s: (s == "full", int(s) if s != "full" else 0))
+
+
+def summary(cells: dict) -> str:
+    """The generated summary (quoted verbatim in README): per setting, W/T/L against Mixup by the 95 % interval rule
+    and non-inferiority at the stated margin, per size; then the validation-only choice of the default."""
+    lines = []
+    settings = _settings_of(cells)
+    for size in _sizes(cells):
         datasets = [d for d in DATASETS if d in cells[size]]
-        shown = [s for s in settings if s != "mixup"]
-        width = 0.8 / max(1, len(shown))
-        for j, setting in enumerate(shown):
-            xs, ys, es = [], [], []
-            for i, d in enumerate(datasets):
-                per = cells[size][d]
-                if setting not in per or "mixup" not in per:
-                    continue
-                seeds = sorted(set(per[setting]) & set(per["mixup"]))
-                diffs = [_f1(per[setting][s], "test") - _f1(per["mixup"][s], "test") for s in seeds]
-                if not diffs:
-                    continue
-                m, sd = mean_std(diffs)
-                xs.append(i + (j - (len(shown) - 1) / 2) * width)
-                ys.append(m)
-                es.append(sd / max(1, len(diffs)) ** 0.5)
-            ax.bar(xs, ys, width, yerr=es, label=setting, capsize=1.5)
-        ax.axhline(0, color="black", lw=0.8)
-        ax.set_xticks(range(len(datasets)), datasets)
-        ax.set_ylabel("test macro-F1 minus Mixup (points; ± s.e. over seeds)")
-        ax.set_title(f"{size} training examples" if size != "full" else "full training set", fontsize=10)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=8, frameon=False)
-    fig.suptitle("DMIX settings against Mixup, paired by seed (all-MiniLM-L6-v2)", fontsize=11)
-    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
-def report(results: list[dict], args: argparse.Namespace) -> str:
-    cells = collect(results)
-    done = [r for r in results if r is not None]
-    settings = [s for s in SETTINGS if any(s in per for size in cells.values() for per in size.values())]
-    devices = sorted({r["device"] for r in done})
-    wall = sum(r["wall_time_s"] for r in done)
-    lines = [
-        f"Model `{args.label or args.model}`; lr 2e-5, batch 8, weight decay 0.01, max length {args.max_seq_length}, "
-        f"α = 0.2, τ = {args.tau} for every DMIX setting; epochs "
-        f"{args.epochs if args.epochs is not None else EPOCHS}"
-        + (f"; validation and test: stratified subsamples of {args.max_eval_samples}" if args.max_eval_samples else "")
-        + ". "
-        f"{len(done)} runs on {', '.join(devices)}, {wall / 3600:.2f} h of run time in total "
-        f"(median {sorted(r['wall_time_s'] for r in done)[len(done) // 2]:.0f} s per run).",
-        "",
-        "Settings: `baseline` (no mixup), `mixup` (hidden-layer Mixup, random partner), `dmix-paper` (the paper's rule: "
-        "farthest-first top-τ by Poincaré distance), `dmix-nearest` (nearest-first), `dmix-centered` and `dmix-mutual` "
-        "(hub-robust rules); `-ad` = anchor-dominant mixing (`--anchor_dominant`: only the row with r' = max(r, 1−r) "
-        "on the anchor is trained).",
-    ]
-    for size in sorted(cells, key=lambda s: (s == "full", int(s) if s != "full" else 0)):
-        datasets = [d for d in DATASETS if d in cells[size]]
-        label = "full training set" if size == "full" else f"{size} training examples (stratified subsample)"
-        lines += ["", f"### {label}: test macro-F1 (%), mean ± sd over seeds; paired t-test p against Mixup", ""]
-        lines.append("| setting | " + " | ".join(datasets) + " | mean | W/T/L vs Mixup |")
-        lines.append("|---|" + "---|" * (len(datasets) + 2))
+        n_runs = sum(len(runs) for per in cells[size].values() for runs in per.values())
+        planned = len(DATASETS) * sum(PLANNED_SEEDS.values())
+        lines += [f"**{size} training examples** ({n_runs} of the {planned} planned runs recorded, "
+                  f"{len(datasets)} of {len(DATASETS)} datasets started). Test macro-F1 (%), mean over datasets of the mean over seeds; each DMIX setting against "
+                  f"Mixup per dataset, paired by seed: win / tie / loss by the 95 % interval, and non-inferiority at a "
+                  f"margin of {MARGIN:.1f} point:", "",
+                  "| setting | mean test macro-F1 | seeds per dataset | W / T / L vs Mixup | non-inferior on | paired Δ per dataset (range) |",
+                  "|---|---|---|---|---|---|"]
         for setting in settings:
-            row, means, wtl = [], [], [0, 0, 0]
+            cell_means, seeds, counts, ok, deltas = [], [], {"win": 0, "tie": 0, "loss": 0}, [], []
             for d in datasets:
-                per = cells[size][d]
-                if setting not in per:
+                runs = cells[size][d].get(setting, {})
+                if runs:
+                    cell_means.append(mean_std([_f1(r, "test") for r in runs.values()])[0])
+                    seeds.append(len(runs))
+                if setting != "mixup" and runs:
+                    ci = compare(cells[size][d], setting)
+                    counts[verdict(ci)] += 1
+                    deltas.append(ci["mean"])
+                    if _noninferior(ci) == "non-inferior":
+                        ok.append(d)
+            complete = len(cell_means) == len(datasets)
+            mean = f"{sum(cell_means) / len(cell_means):.2f}" if complete else "—"
+            seed_text = (f"{min(seeds)}" if seeds and min(seeds) == max(seeds) else f"{min(seeds)}–{max(seeds)}") if seeds else "0"
+            if setting == "mixup":
+                lines.append(f"| {LABEL.get(setting, setting)} | {mean} | {seed_text} | — | — | — |")
+                continue
+            wtl = f"{counts['win']} / {counts['tie']} / {counts['loss']}"
+            rng = f"{min(deltas):+.2f} to {max(deltas):+.2f}" if deltas else "—"
+            lines.append(f"| {LABEL.get(setting, setting)} | {mean} | {seed_text} | {wtl} | "
+                         f"{len(ok)} of {len(datasets)}{(' (' + ', '.join(ok) + ')') if ok else ''} | {rng} |")
+        lines += [""] + _summary_sentences(cells[size], datasets, settings) + [""]
+    lines += default_choice(cells)[0]
+    return "\n".join(lines).rstrip()
+
+
+def _summary_sentences(per_size: dict, datasets: list[str], settings: list[str]) -> list[str]:
+    out = []
+    for setting in settings:
+        if setting == "mixup":
+            continue
+        verdicts = {d: verdict(compare(per_size[d], setting)) for d in datasets if setting in per_size[d]}
+        wins = [d for d, v in verdicts.items() if v == "win"]
+        losses = [d for d, v in verdicts.items() if v == "loss"]
+        if not verdicts:
+            continue
+        if not wins and not losses:
+            text = f"`{setting}` neither wins nor loses against Mixup on any dataset ({len(verdicts)} with runs)"
+        else:
+            parts = []
+            if wins:
+                parts.append("wins on " + ", ".join(wins))
+            if losses:
+                parts.append("loses on " + ", ".join(losses))
+            text = f"`{setting}` " + " and ".join(parts) + f"; ties on the other {len(verdicts) - len(wins) - len(losses)}"
+        out.append(f"- {text} (95 % interval of the paired difference entirely above / below 0).")
+    return out
+
+
+def _seed_average(per_size: dict, setting: str, seeds: list[int], split: str) -> dict[int, float] | None:
+    """Per seed, the mean over datasets of ``split`` macro-F1; None unless every dataset has every seed."""
+    out = {}
+    for seed in seeds:
+        values = [_f1(per[setting][seed], split) for per in per_size.values() if seed in per.get(setting, {})]
+        if len(values) != len(per_size):
+            return None
+        out[seed] = sum(values) / len(values)
+    return out
+
+
+def default_choice(cells: dict) -> tuple[list[str], str]:
+    """Rule 4 of suite-plan.md: keep ``DEFAULT_SETTING`` unless a challenger's dataset-averaged validation macro-F1,
+    paired by seed (seeds 0–4), is above it with a 95 % interval entirely above 0 (on five and again on ten seeds)."""
+    lines = ["**The default, chosen on validation only** (rule 4 of `docs/results/suite-plan.md`): per seed 0–4, "
+             "validation macro-F1 averaged over the datasets; each DMIX setting against the default, paired by seed.", "",
+             "| DMIX setting | mean validation macro-F1 | paired Δ vs default [95 % CI] |", "|---|---|---|"]
+    chosen = DEFAULT_SETTING
+    for size in _sizes(cells):
+        per_size = cells[size]
+        base = _seed_average(per_size, DEFAULT_SETTING, list(range(5)), "validation")
+        for setting in [s for s in _settings_of(cells) if s.startswith("dmix")]:
+            avg = _seed_average(per_size, setting, list(range(5)), "validation")
+            if avg is None or base is None:
+                lines.append(f"| {setting} ({size}) | — (seeds 0–4 not complete on every dataset) | — |")
+                continue
+            mean = sum(avg.values()) / len(avg)
+            if setting == DEFAULT_SETTING:
+                lines.append(f"| {setting} ({size}) | {mean:.2f} | — |")
+                continue
+            ci = paired_ci(avg, base)
+            lines.append(f"| {setting} ({size}) | {mean:.2f} | {_fmt_ci(ci)} |")
+            ten_a = _seed_average(per_size, setting, list(range(10)), "validation")
+            ten_b = _seed_average(per_size, DEFAULT_SETTING, list(range(10)), "validation")
+            if verdict(ci) == "win" and ten_a and ten_b and verdict(paired_ci(ten_a, ten_b)) == "win":
+                chosen = setting
+    if chosen == DEFAULT_SETTING:
+        lines += ["", f"Outcome: the default stays `{DEFAULT_SETTING}` (centred rule, τ = 0.3): no DMIX setting is "
+                  "above it on validation by the stated rule (or the seeds it needs are not all recorded yet)."]
+    else:
+        lines += ["", f"Outcome: `{chosen}` is above the default on validation by the stated rule, on five and on ten "
+                  "seeds: it becomes the default."]
+    return lines, chosen
+
+
+def cell_tables(cells: dict) -> list[str]:
+    """Per size: test macro-F1 mean ± sd (n) per cell and the paired difference against Mixup; validation means."""
+    lines = []
+    settings = _settings_of(cells)
+    for size in _sizes(cells):
+        datasets = [d for d in DATASETS if d in cells[size]]
+        lines += ["", f"### {size} training examples: test macro-F1 (%), mean ± sd (n seeds)", "",
+                  "| setting | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
+        for setting in settings:
+            row = []
+            for d in datasets:
+                runs = cells[size][d].get(setting, {})
+                if not runs:
                     row.append("—")
                     continue
-                f1 = {s: _f1(r, "test") for s, r in per[setting].items()}
-                m, sd = mean_std(list(f1.values()))
-                means.append(m)
-                cell = f"{m:.2f} ± {sd:.2f} (n={len(f1)})"
-                if setting != "mixup" and "mixup" in per:
-                    mix = {s: _f1(r, "test") for s, r in per["mixup"].items()}
-                    diff, p, n = paired_test(f1, mix)
-                    cell += f", p={p:.3f}" if p == p else ""
-                    mix_sd = mean_std(list(mix.values()))[1]
-                    # Win/loss: a difference beyond one seed standard deviation of Mixup, else a tie.
-                    wtl[0 if diff > mix_sd else 2 if diff < -mix_sd else 1] += 1
-                row.append(cell)
-            mean = f"{sum(means) / len(means):.2f}" if len(means) == len(datasets) else "—"
-            score = "—" if setting == "mixup" else "/".join(map(str, wtl))
-            lines.append(f"| {setting} | " + " | ".join(row) + f" | {mean} | {score} |")
-        lines += ["", f"Validation macro-F1 (%), mean over seeds ({label}):", ""]
-        lines.append("| setting | " + " | ".join(datasets) + " | mean |")
-        lines.append("|---|" + "---|" * (len(datasets) + 1))
+                m, sd = mean_std([_f1(r, "test") for r in runs.values()])
+                row.append(f"{m:.2f} ± {sd:.2f} ({len(runs)})")
+            lines.append(f"| {setting} | " + " | ".join(row) + " |")
+        lines += ["", f"Paired difference against Mixup (test macro-F1 points): mean [95 % CI], p, seeds; verdict by "
+                  f"the interval; non-inferiority at −{MARGIN:.1f}.", "",
+                  "| setting | dataset | Δ vs Mixup | verdict | non-inferiority |", "|---|---|---|---|---|"]
+        for setting in [s for s in settings if s != "mixup"]:
+            for d in datasets:
+                if setting in cells[size][d]:
+                    ci = compare(cells[size][d], setting)
+                    lines.append(f"| {setting} | {d} | {_fmt_ci(ci)} | {verdict(ci)} | {_noninferior(ci)} |")
+        lines += ["", "Validation macro-F1 (%), mean over seeds:", "",
+                  "| setting | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
         for setting in settings:
             vals = [mean_std([_f1(r, "validation") for r in cells[size][d][setting].values()])[0]
                     if setting in cells[size][d] else None for d in datasets]
-            mean = f"{sum(vals) / len(vals):.2f}" if all(v is not None for v in vals) else "—"
-            lines.append(f"| {setting} | " + " | ".join("—" if v is None else f"{v:.2f}" for v in vals) + f" | {mean} |")
-        lines += ["", f"Candidate sets ({label}; the index depends on the data and the pretrained encoder only, so "
-                  "every seed has the same): k-occurrence skewness / share of candidate slots held by the top 1 % / "
-                  "share of the training set ever a candidate / same-label share; `random` = uniform partners; ⚠ = the "
-                  "run warned that the candidate sets are degenerate.", ""]
-        lines.append("| rule | " + " | ".join(datasets) + " |")
-        lines.append("|---|" + "---|" * len(datasets))
-        rules = [s for s in settings if s.startswith("dmix") and not s.endswith("-ad")]
-        rand = []
+            lines.append(f"| {setting} | " + " | ".join("—" if v is None else f"{v:.2f}" for v in vals) + " |")
+        lines += candidate_table(cells[size], datasets, settings)
+    return lines
+
+
+def candidate_table(per_size: dict, datasets: list[str], settings: list[str]) -> list[str]:
+    """Candidate-set statistics of each rule beside random partners *for the same k* (recorded with each run)."""
+    lines = ["", "Candidate sets (from the pretrained encoder, so every seed has the same index; the first seed's "
+             "record): k-occurrence skewness / top-1 % slot share / share of the training set ever a candidate / "
+             "same-label share, each followed by random partners with the same number of candidates per anchor in "
+             "parentheses. ⚠ = the run warned that the candidate sets are degenerate.", "",
+             "| setting | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
+    for setting in [s for s in settings if s.startswith("dmix")]:
+        row = []
         for d in datasets:
-            stats = next((r["partner_index"] for per in cells[size][d].values() for r in per.values()
-                          if r.get("partner_index", {}).get("random_top1pct_slot_share") is not None), None)
-            rand.append("—" if stats is None else
-                        f"{stats['random_k_occurrence_skewness']:.2f} / {100 * stats['random_top1pct_slot_share']:.1f} % / "
-                        f"{100 * stats['random_distinct_candidate_share']:.0f} % / {100 * stats.get('random_same_label_share', float('nan')):.0f} %")
-        lines.append("| random | " + " | ".join(rand) + " |")
-        for setting in rules:
-            row = []
-            for d in datasets:
-                per = cells[size][d].get(setting)
-                if not per:
-                    row.append("—")
-                    continue
-                s = next(iter(per.values()))["partner_index"]
-                # Recomputed here so that runs cached before the criterion changed are judged alike.
-                flag = " ⚠" if hubness_warning(s) else ""
-                row.append(f"{s['k_occurrence_skewness']:.2f} / {100 * s['top1pct_slot_share']:.1f} % / "
-                           f"{100 * s['distinct_candidate_share']:.0f} % / {100 * s.get('same_label_share', float('nan')):.0f} %{flag}")
-            lines.append(f"| {setting} | " + " | ".join(row) + " |")
-    best, table = choose_default(cells, settings)
-    lines += ["", "### The default, chosen on validation only", "",
-              "Mean over every (size, dataset) cell of the mean validation macro-F1 over seeds:", "",
-              "| DMIX setting | mean validation macro-F1 | cells |", "|---|---|---|"]
-    lines += [f"| {s} | {v:.2f} | {n} |" for s, v, n in table]
-    if best:
-        lines += ["", f"Highest on validation: **{best}**."]
-    plot = Path(args.report).with_name("suite.png")
-    summary_plot(cells, settings, plot)
-    lines += ["", f"![DMIX settings against Mixup]({plot.name})", "",
-              f"Command: `python benchmarks/suite.py {shlex.join(sys.argv[1:])}`".rstrip()]
+            runs = per_size[d].get(setting)
+            if not runs:
+                row.append("—")
+                continue
+            r = runs[min(runs)]
+            st = r.get("partner_index") or {}
+            if "k_occurrence_skewness" not in st:
+                row.append("—")
+                continue
+            row.append(
+                f"{st['k_occurrence_skewness']:.2f} ({st['random_k_occurrence_skewness']:.2f}) / "
+                f"{100 * st['top1pct_slot_share']:.1f} % ({100 * st['random_top1pct_slot_share']:.1f} %) / "
+                f"{100 * st['distinct_candidate_share']:.0f} % ({100 * st['random_distinct_candidate_share']:.0f} %) / "
+                f"{100 * st['same_label_share']:.0f} % ({100 * st['random_same_label_share']:.0f} %)"
+                + (" ⚠" if r.get("partner_index_warning") else ""))
+        lines.append(f"| {setting} | " + " | ".join(row) + " |")
+    return lines
+
+
+def header(results: list[dict]) -> str:
+    done = [r for r in results if r is not None]
+    devices = sorted({r["device"] for r in done})
+    walls = sorted(r["wall_time_s"] for r in done)
+    flags = done[0]["benchmark_flags"]
+    return (f"Model `{done[0]['model']}`; lr {flags['learning_rate']}, batch {flags['per_device_train_batch_size']}, "
+            f"weight decay {flags['weight_decay']}, max length {flags['max_seq_length']}, {flags['num_train_epochs']} "
+            f"epochs, α = 0.2; validation and test: stratified subsamples of {flags.get('max_eval_samples', 'all')}. "
+            f"{len(done)} recorded runs on {', '.join(devices)}, {sum(walls) / 3600:.2f} h of run time in total "
+            f"(median {walls[len(walls) // 2]:.0f} s per run). Every figure below is computed from the records in "
+            f"`benchmarks/results/suite-300/` by `python benchmarks/suite.py --report-only`.")
+
+
+def report(results: list[dict], args: argparse.Namespace | None = None) -> str:
+    """The generated part of docs/results/suite.md (section ``suite``) from the run records alone."""
+    cells = collect(results)
+    lines = [header(results), "", "<!-- suite-summary:start -->", summary(cells), "<!-- suite-summary:end -->"]
+    lines += cell_tables(cells)
     return "\n".join(lines)
+
+
+def summary_from_records(folder: Path) -> str:
+    """The summary block that README quotes, rebuilt from the committed records (tests compare the two)."""
+    return summary(collect(load_records(folder)))
 
 
 def main() -> None:
@@ -345,8 +430,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--seed-cap", nargs="*", default=[], metavar="SETTING=N",
                         help="run SETTING on its first N seeds only (e.g. dmix-paper=5)")
-    parser.add_argument("--records-dir", default=None,
-                        help="committed folder for one small JSON record per finished run (benchmarks/results/...)")
+    parser.add_argument("--records-dir", default=str(ROOT / "benchmarks" / "results" / "suite-300"),
+                        help="committed folder of one small JSON record per finished run; reports read only these")
     parser.add_argument("--tau", type=float, default=0.3)
     parser.add_argument("--max-seq-length", type=int, default=64)
     parser.add_argument("--epochs", type=float, default=None, help=f"override the epochs per size ({EPOCHS})")
@@ -358,7 +443,26 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="summarise the cached runs; train nothing")
     args = parser.parse_args()
 
-    run_grid(build_jobs(args), args, "suite", report, ("benchmark_meta", "metrics", "partner_index", "device", "wall_time_s"))
+    records = Path(args.records_dir)
+    if not args.report_only:
+        run_jobs(build_jobs(args), parallel=args.parallel, keep_going=True)
+    publish_report(records, Path(args.report), ROOT / "README.md")
+
+
+def publish_report(records: Path, report_path: Path, readme: Path) -> None:
+    """Rewrite suite.md's generated section and README's quoted summary from the records alone."""
+    for path in records.glob("*.json"):  # records written by an older _runs.py may still name absolute data paths
+        record = json.loads(path.read_text())
+        if portable(record) != record:
+            write_json_atomic(path, portable(record))
+    results = load_records(records)
+    if not results:
+        sys.exit(f"No run records in {records}: nothing to report.")
+    text = report(results)
+    write_section(report_path, "suite", text)
+    write_section(readme, "suite-summary", summary(collect(results)))
+    print(text)
+    print(f"\nWrote {report_path} and README.md's suite-summary block from {len(results)} records in {records}")
 
 if __name__ == "__main__":
     main()

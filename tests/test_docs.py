@@ -20,3 +20,48 @@ def test_every_test_cited_in_reliability_md_exists():
             assert re.search(rf"^def {name}\b", source, re.M), f"{path}::{name} is cited but does not exist"
     for row in rows:
         assert "tests/" in row, f"a row without its test: {row[:80]}"
+
+
+def _benchmarks():
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return importlib.import_module("suite"), importlib.import_module("_runs")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_readme_and_suite_md_quote_the_summary_generated_from_the_committed_records():
+    suite, runs = _benchmarks()
+    records = ROOT / "benchmarks" / "results" / "suite-300"
+    assert list(records.glob("*.json")), "the suite's run records are committed"
+    expected = suite.summary_from_records(records)
+    for doc in (ROOT / "README.md", ROOT / "docs" / "results" / "suite.md"):
+        quoted = runs.read_section(doc, "suite-summary")
+        assert quoted is not None, f"{doc.name} has no suite-summary block"
+        assert quoted == expected, (
+            f"{doc.name}'s suite-summary block differs from what benchmarks/suite.py generates from the records: "
+            "run `python benchmarks/suite.py --report-only`"
+        )
+
+
+def test_committed_records_name_no_folder_of_the_machine_that_made_them():
+    for path in (ROOT / "benchmarks" / "results").rglob("*.json"):
+        text = path.read_text(encoding="utf-8")
+        assert '"/' not in text, f"{path.name} holds an absolute path"
+
+
+def test_paired_interval_and_verdict_follow_the_stated_rule():
+    _, runs = _benchmarks()
+    # Differences 1, 2, 3 (mean 2, sd 1, n 3): t(0.975, 2) = 4.303, half-width 4.303 / sqrt(3) = 2.484.
+    ci = runs.paired_ci({0: 11.0, 1: 12.0, 2: 13.0}, {0: 10.0, 1: 10.0, 2: 10.0})
+    assert abs(ci["mean"] - 2.0) < 1e-12 and ci["n"] == 3
+    assert abs(ci["low"] - (2.0 - 2.4841)) < 1e-3 and abs(ci["high"] - (2.0 + 2.4841)) < 1e-3
+    assert runs.verdict(ci) == "tie"
+    assert runs.verdict(runs.paired_ci({0: 5.0, 1: 6.0, 2: 5.5}, {0: 1.0, 1: 1.2, 2: 0.9})) == "win"
+    assert runs.verdict(runs.paired_ci({0: 1.0, 1: 1.2, 2: 0.9}, {0: 5.0, 1: 6.0, 2: 5.5})) == "loss"
+    # Only seeds both settings have are paired; one common seed gives no interval and a tie.
+    one = runs.paired_ci({0: 3.0, 7: 9.0}, {0: 1.0})
+    assert one["n"] == 1 and runs.verdict(one) == "tie"
