@@ -48,7 +48,7 @@ import hf_dmix
 from hf_dmix import DMixConfig, DMixDataCollator, DMixTrainer, HubError
 from hf_dmix.cards import TAU_SWEEP_PLOT_NAME, hub_repo_id
 from hf_dmix.data import DataError, demo_data_files, load_classification_data, stratified_subsample
-from hf_dmix.diagnostics import collapse_warning, data_diagnostics, outcome_diagnostics, prediction_collapse
+from hf_dmix.diagnostics import collapse_warnings, data_diagnostics, majority_baseline, outcome_diagnostics
 from hf_dmix.hub import check_push_access, hub_error, push_to_hub
 from hf_dmix.media import (
     CONFIG_PREFIX, DIGITS_TEST_SIZE, MODEL_CONFIGS, build_model_from_config, config_model_type, count_parameters, fsdd_path,
@@ -590,15 +590,6 @@ def effective_dmix_settings(training_args: DMixConfig) -> dict[str, Any]:
     return {k: v for k, v in settings.items() if k not in drop}
 
 
-def majority_baseline(test_labels: list[int]) -> dict[str, float]:
-    """What predicting the most frequent test class for every row would score: the floor a model must beat."""
-    counts = np.bincount(np.asarray(test_labels))
-    share = float(counts.max() / counts.sum())
-    classes = int((counts > 0).sum())
-    # The majority class has F1 2p/(1+p) (precision p, recall 1); every other class present scores 0.
-    return {"accuracy": share, "macro_f1": (2 * share / (1 + share)) / classes}
-
-
 def log_data_diagnostics(diagnostics: dict[str, Any]) -> None:
     """Log each problem :func:`hf_dmix.diagnostics.data_diagnostics` found as a warning, else a one-line summary."""
     for message in diagnostics["warnings"]:
@@ -628,14 +619,9 @@ def check_outcome(
     for split, output in predictions.items():
         logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
         predicted[split] = np.argmax(logits, axis=-1).tolist()
-    outcome = outcome_diagnostics(predicted, labels, label_names)
-    for split in predicted:
-        cls = prediction_collapse(predicted[split], labels[split])
-        if cls is not None:
-            logger.warning(collapse_warning(
-                split, label_names[cls], len(predicted[split]), len(set(labels[split])), majority_baseline(labels[split])
-            ))
-    return outcome
+    for message in collapse_warnings(predicted, labels, label_names):
+        logger.warning(message)
+    return outcome_diagnostics(predicted, labels, label_names)
 
 
 def describe_majority_baseline(baseline: dict[str, float], test_labels: list[int], label_names: list[str]) -> str:

@@ -386,15 +386,19 @@ def _diagnostic_rows(diag: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def _collapse_note(results: Mapping[str, Any] | None) -> str | None:
-    """A warning when ``results.json`` records that every prediction of a split was one class."""
+    """A warning when ``results.json`` records that (nearly) every prediction of a split was one class."""
     collapse = ((results or {}).get("outcome") or {}).get("prediction_collapse")
     if not isinstance(collapse, Mapping):
         return None
     split = collapse.get("split", "test")
-    note = (
-        f"every {split} prediction is `{_cell(collapse.get('class'))}` although the {split} set has several classes: "
-        "this model predicts one class"
-    )
+    share = collapse.get("prediction_share", 1.0)
+    if share >= 1.0:
+        note = (f"every {split} prediction is `{_cell(collapse.get('class'))}` although the {split} set has several "
+                "classes: this model predicts one class")
+    else:
+        note = (f"{100 * share:.1f} % of the {split} predictions are `{_cell(collapse.get('class'))}`, a class that is "
+                f"{100 * collapse.get('label_share', 0.0):.1f} % of the {split} labels: this model nearly always "
+                "predicts one class")
     baseline = (results or {}).get("majority_baseline")
     if split == "test" and isinstance(baseline, Mapping) and "accuracy" in baseline:
         note += (

@@ -7,8 +7,8 @@ What lives here: pure computations over texts, token ids, labels and predictions
 * **tokenizer coverage** (:func:`tokenizer_coverage`): the share of unknown tokens and of tokens that are a single
   character, the two ways a tokenizer shows that it does not know the language of the data;
 * **duplicates** (:func:`duplicate_stats`): identical texts, and how many sit in more than one split (leakage);
-* **prediction collapse** (:func:`prediction_collapse`, :func:`outcome_diagnostics`): every prediction one class
-  while the labels have several — a model that scores the majority baseline and learned nothing.
+* **prediction collapse** (:func:`prediction_collapse`, :func:`outcome_diagnostics`): (nearly) every prediction one
+  class that the labels do not justify — a model that scores about the majority baseline and learned little.
 
 :func:`data_diagnostics` and :func:`data_warnings` put the data checks together for ``run_dmix.py``, which logs the
 warnings and records everything in ``results.json`` (``data_diagnostics`` and ``outcome``).
@@ -40,6 +40,11 @@ _SUBWORD_PREFIXES = ("##", "Ġ", "▁")
 _SUBWORD_SUFFIXES = ("</w>",)
 # Scripts whose single characters are words or syllables: a good tokenizer splits them one character per token.
 _CHARACTER_SCRIPTS = ("CJK", "HIRAGANA", "KATAKANA", "HANGUL", "IDEOGRAPHIC", "YI ")
+# Near-collapse: one class takes at least this share of the predictions while it is under LABEL_SHARE of the labels.
+# 95 % of predictions for a class that is 80 % of the labels or more can be a working classifier on skewed data (ESSC
+# is 87 % ham); below 80 % it means the other classes are almost never predicted.
+COLLAPSE_PREDICTION_SHARE = 0.95
+COLLAPSE_LABEL_SHARE = 0.80
 # transformers sets model_max_length to int(1e30) when the tokenizer does not know the model's limit.
 _NO_LIMIT = 10**9
 # Rows re-tokenized at once when measuring the full length of texts that hit max_seq_length.
@@ -110,16 +115,31 @@ def token_text(tokenizer: Any, token: str) -> str:
     return tokenizer.convert_tokens_to_string([token]).strip()
 
 
-def is_single_character(text: str) -> bool:
-    """Whether ``text`` is one letter-like character that is a fragment of a word.
+def graphemes(text: str) -> list[str]:
+    """``text`` as user-perceived characters (Unicode extended grapheme clusters, UAX #29).
 
-    Punctuation, digits, whitespace and control characters are single characters in every language, and in the
-    scripts where one character is a word or syllable (CJK, kana, Hangul) a good tokenizer splits them one by one:
-    neither says anything about coverage, so neither counts.
+    A Gujarati or Devanagari syllable such as ``"કા"`` (consonant + vowel sign) is two code points and one character
+    to a reader; counting code points would call it two.
     """
-    if len(text) != 1 or unicodedata.category(text)[0] not in "LMS":
+    import regex  # a transformers dependency; the stdlib ``re`` has no grapheme-cluster pattern
+
+    return regex.findall(r"\X", text)
+
+
+def is_single_character(text: str) -> bool:
+    """Whether ``text`` is one letter-like character (one grapheme cluster) that is a fragment of a word.
+
+    Counted by grapheme clusters, not code points: a consonant with its vowel sign is one character. A token made of
+    combining marks only (a vowel sign the tokenizer split off its consonant, as WordPiece does in Indic scripts
+    whether or not it knows them) is part of the previous token's character, not a character of its own, so it does
+    not count. Punctuation, digits, whitespace and control characters are single characters in every language, and in
+    the scripts where one character is a word or syllable (CJK, kana, Hangul) a good tokenizer splits them one by
+    one: neither says anything about coverage, so neither counts.
+    """
+    clusters = graphemes(text)
+    if len(clusters) != 1 or unicodedata.category(clusters[0][0])[0] not in "LS":
         return False
-    return not unicodedata.name(text, "").startswith(_CHARACTER_SCRIPTS)
+    return not unicodedata.name(clusters[0][0], "").startswith(_CHARACTER_SCRIPTS)
 
 
 def tokenizer_coverage(tokenizer: Any, token_counts: np.ndarray) -> dict[str, Any]:
@@ -287,15 +307,8 @@ def data_warnings(diagnostics: Mapping[str, Any]) -> list[str]:
             "single-character tokens). The model sees little of the text: use a model whose tokenizer covers the "
             f"language, e.g. a multilingual one (--model_name_or_path {' or '.join(MULTILINGUAL_MODELS)})."
         )
+    warnings += _shared_text_warnings(diagnostics.get("duplicates") or {})
     dup = diagnostics.get("duplicates") or {}
-    if dup.get("texts_in_several_splits"):
-        pairs = ", ".join(f"{p}: {n}" for p, n in dup["shared_by_splits"].items() if n)
-        warnings.append(
-            f"{dup['texts_in_several_splits']} texts appear in more than one split ({pairs}): the model is evaluated "
-            "on texts it may have trained on, so validation and test scores are optimistic. Remove the validation "
-            "and test rows whose text is in train, or let run_dmix.py carve validation and test out of train (only "
-            "--train_file, with --group_duplicates true), which keeps identical texts in one split."
-        )
     if dup.get("conflicting_labels"):
         warnings.append(
             f"{dup['conflicting_labels']} duplicated texts carry different labels: label noise that caps every "
@@ -304,17 +317,53 @@ def data_warnings(diagnostics: Mapping[str, Any]) -> list[str]:
     return warnings
 
 
-def prediction_collapse(predictions: Sequence[int], labels: Sequence[int]) -> int | None:
-    """The one class every prediction is, when the labels have more than one class; else ``None``.
+_SHARED_FIX = (
+    "Remove the validation and test rows whose text is in train, or let run_dmix.py carve validation and test out of "
+    "train (only --train_file, with --group_duplicates true), which keeps identical texts in one split."
+)
 
-    A collapsed model scores exactly what predicting that class for every row scores — usually the majority
-    baseline — however good the mixing method is.
+
+def _shared_text_warnings(dup: Mapping[str, Any]) -> list[str]:
+    """What texts shared between splits mean: with train, evaluation on trained-on texts; between validation and test
+    only, two evaluations that are not independent (nothing was trained on)."""
+    shared = {p: n for p, n in (dup.get("shared_by_splits") or {}).items() if n}
+    with_train = {p: n for p, n in shared.items() if "train" in p.split("/")}
+    between_eval = {p: n for p, n in shared.items() if p not in with_train}
+    out = []
+    if with_train:
+        pairs = ", ".join(f"{p}: {n}" for p, n in with_train.items())
+        out.append(
+            f"Texts of the training split also appear in evaluation splits ({pairs}): the model is evaluated on texts "
+            f"it trained on, so those scores are optimistic. {_SHARED_FIX}"
+        )
+    if between_eval:
+        pairs = ", ".join(f"{p}: {n}" for p, n in between_eval.items())
+        out.append(
+            f"Validation and test share texts ({pairs}); none of them is in train, so the model did not train on them, "
+            "but a choice made on validation is partly tested on the same texts: the test score is not fully "
+            "independent of model selection. Drop the shared rows from one of the two splits."
+        )
+    return out
+
+
+def prediction_collapse(predictions: Sequence[int], labels: Sequence[int]) -> int | None:
+    """The class the predictions (nearly) collapsed to, or ``None``.
+
+    A collapse is every prediction one class while the labels have several, or a near-collapse: one class takes at
+    least ``COLLAPSE_PREDICTION_SHARE`` of the predictions while it is under ``COLLAPSE_LABEL_SHARE`` of the labels
+    (the other classes are almost never predicted, though the labels hold many of them). Such a model scores about
+    what predicting that class for every row scores, however good the mixing method is.
     """
     if len(predictions) != len(labels):
         raise ValueError(f"{len(predictions)} predictions but {len(labels)} labels: pass those of the same rows.")
-    predicted = {int(p) for p in predictions}
-    if len(predicted) == 1 and len({int(y) for y in labels}) > 1:
-        return predicted.pop()
+    if not len(predictions) or len({int(y) for y in labels}) < 2:
+        return None
+    preds = np.asarray(predictions, dtype=np.int64)
+    top = int(np.bincount(preds).argmax())
+    pred_share = float((preds == top).mean())
+    label_share = float((np.asarray(labels, dtype=np.int64) == top).mean())
+    if pred_share == 1.0 or (pred_share >= COLLAPSE_PREDICTION_SHARE and label_share < COLLAPSE_LABEL_SHARE):
+        return top
     return None
 
 
@@ -333,17 +382,60 @@ def outcome_diagnostics(
             continue
         cls = prediction_collapse(predictions[split], labels[split])
         if cls is not None:
-            collapse = {"split": split, "class": label_names[cls]}
+            collapse = {"split": split, "class": label_names[cls], **_shares(predictions[split], labels[split], cls)}
             break
     return {"distinct_predicted_classes": distinct, "prediction_collapse": collapse}
 
 
-def collapse_warning(split: str, class_name: str, rows: int, labels_present: int, baseline: Mapping[str, float]) -> str:
-    """The warning for a collapsed split, naming the class and the majority baseline it scores."""
+def _shares(predictions: Sequence[int], labels: Sequence[int], cls: int) -> dict[str, float]:
+    return {
+        "prediction_share": float(np.mean(np.asarray(predictions, dtype=np.int64) == cls)),
+        "label_share": float(np.mean(np.asarray(labels, dtype=np.int64) == cls)),
+    }
+
+
+def collapse_warning(
+    split: str,
+    class_name: str,
+    rows: int,
+    labels_present: int,
+    baseline: Mapping[str, float],
+    prediction_share: float = 1.0,
+    label_share: float | None = None,
+) -> str:
+    """The warning for a (nearly) collapsed split, naming the class, its shares and the majority baseline."""
+    if prediction_share >= 1.0:
+        what = f"All {rows} {split} predictions are class {class_name!r} although the {split} labels have {labels_present} classes"
+    else:
+        what = (f"{100 * prediction_share:.1f} % of the {rows} {split} predictions are class {class_name!r}, which is "
+                f"only {100 * (label_share or 0.0):.1f} % of the {split} labels ({labels_present} classes)")
     return (
-        f"All {rows} {split} predictions are class {class_name!r} although the {split} labels have {labels_present} "
-        f"classes: the model predicts one class and learned nothing that separates them. The majority baseline of "
-        f"the {split} set scores accuracy {baseline['accuracy']:.4f}, macro-F1 {baseline['macro_f1']:.4f}. Try a "
-        "lower --learning_rate, more training steps (--num_train_epochs), or check that the training labels are "
+        f"{what}: the model (nearly) always predicts one class and learned little that separates them. The majority "
+        f"baseline of the {split} set scores accuracy {baseline['accuracy']:.4f}, macro-F1 {baseline['macro_f1']:.4f}. "
+        "Try a lower --learning_rate, more training steps (--num_train_epochs), or check that the training labels are "
         "not dominated by one class."
     )
+
+
+def collapse_warnings(
+    predictions: Mapping[str, Sequence[int]], labels: Mapping[str, Sequence[int]], label_names: Sequence[str]
+) -> list[str]:
+    """One :func:`collapse_warning` per split whose predictions (nearly) collapsed."""
+    out = []
+    for split in _split_names(predictions):
+        cls = prediction_collapse(predictions[split], labels[split])
+        if cls is None:
+            continue
+        present = len({int(y) for y in labels[split]})
+        out.append(collapse_warning(split, label_names[cls], len(predictions[split]), present,
+                                    majority_baseline(labels[split]), **_shares(predictions[split], labels[split], cls)))
+    return out
+
+
+def majority_baseline(labels: Sequence[int]) -> dict[str, float]:
+    """What predicting the most frequent class for every row would score: the floor a model must beat."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64))
+    share = float(counts.max() / counts.sum())
+    classes = int((counts > 0).sum())
+    # The majority class has F1 2p/(1+p) (precision p, recall 1); every other class present scores 0.
+    return {"accuracy": share, "macro_f1": (2 * share / (1 + share)) / classes}

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from hf_dmix.diagnostics import prediction_collapse
 from conftest import make_sentences, metrics_from_predictions, tiny_model, train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,10 +103,13 @@ def test_string_labels_with_preset_and_outputs(tmp_path, tiny_model_dir, string_
     assert "duplicates" not in saved["data"]
     outcome = saved["outcome"]
     assert outcome["distinct_predicted_classes"]["test"] == len({r["prediction"] for r in rows})
-    collapsed = len({r["prediction"] for r in rows}) == 1 and len({r["label"] for r in rows}) > 1
-    assert (outcome["prediction_collapse"] is not None) == (collapsed or outcome["distinct_predicted_classes"]["validation"] == 1)
-    if collapsed:
-        assert outcome["prediction_collapse"] == {"split": "test", "class": rows[0]["prediction"]}
+    names = sorted({r["label"] for r in rows} | {r["prediction"] for r in rows})
+    collapsed = prediction_collapse([names.index(r["prediction"]) for r in rows], [names.index(r["label"]) for r in rows])
+    if collapsed is not None:
+        assert outcome["prediction_collapse"]["split"] == "test"
+        assert outcome["prediction_collapse"]["class"] == names[collapsed]
+    elif outcome["prediction_collapse"] is not None:
+        assert outcome["prediction_collapse"]["split"] == "validation"
 
 
 def test_int_labels_and_yaml_config_with_override(tmp_path, tiny_model_dir):
@@ -205,7 +210,8 @@ def test_collapse_is_logged_and_recorded(caplog):
     with caplog.at_level("WARNING", logger="run_dmix"):
         outcome = run_dmix.check_outcome(outputs, {"validation": [1, 0], "test": [0, 0, 0, 1]}, ["neg", "pos"])
     assert outcome == {"distinct_predicted_classes": {"validation": 2, "test": 1},
-                       "prediction_collapse": {"split": "test", "class": "pos"}}
+                       "prediction_collapse": {"split": "test", "class": "pos", "prediction_share": 1.0,
+                                               "label_share": 0.25}}
     [record] = caplog.records
     assert "All 4 test predictions are class 'pos'" in record.getMessage()
     assert "accuracy 0.7500, macro-F1 0.4286" in record.getMessage()  # the test set's majority baseline

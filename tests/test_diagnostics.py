@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,11 +16,14 @@ from transformers import PreTrainedTokenizerFast
 
 from hf_dmix.data import load_classification_data
 from hf_dmix.diagnostics import (
+    SINGLE_CHAR_WARN_SHARE,
     collapse_warning,
+    collapse_warnings,
     data_diagnostics,
     data_warnings,
     duplicate_stats,
     full_token_lengths,
+    graphemes,
     is_single_character,
     outcome_diagnostics,
     prediction_collapse,
@@ -29,6 +33,7 @@ from hf_dmix.diagnostics import (
 )
 
 ENGLISH = make_sentences(200, seed=0)[0]
+DATA = Path(__file__).resolve().parent / "data"
 
 
 def wordpiece_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
@@ -124,6 +129,9 @@ def test_single_character_rule():
     assert is_single_character("a") and is_single_character("ક") and is_single_character("\ufffd")
     for text in ("", "ab", ".", "7", " ", "中", "あ", "한"):
         assert not is_single_character(text), text
+    # Grapheme clusters, not code points: consonant + vowel sign is one character; a lone vowel sign is none.
+    assert is_single_character("કા") and is_single_character("ने")
+    assert not is_single_character("ા") and not is_single_character("ે")
 
 
 def test_token_text_strips_subword_markers():
@@ -180,7 +188,8 @@ def test_duplicate_stats_of_known_texts():
                      "shared_by_splits": {"train/validation": 1, "train/test": 1, "validation/test": 0},
                      "conflicting_labels": 1}
     warnings = data_warnings({"duplicates": stats})
-    assert "2 texts appear in more than one split (train/validation: 1, train/test: 1)" in warnings[0]
+    assert "also appear in evaluation splits (train/validation: 1, train/test: 1)" in warnings[0]
+    assert "evaluated on texts it trained on" in warnings[0]
     assert "1 duplicated texts carry different labels" in warnings[1]
 
 
@@ -229,8 +238,81 @@ def test_outcome_records_the_collapsed_split_and_distinct_classes():
     outcome = outcome_diagnostics({"validation": [0, 2, 2], "test": [2, 2, 2, 2]},
                                   {"validation": [0, 1, 2], "test": [0, 2, 2, 1]}, names)
     assert outcome == {"distinct_predicted_classes": {"validation": 2, "test": 1},
-                       "prediction_collapse": {"split": "test", "class": "pos"}}
+                       "prediction_collapse": {"split": "test", "class": "pos", "prediction_share": 1.0,
+                                               "label_share": 0.5}}
     fine = outcome_diagnostics({"validation": [0, 1], "test": [1, 0]}, {"validation": [0, 1], "test": [1, 0]}, names)
     assert fine["prediction_collapse"] is None
     message = collapse_warning("test", "pos", 4, 3, {"accuracy": 0.5, "macro_f1": 2 / 9})
     assert "All 4 test predictions are class 'pos'" in message and "accuracy 0.5000, macro-F1 0.2222" in message
+
+
+# ---------------------------------------------------------------------- on real text (tests/data samples)
+
+
+def _sample(name: str) -> tuple[list[str], list[str]]:
+    with open(DATA / name, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return [r["text"] for r in rows], [r["label"] for r in rows]
+
+
+def _akshara_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
+    """A WordPiece tokenizer whose vocabulary is the grapheme clusters (aksharas) of ``texts``: it splits every word
+    into user-perceived characters, as a tokenizer that knows the script but none of its words would."""
+    clusters = sorted({g for t in texts for w in t.split() for g in graphemes(w)})
+    vocab = {tok: i for i, tok in enumerate(["[PAD]", "[UNK]", *clusters, *("##" + g for g in clusters)])}
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]", max_input_chars_per_word=1000))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]")
+
+
+def test_single_characters_are_counted_by_grapheme_on_real_gujarati_text():
+    texts, _ = _sample("gujarati_news_sample.csv")
+    tokenizer = _akshara_tokenizer(texts)
+    diag = data_diagnostics(tokenizer, _tokenized(tokenizer, texts, 4096), 4096)
+    coverage = diag["tokenizer_coverage"]["train"]
+    assert coverage["unk_share"] < 0.01
+    # Every token is one akshara: counted by code points, fewer than half looked like single characters (most
+    # aksharas carry a vowel sign or virama); counted by graphemes, nearly all letter tokens are.
+    assert coverage["single_char_share"] > 0.85
+    [warning] = diag["warnings"]
+    assert "single-character tokens in train" in warning
+    # A tokenizer trained on the same Gujarati text splits into longer pieces: no warning.
+    trained = wordpiece_tokenizer(texts * 3)
+    trained.backend_tokenizer.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
+    known = data_diagnostics(trained, _tokenized(trained, texts, 4096), 4096)
+    assert known["tokenizer_coverage"]["train"]["single_char_share"] < SINGLE_CHAR_WARN_SHARE
+
+
+def test_near_collapse_on_real_labels():
+    _, gujarati = _sample("gujarati_news_sample.csv")  # three classes, 4 each
+    names = sorted(set(gujarati))
+    labels = [names.index(y) for y in gujarati] * 10  # 120 rows, each class a third
+    predictions = [0] * 115 + [1] * 3 + [2] * 2  # 95.8 % one class, which is a third of the labels
+    assert prediction_collapse(predictions, labels) == 0
+    outcome = outcome_diagnostics({"test": predictions}, {"test": labels}, names)
+    assert outcome["prediction_collapse"] == {"split": "test", "class": names[0],
+                                              "prediction_share": pytest.approx(115 / 120),
+                                              "label_share": pytest.approx(1 / 3)}
+    [message] = collapse_warnings({"test": predictions}, {"test": labels}, names)
+    assert "95.8 % of the 120 test predictions are class 'business', which is only 33.3 % of the test labels" in message
+    # ESSC: 87 % ham. Predicting ham for 96 % of the messages can be a working spam filter: no collapse.
+    _, essc = _sample("essc_sample.csv")
+    ham = [int(y == "spam") for y in essc]
+    assert 0.8 < 1 - sum(ham) / len(ham) < 0.95
+    mostly_ham = [0] * len(ham)
+    mostly_ham[: int(0.04 * len(ham))] = [1] * int(0.04 * len(ham))
+    assert prediction_collapse(mostly_ham, ham) is None
+    assert prediction_collapse([0] * len(ham), ham) == 0  # every prediction one class still is a collapse
+
+
+def test_texts_shared_by_validation_and_test_only_are_not_called_trained_on():
+    texts, labels = _sample("essc_sample.csv")
+    unique = list(dict.fromkeys(t.strip() for t in texts))  # the sample repeats some messages, as the SMS data do
+    train, validation, test = unique[:300], unique[300:340], unique[340:]
+    test = [validation[0], validation[1]] + test  # two validation messages also in test, none in train
+    stats = duplicate_stats({"train": train, "validation": validation, "test": test})
+    assert stats["shared_by_splits"]["validation/test"] >= 2 and stats["shared_by_splits"]["train/test"] == 0
+    [warning] = [w for w in data_warnings({"duplicates": stats}) if "share" in w or "appear" in w]
+    assert warning.startswith("Validation and test share texts (validation/test:")
+    assert "did not train on them" in warning and "trained on, so" not in warning
