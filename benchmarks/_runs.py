@@ -261,19 +261,3 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
     arr = np.asarray(values, dtype=float)
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
-
-
-def run_grid(jobs: list[Job], args: Any, section: str, report: Any, summary_keys: tuple[str, ...]) -> None:
-    """Run (or, with ``args.report_only``, read from the cache) a grid of jobs, rewrite the report's ``section`` from
-    ``report(results, args)`` and write ``summary.json`` (``summary_keys`` of each run) in ``args.runs_dir``."""
-    results = [j.cached() for j in jobs] if args.report_only else run_jobs(jobs, parallel=args.parallel, keep_going=True)
-    done = [r for r in results if r is not None]
-    print(f"{len(done)} of {len(jobs)} runs available.")
-    if not done:
-        return
-    text = report(results, args)
-    print(text)
-    write_section(Path(args.report), section, text)
-    summary = Path(args.runs_dir) / "summary.json"
-    summary.write_text(json.dumps([{k: r.get(k) for k in summary_keys} for r in done], indent=1))
-    print(f"\nWrote {args.report} and {summary}")

@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runs import ROOT, Job, mean_std, paired_test, run_grid  # noqa: E402
+from _runs import (  # noqa: E402
+    ROOT, Job, load_records, mean_std, paired_ci, run_jobs, verdict, write_section,
+)
 
 # dataset: (model, data flags, training flags). Chosen on the baseline's validation accuracy (see the report).
 DATASETS: dict[str, tuple[str, dict[str, object], dict[str, object]]] = {
@@ -75,7 +76,8 @@ def build_jobs(args: argparse.Namespace) -> list[Job]:
             for setting in args.settings:
                 flags = {"model_name_or_path": model, **data, **common, **training, **SETTINGS[setting], "seed": seed}
                 meta = {"dataset": name, "setting": setting, "seed": seed}
-                jobs.append(Job(f"{name}-{setting}-seed{seed}", flags, Path(args.runs_dir) / "runs", meta))
+                jobs.append(Job(f"{name}-{setting}-seed{seed}", flags, Path(args.runs_dir) / "runs", meta,
+                                Path(args.records_dir)))
     return jobs
 
 
@@ -83,98 +85,100 @@ def _pct(r: dict, split: str, metric: str) -> float:
     return 100 * r["metrics"][split][metric]
 
 
-def report(results: list[dict], args: argparse.Namespace) -> str:
+def collect(results: list[dict]) -> dict:
+    """``cells[dataset][setting] = {seed: record}``."""
     cells: dict = {}
     for r in results:
-        if r is not None:
-            m = r["benchmark_meta"]
-            cells.setdefault(m["dataset"], {}).setdefault(m["setting"], {})[m["seed"]] = r
-    done = [r for r in results if r is not None]
-    devices = sorted({r["device"] for r in done})
-    total = sum(r["wall_time_s"] for r in done)
-    lines = [f"{len(done)} runs on {', '.join(devices)} (one thread per run, {args.parallel} at a time), "
-             f"{total / 60:.1f} min of run time in total. Mean ± sd over seeds; Δ = mean paired difference to Mixup "
-             "(points), p = two-sided paired t-test over seeds. Wall time is `results.json`'s `wall_time_s` (data "
-             "loading, preprocessing, partner search, training, evaluation; not the Python start-up); other jobs "
-             "shared the two cores during the benchmark, so the minimum is the best estimate of an unloaded run."]
+        m = r["benchmark_meta"]
+        cells.setdefault(m["dataset"], {}).setdefault(m["setting"], {})[m["seed"]] = r
+    return cells
+
+
+def _ci_text(ci: dict) -> str:
+    if ci["n"] < 2 or ci["low"] != ci["low"]:
+        return f"{ci['mean']:+.2f} (n = {ci['n']})"
+    return f"{ci['mean']:+.2f} [{ci['low']:+.2f}, {ci['high']:+.2f}], p = {ci['p']:.3f}"
+
+
+def _vs_mixup(per: dict, setting: str, metric: str = "accuracy") -> dict:
+    return paired_ci({s: _pct(r, "test", metric) for s, r in per[setting].items()},
+                     {s: _pct(r, "test", metric) for s, r in per.get("mixup", {}).items()})
+
+
+def _index_means(runs: dict) -> dict[str, float]:
+    stats = [r["partner_index"] for r in runs.values() if r.get("partner_index")]
+    keys = ("same_label_share", "random_same_label_share", "top1pct_slot_share", "random_top1pct_slot_share")
+    return {k: sum(s[k] for s in stats) / len(stats) for k in keys} if stats else {}
+
+
+def summary(cells: dict) -> str:
+    """The generated summary README quotes: per dataset, each setting's test accuracy against Mixup (paired by seed,
+    95 % interval; win / tie / loss by the interval), and what the partner index looked like."""
+    lines = ["| dataset | setting | test accuracy (%) | Δ vs Mixup [95 % CI], p | verdict | seeds |", "|---|---|---|---|---|---|"]
+    sentences = []
+    for name in [d for d in DATASETS if d in cells]:
+        per = cells[name]
+        for setting in [s for s in SETTINGS if s in per]:
+            m, sd = mean_std([_pct(r, "test", "accuracy") for r in per[setting].values()])
+            if setting == "mixup" or "mixup" not in per:
+                lines.append(f"| {name} | {setting} | {m:.2f} ± {sd:.2f} | — | — | {len(per[setting])} |")
+                continue
+            ci = _vs_mixup(per, setting)
+            lines.append(f"| {name} | {setting} | {m:.2f} ± {sd:.2f} | {_ci_text(ci)} | {verdict(ci)} | {len(per[setting])} |")
+            if setting.startswith("dmix"):
+                word = {"win": "beats", "loss": "is worse than", "tie": "ties"}[verdict(ci)]
+                sentences.append(f"- {name}: `{setting}` {word} Mixup (Δ {_ci_text(ci)} points of test accuracy).")
+        for setting in ("dmix", "dmix-refresh"):
+            idx = _index_means(per.get(setting, {}))
+            if idx:
+                sentences.append(
+                    f"- {name}, `{setting}` index (mean over seeds; for `dmix-refresh` the index in use at the end): "
+                    f"{100 * idx['same_label_share']:.1f} % of candidates share the anchor's label (random partners "
+                    f"{100 * idx['random_same_label_share']:.1f} %); the most frequent 1 % of examples hold "
+                    f"{100 * idx['top1pct_slot_share']:.1f} % of candidate slots (random {100 * idx['random_top1pct_slot_share']:.1f} %).")
+    return "\n".join(lines + [""] + sentences)
+
+
+def report(results: list[dict]) -> str:
+    """The generated section of docs/results/beyond-text.md, from the run records alone."""
+    cells = collect(results)
+    devices = sorted({r["device"] for r in results})
+    total = sum(r["wall_time_s"] for r in results)
+    lines = [f"{len(results)} recorded runs on {', '.join(devices)}, {total / 60:.1f} min of run time in total. Mean ± sd "
+             "over seeds; Δ = mean paired difference to Mixup (points) with its 95 % interval (Student t over seeds) "
+             "and the paired t-test p; verdict: win / loss when the interval lies entirely above / below 0, else tie. "
+             "Wall time is `wall_time_s` of each record (data loading, preprocessing, partner search, training, "
+             "evaluation); other jobs may share the cores, so the minimum is the best estimate of an unloaded run.",
+             "", "<!-- beyond-summary:start -->", summary(cells), "<!-- beyond-summary:end -->"]
     for name in [d for d in DATASETS if d in cells]:
         per = cells[name]
         _, _, training = DATASETS[name]
         lines += ["", f"### {name}", "", DESCRIPTION[name] + ". Training: " + ", ".join(
             f"{k} {v}" for k, v in training.items()) + ", weight decay 0.01, α = 0.2.", "",
-            "| setting | test accuracy (%) | Δ vs Mixup, paired p | test macro-F1 (%) | Δ vs Mixup, paired p "
-            "| validation accuracy (%) | wall time per run (s): mean ± sd (min) | seeds |", "|---|---|---|---|---|---|---|---|"]
+            "| setting | test macro-F1 (%) | Δ vs Mixup [95 % CI], p | validation accuracy (%) | wall time per run (s): mean (min) |",
+            "|---|---|---|---|---|"]
         for setting in [s for s in SETTINGS if s in per]:
             runs = per[setting]
-            row = [setting]
-            for metric in ("accuracy", "macro_f1"):
-                values = {s: _pct(r, "test", metric) for s, r in runs.items()}
-                m, sd = mean_std(list(values.values()))
-                row.append(f"{m:.2f} ± {sd:.2f}")
-                if setting != "mixup" and "mixup" in per:
-                    diff, p, n = paired_test(values, {s: _pct(r, "test", metric) for s, r in per["mixup"].items()})
-                    row.append(f"{diff:+.2f}, p = {p:.3f}" if p == p else "—")
-                else:
-                    row.append("—")
-            row.append("{:.2f}".format(mean_std([_pct(r, "validation", "accuracy") for r in runs.values()])[0]))
+            m, sd = mean_std([_pct(r, "test", "macro_f1") for r in runs.values()])
+            delta = "—" if setting == "mixup" or "mixup" not in per else _ci_text(_vs_mixup(per, setting, "macro_f1"))
+            val = mean_std([_pct(r, "validation", "accuracy") for r in runs.values()])[0]
             walls = [r["wall_time_s"] for r in runs.values()]
-            wall_m, wall_sd = mean_std(walls)
-            row.append(f"{wall_m:.0f} ± {wall_sd:.0f} ({min(walls):.0f})")
-            row.append(str(len(runs)))
-            lines.append("| " + " | ".join(row) + " |")
-        # Partner statistics of the DMIX runs (the first index, from the untrained model, is the same for every seed
-        # only if the initial weights are: they depend on the seed here, so report mean over seeds).
-        stats_rows = []
-        for setting in ("dmix", "dmix-refresh"):
-            runs = per.get(setting) or {}
-            if not runs:
-                continue
-            stats = [r["partner_index"] for r in runs.values() if r.get("partner_index")]
-            if not stats:
-                continue
-
-            def avg(key: str) -> float:
-                vals = [s[key] for s in stats if s.get(key) is not None]
-                return sum(vals) / len(vals) if vals else float("nan")
-
-            refresh = ""
-            refreshes = [x for r in runs.values() for x in r.get("partner_refreshes", [])]
-            if refreshes:
-                # A refresh's statistics are those of the index it built (logged); here: count and cost.
-                secs = sum(x.get("seconds", 0.0) for x in refreshes) / len(refreshes)
-                refresh = f"{len(refreshes) / len(runs):.0f} refreshes per run, {secs:.1f} s each"
-            last_same = [r["partner_refreshes"][-1].get("same_label_share") for r in runs.values()
-                         if r.get("partner_refreshes")]
-            last_same = [x for x in last_same if x is not None]
-            stats_rows.append(
-                f"| {setting} | {100 * avg('same_label_share'):.1f} % (random {100 * avg('random_same_label_share'):.1f} %) "
-                f"| {100 * avg('top1pct_slot_share'):.1f} % (random {100 * avg('random_top1pct_slot_share'):.1f} %) "
-                f"| {avg('k_occurrence_skewness'):.2f} | {100 * avg('distinct_candidate_share'):.0f} % "
-                f"| {(f'{100 * sum(last_same) / len(last_same):.1f} %' if last_same else '—')} | {refresh or '—'} |")
-        if stats_rows:
-            lines += ["", "Partner index (mean over seeds): candidates with the anchor's label; candidate slots held by the "
-                      "most frequent 1 % of examples (hub concentration); k-occurrence skewness; share of the training "
-                      "set ever a candidate. `dmix`: the index built before training, from the untrained model; "
-                      "`dmix-refresh`: the index in use at the end of training (the last refresh). The same-label share "
-                      "of the last refreshed index is also listed on its own.", "",
-                      "| setting | same-label share | top-1 % slot share | skewness | ever a candidate "
-                      "| same-label share, last refresh | refreshes |", "|---|---|---|---|---|---|---|"]
-            lines += stats_rows
-    lines += ["", f"Command: `python benchmarks/beyond_text.py {shlex.join(sys.argv[1:])}`".rstrip()
-              + " (every run's flags are also in `benchmark_flags` of its `results.json` under `--runs-dir`)."]
-    examples = {}
-    for r in done:
-        m = r["benchmark_meta"]
-        if m["seed"] == 0:
-            flags = r["benchmark_flags"]
-            examples[(m["dataset"], m["setting"])] = "python run_dmix.py " + " ".join(
-                f"--{k} {shlex.quote(str(v))}" for k, v in flags.items() if k != "data_dir") + (
-                " --data_dir $DMIX_DATA_DIR" if "data_dir" in flags else "") + " --output_dir OUT"
-    if examples:
-        lines += ["", "Exact commands of seed 0 (other seeds: `--seed 1` … `--seed 4`):", "", "```bash"]
-        lines += [examples[k] for k in sorted(examples)]
-        lines += ["```"]
+            lines.append(f"| {setting} | {m:.2f} ± {sd:.2f} | {delta} | {val:.2f} | {sum(walls) / len(walls):.0f} ({min(walls):.0f}) |")
+        lines += refresh_lines(per)
     return "\n".join(lines)
+
+
+def refresh_lines(per: dict) -> list[str]:
+    """Refresh count, cost and the same-label share of the last refreshed index, from the records."""
+    runs = per.get("dmix-refresh") or {}
+    refreshes = [x for r in runs.values() for x in r.get("partner_refreshes") or []]
+    if not refreshes:
+        return []
+    secs = sum(x.get("seconds", 0.0) for x in refreshes) / len(refreshes)
+    last = [r["partner_refreshes"][-1].get("same_label_share") for r in runs.values() if r.get("partner_refreshes")]
+    last = [x for x in last if x is not None]
+    return ["", f"`dmix-refresh`: {len(refreshes) / len(runs):.0f} refreshes per run, {secs:.1f} s each on average; "
+            f"same-label share of the last refreshed index {100 * sum(last) / max(1, len(last)):.1f} % (mean over seeds)."]
 
 
 def main() -> None:
@@ -186,10 +190,20 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time (one thread each)")
     parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "beyond-text"))
     parser.add_argument("--report", default=str(ROOT / "docs" / "results" / "beyond-text.md"))
-    parser.add_argument("--report-only", action="store_true", help="summarise the cached runs; train nothing")
+    parser.add_argument("--report-only", action="store_true", help="summarise the recorded runs; train nothing")
+    parser.add_argument("--records-dir", default=str(ROOT / "benchmarks" / "results" / "beyond-text"),
+                        help="committed folder of one small JSON record per finished run; reports read only these")
     args = parser.parse_args()
 
-    run_grid(build_jobs(args), args, "beyond-text", report, ("benchmark_meta", "metrics", "partner_index", "partner_refreshes", "wall_time_s", "device"))
+    records = Path(args.records_dir)
+    if not args.report_only:
+        run_jobs(build_jobs(args), parallel=args.parallel, keep_going=True)
+    results = load_records(records)
+    if not results:
+        sys.exit(f"No run records in {records}: nothing to report.")
+    write_section(Path(args.report), "beyond-text", report(results))
+    write_section(ROOT / "README.md", "beyond-summary", summary(collect(results)))
+    print(report(results))
 
 if __name__ == "__main__":
     main()

@@ -24,7 +24,6 @@ import argparse
 import csv
 import json
 import os
-import shlex
 import sys
 from pathlib import Path
 

@@ -65,3 +65,21 @@ def test_paired_interval_and_verdict_follow_the_stated_rule():
     # Only seeds both settings have are paired; one common seed gives no interval and a tie.
     one = runs.paired_ci({0: 3.0, 7: 9.0}, {0: 1.0})
     assert one["n"] == 1 and runs.verdict(one) == "tie"
+
+
+def test_readme_quotes_the_beyond_text_summary_generated_from_its_records():
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        beyond, runs = importlib.import_module("beyond_text"), importlib.import_module("_runs")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    records = runs.load_records(ROOT / "benchmarks" / "results" / "beyond-text")
+    expected = beyond.summary(beyond.collect(records)) if records else ""
+    for doc in (ROOT / "README.md", ROOT / "docs" / "results" / "beyond-text.md"):
+        assert (runs.read_section(doc, "beyond-summary") or "") == expected, (
+            f"{doc.name}'s beyond-summary block differs from the records: run `python benchmarks/beyond_text.py "
+            "--report-only`"
+        )
