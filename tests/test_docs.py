@@ -83,3 +83,19 @@ def test_readme_quotes_the_beyond_text_summary_generated_from_its_records():
             f"{doc.name}'s beyond-summary block differs from the records: run `python benchmarks/beyond_text.py "
             "--report-only`"
         )
+
+
+def test_readme_quotes_the_hubness_summary_generated_from_its_record():
+    import importlib
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        hubness, runs = importlib.import_module("hubness"), importlib.import_module("_runs")
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    record = json.loads((ROOT / "benchmarks" / "results" / "hubness" / "tau-0.3.json").read_text())
+    assert runs.read_section(ROOT / "README.md", "hubness-summary") == hubness.summary(record), (
+        "README's hubness-summary block differs from the record: run `python benchmarks/hubness.py --report-only`"
+    )
