@@ -175,11 +175,24 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
 
 
+def write_section(path: Path, marker: str, body: str) -> None:
+    """Replace the text between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` (append if absent)."""
+    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
+    text = path.read_text() if path.exists() else "# DMIX on ESSC\n"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def run_grid(jobs: list[Job], args: Any, section: str, report: Any, summary_keys: tuple[str, ...]) -> None:
     """Run (or, with ``args.report_only``, read from the cache) a grid of jobs, rewrite the report's ``section`` from
     ``report(results, args)`` and write ``summary.json`` (``summary_keys`` of each run) in ``args.runs_dir``."""
-    from table1 import write_section
-
     results = [j.cached() for j in jobs] if args.report_only else run_jobs(jobs, parallel=args.parallel, keep_going=True)
     done = [r for r in results if r is not None]
     print(f"{len(done)} of {len(jobs)} runs available.")

@@ -24,9 +24,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runs import ROOT  # noqa: E402
+from _runs import ROOT, write_section  # noqa: E402
 from suite import DATASETS, data_root, split_files  # noqa: E402
-from table1 import write_section  # noqa: E402
 
 RULES = {
     "paper, farthest (the paper)": {"rule": "paper", "order": "farthest"},

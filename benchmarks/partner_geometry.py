@@ -20,8 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _runs import ROOT, data_dir  # noqa: E402
-from table1 import write_section  # noqa: E402
+from _runs import ROOT, data_dir, write_section  # noqa: E402
 
 from hf_dmix.data import load_classification_data  # noqa: E402
 from hf_dmix.embeddings import embed_texts  # noqa: E402

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runs import ROOT, Job, data_dir, mean_std, run_jobs  # noqa: E402
+from _runs import ROOT, Job, data_dir, mean_std, run_jobs, write_section  # noqa: E402
 
 # The paper's ESSC column of Table 1 (F1, mBERT, average of 10 runs).
 PAPER_ESSC = {
@@ -91,21 +91,6 @@ def paired_test(a: dict[int, float], b: dict[int, float]) -> tuple[float, float,
     if all(xi == yi for xi, yi in zip(x, y)):
         return diff, 1.0, len(seeds)
     return diff, float(stats.ttest_rel(x, y).pvalue), len(seeds)
-
-
-def write_section(path: Path, marker: str, body: str) -> None:
-    """Replace the text between ``<!-- marker:start -->`` and ``<!-- marker:end -->`` (append if absent)."""
-    start, end = f"<!-- {marker}:start -->", f"<!-- {marker}:end -->"
-    text = path.read_text() if path.exists() else "# DMIX on ESSC\n"
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def summarise(results: list[dict], args: argparse.Namespace) -> str:

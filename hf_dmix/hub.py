@@ -27,6 +27,7 @@ from typing import Any
 
 from .cards import TAU_SWEEP_PLOT_NAME, card_metadata, display_name, hub_repo_id, render_model_card
 from .config import DMIX_FIELDS, DMixConfig
+from .io import write_atomic  # noqa: F401 - re-exported: trainer, checkpoint and plotting import it from here
 from .mixing import modality_of
 
 DMIX_CONFIG_NAME = "dmix_config.json"
@@ -63,9 +64,14 @@ class HubError(RuntimeError):
 
 
 def _hf_dmix_version() -> str:
-    from . import __version__
+    # From the installed distribution's metadata, not ``hf_dmix.__init__``: this module sits below the package's
+    # public namespace and must not import it (the import would run in a cycle).
+    from importlib.metadata import PackageNotFoundError, version
 
-    return __version__
+    try:
+        return version("hf-dmix")
+    except PackageNotFoundError:  # a source tree on sys.path that was never installed
+        return "unknown"
 
 
 def _peft_config(model: Any) -> Any | None:
@@ -165,18 +171,6 @@ def dmix_record(
         "peft": peft,
         "partner_index": _jsonable(dict(partner_index_stats or {})),
     }
-
-
-def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename: readers never see a partial file."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def write_dmix_config(output_dir: str | os.PathLike, record: Mapping[str, Any]) -> str:
