@@ -272,6 +272,62 @@ def test_official_splits_from_files(tmp_path, tiny_model_dir):
     assert any("more than one split" in w for w in results["data_diagnostics"]["warnings"]) == bool(shared)
 
 
+# A file with a `split` column (as TREC-6, SST-2 and the Gujarati news file have): 48 `train` rows and 12 `test` rows,
+# generated from the word lists of conftest.py (tests/data/README.md).
+SPLIT_CSV = ROOT / "tests" / "data" / "split_column_sample.csv"
+
+
+def _split_csv_rows() -> list[dict]:
+    with open(SPLIT_CSV, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_split_column_of_a_text_file_gives_the_official_splits():
+    """Issue 14, defect 7: the `split` column is honoured; validation is carved from the train rows only."""
+    from hf_dmix.data import load_classification_data
+
+    rows = _split_csv_rows()
+    official_test = {r["text"] for r in rows if r["split"] == "test"}
+    data = load_classification_data(train_file=str(SPLIT_CSV))
+    assert data.split_info["official_splits"] == ["test", "train"]
+    assert sorted(data.splits["test"]["text"]) == sorted(official_test)
+    assert not official_test & (set(data.splits["train"]["text"]) | set(data.splits["validation"]["text"]))
+    assert len(data.splits["train"]) + len(data.splits["validation"]) == 48
+    assert data.split_info["validation_size"] == 0.1 and data.split_info["test_size"] is None
+    assert data.split_info["split_column"] == "split"
+
+
+def test_split_column_values_follow_the_split_flags(tmp_path):
+    """`valid`/`dev` mean validation; --train_split names the training value; unknown values are an error."""
+    from hf_dmix.data import load_classification_data
+
+    rows = _split_csv_rows()
+    path = _write_csv(tmp_path / "gu.csv", [{**r, "split": "valid" if r["split"] == "train" else "test"} for r in rows],
+                      ["text", "label", "split"])
+    with pytest.raises(DataError, match=r"no rows with the value 'train' \(--train_split\).*\['test', 'valid'\]"):
+        load_classification_data(train_file=str(path))
+    data = load_classification_data(train_file=str(path), train_split="valid")
+    assert data.split_info["official_splits"] == ["test", "train"] and len(data.splits["test"]) == 12
+    dev = _write_csv(tmp_path / "dev.csv", [{**r, "split": "dev" if r["split"] == "test" else "train"} for r in rows],
+                     ["text", "label", "split"])
+    data = load_classification_data(train_file=str(dev))
+    assert data.split_info["official_splits"] == ["train", "validation"] and len(data.splits["validation"]) == 12
+    odd = _write_csv(tmp_path / "odd.csv", [{**r, "split": "fold1"} for r in rows], ["text", "label", "split"])
+    with pytest.raises(DataError, match=r"Column 'split' has the value 'fold1'"):
+        load_classification_data(train_file=str(odd))
+
+
+def test_cli_trains_on_the_official_train_rows_of_a_split_column(tmp_path, tiny_model_dir):
+    out = tmp_path / "out"
+    run_dmix.main(_base_args(tiny_model_dir, out, "--train_file", str(SPLIT_CSV), "--max_steps", "2",
+                             "--save_model", "false"))
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["data"]["official_splits"] == ["test", "train"]
+    assert saved["data"]["sizes"]["test"] == 12 and saved["data"]["sizes"]["train"] + saved["data"]["sizes"]["validation"] == 48
+    predicted = {r["text"] for r in csv.DictReader(open(out / "predictions.csv", encoding="utf-8"))}
+    assert predicted == {r["text"] for r in _split_csv_rows() if r["split"] == "test"}
+
+
 def test_stratified_split_keeps_duplicates_together_and_classes_balanced():
     texts = [f"text {i % 70}" for i in range(100)] + [f"other {i}" for i in range(100)]
     labels = [0] * 100 + [1] * 100
