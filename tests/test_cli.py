@@ -164,6 +164,38 @@ def test_demo_dataset_is_the_bundled_real_sample(tmp_path, tiny_model_dir, capsy
     assert (out / "partners.png").exists()
 
 
+def test_results_record_the_config_dmix_settings(tmp_path, tiny_model_dir, string_label_csv):
+    """Issue 14, defect 3: results.json's DMIX record comes from the config's one field list, so every setting that
+    took effect is there, partner_refresh_epochs included (the benchmark suite varies it)."""
+    from hf_dmix.config import DMIX_FIELDS
+
+    out = tmp_path / "out"
+    results = run_dmix.main(
+        _base_args(tiny_model_dir, out, "--train_file", str(string_label_csv), "--text_column", "sentence",
+                   "--label_column", "sentiment", "--preset", "dmix", "--partner_refresh_epochs", "1",
+                   "--max_steps", "2", "--save_model", "false")
+    )
+    saved = json.loads((out / "results.json").read_text())["dmix"]
+    assert saved == results["dmix"] and set(saved) <= set(DMIX_FIELDS)
+    assert saved["partner_refresh_epochs"] == 1
+    assert {"partner_search", "partner_search_sample_size", "partner_index_max_mb", "embedding_pooling"} <= set(saved)
+
+
+def test_card_of_a_demo_run_names_its_dataset(tmp_path, tiny_model_dir):
+    """Issue 14, defect 8: the card of a ``--dataset_name demo`` run names the SMS Spam Collection sample, not the
+    last path component of a description (``demo_data, CC BY 4.0)``)."""
+    import yaml
+
+    out = tmp_path / "out"
+    run_dmix.main(_base_args(tiny_model_dir, out, "--dataset_name", "demo", "--max_steps", "1", "--preset", "mixup"))
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "demo_data" not in card and "CC BY 4.0)" not in card
+    header = yaml.safe_load(card[4:].split("\n---\n", 1)[0])
+    dataset = header["model-index"][0]["results"][0]["dataset"]
+    assert dataset["name"].startswith("SMS Spam Collection") and dataset["type"] == "custom"
+    assert f"on {dataset['name']}" in card or f"| {dataset['name']}" in card
+
+
 def test_demo_data_ships_as_package_data():
     """Every demo file (and its attribution) matches a package-data pattern, so wheels carry it."""
     import tomllib
@@ -492,6 +524,44 @@ def test_resume_from_the_last_complete_checkpoint(tmp_path, tiny_model_dir, stri
     assert state["batches_consumed"] == 6  # continued from 4, not restarted
     with pytest.raises(DataError, match="is not a folder"):
         run_dmix.main([*longer, "--resume_from_checkpoint", str(out / "checkpoint-99")])
+
+
+def test_every_resume_says_which_checkpoint_it_picked(tmp_path, tiny_model_dir, string_label_csv, caplog):
+    """Issue 14, defect 9: the log and results.json name the checkpoint a resume continued from."""
+    out = tmp_path / "out"
+    first = _base_args(tiny_model_dir, out, "--train_file", str(string_label_csv), "--text_column", "sentence",
+                       "--label_column", "sentiment", "--save_strategy", "steps", "--save_steps", "2",
+                       "--save_model", "false", "--max_steps", "2")
+    assert run_dmix.main(first)["resumed_from_checkpoint"] is None
+    (out / "checkpoint-4").mkdir()  # half-written by a killed job: skipped
+    longer = [*first, "--max_steps", "4"]
+    with caplog.at_level("INFO"):
+        results = run_dmix.main([*longer, "--resume_from_checkpoint", "true"])
+    picked = str(out / "checkpoint-2")
+    assert results["resumed_from_checkpoint"] == picked
+    assert json.loads((out / "results.json").read_text())["resumed_from_checkpoint"] == picked
+    assert any(r.getMessage().startswith(f"Resuming from {picked}") for r in caplog.records)
+    results = run_dmix.main([*longer, "--resume_from_checkpoint", picked])  # an explicit folder is recorded too
+    assert results["resumed_from_checkpoint"] == picked
+
+
+def test_a_refused_resume_is_a_one_line_cli_error(tmp_path, tiny_model_dir, string_label_csv):
+    """Issue 14, defect 9: resuming with other DMIX settings exits 2 with one ``run_dmix.py: error:`` line."""
+    out = tmp_path / "out"
+    args = _base_args(tiny_model_dir, out, "--train_file", str(string_label_csv), "--text_column", "sentence",
+                      "--label_column", "sentiment", "--preset", "dmix", "--save_strategy", "steps", "--save_steps",
+                      "2", "--save_model", "false", "--max_steps", "2")
+    run_dmix.main(args)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run_dmix.py"), *args, "--max_steps", "4", "--tau", "0.5",
+         "--resume_from_checkpoint", "true"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"run_dmix.py: error: Cannot resume from {out / 'checkpoint-2'}: it was trained with other")
+    assert "tau" in last
 
 
 @pytest.mark.slow
