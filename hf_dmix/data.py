@@ -280,6 +280,51 @@ def _duplicate_handling(carved: list[str], group_duplicates: bool) -> str:
     return what + "".join(f"; the official {s} split used as given" for s in official)
 
 
+def _text_split(
+    ds: Dataset, name: str, text_column: str, label_column: str, to_id: Mapping[Any, int], label_names: list[str]
+) -> Dataset:
+    """One split as columns ``text`` and ``label`` (ids); empty texts and labels unknown to train are errors."""
+    texts, raw_labels = ds[text_column], ds[label_column]
+    bad_text = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if bad_text:
+        raise DataError(f"The {name} split has {len(bad_text)} empty or non-text value(s) in {text_column!r} (first at row {bad_text[0]}).")
+    ids = []
+    for i, v in enumerate(raw_labels):
+        key = int(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else v
+        if key not in to_id:
+            raise DataError(
+                f"Label {v!r} in the {name} split (row {i}) never occurs in train; train has the labels {label_names}."
+            )
+        ids.append(to_id[key])
+    return Dataset.from_dict({"text": list(texts), "label": ids})
+
+
+def _carve_out_of_train(
+    splits: dict[str, Dataset], need: list[str], validation_size: float, test_size: float, split_seed: int,
+    group_duplicates: bool,
+) -> dict[str, Any]:
+    """Carve the ``need``ed splits out of ``splits["train"]`` (in place); how it was done, for ``split_info``."""
+    full = splits["train"]
+    idx = stratified_split(
+        full["text"],
+        full["label"],
+        validation_size if "validation" in need else 0.0,
+        test_size if "test" in need else 0.0,
+        split_seed,
+        group_duplicates,
+    )
+    splits["train"] = full.select(idx["train"])
+    for s in need:
+        splits[s] = full.select(idx[s])
+    return {
+        "split_method": "stratified by label, duplicate texts kept together" if group_duplicates else "stratified by label",
+        "split_seed": split_seed,
+        "validation_size": validation_size if "validation" in need else None,
+        "test_size": test_size if "test" in need else None,
+        "split_fingerprint": hashlib.sha256(repr(idx).encode()).hexdigest()[:16],
+    }
+
+
 def load_classification_data(
     dataset_name: str | None = None,
     dataset_config_name: str | None = None,
@@ -318,48 +363,13 @@ def load_classification_data(
             )
     label_names, to_id = _checked_labels(official, text_column, label_column)
 
-    def normalise(ds: Dataset, name: str) -> Dataset:
-        texts, raw_labels = ds[text_column], ds[label_column]
-        bad_text = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
-        if bad_text:
-            raise DataError(f"The {name} split has {len(bad_text)} empty or non-text value(s) in {text_column!r} (first at row {bad_text[0]}).")
-        ids = []
-        for i, v in enumerate(raw_labels):
-            key = int(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else v
-            if key not in to_id:
-                raise DataError(
-                    f"Label {v!r} in the {name} split (row {i}) never occurs in train; train has the labels {label_names}."
-                )
-            ids.append(to_id[key])
-        return Dataset.from_dict({"text": list(texts), "label": ids})
-
-    normalised = {name: normalise(ds, name) for name, ds in official.items()}
+    normalised = {name: _text_split(ds, name, text_column, label_column, to_id, label_names) for name, ds in official.items()}
     info: dict[str, Any] = {"source": dataset_name or data_files, "official_splits": sorted(official)}
     if by_column is not None:
         info["split_column"] = split_column
     need = [s for s in ("validation", "test") if s not in normalised]
     if need:
-        full = normalised["train"]
-        idx = stratified_split(
-            full["text"],
-            full["label"],
-            validation_size if "validation" in need else 0.0,
-            test_size if "test" in need else 0.0,
-            split_seed,
-            group_duplicates,
-        )
-        normalised["train"] = full.select(idx["train"])
-        for s in need:
-            normalised[s] = full.select(idx[s])
-        info.update(
-            {
-                "split_method": "stratified by label, duplicate texts kept together" if group_duplicates else "stratified by label",
-                "split_seed": split_seed,
-                "validation_size": validation_size if "validation" in need else None,
-                "test_size": test_size if "test" in need else None,
-                "split_fingerprint": hashlib.sha256(repr(idx).encode()).hexdigest()[:16],
-            }
-        )
+        info.update(_carve_out_of_train(normalised, need, validation_size, test_size, split_seed, group_duplicates))
     for s in SPLITS:
         if len(normalised[s]) == 0:
             raise DataError(f"The {s} split is empty after splitting {len(normalised['train'])} rows; use more data or larger sizes.")

@@ -10,12 +10,13 @@ without retraining. What does not: the card's content (``hf_dmix.cards``) and th
 from __future__ import annotations
 
 import os
-import shutil
+from pathlib import Path
 from typing import Any
 
 from ..cards import TAU_SWEEP_PLOT_NAME, hub_repo_id
 from ..data import DataError
 from ..hub import HubError, check_push_access, push_to_hub
+from ..io import write_atomic
 from .args import logger
 from .inputs import NAMED_DATASETS
 from .models import card_base_model, check_lora_args
@@ -58,6 +59,11 @@ def check_access(repo_id: str | None, training_args) -> str | None:
     return repo_id
 
 
+def copy_tau_sweep_plot(plot: str, output_dir: str) -> None:
+    """``--tau_sweep_plot``: the picture as ``tau_sweep.png`` in ``output_dir`` (the card shows it)."""
+    write_atomic(os.path.join(output_dir, TAU_SWEEP_PLOT_NAME), Path(plot).read_bytes())
+
+
 def card_metadata_from_args(model_args, data_args, hub_args) -> dict[str, Any]:
     """What the model card says about the base model, data, languages and license (None: unknown / not set)."""
     base = card_base_model(hub_args.card_base_model or model_args.model_name_or_path)
@@ -74,7 +80,7 @@ def save_model_and_card(trainer, output_dir: str, model_args, hub_args) -> None:
     # _internal_call: Trainer would push right away (without results and card); the push comes last, in publish().
     trainer.save_model(output_dir, _internal_call=True)
     if hub_args.tau_sweep_plot:
-        shutil.copyfile(hub_args.tau_sweep_plot, os.path.join(output_dir, TAU_SWEEP_PLOT_NAME))
+        copy_tau_sweep_plot(hub_args.tau_sweep_plot, output_dir)
     try:
         trainer.create_model_card()  # README.md: the DMIX card, with the test metrics of results.json
     except ValueError as err:  # card metadata are validated before training; never lose a run over the card
@@ -112,7 +118,7 @@ def push_only(training_args, hub_args, repo_id: str) -> dict[str, Any]:
     if not os.path.isdir(out):
         raise DataError(f"--output_dir {out!r} does not exist: --push_only publishes the folder of an earlier run.")
     if hub_args.tau_sweep_plot:
-        shutil.copyfile(hub_args.tau_sweep_plot, os.path.join(out, TAU_SWEEP_PLOT_NAME))
+        copy_tau_sweep_plot(hub_args.tau_sweep_plot, out)
     overrides = {
         "language": hub_args.card_language,
         "license": hub_args.card_license,
