@@ -8,7 +8,7 @@ when the data has no official split; counting duplicate texts and how the splits
 (``demo_data_files``); and a generated toy dataset for timing runs that need no data file.
 Every problem is reported before any model is loaded, naming what was wrong and what is accepted.
 
-What does not: tokenization and training (``run_dmix.py``), anything about mixing.
+What does not: tokenization (``hf_dmix/cli/inputs.py``), training (``trainer.py``), anything about mixing.
 """
 
 from __future__ import annotations
