@@ -287,7 +287,10 @@ def _text_split(
     texts, raw_labels = ds[text_column], ds[label_column]
     bad_text = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
     if bad_text:
-        raise DataError(f"The {name} split has {len(bad_text)} empty or non-text value(s) in {text_column!r} (first at row {bad_text[0]}).")
+        raise DataError(
+            f"The {name} split has {len(bad_text)} empty or non-text value(s) in {text_column!r} (first at row "
+            f"{bad_text[0]})."
+        )
     ids = []
     for i, v in enumerate(raw_labels):
         key = int(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else v
@@ -363,7 +366,9 @@ def load_classification_data(
             )
     label_names, to_id = _checked_labels(official, text_column, label_column)
 
-    normalised = {name: _text_split(ds, name, text_column, label_column, to_id, label_names) for name, ds in official.items()}
+    normalised = {
+        name: _text_split(ds, name, text_column, label_column, to_id, label_names) for name, ds in official.items()
+    }
     info: dict[str, Any] = {"source": dataset_name or data_files, "official_splits": sorted(official)}
     if by_column is not None:
         info["split_column"] = split_column

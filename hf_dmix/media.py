@@ -13,7 +13,8 @@ Every loader returns a :class:`hf_dmix.data.LoadedData` whose splits have an inp
 train by :func:`hf_dmix.data.stratified_split` — stratified by label (and, where a ``strata`` column such as FSDD's
 ``speaker`` exists, by label × stratum) with a fixed seed.
 
-What does not: text (``data.py``), mixing, training (``trainer.py``); choosing a loader for a run (``hf_dmix/cli/inputs.py``).
+What does not: text (``data.py``), mixing, training (``trainer.py``); choosing a loader for a run
+(``hf_dmix/cli/inputs.py``).
 """
 
 from __future__ import annotations
