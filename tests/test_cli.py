@@ -589,3 +589,16 @@ def test_sigterm_stops_with_a_checkpoint_and_exit_code_143(tmp_path, tiny_model_
     checkpoints = sorted(out.glob("checkpoint-*"))
     assert len(checkpoints) == 1 and (checkpoints[0] / "dmix_state.json").is_file()
     assert not (out / "results.json").exists()  # nothing evaluated, nothing claimed
+
+
+def test_the_script_stays_a_short_main_of_named_steps():
+    """run_dmix.py holds the order of the steps (at most 250 lines); no function of the CLI is longer than 80 lines."""
+    import ast
+
+    files = [ROOT / "run_dmix.py", *sorted((ROOT / "hf_dmix" / "cli").glob("*.py"))]
+    assert len((ROOT / "run_dmix.py").read_text(encoding="utf-8").splitlines()) <= 250
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - min([node.lineno, *(d.lineno for d in node.decorator_list)]) + 1
+                assert length <= 80, f"{path.name}:{node.name} has {length} lines"
