@@ -171,3 +171,7 @@ def last_complete_checkpoint(output_dir: str, need_dmix_state: bool) -> tuple[st
             return path, skipped
         skipped.append(path)
     return None, skipped
+
+
+class ResumeMismatchError(ValueError):
+    """A checkpoint was written by a run with other DMIX data or settings: resuming from it is refused."""

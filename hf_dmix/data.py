@@ -1,13 +1,14 @@
 """Loading a text-classification dataset into train / validation / test splits with validated labels.
 
-What lives here: reading a Hub dataset or local CSV / JSON / Parquet files through ``datasets``; checking the text
-and label columns; mapping string or integer labels to contiguous ids; a stratified, duplicate-aware split with a
-fixed seed when the data has no official split; counting duplicate texts and how the splits share them (with
+What lives here: reading a Hub dataset or local CSV / JSON / Parquet files through ``datasets``; the official splits
+that a ``split`` column of a single table names (for text, images and audio alike); checking the text and label
+columns; mapping string or integer labels to contiguous ids; a stratified, duplicate-aware split with a fixed seed
+when the data has no official split; counting duplicate texts and how the splits share them (with
 ``diagnostics.duplicate_stats``); the bundled SMS Spam Collection sample the README's quick start trains on
 (``demo_data_files``); and a generated toy dataset for timing runs that need no data file.
 Every problem is reported before any model is loaded, naming what was wrong and what is accepted.
 
-What does not: tokenization and training (``run_dmix.py``), anything about mixing.
+What does not: tokenization (``hf_dmix/cli/inputs.py``), training (``trainer.py``), anything about mixing.
 """
 
 from __future__ import annotations
@@ -105,6 +106,50 @@ def _load_raw(
         ) from err
 
 
+# Values of a ``split`` column that name the validation split without being its --validation_split name.
+SPLIT_ALIASES: dict[str, str] = {"valid": "validation", "dev": "validation"}
+
+
+def splits_from_column(
+    raw: Mapping[str, Dataset], split_column: str | None, names: Mapping[str, str | None] | None = None
+) -> dict[str, Dataset] | None:
+    """The official splits that a ``split_column`` of single-table data names, or ``None`` when there is none.
+
+    Applies when the data are one table (one file, or a dataset with one split) that has the column: its rows are
+    grouped by value, ``names`` mapping each of ``train`` / ``validation`` / ``test`` to the value that marks it
+    (default: the same words; ``valid`` and ``dev`` also mean validation). Any other value is an error, and so are
+    data whose column marks no training rows: training on them would train on the official test rows.
+    """
+    if not split_column or len(raw) != 1:
+        return None
+    whole = next(iter(raw.values()))
+    if split_column not in whole.column_names:
+        return None
+    to_split = {value: target for target, value in (names or {}).items() if value}
+    for target in SPLITS:
+        to_split.setdefault(target, target)
+    for value, target in SPLIT_ALIASES.items():
+        to_split.setdefault(value, target)
+    values = [None if v is None else str(v) for v in whole[split_column]]
+    found = sorted({v for v in values if v is not None}) + ([None] if None in values else [])
+    for value in found:
+        if value not in to_split:
+            raise DataError(
+                f"Column {split_column!r} has the value {value!r}; expected {sorted(to_split)} (train, validation or "
+                "test, or the values named by --train_split / --validation_split / --test_split)."
+            )
+    rows: dict[str, list[int]] = defaultdict(list)
+    for i, value in enumerate(values):
+        rows[to_split[value]].append(i)
+    if "train" not in rows:
+        train_value = next((v for v, t in to_split.items() if t == "train"), "train")
+        raise DataError(
+            f"Column {split_column!r} has no rows with the value {train_value!r} (--train_split); its values are "
+            f"{found}. Pass --train_split VALUE to train on the rows marked VALUE."
+        )
+    return {target: whole.select(rows[target]) for target in SPLITS if target in rows}
+
+
 def _checked_labels(official: Mapping[str, Dataset], input_column: str, label_column: str) -> tuple[list[str], dict[Any, int]]:
     """Check that every split is non-empty and has both columns, and that train has at least two classes; returns
     the label names and the raw-label-to-id map of :func:`_label_names`."""
@@ -135,6 +180,19 @@ def _label_names(train: Dataset, label_column: str) -> tuple[list[str], dict[Any
     raise DataError(
         f"Label column {label_column!r} must hold class names (strings) or integer class ids; found {sorted(k.__name__ for k in kinds)}."
     )
+
+
+def _official_splits(raw: Mapping[str, Dataset], names: Mapping[str, str | None]) -> dict[str, Dataset]:
+    """The splits of ``raw`` that ``names`` (``train`` / ``validation`` / ``test`` -> a split name) select."""
+    if names["train"] not in raw:
+        raise DataError(
+            f"The dataset has no split {names['train']!r}; its splits are {list(raw)}. Set --train_split."
+        )
+    official = {"train": raw[names["train"]]}
+    for name in ("validation", "test"):
+        if names[name] and names[name] in raw:
+            official[name] = raw[names[name]]
+    return official
 
 
 def stratified_split(
@@ -222,6 +280,54 @@ def _duplicate_handling(carved: list[str], group_duplicates: bool) -> str:
     return what + "".join(f"; the official {s} split used as given" for s in official)
 
 
+def _text_split(
+    ds: Dataset, name: str, text_column: str, label_column: str, to_id: Mapping[Any, int], label_names: list[str]
+) -> Dataset:
+    """One split as columns ``text`` and ``label`` (ids); empty texts and labels unknown to train are errors."""
+    texts, raw_labels = ds[text_column], ds[label_column]
+    bad_text = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if bad_text:
+        raise DataError(
+            f"The {name} split has {len(bad_text)} empty or non-text value(s) in {text_column!r} (first at row "
+            f"{bad_text[0]})."
+        )
+    ids = []
+    for i, v in enumerate(raw_labels):
+        key = int(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else v
+        if key not in to_id:
+            raise DataError(
+                f"Label {v!r} in the {name} split (row {i}) never occurs in train; train has the labels {label_names}."
+            )
+        ids.append(to_id[key])
+    return Dataset.from_dict({"text": list(texts), "label": ids})
+
+
+def _carve_out_of_train(
+    splits: dict[str, Dataset], need: list[str], validation_size: float, test_size: float, split_seed: int,
+    group_duplicates: bool,
+) -> dict[str, Any]:
+    """Carve the ``need``ed splits out of ``splits["train"]`` (in place); how it was done, for ``split_info``."""
+    full = splits["train"]
+    idx = stratified_split(
+        full["text"],
+        full["label"],
+        validation_size if "validation" in need else 0.0,
+        test_size if "test" in need else 0.0,
+        split_seed,
+        group_duplicates,
+    )
+    splits["train"] = full.select(idx["train"])
+    for s in need:
+        splits[s] = full.select(idx[s])
+    return {
+        "split_method": "stratified by label, duplicate texts kept together" if group_duplicates else "stratified by label",
+        "split_seed": split_seed,
+        "validation_size": validation_size if "validation" in need else None,
+        "test_size": test_size if "test" in need else None,
+        "split_fingerprint": hashlib.sha256(repr(idx).encode()).hexdigest()[:16],
+    }
+
+
 def load_classification_data(
     dataset_name: str | None = None,
     dataset_config_name: str | None = None,
@@ -237,69 +343,38 @@ def load_classification_data(
     test_size: float = 0.1,
     split_seed: int = 42,
     group_duplicates: bool = True,
+    split_column: str | None = "split",
 ) -> LoadedData:
     """Load, validate and split a text-classification dataset (see the module docstring).
 
-    Official splits are used when present (``train_split`` / ``validation_split`` / ``test_split`` names, or the
-    three local files). Missing validation and/or test splits are carved out of train by :func:`stratified_split`.
+    Official splits are used when present: the ``train_split`` / ``validation_split`` / ``test_split`` names, the
+    three local files, or, for one table with a ``split_column``, the rows its values mark
+    (:func:`splits_from_column`; TREC-6 and SST-2 come that way). Missing validation and/or test splits are carved
+    out of train by :func:`stratified_split`, never out of the official test rows.
     """
     data_files = {k: v for k, v in {"train": train_file, "validation": validation_file, "test": test_file}.items() if v}
     if data_files and "train" not in data_files:
         raise DataError("--validation_file/--test_file need a --train_file as well.")
     raw = _load_raw(dataset_name, dataset_config_name, data_files)
-    available = list(raw.keys())
-    if train_split not in raw:
-        raise DataError(f"The dataset has no split {train_split!r}; its splits are {available}. Set --train_split.")
-    train = raw[train_split]
+    names = {"train": train_split, "validation": validation_split, "test": test_split}
+    by_column = splits_from_column(raw, split_column, names)
+    official = by_column if by_column is not None else _official_splits(raw, names)
     for col, flag in ((text_column, "--text_column"), (label_column, "--label_column")):
-        if col not in train.column_names:
-            raise DataError(f"Column {col!r} ({flag}) not found; the dataset has the columns {train.column_names}.")
-    official = {"train": train}
-    for name, split_name in (("validation", validation_split), ("test", test_split)):
-        if split_name and split_name in raw:
-            official[name] = raw[split_name]
+        if col not in official["train"].column_names:
+            raise DataError(
+                f"Column {col!r} ({flag}) not found; the dataset has the columns {official['train'].column_names}."
+            )
     label_names, to_id = _checked_labels(official, text_column, label_column)
 
-    def normalise(ds: Dataset, name: str) -> Dataset:
-        texts, raw_labels = ds[text_column], ds[label_column]
-        bad_text = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
-        if bad_text:
-            raise DataError(f"The {name} split has {len(bad_text)} empty or non-text value(s) in {text_column!r} (first at row {bad_text[0]}).")
-        ids = []
-        for i, v in enumerate(raw_labels):
-            key = int(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else v
-            if key not in to_id:
-                raise DataError(
-                    f"Label {v!r} in the {name} split (row {i}) never occurs in train; train has the labels {label_names}."
-                )
-            ids.append(to_id[key])
-        return Dataset.from_dict({"text": list(texts), "label": ids})
-
-    normalised = {name: normalise(ds, name) for name, ds in official.items()}
+    normalised = {
+        name: _text_split(ds, name, text_column, label_column, to_id, label_names) for name, ds in official.items()
+    }
     info: dict[str, Any] = {"source": dataset_name or data_files, "official_splits": sorted(official)}
+    if by_column is not None:
+        info["split_column"] = split_column
     need = [s for s in ("validation", "test") if s not in normalised]
     if need:
-        full = normalised["train"]
-        idx = stratified_split(
-            full["text"],
-            full["label"],
-            validation_size if "validation" in need else 0.0,
-            test_size if "test" in need else 0.0,
-            split_seed,
-            group_duplicates,
-        )
-        normalised["train"] = full.select(idx["train"])
-        for s in need:
-            normalised[s] = full.select(idx[s])
-        info.update(
-            {
-                "split_method": "stratified by label, duplicate texts kept together" if group_duplicates else "stratified by label",
-                "split_seed": split_seed,
-                "validation_size": validation_size if "validation" in need else None,
-                "test_size": test_size if "test" in need else None,
-                "split_fingerprint": hashlib.sha256(repr(idx).encode()).hexdigest()[:16],
-            }
-        )
+        info.update(_carve_out_of_train(normalised, need, validation_size, test_size, split_seed, group_duplicates))
     for s in SPLITS:
         if len(normalised[s]) == 0:
             raise DataError(f"The {s} split is empty after splitting {len(normalised['train'])} rows; use more data or larger sizes.")

@@ -27,6 +27,7 @@ from typing import Any
 
 from .cards import TAU_SWEEP_PLOT_NAME, card_metadata, display_name, hub_repo_id, render_model_card
 from .config import DMIX_FIELDS, DMixConfig
+from .io import write_atomic  # noqa: F401 - re-exported: trainer, checkpoint and plotting import it from here
 from .mixing import modality_of
 
 DMIX_CONFIG_NAME = "dmix_config.json"
@@ -63,9 +64,14 @@ class HubError(RuntimeError):
 
 
 def _hf_dmix_version() -> str:
-    from . import __version__
+    # From the installed distribution's metadata, not ``hf_dmix.__init__``: this module sits below the package's
+    # public namespace and must not import it (the import would run in a cycle).
+    from importlib.metadata import PackageNotFoundError, version
 
-    return __version__
+    try:
+        return version("hf-dmix")
+    except PackageNotFoundError:  # a source tree on sys.path that was never installed
+        return "unknown"
 
 
 def _peft_config(model: Any) -> Any | None:
@@ -165,18 +171,6 @@ def dmix_record(
         "peft": peft,
         "partner_index": _jsonable(dict(partner_index_stats or {})),
     }
-
-
-def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename: readers never see a partial file."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def write_dmix_config(output_dir: str | os.PathLike, record: Mapping[str, Any]) -> str:
@@ -442,23 +436,9 @@ def push_to_hub(
         HubError: a rejected token (401), a namespace the token may not write to (403), an unreachable Hub, or a
             folder that cannot be published; the message is one line and names the problem. Nothing local changes.
     """
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, get_token
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    from huggingface_hub import HfApi, get_token
 
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        raise HubError(f"Output folder {os.fspath(output_dir)!r} does not exist; train first or pass the folder of a run.")
-    if not isinstance(repo_id, str) or not repo_id.strip():
-        raise HubError(f"repo_id must be 'namespace/name' or 'name', got {repo_id!r}.")
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as err:
-        raise HubError(f"Invalid repo id {repo_id!r}: {str(err).splitlines()[0]}") from err
-    if revision is not None and (not isinstance(revision, str) or not revision.strip()):
-        raise HubError(f"revision must be a branch name, got {revision!r}.")
-    unknown = sorted(set(card_metadata or {}) - {"language", "license", "datasets", "base_model", "tags"})
-    if unknown:
-        raise HubError(f"Unknown card metadata {unknown}; accepted: language, license, datasets, base_model, tags.")
+    folder = _checked_push_args(output_dir, repo_id, revision, card_metadata)
     patterns = [exclude] if isinstance(exclude, str) else list(exclude)
     if README_NAME not in patterns:
         patterns.append(README_NAME)  # the card is staged separately below
@@ -476,31 +456,9 @@ def push_to_hub(
             repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
             if revision is not None and revision != "main":
                 api.create_branch(repo_id, branch=revision, exist_ok=True)
-            blobs: dict[str, Path | bytes] = dict(files)
-            if merge_lora:
-                merged_dir = Path(tmp)
-                for name in [n for n in blobs if n.startswith("adapter_") or n == "config.json"]:
-                    del blobs[name]
-                for name in _merge_lora(folder, record, token, merged_dir):
-                    blobs[name] = merged_dir / name
-                record = {**record, "peft": {**(record.get("peft") or {}), "merged": True}}
-                blobs[DMIX_CONFIG_NAME] = (json.dumps(record, indent=2) + "\n").encode()
-            blobs[README_NAME] = _card_for(folder, repo_id, record, results, merged=merge_lora, overrides=card_metadata)
+            blobs = _staged_blobs(folder, files, repo_id, record, results, token, Path(tmp), merge_lora, card_metadata)
             _scan_for_secrets({k: v for k, v in blobs.items() if k not in files}, secrets)
-            existing = api.list_repo_files(repo_id, revision=revision)
-            stale = sorted(
-                f for f in existing if f not in blobs and any(fnmatch.fnmatch(f, p) for p in _MODEL_FILES)
-            )
-            operations = [
-                CommitOperationAdd(path_in_repo=name, path_or_fileobj=blob if isinstance(blob, bytes) else str(blob))
-                for name, blob in sorted(blobs.items())
-            ] + [CommitOperationDelete(path_in_repo=name) for name in stale]
-            info = api.create_commit(
-                repo_id,
-                operations=operations,
-                commit_message=commit_message or ("Upload DMIX model (LoRA merged)" if merge_lora else "Upload DMIX model"),
-                revision=revision,
-            )
+            stale, info = _commit(api, repo_id, blobs, revision, commit_message, merge_lora)
         except HubError:
             raise
         except Exception as err:  # noqa: BLE001 - only Hub/network failures are translated, the rest re-raised
@@ -508,14 +466,68 @@ def push_to_hub(
             if hub is None:
                 raise
             raise hub from None
-    return PushResult(
-        repo_id=repo_id,
-        commit_url=str(info.commit_url),
-        commit_oid=str(info.oid),
-        files=tuple(sorted(blobs)),
-        deleted=tuple(stale),
-        merged_lora=merge_lora,
+    return PushResult(repo_id=repo_id, commit_url=str(info.commit_url), commit_oid=str(info.oid),
+                      files=tuple(sorted(blobs)), deleted=tuple(stale), merged_lora=merge_lora)
+
+
+def _checked_push_args(
+    output_dir: str | os.PathLike, repo_id: str, revision: str | None, card_metadata: Mapping[str, Any] | None
+) -> Path:
+    """The output folder, after checking the arguments of :func:`push_to_hub` (a :class:`HubError` otherwise)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        raise HubError(f"Output folder {os.fspath(output_dir)!r} does not exist; train first or pass the folder of a run.")
+    if not isinstance(repo_id, str) or not repo_id.strip():
+        raise HubError(f"repo_id must be 'namespace/name' or 'name', got {repo_id!r}.")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise HubError(f"Invalid repo id {repo_id!r}: {str(err).splitlines()[0]}") from err
+    if revision is not None and (not isinstance(revision, str) or not revision.strip()):
+        raise HubError(f"revision must be a branch name, got {revision!r}.")
+    unknown = sorted(set(card_metadata or {}) - {"language", "license", "datasets", "base_model", "tags"})
+    if unknown:
+        raise HubError(f"Unknown card metadata {unknown}; accepted: language, license, datasets, base_model, tags.")
+    return folder
+
+
+def _staged_blobs(
+    folder: Path, files: Mapping[str, Path], repo_id: str, record: Mapping[str, Any], results: Mapping[str, Any] | None,
+    token: str | None, tmp: Path, merge_lora: bool, card_metadata: Mapping[str, Any] | None,
+) -> dict[str, Path | bytes]:
+    """What the commit holds: the folder's files, the merged model in place of a LoRA adapter, and the card."""
+    blobs: dict[str, Path | bytes] = dict(files)
+    if merge_lora:
+        for name in [n for n in blobs if n.startswith("adapter_") or n == "config.json"]:
+            del blobs[name]
+        for name in _merge_lora(folder, record, token, tmp):
+            blobs[name] = tmp / name
+        record = {**record, "peft": {**(record.get("peft") or {}), "merged": True}}
+        blobs[DMIX_CONFIG_NAME] = (json.dumps(record, indent=2) + "\n").encode()
+    blobs[README_NAME] = _card_for(folder, repo_id, record, results, merged=merge_lora, overrides=card_metadata)
+    return blobs
+
+
+def _commit(api: Any, repo_id: str, blobs: Mapping[str, Path | bytes], revision: str | None,
+            commit_message: str | None, merge_lora: bool) -> tuple[list[str], Any]:
+    """One commit of ``blobs`` that also deletes model files of the other kind; the deleted names and its info."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+    existing = api.list_repo_files(repo_id, revision=revision)
+    stale = sorted(f for f in existing if f not in blobs and any(fnmatch.fnmatch(f, p) for p in _MODEL_FILES))
+    operations = [
+        CommitOperationAdd(path_in_repo=name, path_or_fileobj=blob if isinstance(blob, bytes) else str(blob))
+        for name, blob in sorted(blobs.items())
+    ] + [CommitOperationDelete(path_in_repo=name) for name in stale]
+    info = api.create_commit(
+        repo_id,
+        operations=operations,
+        commit_message=commit_message or ("Upload DMIX model (LoRA merged)" if merge_lora else "Upload DMIX model"),
+        revision=revision,
     )
+    return stale, info
 
 
 def _card_for(

@@ -13,7 +13,8 @@ Every loader returns a :class:`hf_dmix.data.LoadedData` whose splits have an inp
 train by :func:`hf_dmix.data.stratified_split` — stratified by label (and, where a ``strata`` column such as FSDD's
 ``speaker`` exists, by label × stratum) with a fixed seed.
 
-What does not: text (``data.py``), mixing, training (``run_dmix.py``, ``trainer.py``).
+What does not: text (``data.py``), mixing, training (``trainer.py``); choosing a loader for a run
+(``hf_dmix/cli/inputs.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, DatasetDict
 
-from .data import SPLITS, DataError, LoadedData, _checked_labels, _load_raw, stratified_split
+from .data import SPLITS, DataError, LoadedData, _checked_labels, _load_raw, splits_from_column, stratified_split
 from .mixing import modality_of
 
 DIGITS_SOURCE = "scikit-learn load_digits (UCI optical recognition of handwritten digits, 1,797 8x8 images)"
@@ -169,16 +170,8 @@ def load_audio_data(
     recorded in ``split_info["sampling_rate"]``. The result's input column is ``audio`` (float32 arrays).
     """
     raw = _load_raw(dataset_name, dataset_config_name, dict(files or {}))
-    official: dict[str, Dataset] = {}
-    if len(raw) == 1 and split_column and split_column in next(iter(raw.values())).column_names:
-        whole = next(iter(raw.values()))
-        names = whole[split_column]
-        for s in sorted(set(names)):
-            target = {"valid": "validation", "dev": "validation"}.get(s, s)
-            if target not in SPLITS:
-                raise DataError(f"Column {split_column!r} has the value {s!r}; expected train, validation or test.")
-            official[target] = whole.select([i for i, n in enumerate(names) if n == s])
-    else:
+    official = splits_from_column(raw, split_column)
+    if official is None:
         official = {s: raw[s] for s in SPLITS if s in raw}
     if "train" not in official:
         raise DataError(f"No training split: the data have the splits {sorted(raw)}.")
@@ -224,11 +217,15 @@ def load_image_data(
     validation_size: float = 0.1,
     test_size: float = 0.1,
     split_seed: int = 42,
+    split_column: str | None = "split",
 ) -> LoadedData:
     """An image-classification dataset from ``datasets`` (Hub id, folder, or files) with an ``image_column`` of
-    images (``datasets.Image``) or H×W×C arrays; missing validation/test splits are carved out of train."""
+    images (``datasets.Image``) or H×W×C arrays. Splits: the files given per split, else the dataset's own splits,
+    else the values of ``split_column`` (as for audio); missing validation/test splits are carved out of train."""
     raw = _load_raw(dataset_name, dataset_config_name, dict(files or {}))
-    official = {s: raw[s] for s in SPLITS if s in raw}
+    official = splits_from_column(raw, split_column)
+    if official is None:
+        official = {s: raw[s] for s in SPLITS if s in raw}
     if "train" not in official:
         raise DataError(f"No training split: the data have the splits {sorted(raw)}.")
     if image_column not in official["train"].column_names:

