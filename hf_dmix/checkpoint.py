@@ -1,9 +1,11 @@
 """The DMIX state a checkpoint carries, so that a resumed run continues exactly where the killed one stopped.
 
-What lives here: the state file ``dmix_state.json`` (the random streams of DMIX and a fingerprint of what the partner
-index was built from), its atomic write, the comparison that refuses a checkpoint from another dataset or other DMIX
-settings, and the choice of the last *complete* checkpoint of an output folder. What does not: the training loop
-(``trainer.py`` calls these when ``Trainer`` saves or resumes).
+What lives here: which checkpoint a resume uses (:func:`resolve_resume`: the last *complete* one of an output folder
+for ``resume_from_checkpoint=True``, logged), the state file ``dmix_state.json`` (the random streams of DMIX and a
+fingerprint of what the partner index was built from) with its atomic write and the refresh embeddings beside it, and
+the checks that refuse a checkpoint of another dataset or other DMIX settings. What does not: the training loop
+(``trainer.py`` calls these when ``Trainer`` saves or resumes) or the streams themselves (``collator.py``,
+``loss.py``).
 
 The streams:
 
@@ -12,6 +14,12 @@ The streams:
 * the (layer, ratio) draws of ``compute_loss`` — a NumPy generator whose full bit-generator state is stored.
 
 ``Trainer`` restores its own streams (torch, CUDA, NumPy and Python global RNGs, the sampler) from ``rng_state*.pth``.
+
+What the state also holds: the fingerprint (:func:`run_fingerprint`: the training set's content, where the
+embeddings come from, the base model, every setting of ``config.RESUME_FIELDS``, the resolved mix layers and a digest
+of the index) and the sum of the training losses so far, so that a resumed run reports the ``train_loss`` of the whole
+run rather than of its resumed part. A resume that disagrees with the checkpoint on anything but the index digest is
+refused with :class:`ResumeMismatchError`; the digest, which can differ in the last bit on other hardware, only warns.
 """
 
 from __future__ import annotations
@@ -23,6 +31,13 @@ import re
 from typing import Any
 
 import numpy as np
+from transformers.utils import logging
+
+from .config import RESUME_FIELDS
+from .collator import INDEX_COLUMN
+from .trainset import base_dataset
+
+logger = logging.get_logger(__name__)
 
 DMIX_STATE_NAME = "dmix_state.json"
 # The embeddings of the last partner refresh (DMixConfig.partner_refresh_epochs), in checkpoints after one.
@@ -33,37 +48,170 @@ _TRAINER_STATE_NAME = "trainer_state.json"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
+class ResumeMismatchError(ValueError):
+    """A checkpoint was written by a run with other DMIX data or settings: resuming from it is refused."""
+
+
 def dataset_fingerprint(dataset: Any, labels: Any = None) -> str:
-    """A content hash of a training set: its size, its labels and its token ids (when it has ``input_ids``).
+    """A content hash of a training set: its size, its labels and the content of every column (every model input).
 
     ``datasets`` fingerprints are not used: they describe how a dataset was built, not its rows, and a transform
     ``datasets`` cannot hash (a closure over an unpicklable object) gets a random one, so the same data would look
-    different in the resumed process. The hash reads the logical rows (after any
-    ``select``/``shuffle``), so the same rows in another order hash differently — they would be other partner ids.
+    different in the resumed process. A ``datasets.Dataset`` is hashed from its stored (Arrow) columns — token ids,
+    pixel values, audio samples, or the raw images and clips an on-the-fly transform turns into them — and any other
+    dataset from every value of every row. The hash reads the logical rows (after any ``select``/``shuffle``), so the
+    same rows in another order hash differently — they would be other partner ids. The ``dmix_index`` column is not
+    hashed (it is the row's position).
     """
     h = hashlib.sha256()
     h.update(str(len(dataset)).encode())
     if labels is not None:
         h.update(np.ascontiguousarray(np.asarray(labels, dtype=np.int64)).tobytes())
-    if hasattr(dataset, "column_names") and "input_ids" in (dataset.column_names or []):
-        import pyarrow.compute as pc
-
-        column = dataset.with_format("arrow")[:]["input_ids"]
-        h.update(np.asarray(pc.list_value_length(column), dtype=np.int64).tobytes())
-        h.update(np.asarray(pc.list_flatten(column), dtype=np.int64).tobytes())
+    base = base_dataset(dataset)
+    if hasattr(base, "column_names") and hasattr(base, "with_format"):
+        arrow = base.with_format("arrow")
+        for start in range(0, len(arrow), 10_000):
+            table = arrow[start : start + 10_000]
+            for name in sorted(table.column_names):
+                if name != INDEX_COLUMN:
+                    h.update(name.encode())
+                    _hash_arrow(h, table[name])
+    else:
+        for i in range(len(base)):
+            for key, value in sorted(base[i].items()):
+                if key != INDEX_COLUMN:
+                    h.update(str(key).encode())
+                    _hash_value(h, value)
     return h.hexdigest()[:16]
 
 
-def index_digest(index: Any) -> str | None:
-    """A hash of a partner index's candidate lists (``None`` for thresholds or all-others indices).
+def _hash_arrow(h: Any, column: Any) -> None:
+    """Hash an Arrow column's logical content: list lengths level by level, struct fields, then the leaf values."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    Only the integer lists are hashed: threshold indices hold floats that may differ in the last bit on other
-    hardware, and they are fully determined by the fingerprinted settings and embeddings anyway.
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    kind = arr.type
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        h.update(np.asarray(pc.list_value_length(arr).fill_null(-1), dtype=np.int64).tobytes())
+        _hash_arrow(h, pc.list_flatten(arr))
+    elif pa.types.is_struct(kind):
+        for i in range(kind.num_fields):
+            h.update(kind.field(i).name.encode())
+            _hash_arrow(h, pc.struct_field(arr, i))
+    elif pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+        h.update(np.asarray(arr.is_null(), dtype=np.bool_).tobytes())
+        h.update(np.ascontiguousarray(arr.fill_null(0).to_numpy(zero_copy_only=False)).tobytes())
+    else:  # strings, bytes (encoded images and audio) and anything else: value by value
+        for value in arr.to_pylist():
+            _hash_value(h, value)
+
+
+def _hash_value(h: Any, value: Any) -> None:
+    """Hash one Python, NumPy or torch value (with its length, so that concatenations cannot collide)."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        data = np.ascontiguousarray(value).tobytes()
+        h.update(f"{value.dtype}{value.shape}".encode())
+    elif isinstance(value, bytes):
+        data = value
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, (int, float, bool)) for v in value):
+        data = np.asarray(value).tobytes()
+    else:
+        data = repr(value).encode()
+    h.update(f"{len(data)}:".encode())
+    h.update(data)
+
+
+def index_digest(index: Any) -> str | None:
+    """A hash of a partner index: its candidate lists, or its thresholds and ranking (``None`` for all-others).
+
+    A changed digest only warns on resume: lists and thresholds are fully determined by the fingerprinted data,
+    settings and model, but computed on other hardware they may differ in the last bit (and a near-tie then in one
+    member).
     """
     candidates = getattr(index, "candidates", None)
-    if candidates is None:
+    if candidates is not None:
+        return hashlib.sha256(candidates.contiguous().numpy().astype(np.int32).tobytes()).hexdigest()[:16]
+    thresholds = getattr(index, "thresholds", None)
+    if thresholds is None:
         return None
-    return hashlib.sha256(candidates.contiguous().numpy().astype(np.int32).tobytes()).hexdigest()[:16]
+    h = hashlib.sha256(f"{index.metric}/{index.order}/{index.rule}/{index.curvature}".encode())
+    h.update(thresholds.detach().cpu().contiguous().numpy().astype(np.float32).tobytes())
+    return h.hexdigest()[:16]
+
+
+def run_fingerprint(
+    args: Any, *, train_examples: int, train_data: str, embeddings: str, base_model: str | None,
+    mix_layers: list[int], index: Any,
+) -> dict[str, Any]:
+    """What a run's partner index and DMIX streams depend on, by name (stored in checkpoints, compared on resume).
+
+    ``embeddings``: where they come from (``"precomputed"``, an encoder's name, the model being fine-tuned); the
+    settings are those of ``config.RESUME_FIELDS``.
+    """
+    return {
+        "train_examples": train_examples,
+        "train_data": train_data,
+        "embeddings": embeddings,
+        "base_model": base_model,
+        **{name: getattr(args, name) for name in RESUME_FIELDS},
+        "mix_layers": list(mix_layers),
+        "index_digest": index_digest(index),
+    }
+
+
+def check_resume(checkpoint: str, saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """Refuse (:class:`ResumeMismatchError`) a checkpoint whose fingerprint differs from this run's in anything but
+    the index digest (checked before anything of the checkpoint is installed: see :func:`check_index_digest`)."""
+    differences = fingerprint_differences(
+        {k: v for k, v in saved.items() if k != "index_digest"},
+        {k: v for k, v in current.items() if k != "index_digest"},
+    )
+    if differences:
+        raise ResumeMismatchError(
+            f"Cannot resume from {checkpoint}: it was trained with other DMIX data or settings. "
+            + "; ".join(differences)
+            + ". Resume with the settings and training set of that run, or start a fresh run in a new output_dir."
+        )
+
+
+def check_index_digest(checkpoint: str, saved: dict[str, Any], index: Any) -> None:
+    """Warn when the index rebuilt for a resumed run is not the one the checkpoint was trained with."""
+    if fingerprint_differences({"index_digest": saved.get("index_digest")}, {"index_digest": index_digest(index)}):
+        logger.warning(
+            f"The partner index rebuilt for this run differs from the one {checkpoint} was trained with, although "
+            "data and settings agree (embeddings computed on other hardware?). Training continues, but its "
+            "partner draws will not replay the interrupted run exactly."
+        )
+
+
+def save_dmix_state(checkpoint_dir: str, state: dict[str, Any], refresh_embeddings: Any = None) -> str:
+    """Write a checkpoint's DMIX part: the refresh embeddings (when the index was refreshed), then the state file.
+
+    Called before ``Trainer`` writes the checkpoint (``trainer_state.json`` last), for every checkpoint — with
+    ``save_only_model=True`` too — so that a folder with a ``trainer_state.json`` always has its DMIX state.
+    """
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    if refresh_embeddings is not None:
+        # The refreshed index came from weights no checkpoint holds: keep its embeddings.
+        write_tensor(checkpoint_dir, REFRESH_EMBEDDINGS_NAME, refresh_embeddings)
+    return write_state(checkpoint_dir, state)
+
+
+def load_dmix_state(checkpoint_dir: str, mixing: bool) -> dict[str, Any] | None:
+    """The DMIX state of the checkpoint a run resumes from. A mixing run refuses a checkpoint without one
+    (:class:`ResumeMismatchError`): nothing would show that it holds this run's data and settings."""
+    state = read_state(checkpoint_dir)
+    if state is None and mixing:
+        raise ResumeMismatchError(
+            f"Cannot resume from {checkpoint_dir}: it has no {DMIX_STATE_NAME}, so nothing shows that it was trained "
+            "with this run's DMIX data and settings, and the partner and (layer, ratio) streams cannot continue (it "
+            "was written by plain Trainer, by a run of an older hf-dmix, or it is not a checkpoint folder). Start a "
+            "fresh run (load its weights as the model to fine-tune), or resume from a checkpoint of this run."
+        )
+    return state
 
 
 def write_state(checkpoint_dir: str, state: dict[str, Any]) -> str:
@@ -140,6 +288,39 @@ def _normalise(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_normalise(v) for v in value]
     return value
+
+
+def resolve_resume(resume_from_checkpoint: str | bool | None, output_dir: str, need_dmix_state: bool) -> str | None:
+    """The checkpoint folder a run resumes from (``None``: it does not resume), logged at WARNING.
+
+    ``True`` picks the last *complete* checkpoint of ``output_dir`` (incomplete folders above it are skipped, each
+    with a warning saying what it lacks); a path is used as given.
+    """
+    if resume_from_checkpoint is None or resume_from_checkpoint is False:
+        return None
+    if resume_from_checkpoint is True:
+        path, skipped = last_complete_checkpoint(output_dir, need_dmix_state=need_dmix_state)
+        for folder in skipped:
+            logger.warning(f"Skipping {folder}: {incomplete_reason(folder, need_dmix_state)}.")
+        if path is None:
+            raise ValueError(
+                f"resume_from_checkpoint=True but {output_dir!r} holds no complete checkpoint"
+                + (f" (skipped incomplete: {skipped})" if skipped else "")
+                + ". Pass a checkpoint folder explicitly, or start without resume_from_checkpoint."
+            )
+    else:
+        path = os.fspath(resume_from_checkpoint)
+    logger.warning(f"Resuming training from {path}.")
+    return path
+
+
+def incomplete_reason(path: str, need_dmix_state: bool) -> str:
+    """Why :func:`is_complete_checkpoint` rejects a folder, in words."""
+    if not os.path.isfile(os.path.join(path, _TRAINER_STATE_NAME)):
+        return (f"it is incomplete (no {_TRAINER_STATE_NAME}, which Trainer writes last), most likely because the run "
+                "was killed while writing it")
+    return (f"it is incomplete for a DMIX run (no {DMIX_STATE_NAME}): it was written by plain Trainer, a run without "
+            "mixing or an older hf-dmix")
 
 
 def is_complete_checkpoint(path: str, need_dmix_state: bool) -> bool:

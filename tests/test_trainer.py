@@ -427,58 +427,62 @@ def test_partner_rules_train_and_report_hubness(tmp_path, tokenizer, train_datas
 
 def test_anchor_dominant_loss_uses_the_anchor_rows_only(tmp_path, tokenizer, train_dataset):
     model = tiny_model("bert", vocab_size=tokenizer.vocab_size)
-    args = _args(tmp_path, anchor_dominant=True, mix_alpha=0.4)
+    args = _args(tmp_path, anchor_dominant=True, mix_alpha=0.4, max_steps=8)
     trainer = DMixTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer)
     seen = []
     original = trainer.compute_loss
 
     def spy(model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = original(model, inputs, return_outputs=True)
-        seen.append((trainer.mixer.state.ratio, trainer.mixer.state.anchors_only, outputs.logits.shape[0],
+        # The mixer stays armed until the next step: its state is this step's site and ratio.
+        state = trainer.mixer.state
+        seen.append((state.site, state.ratio, state.anchors_only, outputs.logits.shape[0],
                      inputs["dmix_partner_ids"].shape[0], loss, outputs.logits, inputs["labels"]))
         return (loss, outputs) if return_outputs else loss
 
     trainer.compute_loss = spy
     trainer.train()
-    assert len(seen) == 3
-    for ratio, only, rows, b, loss, logits, labels in seen:
+    assert len(seen) == 8
+    last = trainer.num_encoder_layers
+    sites = {site for site, *_ in seen}
+    assert sites <= set(range(1, last + 1)) and len(sites) > 1  # several sites drawn, not only the last layer
+    for site, ratio, only, rows, b, loss, logits, labels in seen:
         assert only and ratio >= 0.5
-        assert rows in (b, 2 * b)  # B rows, or 2B when the sampled site was the last layer
+        # Partner rows are dropped after the site: B rows come back, 2B only when nothing follows the last layer.
+        assert rows == (2 * b if site == last else b), (site, rows, b)
         lg = logits[:b].float()
         expected = ratio * F.cross_entropy(lg, labels[:b]) + (1 - ratio) * F.cross_entropy(lg, labels[b:])
         torch.testing.assert_close(loss, expected)
 
 
-def test_hyperparameter_search_rebuilds_the_index_per_trial(tmp_path, tokenizer, train_dataset):
+def test_hyperparameter_search_rebuilds_the_index_per_trial(tmp_path, tokenizer, train_dataset, monkeypatch):
     import optuna
-    import hf_dmix.trainer as trainer_mod
+
+    from hf_dmix.indexer import PartnerIndexer
     from hf_dmix.partners import num_candidates
 
     built = []
-    real = trainer_mod.DMixTrainer.build_partner_index
+    real = PartnerIndexer.build
 
-    def recording(self):
-        index = real(self)
-        built.append((self.args.tau, self.args.partner_rule, index.candidates_per_example, id(self.model)))
+    def recording(self, inputs, embeddings=None):
+        index = real(self, inputs, embeddings)
+        built.append((inputs.args.tau, inputs.args.partner_rule, index.candidates_per_example, id(inputs.model)))
         return index
 
     def model_init(trial=None):
         return tiny_model("bert", vocab_size=tokenizer.vocab_size)
 
-    trainer_mod.DMixTrainer.build_partner_index = recording
-    try:
-        trainer = DMixTrainer(model=None, model_init=model_init, args=_args(tmp_path, eval_strategy="no"),
-                              train_dataset=train_dataset, eval_dataset=train_dataset.select(range(8)),
-                              processing_class=tokenizer)
-        space = {"tau": [0.2, 0.6], "partner_rule": ["centered"]}
-        best = trainer.hyperparameter_search(
-            hp_space=lambda trial: {k: trial.suggest_categorical(k, v) for k, v in space.items()},
-            backend="optuna", n_trials=2, direction="minimize",
-            compute_objective=lambda metrics: metrics["eval_loss"],
-            sampler=optuna.samplers.GridSampler(space),
-        )
-    finally:
-        trainer_mod.DMixTrainer.build_partner_index = real
+    monkeypatch.setattr(PartnerIndexer, "build", recording)
+    trainer = DMixTrainer(model=None, model_init=model_init, args=_args(tmp_path, eval_strategy="no"),
+                          train_dataset=train_dataset, eval_dataset=train_dataset.select(range(8)),
+                          processing_class=tokenizer)
+    space = {"tau": [0.2, 0.6], "partner_rule": ["centered"]}
+    best = trainer.hyperparameter_search(
+        hp_space=lambda trial: {k: trial.suggest_categorical(k, v) for k, v in space.items()},
+        backend="optuna", n_trials=2, direction="minimize",
+        compute_objective=lambda metrics: metrics["eval_loss"],
+        sampler=optuna.samplers.GridSampler(space),
+    )
     n = len(train_dataset)
     # One index per trial, each built from that trial's tau and rule (not the first trial's), on that trial's model.
     assert sorted(t for t, *_ in built) == [0.2, 0.6]
