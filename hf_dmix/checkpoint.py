@@ -3,7 +3,8 @@
 What lives here: which checkpoint a resume uses (:func:`resolve_resume`: the last *complete* one of an output folder
 for ``resume_from_checkpoint=True``, logged), the state file ``dmix_state.json`` (the random streams of DMIX and a
 fingerprint of what the partner index was built from) with its atomic write and the refresh embeddings beside it, and
-the checks that refuse a checkpoint of another dataset or other DMIX settings. What does not: the training loop
+the checks that refuse a checkpoint of another dataset or other DMIX settings; and :class:`DMixCheckpointMixin`, the
+trainer hooks that save that state with every checkpoint and restore it on resume. What does not: the training loop
 (``trainer.py`` calls these when ``Trainer`` saves or resumes) or the streams themselves (``collator.py``,
 ``loss.py``).
 
@@ -30,12 +31,16 @@ import os
 import re
 from typing import Any
 
+from torch import nn
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
 import numpy as np
 from transformers.utils import logging
 
+from .collator import INDEX_COLUMN, DMixDataCollator
 from .config import RESUME_FIELDS
-from .collator import INDEX_COLUMN
-from .trainset import base_dataset
+from .families import unwrap_model
+from .trainset import base_dataset, labels_of
 
 logger = logging.get_logger(__name__)
 
@@ -214,6 +219,28 @@ def load_dmix_state(checkpoint_dir: str, mixing: bool) -> dict[str, Any] | None:
     return state
 
 
+def loss_before(state: dict[str, Any]) -> tuple[float, int] | None:
+    """``(sum of the training losses, steps)`` up to a checkpoint (``None`` for states written without them)."""
+    loss = state.get("train_loss")
+    return None if not loss else (float(loss["sum"]), int(loss["steps"]))
+
+
+def whole_run_loss(resumed_mean: float, global_step: int, before: tuple[float, int]) -> float:
+    """The mean training loss of a whole resumed run, from ``Trainer``'s mean over the resumed steps only."""
+    loss_sum, steps = before
+    return (resumed_mean * (global_step - steps) + loss_sum) / max(global_step, 1)
+
+
+def warn_if_inexact_resume(args: Any) -> None:
+    """Say when a resume cannot replay the partner draws exactly (they were drawn inside dataloader workers)."""
+    if args.dataloader_num_workers > 0:
+        logger.warning(
+            "Resuming with dataloader_num_workers > 0: partner draws inside workers are keyed on the workers' "
+            "seeds, which restart with the resumed epoch; the (layer, ratio) stream continues exactly, partner "
+            "draws do not. Use dataloader_num_workers=0 for an exact resume."
+        )
+
+
 def write_state(checkpoint_dir: str, state: dict[str, Any]) -> str:
     """Write ``dmix_state.json`` into a checkpoint folder atomically (a temporary file, then a rename)."""
     from .hub import write_atomic
@@ -352,3 +379,86 @@ def last_complete_checkpoint(output_dir: str, need_dmix_state: bool) -> tuple[st
             return path, skipped
         skipped.append(path)
     return None, skipped
+
+
+# ---------------------------------------------------------------------- the trainer's checkpoint hooks
+
+
+class DMixCheckpointMixin:
+    """``DMixTrainer``'s checkpoint hooks: the DMIX state saved with every checkpoint, and resuming from one.
+
+    The host is a ``transformers.Trainer`` that also has ``_indexer`` (a :class:`~hf_dmix.indexer.PartnerIndexer`),
+    ``_schedule`` (a :class:`~hf_dmix.loss.MixingSchedule`) with ``_new_schedule()``, ``_dmix_batches``,
+    ``_loss_offset``, ``_data_fingerprint``, ``_mixing``, ``mix_layers``, ``_prepare_dmix()`` and ``_index_inputs()``.
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """Build the partner index *before* the checkpoint's weights replace the initial ones.
+
+        The interrupted run embedded its training set with the initial (pretrained) weights; embedding with the
+        checkpoint's fine-tuned weights would select other partners, and the resumed run would not be the same run.
+        """
+        if self.args.mix_strategy != "none" and self.train_dataset is not None and model is None:
+            self._prepare_dmix()
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def dmix_fingerprint(self) -> dict[str, Any]:
+        """What the partner index and the DMIX streams of this run depend on, by name (stored in checkpoints).
+
+        A checkpoint whose fingerprint differs in any entry but ``index_digest`` is refused on resume.
+        """
+        dataset = self.train_dataset
+        key = (id(dataset), len(dataset), getattr(dataset, "_fingerprint", None))
+        if self._data_fingerprint is None or self._data_fingerprint[0] != key:
+            self._data_fingerprint = (key, dataset_fingerprint(dataset, labels_of(dataset)))
+        return run_fingerprint(
+            self.args, train_examples=len(dataset), train_data=self._data_fingerprint[1],
+            embeddings=self._indexer.source(self.args), mix_layers=self.mix_layers, index=self.partner_index,
+            base_model=getattr(getattr(unwrap_model(self.model), "config", None), "_name_or_path", None),
+        )
+
+    def dmix_state(self) -> dict[str, Any]:
+        """The DMIX part of a checkpoint: the stream positions, the loss sum so far and :meth:`dmix_fingerprint`."""
+        before = self._loss_offset[0] if self._loss_offset else 0.0
+        unlogged = getattr(self, "_tr_loss", None)
+        loss_sum = before + getattr(self, "_total_loss_scalar", 0.0) + (float(unlogged) if unlogged is not None else 0.0)
+        return {
+            "batches_consumed": self._dmix_batches,
+            "refreshed_epoch": self._indexer.refreshed_epoch,
+            "mix_rng": self._schedule.state_dict(),
+            "train_loss": {"sum": loss_sum, "steps": self.state.global_step},
+            "fingerprint": self.dmix_fingerprint(),
+        }
+
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        # dmix_state.json first, for every checkpoint (save_only_model too): Trainer writes trainer_state.json last,
+        # so a checkpoint folder that has one has both.
+        if self.args.should_save and self.train_dataset is not None:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            refreshed = self._indexer.current_embeddings if self._indexer.refreshed_epoch is not None else None
+            save_dmix_state(folder, self.dmix_state(), refreshed)
+        super()._save_checkpoint(model, trial)
+
+    def _start_dmix_streams(self, checkpoint: str | None) -> None:
+        """Start the partner and (layer, ratio) streams from the seed, or continue a checkpoint's."""
+        a, collator = self.args, self.data_collator
+        self._schedule, self._dmix_batches = self._new_schedule(), 0
+        if isinstance(collator, DMixDataCollator):
+            collator.seed, collator.batches_drawn = a.seed + 1_000_003 * a.process_index, 0
+        mixing = self._mixing and self.partner_index is not None
+        state = None if checkpoint is None else load_dmix_state(checkpoint, mixing=mixing)
+        if state is None:
+            return
+        # Data and settings first: a checkpoint of another run is refused before anything of it is installed.
+        check_resume(checkpoint, state["fingerprint"], self.dmix_fingerprint())
+        if state.get("refreshed_epoch") is not None and mixing:
+            embeddings = read_tensor(checkpoint, REFRESH_EMBEDDINGS_NAME)
+            self._indexer.install(self._index_inputs(), embeddings, int(state["refreshed_epoch"]))
+            self._indexer.publish(collator)
+        check_index_digest(checkpoint, state["fingerprint"], self.partner_index)
+        self._dmix_batches = int(state["batches_consumed"])
+        self._schedule.load_state_dict(state["mix_rng"])
+        self._loss_offset = loss_before(state)
+        if isinstance(collator, DMixDataCollator):
+            collator.batches_drawn = self._dmix_batches
+        warn_if_inexact_resume(a)

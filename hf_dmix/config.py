@@ -412,6 +412,19 @@ DMIX_FIELDS: tuple[str, ...] = tuple(
 )
 
 
+def as_dmix_config(args: Any) -> DMixConfig:
+    """``args`` if it is a :class:`DMixConfig`, the default one for ``None``; a ``TypeError`` for anything else (plain
+    ``TrainingArguments`` lack every DMIX setting)."""
+    if args is None:
+        return DMixConfig(output_dir="dmix-output")
+    if not isinstance(args, DMixConfig):
+        raise TypeError(
+            f"DMixTrainer needs a DMixConfig, got {type(args).__name__}. Build one with the same arguments: "
+            "DMixConfig(output_dir=..., mix_strategy=..., tau=..., ...)."
+        )
+    return args
+
+
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not supported; expected one of {', '.join(map(repr, choices))}.")

@@ -89,6 +89,7 @@ class PartnerIndexer:
 
     Args:
         sentence_embeddings: fixed ``(N, d)`` embeddings to search (``DMixTrainer(sentence_embeddings=...)``).
+        refresh_epochs: ``DMixConfig.partner_refresh_epochs`` (checked against fixed embeddings).
 
     Attributes:
         index, points, stats, warning: the current :class:`~hf_dmix.partners.PartnerIndex`, the points it was
@@ -96,7 +97,12 @@ class PartnerIndexer:
         refreshes: one record per partner refresh of the current run; ``refreshed_epoch``: the last one's epoch.
     """
 
-    def __init__(self, sentence_embeddings: Any = None) -> None:
+    def __init__(self, sentence_embeddings: Any = None, refresh_epochs: int = 0) -> None:
+        if refresh_epochs and sentence_embeddings is not None:
+            raise ValueError(
+                f"partner_refresh_epochs={refresh_epochs} re-embeds the training set with the model being "
+                "trained, but sentence_embeddings were given (fixed). Drop one of the two."
+            )
         self.sentence_embeddings = sentence_embeddings
         self.index: PartnerIndex | None = None
         self.points: torch.Tensor | None = None
@@ -211,6 +217,11 @@ class PartnerIndexer:
         logger.info(_log_line(args, s, n))
 
     # ------------------------------------------------------------------ refresh and reset
+
+    def refresh_due(self, epoch: int | None, every: int) -> bool:
+        """Whether epoch ``epoch`` starts with a refresh (every ``every``-th epoch, once, when an index exists)."""
+        return (epoch is not None and self.index is not None and every > 0 and epoch > 0 and epoch % every == 0
+                and self.refreshed_epoch != epoch)
 
     def refresh(self, inputs: IndexInputs, epoch: int) -> dict[str, float]:
         """Embed the training set with the model as trained so far and rebuild the index from it (see

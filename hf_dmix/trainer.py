@@ -7,14 +7,14 @@ forward pass through the (possibly DDP-wrapped) model over ``[anchors; partners]
 
 What does not, and where it is: the partner index of the run (``indexer.py``: embeddings, search, statistics,
 refresh — the only writer of the collator's index), the search (``partners.py``), the mixing hooks (``mixing.py``),
-the (layer, ratio) schedule and the mixed loss (``loss.py``), checkpoints and resume (``checkpoint.py``), stopping on
+the (layer, ratio) schedule and the mixed loss (``loss.py``), checkpoints and resume (``checkpoint.py``, whose
+``DMixCheckpointMixin`` holds the checkpoint hooks), stopping on
 SIGTERM (``termination.py``), the model card and Hub hooks (``hub_mixin.py``), the family table and model checks
 (``families.py``), training-set checks and the ``dmix_index`` column (``trainset.py``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -22,22 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 from transformers import PreTrainedModel, Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
-from transformers.utils import logging
+from transformers.trainer_utils import TrainOutput
 
-from .checkpoint import (
-    REFRESH_EMBEDDINGS_NAME,
-    check_index_digest,
-    check_resume,
-    dataset_fingerprint,
-    load_dmix_state,
-    read_tensor,
-    resolve_resume,
-    run_fingerprint,
-    save_dmix_state,
-)
+from .checkpoint import DMixCheckpointMixin, resolve_resume, whole_run_loss
 from .collator import INDEX_COLUMN, PARTNER_IDS_KEY, DMixDataCollator
-from .config import DMixConfig
+from .config import DMixConfig, as_dmix_config
 from .embeddings import weights_digest
 from .families import (
     check_anchor_dominant,
@@ -56,10 +45,8 @@ from .partners import PartnerIndex
 from .termination import StopOnTermination
 from .trainset import LABEL_COLUMNS, check_labels, check_train_dataset, labels_of, with_index
 
-logger = logging.get_logger(__name__)
 
-
-class DMixTrainer(DMixHubMixin, Trainer):
+class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
     """Trainer for DMIX: distance-constrained interpolative mixup for text, image and audio classification.
 
     A drop-in replacement for ``Trainer`` with a classification model: swap ``TrainingArguments`` for
@@ -97,7 +84,7 @@ class DMixTrainer(DMixHubMixin, Trainer):
         sentence_embeddings: torch.Tensor | np.ndarray | None = None,
         **kwargs: Any,
     ) -> None:
-        args = _check_args(args)
+        args = as_dmix_config(args)
         if isinstance(model, str):
             model = load_classifier(model)
         if model is None and kwargs.get("model_init") is None:
@@ -122,12 +109,7 @@ class DMixTrainer(DMixHubMixin, Trainer):
             check_labels(labels_of(self.train_dataset), unwrap_model(self.model).config.num_labels)
         # We compute our own loss, averaged over the micro-batch: Trainer must divide it by the accumulation steps.
         self.model_accepts_loss_kwargs = False
-        if args.partner_refresh_epochs and sentence_embeddings is not None:
-            raise ValueError(
-                f"partner_refresh_epochs={args.partner_refresh_epochs} re-embeds the training set with the model being "
-                "trained, but sentence_embeddings were given (fixed). Drop one of the two."
-            )
-        self._indexer = PartnerIndexer(sentence_embeddings)
+        self._indexer = PartnerIndexer(sentence_embeddings, refresh_epochs=args.partner_refresh_epochs)
         self.mixer = HiddenStateMixer(self.model) if self._mixing else None
         self._schedule = self._new_schedule()
         self._metrics = StepMetrics()
@@ -322,90 +304,10 @@ class DMixTrainer(DMixHubMixin, Trainer):
         check_anchor_dominant(self.args.anchor_dominant, model)
 
     def _run_epoch(self, *args: Any, **kwargs: Any):
-        epoch, every = kwargs.get("epoch"), self.args.partner_refresh_epochs
-        if (epoch is not None and self._mixing and self.partner_index is not None and every > 0 and epoch > 0
-                and epoch % every == 0 and self._indexer.refreshed_epoch != epoch):
+        epoch = kwargs.get("epoch")
+        if self._mixing and self._indexer.refresh_due(epoch, self.args.partner_refresh_epochs):
             self.refresh_partner_index(epoch)
         return super()._run_epoch(*args, **kwargs)
-
-    # ------------------------------------------------------------------ checkpoints and resume (checkpoint.py)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        """Build the partner index *before* the checkpoint's weights replace the initial ones.
-
-        The interrupted run embedded its training set with the initial (pretrained) weights; embedding with the
-        checkpoint's fine-tuned weights would select other partners, and the resumed run would not be the same run.
-        """
-        if self.args.mix_strategy != "none" and self.train_dataset is not None and model is None:
-            self._prepare_dmix()
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-
-    def dmix_fingerprint(self) -> dict[str, Any]:
-        """What the partner index and the DMIX streams of this run depend on, by name (stored in checkpoints).
-
-        A checkpoint whose fingerprint differs in any entry but ``index_digest`` is refused on resume.
-        """
-        dataset = self.train_dataset
-        key = (id(dataset), len(dataset), getattr(dataset, "_fingerprint", None))
-        if self._data_fingerprint is None or self._data_fingerprint[0] != key:
-            self._data_fingerprint = (key, dataset_fingerprint(dataset, labels_of(dataset)))
-        return run_fingerprint(
-            self.args, train_examples=len(dataset), train_data=self._data_fingerprint[1],
-            embeddings=self._indexer.source(self.args), mix_layers=self.mix_layers, index=self.partner_index,
-            base_model=getattr(getattr(unwrap_model(self.model), "config", None), "_name_or_path", None),
-        )
-
-    def dmix_state(self) -> dict[str, Any]:
-        """The DMIX part of a checkpoint: the stream positions, the loss sum so far and :meth:`dmix_fingerprint`."""
-        before = self._loss_offset[0] if self._loss_offset else 0.0
-        unlogged = getattr(self, "_tr_loss", None)
-        loss_sum = before + getattr(self, "_total_loss_scalar", 0.0) + (float(unlogged) if unlogged is not None else 0.0)
-        return {
-            "batches_consumed": self._dmix_batches,
-            "refreshed_epoch": self._indexer.refreshed_epoch,
-            "mix_rng": self._schedule.state_dict(),
-            "train_loss": {"sum": loss_sum, "steps": self.state.global_step},
-            "fingerprint": self.dmix_fingerprint(),
-        }
-
-    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
-        # dmix_state.json first, for every checkpoint (save_only_model too): Trainer writes trainer_state.json last,
-        # so a checkpoint folder that has one has both.
-        if self.args.should_save and self.train_dataset is not None:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-            refreshed = self._indexer.current_embeddings if self._indexer.refreshed_epoch is not None else None
-            save_dmix_state(folder, self.dmix_state(), refreshed)
-        super()._save_checkpoint(model, trial)
-
-    def _start_dmix_streams(self, checkpoint: str | None) -> None:
-        """Start the partner and (layer, ratio) streams from the seed, or continue a checkpoint's."""
-        a, collator = self.args, self.data_collator
-        self._schedule, self._dmix_batches = self._new_schedule(), 0
-        if isinstance(collator, DMixDataCollator):
-            collator.seed, collator.batches_drawn = a.seed + 1_000_003 * a.process_index, 0
-        mixing = self._mixing and self.partner_index is not None
-        state = None if checkpoint is None else load_dmix_state(checkpoint, mixing=mixing)
-        if state is None:
-            return
-        # Data and settings first: a checkpoint of another run is refused before anything of it is installed.
-        check_resume(checkpoint, state["fingerprint"], self.dmix_fingerprint())
-        if state.get("refreshed_epoch") is not None and mixing:
-            embeddings = read_tensor(checkpoint, REFRESH_EMBEDDINGS_NAME)
-            self._indexer.install(self._index_inputs(), embeddings, int(state["refreshed_epoch"]))
-            self._indexer.publish(collator)
-        check_index_digest(checkpoint, state["fingerprint"], self.partner_index)
-        self._dmix_batches = int(state["batches_consumed"])
-        self._schedule.load_state_dict(state["mix_rng"])
-        if "train_loss" in state:
-            self._loss_offset = (float(state["train_loss"]["sum"]), int(state["train_loss"]["steps"]))
-        if isinstance(collator, DMixDataCollator):
-            collator.batches_drawn = self._dmix_batches
-        if a.dataloader_num_workers > 0:
-            logger.warning(
-                "Resuming with dataloader_num_workers > 0: partner draws inside workers are keyed on the workers' "
-                "seeds, which restart with the resumed epoch; the (layer, ratio) stream continues exactly, partner "
-                "draws do not. Use dataloader_num_workers=0 for an exact resume."
-            )
 
     # ------------------------------------------------------------------ loss (loss.py)
 
@@ -455,18 +357,5 @@ class DMixTrainer(DMixHubMixin, Trainer):
         final ``train_loss`` the mean over the whole run (``Trainer`` averages the resumed steps only)."""
         self._metrics.flush_into(logs)
         if "train_loss" in logs and self._loss_offset is not None:
-            loss_sum, steps = self._loss_offset
-            resumed = self.state.global_step - steps
-            logs["train_loss"] = (logs["train_loss"] * resumed + loss_sum) / max(self.state.global_step, 1)
+            logs["train_loss"] = whole_run_loss(logs["train_loss"], self.state.global_step, self._loss_offset)
         super().log(logs, start_time)
-
-
-def _check_args(args: Any) -> DMixConfig:
-    if args is None:
-        return DMixConfig(output_dir="dmix-output")
-    if not isinstance(args, DMixConfig):
-        raise TypeError(
-            f"DMixTrainer needs a DMixConfig, got {type(args).__name__}. Build one with the same arguments: "
-            "DMixConfig(output_dir=..., mix_strategy=..., tau=..., ...)."
-        )
-    return args

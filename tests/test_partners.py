@@ -327,14 +327,14 @@ def test_describe_partner_index_in_words() -> None:
         "anchor's label (random 55.1%)."
     )
     # Coverage just short of complete is rounded down, never shown as 100%; the cosine overlap and the threshold
-    # index's sampled anchors are said when present.
+    # index's sampled candidate examples are said when present.
     stats.update(distinct_candidate_share=0.9996, cosine_overlap=0.716, cosine_overlap_chance=0.301,
-                 estimated_from_anchors=1024.0)
+                 estimated_from_examples=2048.0)
     assert describe_partner_index(stats) == (
         "Each training example has 38 candidate partners out of 380; the most frequent 1% of examples hold 1.4% of "
         "candidate slots (random 1.0%); 99.9% of the training set is a candidate of some anchor; 62.0% of candidates "
         "share the anchor's label (random 55.1%); 71.6% of candidates are also in the cosine top-τ set (chance 30.1%). "
-        "(Slot figures estimated from 1024 sampled anchors.)"
+        "(Slot figures estimated from 2048 sampled examples, each counted over every anchor.)"
     )
     assert describe_partner_index({}) == ""
     # The keys partner_statistics writes are the keys this reads (no labels: no same-label clause).
