@@ -338,6 +338,11 @@ def resolve_resume(resume_from_checkpoint: str | bool | None, output_dir: str, n
     else:
         path = os.fspath(resume_from_checkpoint)
     logger.warning(f"Resuming training from {path}.")
+    if os.path.isdir(path) and not any(name.startswith("rng_state") for name in os.listdir(path)):
+        logger.warning(
+            f"{path} holds no optimizer, scheduler or RNG state (saved with save_only_model=True): training continues "
+            "from its weights and DMIX streams with a fresh optimizer, so it will not replay the interrupted run."
+        )
     return path
 
 
