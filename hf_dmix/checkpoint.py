@@ -252,15 +252,16 @@ def write_state(checkpoint_dir: str, state: dict[str, Any]) -> str:
 
 def write_tensor(checkpoint_dir: str, name: str, tensor: Any) -> str:
     """``torch.save`` a tensor into a checkpoint folder atomically (a temporary file, then a rename)."""
+    import io
+
     import torch
 
+    from .hub import write_atomic
+
     path = os.path.join(checkpoint_dir, name)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save(tensor.detach().cpu().contiguous(), f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(tensor.detach().cpu().contiguous(), buffer)
+    write_atomic(path, buffer.getvalue())
     return path
 
 
