@@ -158,6 +158,8 @@ def weights_digest(model: nn.Module) -> str:
         for name, tensor in unwrap_model(model).state_dict().items():
             if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
                 continue
+            if hasattr(tensor, "full_tensor"):  # a DTensor shard (FSDP2): every process digests the whole tensor
+                tensor = tensor.full_tensor()
             t = tensor.detach().double()
             h.update(f"{name}{tuple(tensor.shape)}".encode())
             h.update(torch.stack([t.sum(), (t * t).sum()]).cpu().numpy().tobytes())
