@@ -15,7 +15,7 @@ inputs) where text passes the tokenizer.
 """
 
 from .cards import render_model_card
-from .checkpoint import last_complete_checkpoint
+from .checkpoint import ResumeMismatchError, last_complete_checkpoint
 from .collator import DMixDataCollator
 from .config import DMixConfig
 from .diagnostics import (
@@ -38,9 +38,12 @@ from .geometry import (
 )
 from .hub import DMixInfo, HubError, PushResult, dmix_record, load_dmix_info, push_to_hub
 from .mixing import SUPPORTED_MODEL_TYPES, HiddenStateMixer, fill_keyless_rows, union_mask
+from .indexer import PartnerIndexer
 from .partners import (
     PartnerIndex,
+    PartnerSearch,
     build_partner_index,
+    search_partners,
     candidate_overlap,
     describe_partner_index,
     num_candidates,
@@ -63,6 +66,9 @@ __all__ = [
     "HubError",
     "PartnerIndex",
     "PushResult",
+    "PartnerIndexer",
+    "PartnerSearch",
+    "ResumeMismatchError",
     "build_partner_index",
     "candidate_overlap",
     "data_diagnostics",
@@ -89,6 +95,7 @@ __all__ = [
     "ranking_factors",
     "push_to_hub",
     "render_model_card",
+    "search_partners",
     "to_poincare_ball",
     "tokenizer_coverage",
     "top_tau_candidates",

@@ -462,83 +462,18 @@ def render_model_card(
         ValueError: a malformed record, metric or metadata value (the message names it).
     """
     _check_record(record)
-    settings = record["dmix"]
-    if repo_id is not None and not hub_repo_id(repo_id):
-        raise ValueError(f"repo_id={repo_id!r} is not a Hub repository id ('name' or 'namespace/name').")
-    if base_model is not None and not hub_repo_id(base_model):
-        raise ValueError(f"base_model={base_model!r} is not a Hub model id; leave it None for a local base model.")
-    base_id = base_model or hub_repo_id(record.get("base_model"))
-    local_name = display_name(record.get("base_model_name") or record.get("base_model") or "a local model")
-    if base_id:
-        base_md = f"[{base_id}](https://huggingface.co/{base_id})"
-    elif local_name.startswith("config:"):  # run_dmix.py --model_name_or_path config:NAME
-        base_md = f"a `{local_name[len('config:'):]}` model built from its config (random initial weights)"
-    else:
-        base_md = f"`{local_name}` (a local model)"
-    dataset_ids = _as_list(datasets, "datasets")
-    if not dataset_ids:
-        source = ((results or {}).get("data") or {}).get("source")
-        dataset_ids = [source] if hub_repo_id(source) and source not in LOCAL_DATASETS else []
-    for d in dataset_ids:
-        if not hub_repo_id(d):
-            raise ValueError(f"datasets: {d!r} is not a Hub dataset id.")
+    base_id, base_md = _base_model(record, repo_id, base_model)
+    dataset_ids = _dataset_ids(datasets, results)
     languages = _as_list(language, "language")
-    if license is not None and (not isinstance(license, str) or not license.strip() or " " in license.strip()):
-        raise ValueError(f"license must be a Hub license id such as 'apache-2.0' or 'mit', got {license!r}.")
+    _check_license_and_plot(license, tau_sweep_plot)
     data_md = _data_description(results, dataset_ids)
     task = card_task(record)
     peft = _peft_context(record.get("peft"))
     adapter = bool(peft) and not peft["merged"]
-
-    metrics = ((results or {}).get("metrics") or {}) if isinstance(results, Mapping) else {}
-    test = _check_metrics(metrics.get("test"), "results['metrics']['test']")
-    validation = _check_metrics(metrics.get("validation"), "results['metrics']['validation']")
-    metrics_note = "Metrics of the run's `results.json` (test: held-out data, evaluated once after training)."
-    if not test and not validation and validation_metrics:
-        validation = _check_metrics(validation_metrics, "validation_metrics")
-        metrics_note = "Metrics of the last evaluation during training (validation data)."
-    sizes = (((results or {}).get("data") or {}).get("used_sizes")) or {}
-    metrics_rows = [
-        {"split": split, "examples": sizes.get(split, "—"), **{k: _metric(values.get(k)) for k, _, _ in CARD_METRICS}}
-        for split, values in (("test", test), ("validation", validation))
-        if values
-    ]
-    index_split, index_metrics = ("test", test) if test else ("validation", validation)
-    dataset_type = dataset_ids[0] if dataset_ids else "custom"
-    dataset_name = data_md or "custom data"
-    if index_metrics:
-        eval_results = [
-            EvalResult(
-                task_type=task.pipeline_tag,
-                task_name=task.task_name,
-                dataset_type=dataset_type,
-                dataset_name=dataset_name,
-                dataset_split=index_split,
-                metric_type=metric_type,
-                metric_name=name,
-                metric_value=index_metrics[key],
-            )
-            for key, metric_type, name in CARD_METRICS
-            if key in index_metrics
-        ]
-    elif eval_results:
-        eval_results = list(eval_results)
-        by_name = {r.metric_name: r.metric_value for r in eval_results}
-        metrics_rows = [
-            {
-                "split": eval_results[0].dataset_split or "—",
-                "examples": "—",
-                **{k: _metric(by_name.get(name)) for k, _, name in CARD_METRICS},
-            }
-        ]
-        metrics_note = "Metrics as published with this model."
-    else:
-        eval_results = None
-
-    all_tags = [*BASE_TAGS, task.pipeline_tag] + (["peft", "lora"] if adapter else ["lora", "merged-lora"] if peft else [])
-    for tag in _as_list(list(tags), "tags"):
-        if tag not in all_tags:
-            all_tags.append(tag)
+    metrics_rows, metrics_note, eval_results = _metrics_section(
+        results, validation_metrics, eval_results, task, dataset_ids[0] if dataset_ids else "custom",
+        data_md or "custom data",
+    )
     title = repo_id.split("/")[-1] if repo_id else f"DMIX {task.pipeline_tag.split('-')[0]} classifier"
     card_data = ModelCardData(
         base_model=base_id,
@@ -547,25 +482,44 @@ def render_model_card(
         license=license.strip() if license else None,
         library_name="peft" if adapter else "transformers",
         pipeline_tag=task.pipeline_tag,
-        tags=all_tags,
+        tags=_card_tags(task, peft, adapter, tags),
         metrics=["f1", "accuracy"],
         model_name=repo_id or title,
         eval_results=eval_results,
     )
-    labels = list(record["label_names"])
-    versions = (results or {}).get("versions") or {"hf_dmix": record.get("hf_dmix_version", "unknown")}
-    if tau_sweep_plot is not None and (not isinstance(tau_sweep_plot, str) or os.path.isabs(tau_sweep_plot)):
-        raise ValueError(f"tau_sweep_plot must be a file name inside the repository, got {tau_sweep_plot!r}.")
     card = ModelCard.from_template(
         card_data,
         template_path=str(template_path or TEMPLATE_PATH),
         title=title,
         repo_id=repo_id or PLACEHOLDER_REPO_ID,
-        summary=_summary(settings, record, base_md, data_md),
-        method=_method(settings),
         base_model_md=base_md,
         metrics_rows=metrics_rows,
         metrics_note=metrics_note,
+        peft=peft,
+        tau_sweep_plot=tau_sweep_plot,
+        **_template_sections(record, results, task, base_md, data_md),
+    )
+    # Optional sections leave runs of blank lines behind; one blank line is all Markdown needs.
+    return ModelCard(re.sub(r"\n{3,}", "\n\n", str(card)))
+
+
+def _check_license_and_plot(license: Any, tau_sweep_plot: Any) -> None:
+    if license is not None and (not isinstance(license, str) or not license.strip() or " " in license.strip()):
+        raise ValueError(f"license must be a Hub license id such as 'apache-2.0' or 'mit', got {license!r}.")
+    if tau_sweep_plot is not None and (not isinstance(tau_sweep_plot, str) or os.path.isabs(tau_sweep_plot)):
+        raise ValueError(f"tau_sweep_plot must be a file name inside the repository, got {tau_sweep_plot!r}.")
+
+
+def _template_sections(
+    record: Mapping[str, Any], results: Mapping[str, Any] | None, task: CardTask, base_md: str, data_md: str | None
+) -> dict[str, Any]:
+    """The template's text sections that follow from the record and ``results.json`` alone."""
+    settings = record["dmix"]
+    labels = list(record["label_names"])
+    versions = (results or {}).get("versions") or {"hf_dmix": record.get("hf_dmix_version", "unknown")}
+    return dict(
+        summary=_summary(settings, record, base_md, data_md),
+        method=_method(settings),
         collapse_note=_collapse_note(results),
         data_warnings=[_cell(w) for w in ((results or {}).get("data_diagnostics") or {}).get("warnings") or []],
         labels=[(i, _cell(n)) for i, n in enumerate(labels)],
@@ -579,15 +533,94 @@ def render_model_card(
         partner_rows=_partner_rows(record.get("partner_index") or {}),
         training_rows=_training_rows(record.get("training") or {}),
         data_rows=_data_rows(results, data_md),
-        peft=peft,
-        tau_sweep_plot=tau_sweep_plot,
         versions_rows=sorted((str(k), str(v)) for k, v in versions.items()),
         has_results=results is not None,
         citation=DMIX_CITATION,
         citation_text=DMIX_CITATION_TEXT,
     )
-    # Optional sections leave runs of blank lines behind; one blank line is all Markdown needs.
-    return ModelCard(re.sub(r"\n{3,}", "\n\n", str(card)))
+
+
+def _base_model(record: Mapping[str, Any], repo_id: str | None, base_model: str | None) -> tuple[str | None, str]:
+    """The card's ``base_model`` Hub id (or ``None``) and how the text names the base model."""
+    if repo_id is not None and not hub_repo_id(repo_id):
+        raise ValueError(f"repo_id={repo_id!r} is not a Hub repository id ('name' or 'namespace/name').")
+    if base_model is not None and not hub_repo_id(base_model):
+        raise ValueError(f"base_model={base_model!r} is not a Hub model id; leave it None for a local base model.")
+    base_id = base_model or hub_repo_id(record.get("base_model"))
+    local_name = display_name(record.get("base_model_name") or record.get("base_model") or "a local model")
+    if base_id:
+        return base_id, f"[{base_id}](https://huggingface.co/{base_id})"
+    if local_name.startswith("config:"):  # run_dmix.py --model_name_or_path config:NAME
+        return None, f"a `{local_name[len('config:'):]}` model built from its config (random initial weights)"
+    return None, f"`{local_name}` (a local model)"
+
+
+def _dataset_ids(datasets: str | Sequence[str] | None, results: Mapping[str, Any] | None) -> list[str]:
+    """The card's Hub dataset ids: as given, else the Hub dataset ``results.json`` names (none for local files)."""
+    dataset_ids = _as_list(datasets, "datasets")
+    if not dataset_ids:
+        source = ((results or {}).get("data") or {}).get("source")
+        dataset_ids = [source] if hub_repo_id(source) and source not in LOCAL_DATASETS else []
+    for d in dataset_ids:
+        if not hub_repo_id(d):
+            raise ValueError(f"datasets: {d!r} is not a Hub dataset id.")
+    return dataset_ids
+
+
+def _metrics_section(
+    results: Mapping[str, Any] | None,
+    validation_metrics: Mapping[str, float] | None,
+    eval_results: Sequence[EvalResult] | None,
+    task: CardTask,
+    dataset_type: str,
+    dataset_name: str,
+) -> tuple[list[dict[str, Any]], str, list[EvalResult] | None]:
+    """The metrics table rows, the note under it and the ``model-index`` entries: the test metrics of
+    ``results.json`` (else its validation metrics, else ``validation_metrics``), or ``eval_results`` kept as published."""
+    metrics = ((results or {}).get("metrics") or {}) if isinstance(results, Mapping) else {}
+    test = _check_metrics(metrics.get("test"), "results['metrics']['test']")
+    validation = _check_metrics(metrics.get("validation"), "results['metrics']['validation']")
+    note = "Metrics of the run's `results.json` (test: held-out data, evaluated once after training)."
+    if not test and not validation and validation_metrics:
+        validation = _check_metrics(validation_metrics, "validation_metrics")
+        note = "Metrics of the last evaluation during training (validation data)."
+    sizes = (((results or {}).get("data") or {}).get("used_sizes")) or {}
+    rows = [
+        {"split": split, "examples": sizes.get(split, "—"), **{k: _metric(values.get(k)) for k, _, _ in CARD_METRICS}}
+        for split, values in (("test", test), ("validation", validation))
+        if values
+    ]
+    index_split, index_metrics = ("test", test) if test else ("validation", validation)
+    if index_metrics:
+        entries = [
+            EvalResult(
+                task_type=task.pipeline_tag, task_name=task.task_name, dataset_type=dataset_type,
+                dataset_name=dataset_name, dataset_split=index_split, metric_type=metric_type, metric_name=name,
+                metric_value=index_metrics[key],
+            )
+            for key, metric_type, name in CARD_METRICS
+            if key in index_metrics
+        ]
+        return rows, note, entries
+    if eval_results:
+        entries = list(eval_results)
+        by_name = {r.metric_name: r.metric_value for r in entries}
+        rows = [{
+            "split": entries[0].dataset_split or "—",
+            "examples": "—",
+            **{k: _metric(by_name.get(name)) for k, _, name in CARD_METRICS},
+        }]
+        return rows, "Metrics as published with this model.", entries
+    return rows, note, None
+
+
+def _card_tags(task: CardTask, peft: Mapping[str, Any] | None, adapter: bool, tags: Sequence[str]) -> list[str]:
+    """``dmix``, ``mixup``, ``hf-dmix``, the task, ``peft``/``lora`` (or ``lora``/``merged-lora``), then ``tags``."""
+    all_tags = [*BASE_TAGS, task.pipeline_tag] + (["peft", "lora"] if adapter else ["lora", "merged-lora"] if peft else [])
+    for tag in _as_list(list(tags), "tags"):
+        if tag not in all_tags:
+            all_tags.append(tag)
+    return all_tags
 
 
 def card_metadata(card: ModelCard) -> dict[str, Any]:

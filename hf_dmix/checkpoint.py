@@ -1,9 +1,12 @@
 """The DMIX state a checkpoint carries, so that a resumed run continues exactly where the killed one stopped.
 
-What lives here: the state file ``dmix_state.json`` (the random streams of DMIX and a fingerprint of what the partner
-index was built from), its atomic write, the comparison that refuses a checkpoint from another dataset or other DMIX
-settings, and the choice of the last *complete* checkpoint of an output folder. What does not: the training loop
-(``trainer.py`` calls these when ``Trainer`` saves or resumes).
+What lives here: which checkpoint a resume uses (:func:`resolve_resume`: the last *complete* one of an output folder
+for ``resume_from_checkpoint=True``, logged), the state file ``dmix_state.json`` (the random streams of DMIX and a
+fingerprint of what the partner index was built from) with its atomic write and the refresh embeddings beside it, and
+the checks that refuse a checkpoint of another dataset or other DMIX settings; and :class:`DMixCheckpointMixin`, the
+trainer hooks that save that state with every checkpoint and restore it on resume. What does not: the training loop
+(``trainer.py`` calls these when ``Trainer`` saves or resumes) or the streams themselves (``collator.py``,
+``loss.py``).
 
 The streams:
 
@@ -12,6 +15,12 @@ The streams:
 * the (layer, ratio) draws of ``compute_loss`` — a NumPy generator whose full bit-generator state is stored.
 
 ``Trainer`` restores its own streams (torch, CUDA, NumPy and Python global RNGs, the sampler) from ``rng_state*.pth``.
+
+What the state also holds: the fingerprint (:func:`run_fingerprint`: the training set's content, where the
+embeddings come from, the base model, every setting of ``config.RESUME_FIELDS``, the resolved mix layers and a digest
+of the index) and the sum of the training losses so far, so that a resumed run reports the ``train_loss`` of the whole
+run rather than of its resumed part. A resume that disagrees with the checkpoint on anything but the index digest is
+refused with :class:`ResumeMismatchError`; the digest, which can differ in the last bit on other hardware, only warns.
 """
 
 from __future__ import annotations
@@ -22,7 +31,18 @@ import os
 import re
 from typing import Any
 
+from torch import nn
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
 import numpy as np
+from transformers.utils import logging
+
+from .collator import INDEX_COLUMN, DMixDataCollator
+from .config import RESUME_FIELDS
+from .families import unwrap_model
+from .trainset import base_dataset, labels_of
+
+logger = logging.get_logger(__name__)
 
 DMIX_STATE_NAME = "dmix_state.json"
 # The embeddings of the last partner refresh (DMixConfig.partner_refresh_epochs), in checkpoints after one.
@@ -33,42 +53,197 @@ _TRAINER_STATE_NAME = "trainer_state.json"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
+class ResumeMismatchError(ValueError):
+    """A checkpoint was written by a run with other DMIX data or settings: resuming from it is refused."""
+
+
 def dataset_fingerprint(dataset: Any, labels: Any = None) -> str:
-    """A content hash of a training set: its size, its labels and its token ids (when it has ``input_ids``).
+    """A content hash of a training set: its size, its labels and the content of every column (every model input).
 
     ``datasets`` fingerprints are not used: they describe how a dataset was built, not its rows, and a transform
     ``datasets`` cannot hash (a closure over an unpicklable object) gets a random one, so the same data would look
-    different in the resumed process. The hash reads the logical rows (after any
-    ``select``/``shuffle``), so the same rows in another order hash differently — they would be other partner ids.
+    different in the resumed process. A ``datasets.Dataset`` is hashed from its stored (Arrow) columns — token ids,
+    pixel values, audio samples, or the raw images and clips an on-the-fly transform turns into them — and any other
+    dataset from every value of every row. The hash reads the logical rows (after any ``select``/``shuffle``), so the
+    same rows in another order hash differently — they would be other partner ids. The ``dmix_index`` column is not
+    hashed (it is the row's position).
     """
     h = hashlib.sha256()
     h.update(str(len(dataset)).encode())
     if labels is not None:
         h.update(np.ascontiguousarray(np.asarray(labels, dtype=np.int64)).tobytes())
-    if hasattr(dataset, "column_names") and "input_ids" in (dataset.column_names or []):
-        import pyarrow.compute as pc
-
-        column = dataset.with_format("arrow")[:]["input_ids"]
-        h.update(np.asarray(pc.list_value_length(column), dtype=np.int64).tobytes())
-        h.update(np.asarray(pc.list_flatten(column), dtype=np.int64).tobytes())
+    base = base_dataset(dataset)
+    if hasattr(base, "column_names") and hasattr(base, "with_format"):
+        arrow = base.with_format("arrow")
+        for start in range(0, len(arrow), 10_000):
+            table = arrow[start : start + 10_000]
+            for name in sorted(table.column_names):
+                if name != INDEX_COLUMN:
+                    h.update(name.encode())
+                    _hash_arrow(h, table[name])
+    else:
+        for i in range(len(base)):
+            for key, value in sorted(base[i].items()):
+                if key != INDEX_COLUMN:
+                    h.update(str(key).encode())
+                    _hash_value(h, value)
     return h.hexdigest()[:16]
 
 
-def index_digest(index: Any) -> str | None:
-    """A hash of a partner index's candidate lists (``None`` for thresholds or all-others indices).
+def _hash_arrow(h: Any, column: Any) -> None:
+    """Hash an Arrow column's logical content: list lengths level by level, struct fields, then the leaf values."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    Only the integer lists are hashed: threshold indices hold floats that may differ in the last bit on other
-    hardware, and they are fully determined by the fingerprinted settings and embeddings anyway.
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    kind = arr.type
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        h.update(np.asarray(pc.list_value_length(arr).fill_null(-1), dtype=np.int64).tobytes())
+        _hash_arrow(h, pc.list_flatten(arr))
+    elif pa.types.is_struct(kind):
+        for i in range(kind.num_fields):
+            h.update(kind.field(i).name.encode())
+            _hash_arrow(h, pc.struct_field(arr, i))
+    elif pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
+        h.update(np.asarray(arr.is_null(), dtype=np.bool_).tobytes())
+        h.update(np.ascontiguousarray(arr.fill_null(0).to_numpy(zero_copy_only=False)).tobytes())
+    else:  # strings, bytes (encoded images and audio) and anything else: value by value
+        for value in arr.to_pylist():
+            _hash_value(h, value)
+
+
+def _hash_value(h: Any, value: Any) -> None:
+    """Hash one Python, NumPy or torch value (with its length, so that concatenations cannot collide)."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        data = np.ascontiguousarray(value).tobytes()
+        h.update(f"{value.dtype}{value.shape}".encode())
+    elif isinstance(value, bytes):
+        data = value
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, (int, float, bool)) for v in value):
+        data = np.asarray(value).tobytes()
+    else:
+        data = repr(value).encode()
+    h.update(f"{len(data)}:".encode())
+    h.update(data)
+
+
+def index_digest(index: Any) -> str | None:
+    """A hash of a partner index: its candidate lists, or its thresholds and ranking (``None`` for all-others).
+
+    A changed digest only warns on resume: lists and thresholds are fully determined by the fingerprinted data,
+    settings and model, but computed on other hardware they may differ in the last bit (and a near-tie then in one
+    member).
     """
     candidates = getattr(index, "candidates", None)
-    if candidates is None:
+    if candidates is not None:
+        return hashlib.sha256(candidates.contiguous().numpy().astype(np.int32).tobytes()).hexdigest()[:16]
+    thresholds = getattr(index, "thresholds", None)
+    if thresholds is None:
         return None
-    return hashlib.sha256(candidates.contiguous().numpy().astype(np.int32).tobytes()).hexdigest()[:16]
+    h = hashlib.sha256(f"{index.metric}/{index.order}/{index.rule}/{index.curvature}".encode())
+    h.update(thresholds.detach().cpu().contiguous().numpy().astype(np.float32).tobytes())
+    return h.hexdigest()[:16]
+
+
+def run_fingerprint(
+    args: Any, *, train_examples: int, train_data: str, embeddings: str, base_model: str | None,
+    mix_layers: list[int], index: Any,
+) -> dict[str, Any]:
+    """What a run's partner index and DMIX streams depend on, by name (stored in checkpoints, compared on resume).
+
+    ``embeddings``: where they come from (``"precomputed"``, an encoder's name, the model being fine-tuned); the
+    settings are those of ``config.RESUME_FIELDS``.
+    """
+    return {
+        "train_examples": train_examples,
+        "train_data": train_data,
+        "embeddings": embeddings,
+        "base_model": base_model,
+        **{name: getattr(args, name) for name in RESUME_FIELDS},
+        "mix_layers": list(mix_layers),
+        "index_digest": index_digest(index),
+    }
+
+
+def check_resume(checkpoint: str, saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """Refuse (:class:`ResumeMismatchError`) a checkpoint whose fingerprint differs from this run's in anything but
+    the index digest (checked before anything of the checkpoint is installed: see :func:`check_index_digest`)."""
+    differences = fingerprint_differences(
+        {k: v for k, v in saved.items() if k != "index_digest"},
+        {k: v for k, v in current.items() if k != "index_digest"},
+    )
+    if differences:
+        raise ResumeMismatchError(
+            f"Cannot resume from {checkpoint}: it was trained with other DMIX data or settings. "
+            + "; ".join(differences)
+            + ". Resume with the settings and training set of that run, or start a fresh run in a new output_dir."
+        )
+
+
+def check_index_digest(checkpoint: str, saved: dict[str, Any], index: Any) -> None:
+    """Warn when the index rebuilt for a resumed run is not the one the checkpoint was trained with."""
+    if fingerprint_differences({"index_digest": saved.get("index_digest")}, {"index_digest": index_digest(index)}):
+        logger.warning(
+            f"The partner index rebuilt for this run differs from the one {checkpoint} was trained with, although "
+            "data and settings agree (embeddings computed on other hardware?). Training continues, but its "
+            "partner draws will not replay the interrupted run exactly."
+        )
+
+
+def save_dmix_state(checkpoint_dir: str, state: dict[str, Any], refresh_embeddings: Any = None) -> str:
+    """Write a checkpoint's DMIX part: the refresh embeddings (when the index was refreshed), then the state file.
+
+    Called before ``Trainer`` writes the checkpoint (``trainer_state.json`` last), for every checkpoint — with
+    ``save_only_model=True`` too — so that a folder with a ``trainer_state.json`` always has its DMIX state.
+    """
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    if refresh_embeddings is not None:
+        # The refreshed index came from weights no checkpoint holds: keep its embeddings.
+        write_tensor(checkpoint_dir, REFRESH_EMBEDDINGS_NAME, refresh_embeddings)
+    return write_state(checkpoint_dir, state)
+
+
+def load_dmix_state(checkpoint_dir: str, mixing: bool) -> dict[str, Any] | None:
+    """The DMIX state of the checkpoint a run resumes from. A mixing run refuses a checkpoint without one
+    (:class:`ResumeMismatchError`): nothing would show that it holds this run's data and settings."""
+    state = read_state(checkpoint_dir)
+    if state is None and mixing:
+        raise ResumeMismatchError(
+            f"Cannot resume from {checkpoint_dir}: it has no {DMIX_STATE_NAME}, so nothing shows that it was trained "
+            "with this run's DMIX data and settings, and the partner and (layer, ratio) streams cannot continue (it "
+            "was written by plain Trainer, by a run of an older hf-dmix, or it is not a checkpoint folder). Start a "
+            "fresh run (load its weights as the model to fine-tune), or resume from a checkpoint of this run."
+        )
+    return state
+
+
+def loss_before(state: dict[str, Any]) -> tuple[float, int] | None:
+    """``(sum of the training losses, steps)`` up to a checkpoint (``None`` for states written without them)."""
+    loss = state.get("train_loss")
+    return None if not loss else (float(loss["sum"]), int(loss["steps"]))
+
+
+def whole_run_loss(resumed_mean: float, global_step: int, before: tuple[float, int]) -> float:
+    """The mean training loss of a whole resumed run, from ``Trainer``'s mean over the resumed steps only."""
+    loss_sum, steps = before
+    return (resumed_mean * (global_step - steps) + loss_sum) / max(global_step, 1)
+
+
+def warn_if_inexact_resume(args: Any) -> None:
+    """Say when a resume cannot replay the partner draws exactly (they were drawn inside dataloader workers)."""
+    if args.dataloader_num_workers > 0:
+        logger.warning(
+            "Resuming with dataloader_num_workers > 0: partner draws inside workers are keyed on the workers' "
+            "seeds, which restart with the resumed epoch; the (layer, ratio) stream continues exactly, partner "
+            "draws do not. Use dataloader_num_workers=0 for an exact resume."
+        )
 
 
 def write_state(checkpoint_dir: str, state: dict[str, Any]) -> str:
     """Write ``dmix_state.json`` into a checkpoint folder atomically (a temporary file, then a rename)."""
-    from .hub import write_atomic
+    from .io import write_atomic
 
     path = os.path.join(checkpoint_dir, DMIX_STATE_NAME)
     write_atomic(path, json.dumps({"format": STATE_FORMAT, **state}, indent=2, sort_keys=True) + "\n")
@@ -77,15 +252,16 @@ def write_state(checkpoint_dir: str, state: dict[str, Any]) -> str:
 
 def write_tensor(checkpoint_dir: str, name: str, tensor: Any) -> str:
     """``torch.save`` a tensor into a checkpoint folder atomically (a temporary file, then a rename)."""
+    import io
+
     import torch
 
+    from .io import write_atomic
+
     path = os.path.join(checkpoint_dir, name)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save(tensor.detach().cpu().contiguous(), f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(tensor.detach().cpu().contiguous(), buffer)
+    write_atomic(path, buffer.getvalue())
     return path
 
 
@@ -142,6 +318,44 @@ def _normalise(value: Any) -> Any:
     return value
 
 
+def resolve_resume(resume_from_checkpoint: str | bool | None, output_dir: str, need_dmix_state: bool) -> str | None:
+    """The checkpoint folder a run resumes from (``None``: it does not resume), logged at WARNING.
+
+    ``True`` picks the last *complete* checkpoint of ``output_dir`` (incomplete folders above it are skipped, each
+    with a warning saying what it lacks); a path is used as given.
+    """
+    if resume_from_checkpoint is None or resume_from_checkpoint is False:
+        return None
+    if resume_from_checkpoint is True:
+        path, skipped = last_complete_checkpoint(output_dir, need_dmix_state=need_dmix_state)
+        for folder in skipped:
+            logger.warning(f"Skipping {folder}: {incomplete_reason(folder, need_dmix_state)}.")
+        if path is None:
+            raise ValueError(
+                f"resume_from_checkpoint=True but {output_dir!r} holds no complete checkpoint"
+                + (f" (skipped incomplete: {skipped})" if skipped else "")
+                + ". Pass a checkpoint folder explicitly, or start without resume_from_checkpoint."
+            )
+    else:
+        path = os.fspath(resume_from_checkpoint)
+    logger.warning(f"Resuming training from {path}.")
+    if os.path.isdir(path) and not any(name.startswith("rng_state") for name in os.listdir(path)):
+        logger.warning(
+            f"{path} holds no optimizer, scheduler or RNG state (saved with save_only_model=True): training continues "
+            "from its weights and DMIX streams with a fresh optimizer, so it will not replay the interrupted run."
+        )
+    return path
+
+
+def incomplete_reason(path: str, need_dmix_state: bool) -> str:
+    """Why :func:`is_complete_checkpoint` rejects a folder, in words."""
+    if not os.path.isfile(os.path.join(path, _TRAINER_STATE_NAME)):
+        return (f"it is incomplete (no {_TRAINER_STATE_NAME}, which Trainer writes last), most likely because the run "
+                "was killed while writing it")
+    return (f"it is incomplete for a DMIX run (no {DMIX_STATE_NAME}): it was written by plain Trainer, a run without "
+            "mixing or an older hf-dmix")
+
+
 def is_complete_checkpoint(path: str, need_dmix_state: bool) -> bool:
     """Whether a checkpoint folder was written to the end: ``trainer_state.json`` (Trainer writes it last) and, for
     DMIX runs, ``dmix_state.json`` (written before it)."""
@@ -173,5 +387,84 @@ def last_complete_checkpoint(output_dir: str, need_dmix_state: bool) -> tuple[st
     return None, skipped
 
 
-class ResumeMismatchError(ValueError):
-    """A checkpoint was written by a run with other DMIX data or settings: resuming from it is refused."""
+# ---------------------------------------------------------------------- the trainer's checkpoint hooks
+
+
+class DMixCheckpointMixin:
+    """``DMixTrainer``'s checkpoint hooks: the DMIX state saved with every checkpoint, and resuming from one.
+
+    The host is a ``transformers.Trainer`` that also has ``_indexer`` (a :class:`~hf_dmix.indexer.PartnerIndexer`),
+    ``_schedule`` (a :class:`~hf_dmix.loss.MixingSchedule`) with ``_new_schedule()``, ``_dmix_batches``,
+    ``_loss_offset``, ``_data_fingerprint``, ``_mixing``, ``mix_layers``, ``_prepare_dmix()`` and ``_index_inputs()``.
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """Build the partner index *before* the checkpoint's weights replace the initial ones.
+
+        The interrupted run embedded its training set with the initial (pretrained) weights; embedding with the
+        checkpoint's fine-tuned weights would select other partners, and the resumed run would not be the same run.
+        """
+        if self.args.mix_strategy != "none" and self.train_dataset is not None and model is None:
+            self._prepare_dmix()
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def dmix_fingerprint(self) -> dict[str, Any]:
+        """What the partner index and the DMIX streams of this run depend on, by name (stored in checkpoints).
+
+        A checkpoint whose fingerprint differs in any entry but ``index_digest`` is refused on resume.
+        """
+        dataset = self.train_dataset
+        key = (id(dataset), len(dataset), getattr(dataset, "_fingerprint", None))
+        if self._data_fingerprint is None or self._data_fingerprint[0] != key:
+            self._data_fingerprint = (key, dataset_fingerprint(dataset, labels_of(dataset)))
+        return run_fingerprint(
+            self.args, train_examples=len(dataset), train_data=self._data_fingerprint[1],
+            embeddings=self._indexer.source(self.args), mix_layers=self.mix_layers, index=self.partner_index,
+            base_model=getattr(getattr(unwrap_model(self.model), "config", None), "_name_or_path", None),
+        )
+
+    def dmix_state(self) -> dict[str, Any]:
+        """The DMIX part of a checkpoint: the stream positions, the loss sum so far and :meth:`dmix_fingerprint`."""
+        before = self._loss_offset[0] if self._loss_offset else 0.0
+        unlogged = getattr(self, "_tr_loss", None)
+        loss_sum = before + getattr(self, "_total_loss_scalar", 0.0) + (float(unlogged) if unlogged is not None else 0.0)
+        return {
+            "batches_consumed": self._dmix_batches,
+            "refreshed_epoch": self._indexer.refreshed_epoch,
+            "mix_rng": self._schedule.state_dict(),
+            "train_loss": {"sum": loss_sum, "steps": self.state.global_step},
+            "fingerprint": self.dmix_fingerprint(),
+        }
+
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        # dmix_state.json first, for every checkpoint (save_only_model too): Trainer writes trainer_state.json last,
+        # so a checkpoint folder that has one has both.
+        if self.args.should_save and self.train_dataset is not None:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            refreshed = self._indexer.current_embeddings if self._indexer.refreshed_epoch is not None else None
+            save_dmix_state(folder, self.dmix_state(), refreshed)
+        super()._save_checkpoint(model, trial)
+
+    def _start_dmix_streams(self, checkpoint: str | None) -> None:
+        """Start the partner and (layer, ratio) streams from the seed, or continue a checkpoint's."""
+        a, collator = self.args, self.data_collator
+        self._schedule, self._dmix_batches = self._new_schedule(), 0
+        if isinstance(collator, DMixDataCollator):
+            collator.seed, collator.batches_drawn = a.seed + 1_000_003 * a.process_index, 0
+        mixing = self._mixing and self.partner_index is not None
+        state = None if checkpoint is None else load_dmix_state(checkpoint, mixing=mixing)
+        if state is None:
+            return
+        # Data and settings first: a checkpoint of another run is refused before anything of it is installed.
+        check_resume(checkpoint, state["fingerprint"], self.dmix_fingerprint())
+        if state.get("refreshed_epoch") is not None and mixing:
+            embeddings = read_tensor(checkpoint, REFRESH_EMBEDDINGS_NAME)
+            self._indexer.install(self._index_inputs(), embeddings, int(state["refreshed_epoch"]))
+            self._indexer.publish(collator)
+        check_index_digest(checkpoint, state["fingerprint"], self.partner_index)
+        self._dmix_batches = int(state["batches_consumed"])
+        self._schedule.load_state_dict(state["mix_rng"])
+        self._loss_offset = loss_before(state)
+        if isinstance(collator, DMixDataCollator):
+            collator.batches_drawn = self._dmix_batches
+        warn_if_inexact_resume(a)

@@ -1,7 +1,10 @@
 """``DMixConfig``: the ``TrainingArguments`` of a DMIX run.
 
-What lives here: every DMIX setting with its default, help text and validation. What does not: any behaviour
-(see ``trainer.py``). Settings that depend on the model (the number of layers) are checked again when the trainer
+What lives here: every DMIX setting with its default, help text and validation; the groups of settings, defined once
+(``INDEX_FIELDS``: what the partner index depends on; ``RESUME_FIELDS``: what a checkpoint must agree on;
+``EFFECTIVE_FIELDS`` and :meth:`DMixConfig.effective_dmix_settings`: what took effect in a run) that the trainer,
+``checkpoint.py``, the card and ``results.json`` read; and :meth:`DMixConfig.partner_search_settings`, the search the
+settings describe. What does not: any behaviour (see ``trainer.py``). Settings that depend on the model (the number of layers) are checked again when the trainer
 is built.
 """
 
@@ -14,12 +17,37 @@ from typing import Any
 from transformers import TrainingArguments
 
 from .mixing import MIX_STRATEGIES
-from .partners import PARTNER_DISTANCES, PARTNER_ORDERS, PARTNER_RULES
+from .partners import (
+    AUTO_EXACT_MAX_EXAMPLES,  # noqa: F401  (importable from here, where it was defined before)
+    PARTNER_DISTANCES,
+    PARTNER_ORDERS,
+    PARTNER_RULES,
+    PARTNER_SEARCH_MODES,
+    PartnerSearch,
+)
 
 EMBEDDING_POOLINGS: tuple[str, ...] = ("mean", "cls")
-PARTNER_SEARCH_MODES: tuple[str, ...] = ("auto", "exact", "sampled")
-# Above this many training examples, partner_search="auto" switches from exact to sampled search.
-AUTO_EXACT_MAX_EXAMPLES = 200_000
+
+# ---- Field groups: defined once, read by the trainer, the partner indexer, checkpoints, the card and results.json.
+MIXING_FIELDS: tuple[str, ...] = ("mix_strategy", "mix_layers", "mix_alpha", "anchor_dominant")
+PARTNER_FIELDS: tuple[str, ...] = ("partner_distance", "tau", "partner_order", "partner_rule")
+BALL_FIELDS: tuple[str, ...] = ("curvature", "ball_median_radius", "ball_clip_quantile", "ball_center")
+# What the sentence embeddings depend on, besides the training set and where they come from (the model's weights,
+# an encoder, precomputed). embedding_batch_size is not here: it changes only the padding of the embedding batches.
+EMBEDDING_FIELDS: tuple[str, ...] = ("embedding_model", "embedding_text_column", "embedding_pooling", "embedding_max_length")
+SEARCH_FIELDS: tuple[str, ...] = ("partner_search", "partner_search_sample_size", "partner_index_max_mb")
+# Settings of how the work is done, which change no number of the run.
+RESOURCE_FIELDS: tuple[str, ...] = ("embedding_batch_size", "partner_search_memory_mb", "save_on_sigterm")
+# Everything the partner index depends on besides the embeddings' source and the training set: a change rebuilds it.
+INDEX_FIELDS: tuple[str, ...] = (*PARTNER_FIELDS, *BALL_FIELDS, *EMBEDDING_FIELDS, *SEARCH_FIELDS, "seed")
+# Everything a checkpoint's DMIX streams and index depend on (with mix_layers resolved): a resume must agree on it.
+RESUME_FIELDS: tuple[str, ...] = (
+    "mix_strategy", "mix_alpha", "anchor_dominant", "partner_refresh_epochs", *INDEX_FIELDS,
+)
+# The settings a run records as having shaped it (results.json, see DMixConfig.effective_dmix_settings).
+EFFECTIVE_FIELDS: tuple[str, ...] = (
+    *MIXING_FIELDS, *PARTNER_FIELDS, "partner_refresh_epochs", *BALL_FIELDS, *EMBEDDING_FIELDS, *SEARCH_FIELDS,
+)
 
 
 @dataclass
@@ -319,6 +347,46 @@ class DMixConfig(TrainingArguments):
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
+        if refresh and self.dataloader_persistent_workers and self.dataloader_num_workers > 0:
+            raise ValueError(
+                f"partner_refresh_epochs={refresh} rebuilds the partner index between epochs, but "
+                f"dataloader_persistent_workers=True keeps {self.dataloader_num_workers} dataloader workers alive with "
+                "the collator (and the index) they were started with, so they would keep drawing the old partners. "
+                "Use dataloader_persistent_workers=False (workers restart each epoch and see the new index), "
+                "dataloader_num_workers=0, or partner_refresh_epochs=0."
+            )
+
+    def effective_dmix_settings(self) -> dict[str, Any]:
+        """The DMIX settings that took effect in a run with this config (what ``results.json`` records).
+
+        Settings that could not change anything are left out: with ``mix_strategy="none"`` everything but it; with
+        random partners or ``tau=1`` the partner order, rule, refresh and the embedding, search and ball settings;
+        with a non-hyperbolic distance the ball settings; the text column and length of a separate encoder without
+        ``embedding_model``; ``mix_layers`` unless ``mix_strategy="hidden"``.
+        """
+        settings = {name: getattr(self, name) for name in EFFECTIVE_FIELDS}
+        if self.mix_strategy == "none":
+            return {"mix_strategy": "none"}
+        drop: set[str] = set()
+        if self.partner_distance == "random" or self.tau >= 1.0:
+            drop |= {*BALL_FIELDS, *EMBEDDING_FIELDS, *SEARCH_FIELDS, "partner_order", "partner_rule",
+                     "partner_refresh_epochs"}
+        elif self.partner_distance != "hyperbolic":
+            drop |= set(BALL_FIELDS)
+        if self.embedding_model is None:
+            drop |= {"embedding_text_column", "embedding_max_length"}  # read only by a separate encoder
+        if self.mix_strategy != "hidden":
+            drop.add("mix_layers")
+        return {k: v for k, v in settings.items() if k not in drop}
+
+    def partner_search_settings(self) -> PartnerSearch:
+        """The :class:`~hf_dmix.partners.PartnerSearch` these settings describe (what the trainer searches with)."""
+        return PartnerSearch(
+            distance=self.partner_distance, tau=self.tau, order=self.partner_order, rule=self.partner_rule,
+            curvature=self.curvature, mode=self.partner_search, sample_size=self.partner_search_sample_size,
+            moment_reference_size=self.partner_search_sample_size, max_list_bytes=self.partner_index_max_mb * 2**20,
+            memory_bytes=self.partner_search_memory_mb * 2**20, seed=self.seed,
+        )
 
     # --- Pickling without secrets (training_args.bin) ---
 
@@ -339,10 +407,25 @@ class DMixConfig(TrainingArguments):
         return new
 
 
-# The settings DMixConfig adds to TrainingArguments (what ``dmix_config.json`` records), in declaration order.
+# The settings DMixConfig adds to TrainingArguments (what ``dmix_config.json`` records), in declaration order. Every one
+# of them is in exactly one of the groups above (MIXING, PARTNER, BALL, EMBEDDING, SEARCH, RESOURCE) or is
+# partner_refresh_epochs (tests/test_config.py checks this).
 DMIX_FIELDS: tuple[str, ...] = tuple(
     f.name for f in fields(DMixConfig) if f.name not in {g.name for g in fields(TrainingArguments)}
 )
+
+
+def as_dmix_config(args: Any) -> DMixConfig:
+    """``args`` if it is a :class:`DMixConfig`, the default one for ``None``; a ``TypeError`` for anything else (plain
+    ``TrainingArguments`` lack every DMIX setting)."""
+    if args is None:
+        return DMixConfig(output_dir="dmix-output")
+    if not isinstance(args, DMixConfig):
+        raise TypeError(
+            f"DMixTrainer needs a DMixConfig, got {type(args).__name__}. Build one with the same arguments: "
+            "DMixConfig(output_dir=..., mix_strategy=..., tau=..., ...)."
+        )
+    return args
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

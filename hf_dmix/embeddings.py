@@ -1,8 +1,11 @@
-"""Sentence embeddings for partner search, computed once before training.
+"""Sentence embeddings for partner search, computed once before training (and at each partner refresh).
 
-What lives here: pooling of a last hidden state, and the two ways of embedding a training set — with the model
+What lives here: pooling of a last hidden state; the two ways of embedding a training set — with the model
 being fine-tuned (over its already-prepared features: token ids, ``pixel_values`` or ``input_values``) or with a
-separate encoder (over raw text). What does not: geometry (``geometry.py``) and partner selection (``partners.py``).
+separate encoder (over raw text); :func:`embed_training_set`, which picks the source (precomputed, encoder, the model),
+embeds this process's shard and gathers the shards; :func:`check_embeddings`; and :func:`weights_digest`, the part
+of the embedding cache key that identifies the model's weights. What does not: geometry (``geometry.py``), partner
+selection (``partners.py``), the cache itself (``indexer.py``).
 
 "Sentence" embedding is the paper's word; for images it is the mean over every position of the last hidden state
 (the CLS [and distillation] token and the patches — the same way text pools include ``[CLS]``/``[SEP]``), for audio
@@ -11,6 +14,7 @@ the mean over the clip's valid feature frames (the model maps its sample-level `
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -133,3 +137,106 @@ def embed_texts(
     batches = (collate(range(s, min(s + batch_size, len(texts)))) for s in range(0, len(texts), batch_size))
     total = -(-len(texts) // batch_size)
     return embed_batches(encoder, batches, pooling, total=total, show_progress=show_progress)
+
+
+def embedding_source(precomputed: Any, embedding_model: str | None) -> str:
+    """Where a run's partner-search embeddings come from: ``"precomputed"``, ``"embedding_model"`` or ``"model"``."""
+    if precomputed is not None:
+        return "precomputed"
+    return "embedding_model" if embedding_model is not None else "model"
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A digest of a model's trainable and frozen weights: the embedding cache's key for "the same model".
+
+    Two models built from other checkpoints, or initialised with other seeds, differ in it; the same weights give
+    the same digest in any process. Per tensor, the name, shape and float64 sum and sum of squares are hashed:
+    ``O(parameters)`` reads, no copy of the model.
+    """
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, tensor in unwrap_model(model).state_dict().items():
+            if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+                continue
+            if hasattr(tensor, "full_tensor"):  # a DTensor shard (FSDP2): every process digests the whole tensor
+                tensor = tensor.full_tensor()
+            t = tensor.detach().double()
+            h.update(f"{name}{tuple(tensor.shape)}".encode())
+            h.update(torch.stack([t.sum(), (t * t).sum()]).cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_embeddings(emb: torch.Tensor) -> None:
+    """Finite, non-constant sentence embeddings: one NaN row would make every ball point NaN and every candidate set
+    the same arbitrary block; identical rows leave no distance to rank by."""
+    bad = (~torch.isfinite(emb)).any(dim=1)
+    if bad.any():
+        rows = torch.nonzero(bad).reshape(-1)
+        raise ValueError(
+            f"{len(rows)} sentence embedding(s) contain NaN or inf (training-set rows {rows[:10].tolist()}). Check "
+            "those examples (empty after tokenization?) and the embedding model (half precision overflow?), or pass "
+            "finite sentence_embeddings=."
+        )
+    if emb.shape[0] > 1 and float((emb - emb[0]).abs().max()) == 0.0:
+        raise ValueError(
+            "All sentence embeddings are identical, so no example is nearer or farther than another. Check that the "
+            "embedding model is a trained encoder and that the texts differ (embedding_model=, embedding_pooling=)."
+        )
+
+
+def texts_of(dataset: Any, column: str, rows: range) -> list[str]:
+    if hasattr(dataset, "column_names"):
+        if column not in dataset.column_names:
+            raise ValueError(
+                f"embedding_text_column={column!r} is not a column of the training set; it has "
+                f"{dataset.column_names}. Keep the raw text column in the dataset you pass to DMixTrainer."
+            )
+        return list(dataset.select(rows)[column]) if len(rows) else []
+    return [dataset[i][column] for i in rows]
+
+
+def embed_training_set(
+    num_examples: int,
+    *,
+    precomputed: Any = None,
+    embedding_model: str | None = None,
+    texts: Callable[[range], list[str]] | None = None,
+    model: nn.Module | None = None,
+    feature_rows: Callable[[Sequence[int]], list[dict[str, Any]]] | None = None,
+    collate: Callable[[list[dict[str, Any]]], Mapping[str, torch.Tensor]] | None = None,
+    pooling: str = "mean",
+    batch_size: int = 64,
+    max_length: int = 256,
+    device: torch.device | str | None = None,
+    rows: range | None = None,
+    gather: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+    show_progress: bool = False,
+) -> torch.Tensor:
+    """``(N, d)`` float32 embeddings of a training set, row ``i`` for example ``i``.
+
+    In order of preference: ``precomputed`` (checked for shape); the encoder ``embedding_model`` over
+    ``texts(rows)``; the ``model`` being fine-tuned (its current weights) over ``feature_rows``, padded by ``collate``.
+    Each process embeds its contiguous shard ``rows`` and ``gather(local, N)`` concatenates the shards in rank order
+    on every process (default: all rows in one process).
+    """
+    n = num_examples
+    rows = range(n) if rows is None else rows
+    gather = gather or (lambda local, _n: local)
+    if precomputed is not None:
+        emb = torch.as_tensor(precomputed, dtype=torch.float32)
+        if emb.ndim != 2 or emb.shape[0] != n:
+            raise ValueError(
+                f"sentence_embeddings must have shape ({n}, d) to match the training set, got {tuple(emb.shape)}."
+            )
+        return emb
+    if embedding_model is not None:
+        local = embed_texts(
+            embedding_model, texts(rows), pooling=pooling, batch_size=batch_size, max_length=max_length,
+            device=device, show_progress=show_progress,
+        )
+        return gather(local, n)
+    local = embed_batches(
+        model, iter_feature_batches(feature_rows, rows, batch_size, collate), pooling=pooling,
+        total=-(-len(rows) // batch_size), show_progress=show_progress,
+    )
+    return gather(local, n)

@@ -27,7 +27,7 @@ from typing import Any
 
 from .cards import TAU_SWEEP_PLOT_NAME, card_metadata, display_name, hub_repo_id, render_model_card
 from .config import DMIX_FIELDS, DMixConfig
-from .io import write_atomic  # noqa: F401 - re-exported: trainer, checkpoint and plotting import it from here
+from .io import write_atomic  # noqa: F401 - kept importable from here for older code
 from .mixing import modality_of
 
 DMIX_CONFIG_NAME = "dmix_config.json"

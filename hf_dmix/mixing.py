@@ -1,7 +1,6 @@
 """Interpolative mixing inside one forward pass (paper eq. 1–3), implemented with module hooks.
 
-What lives here: the table of supported encoder families (where their embeddings, layers and classification head
-are), and :class:`HiddenStateMixer`, which attaches hooks to a model so that a forward pass over a batch laid out
+What lives here: :class:`HiddenStateMixer`, which attaches hooks to a model so that a forward pass over a batch laid out
 as ``[anchors; partners]`` (``2B`` rows) mixes the two halves at a chosen *site*:
 
 * site ``0`` — the embedding output (``mix_strategy="input"``),
@@ -32,7 +31,7 @@ sliding-window layer to ``N − 1`` would depend on the attention implementation
 (:func:`fill_keyless_rows`) while mixing is active: those rows then attend like a global layer's, in every
 implementation; the rows of real tokens are untouched, so nothing a plain forward reads changes.
 
-The same three kinds of site exist for images and audio (see ``_FAMILIES``):
+The same three kinds of site exist for images and audio (the rows of ``_FAMILIES`` in ``families.py``):
 
 * ViT / DeiT (``*ForImageClassification``): site 0 is the patch embeddings (CLS [+ distillation] token, positions,
   dropout), sites ``1..N`` the transformer layers, site ``N+1`` the input of ``classifier``: the CLS vector after the
@@ -56,7 +55,8 @@ The same three kinds of site exist for images and audio (see ``_FAMILIES``):
 Swin (and other hierarchical vision models) are not supported: their blocks sit in stages separated by patch merging,
 so there is no single list of same-shaped layers for ``k`` to index, and the family table would need nested paths.
 
-What does not live here: choosing partners (``partners.py``), the loss (``trainer.py``).
+What does not live here: the family table and model checks (``families.py``), choosing partners (``partners.py``),
+the mixing schedule and the loss (``loss.py``).
 """
 
 from __future__ import annotations
@@ -68,174 +68,23 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+# The family table and its lookups live in families.py; they are re-exported here, where they were defined before.
+from .families import (  # noqa: F401
+    _AUTO_CLASSES,
+    _FAMILIES,
+    SUPPORTED_MODEL_TYPES,
+    EncoderFamily,
+    _get_module,
+    _layerdrop_message,
+    check_mixing_settings,
+    modality_of,
+    num_layers,
+    resolve_family,
+    unwrap_model,
+)
+
 MixStrategy = Literal["hidden", "input", "sentence", "none"]
 MIX_STRATEGIES: tuple[str, ...] = ("hidden", "input", "sentence", "none")
-
-
-@dataclass(frozen=True)
-class EncoderFamily:
-    """Where DMIX hooks into one architecture family.
-
-    Attributes:
-        name: human-readable family name.
-        embeddings: dotted path of the embeddings module (site 0).
-        layers: dotted path of the ``nn.ModuleList`` of encoder layers (sites 1..N).
-        sentence_head: dotted path of the final linear layer whose input is the sentence vector (site N+1).
-        mask_kind: ``"key"`` when layers receive a key-padding mask broadcast over queries (combined with an
-            element-wise maximum), ``"product"`` when they receive a query×key product mask (DeBERTa-v2).
-        mask_arg: position of the attention mask among the layer's positional arguments (it is looked up by the
-            keyword ``attention_mask`` first).
-        modality: ``"text"``, ``"image"`` or ``"audio"``: which inputs the model takes and which auto class loads it.
-        frame_mask: for speech models whose ``attention_mask`` covers input *samples*, the name of the model's method
-            that turns it into the mask over feature frames (``_get_feature_vector_attention_mask``). The head pools
-            with it, so after a mixing site ``<= N`` the mixer makes it return the pair's union; the embedding pass
-            pools with it too.
-        hint: added to the error for a model of this type without the expected layout.
-        keyless_rows: some layers can leave a padding query with no key at all (sliding-window attention); such
-            rows are filled by :func:`fill_keyless_rows` while mixing (see the module docstring).
-    """
-
-    name: str
-    embeddings: str
-    layers: str
-    sentence_head: str
-    mask_kind: Literal["key", "product"] = "key"
-    mask_arg: int = 1
-    modality: Literal["text", "image", "audio"] = "text"
-    frame_mask: str | None = None
-    hint: str = ""
-    keyless_rows: bool = False
-
-    @property
-    def auto_class(self) -> str:
-        """The ``transformers`` auto class that loads this family's classifier."""
-        return _AUTO_CLASSES[self.modality]
-
-
-_AUTO_CLASSES = {
-    "text": "AutoModelForSequenceClassification",
-    "image": "AutoModelForImageClassification",
-    "audio": "AutoModelForAudioClassification",
-}
-_SPEECH_FRAME_MASK = "_get_feature_vector_attention_mask"
-
-
-_FAMILIES: dict[str, EncoderFamily] = {
-    "bert": EncoderFamily("BERT", "bert.embeddings", "bert.encoder.layer", "classifier"),
-    "roberta": EncoderFamily("RoBERTa", "roberta.embeddings", "roberta.encoder.layer", "classifier.out_proj"),
-    "xlm-roberta": EncoderFamily("XLM-R", "roberta.embeddings", "roberta.encoder.layer", "classifier.out_proj"),
-    "electra": EncoderFamily("ELECTRA", "electra.embeddings", "electra.encoder.layer", "classifier.out_proj"),
-    "distilbert": EncoderFamily("DistilBERT", "distilbert.embeddings", "distilbert.transformer.layer", "classifier"),
-    "deberta-v2": EncoderFamily(
-        "DeBERTa-v2", "deberta.embeddings", "deberta.encoder.layer", "classifier", mask_kind="product"
-    ),
-    "modernbert": EncoderFamily("ModernBERT", "model.embeddings", "model.layers", "classifier", keyless_rows=True),
-    # images (AutoModelForImageClassification)
-    "vit": EncoderFamily("ViT", "vit.embeddings", "vit.layers", "classifier", modality="image"),
-    "deit": EncoderFamily(
-        "DeiT", "deit.embeddings", "deit.layers", "classifier", modality="image",
-        hint=" Distilled DeiT checkpoints load as DeiTForImageClassificationWithTeacher (two heads, one fed by the "
-        "distillation token); DMIX needs DeiTForImageClassification.from_pretrained(name).",
-    ),
-    # audio (AutoModelForAudioClassification)
-    "wav2vec2": EncoderFamily(
-        "wav2vec2", "wav2vec2.encoder.dropout", "wav2vec2.encoder.layers", "classifier", modality="audio",
-        frame_mask=_SPEECH_FRAME_MASK,
-    ),
-    "hubert": EncoderFamily(
-        "HuBERT", "hubert.encoder.dropout", "hubert.encoder.layers", "classifier", modality="audio",
-        frame_mask=_SPEECH_FRAME_MASK,
-    ),
-    "audio-spectrogram-transformer": EncoderFamily(
-        "AST", "audio_spectrogram_transformer.embeddings", "audio_spectrogram_transformer.layers", "classifier.dense",
-        modality="audio",
-    ),
-}
-SUPPORTED_MODEL_TYPES: tuple[str, ...] = tuple(_FAMILIES)
-
-
-def modality_of(model_type: str | None) -> str:
-    """``"text"``, ``"image"`` or ``"audio"``: the modality of a supported ``config.model_type`` (text otherwise)."""
-    family = _FAMILIES.get(model_type) if model_type else None
-    return "text" if family is None else family.modality
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The ``transformers`` model under DDP/accelerate wrappers and PEFT adapters (the same module objects)."""
-    while hasattr(model, "module") and isinstance(model.module, nn.Module):  # DDP / DataParallel
-        model = model.module
-    if hasattr(model, "get_base_model"):  # PEFT
-        model = model.get_base_model()
-    return model
-
-
-def resolve_family(model: nn.Module) -> EncoderFamily:
-    """The :class:`EncoderFamily` of a sequence classifier, or a ``ValueError`` naming the supported families."""
-    base = unwrap_model(model)
-    model_type = getattr(getattr(base, "config", None), "model_type", None)
-    if model_type not in _FAMILIES:
-        supported = ", ".join(f"{f.name} ({t})" for t, f in _FAMILIES.items())
-        raise ValueError(
-            f"DMIX does not support model_type {model_type!r} ({type(base).__name__}). Supported encoder families: "
-            f"{supported}. Each needs a single-label classification head: AutoModelForSequenceClassification for "
-            "text, AutoModelForImageClassification for images, AutoModelForAudioClassification for audio."
-        )
-    family = _FAMILIES[model_type]
-    try:
-        _get_module(base, family.layers)
-        _get_module(base, family.embeddings)
-        _get_module(base, family.sentence_head)
-    except AttributeError as err:
-        raise ValueError(
-            f"{type(base).__name__} has model_type {model_type!r} but not the {family.name} classification layout "
-            f"DMIX hooks into ({err}). Load it with {family.auto_class}.{family.hint}"
-        ) from None
-    return family
-
-
-def check_mixing_settings(model: nn.Module, strategy: str) -> None:
-    """Reject model settings under which a ``strategy`` step would not mix every row (a ``ValueError`` saying why).
-
-    * ``layerdrop > 0`` (wav2vec2, HuBERT): in training each layer is skipped with that probability, hooks included;
-      when the step's mixing layer is skipped nothing is mixed although the loss mixes the labels.
-    * ``use_weighted_layer_sum`` (wav2vec2, HuBERT): the head reads a weighted sum of *every* layer's output, and the
-      layers before an embedding or hidden site hold each clip unmixed.
-    """
-    config = unwrap_model(model).config
-    if strategy == "hidden" and float(getattr(config, "layerdrop", 0.0) or 0.0) > 0:
-        raise ValueError(_layerdrop_message(config))
-    if strategy in ("hidden", "input") and getattr(config, "use_weighted_layer_sum", False):
-        raise ValueError(
-            f"use_weighted_layer_sum=True feeds the classifier a weighted sum of every layer's output, including the "
-            f"unmixed ones before the mixing site, so mix_strategy={strategy!r} would not train on mixed examples. "
-            "Use mix_strategy='sentence' (mixes the classifier input), or load the model with "
-            "use_weighted_layer_sum=False."
-        )
-
-
-def _layerdrop_message(config: Any) -> str:
-    return (
-        f"The model has layerdrop={config.layerdrop}: in training it skips encoder layers at random, and a step whose "
-        "mixing layer is skipped would not mix at all. Load the model with layerdrop=0.0 (e.g. "
-        "AutoModelForAudioClassification.from_pretrained(name, layerdrop=0.0)), or use mix_strategy='input' or "
-        "'sentence'."
-    )
-
-
-def _get_module(root: nn.Module, path: str) -> nn.Module:
-    """Follow a dotted path; through PEFT's ``ModulesToSaveWrapper`` it descends into the active trainable copy."""
-    module = root
-    for part in path.split("."):
-        if not hasattr(module, part) and hasattr(module, "modules_to_save"):
-            module = module.modules_to_save[module.active_adapters[0]]
-        module = getattr(module, part)
-    return module
-
-
-def num_layers(model: nn.Module) -> int:
-    """Number of encoder layers ``N`` of a supported model."""
-    base = unwrap_model(model)
-    return len(_get_module(base, resolve_family(base).layers))
 
 
 def _mix_rows(h: torch.Tensor, ratio: float, num_anchors: int) -> torch.Tensor:

@@ -1,12 +1,18 @@
 """Partner search: for every training example, the top-τ candidates a DMIX partner is drawn from (paper eq. 4).
 
-What lives here: :class:`PartnerIndex` (the candidate sets and the uniform draw from them), :func:`build_partner_index`
-(exact chunked top-τ selection over a distance from ``geometry.py``) and :func:`partner_statistics` (how concentrated
-the candidate sets are, so users can see whether the geometry is doing something sensible; :func:`describe_partner_index`
-says the same in one sentence).
+What lives here: search only. :class:`PartnerIndex` (the candidate sets and the uniform draw from them),
+:class:`PartnerSearch` (every setting of a search) and :func:`search_partners`, the one search path — exact lists,
+exact thresholds or sampled thresholds, the size limit between them, the shard of anchors one process searches and the
+seeds — that both the public :func:`build_partner_index` and ``DMixTrainer`` call; the chunked top-τ selection
+(:func:`top_tau_candidates`, :func:`top_tau_thresholds`) over a distance from ``geometry.py``, and
+:func:`candidate_overlap` between two indices.
 
-What does not: embedding text (``trainer.py``), mapping embeddings into a space (``geometry.py``), fetching the
-partner's features (``collator.py``).
+What does not: embedding the training set (``embeddings.py``), mapping embeddings into a space (``geometry.py``), the
+statistics of an index and its warning (``hubness.py``; re-exported here), who builds and keeps the index of a run
+(``indexer.py``), fetching the partner's features (``collator.py``).
+
+A new partner rule is one branch of :class:`_Ranker` (its ranking key, larger = preferred) and one entry of
+``PARTNER_RULES``: every search mode, the thresholds and the draws go through the ranker.
 
 Candidate sets are the ``k = ceil(τ·(N−1))`` other examples that rank highest for each anchor. ``τ = 1`` and the
 ``random`` distance both mean "every other example" (vanilla Mixup) and are stored without any list at all.
@@ -31,6 +37,7 @@ for the paper's rule; no ``N × N`` matrix is ever held.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -39,11 +46,25 @@ from tqdm.auto import tqdm
 
 from .geometry import METRICS, chunk_rows_for_budget, distance_from_gram, prepare_points, ranking_factors
 
+# The statistics of an index live in hubness.py; they are re-exported here, where they were defined before.
+from .hubness import (  # noqa: F401
+    DEGENERATE_CONCENTRATION,
+    DEGENERATE_COVERAGE,
+    describe_partner_index,
+    hub_concentration,
+    hubness_warning,
+    partner_statistics,
+    random_partner_statistics,
+)
+
 PartnerDistance = Literal["hyperbolic", "euclidean", "cosine", "random"]
 PARTNER_DISTANCES: tuple[str, ...] = (*METRICS, "random")
 PARTNER_ORDERS: tuple[str, ...] = ("farthest", "nearest")
 PartnerRule = Literal["paper", "centered", "mutual"]
 PARTNER_RULES: tuple[str, ...] = ("paper", "centered", "mutual")
+PARTNER_SEARCH_MODES: tuple[str, ...] = ("auto", "exact", "sampled")
+# Above this many training examples, the "auto" search mode switches from exact to sampled search.
+AUTO_EXACT_MAX_EXAMPLES = 200_000
 # Examples whose distances define the per-example moments of the hub-robust rules: all of them up to this many,
 # else a fixed random sample of this size (the estimate of a mean over 16k distances is exact to ~1 %).
 DEFAULT_MOMENT_REFERENCE = 16384
@@ -243,18 +264,28 @@ class PartnerIndex:
             self.__dict__["_ranker_cache"] = ranker
         return ranker
 
-    def members(self, anchors: torch.Tensor) -> torch.Tensor:
-        """``(len(anchors), N)`` boolean membership matrix (for inspection, statistics and tests)."""
+    def members(self, anchors: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
+        """``(len(anchors), N)`` boolean membership matrix (for inspection, statistics and tests).
+
+        ``columns``: only these candidate examples, ``(len(anchors), len(columns))`` (a threshold index then computes
+        only their keys).
+        """
         anchors = torch.as_tensor(anchors, dtype=torch.long).reshape(-1)
-        out = torch.zeros(len(anchors), self.num_examples, dtype=torch.bool)
-        if self.candidates is not None:
-            out[torch.arange(len(anchors))[:, None], self.candidates[anchors].long()] = True
-        elif self.thresholds is not None:
-            keys = self._ranker().block(anchors)
+        if self.thresholds is not None:
+            keys = self._ranker().block(anchors, None if columns is None else torch.as_tensor(columns).long())
             out = keys >= self._lowered(self.thresholds[anchors])[:, None].to(keys.dtype)
         else:
-            out[:] = True
-        out[torch.arange(len(anchors)), anchors] = False
+            out = torch.zeros(len(anchors), self.num_examples, dtype=torch.bool)
+            if self.candidates is not None:
+                out[torch.arange(len(anchors))[:, None], self.candidates[anchors].long()] = True
+            else:
+                out[:] = True
+            if columns is not None:
+                out = out[:, torch.as_tensor(columns).long()]
+        if columns is None:
+            out[torch.arange(len(anchors)), anchors] = False
+        else:
+            out &= torch.as_tensor(columns).long()[None, :] != anchors[:, None]
         return out
 
     def sample(self, anchors: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -314,6 +345,120 @@ class PartnerIndex:
         return set(torch.nonzero(self.members(torch.tensor([anchor]))[0]).reshape(-1).tolist())
 
 
+@dataclass(frozen=True)
+class PartnerSearch:
+    """Every setting of one partner search besides the points: the rule of eq. 4 and how the search is run.
+
+    :func:`search_partners` is the one search path: :func:`build_partner_index` (the public function) and
+    ``DMixTrainer`` (through ``DMixConfig.partner_search_settings()``) both describe their search with this.
+
+    Attributes:
+        distance, tau, order, rule, curvature: what ranks the candidates (see the module docstring).
+        mode: ``"exact"`` compares every anchor with every example; ``"sampled"`` estimates thresholds from
+            ``sample_size`` random examples per anchor; ``"auto"``: exact up to ``AUTO_EXACT_MAX_EXAMPLES``.
+        sample_size: ``m`` of sampled search.
+        moment_reference_size: the hub-robust rules measure each example's distance moments against every example
+            up to this many, else against a random sample of this size (seeded with ``seed``).
+        max_list_bytes: exact candidate lists (``4·N·k`` bytes) are kept up to this size; above it one threshold per
+            example (``0``: always thresholds).
+        memory_bytes: budget of one chunk of the distance matrix.
+        seed: seed of the moment reference sample and of sampled search.
+    """
+
+    distance: str = "hyperbolic"
+    tau: float = 1.0
+    order: str = "farthest"
+    rule: str = "paper"
+    curvature: float = 1.0
+    mode: str = "exact"
+    sample_size: int = DEFAULT_MOMENT_REFERENCE
+    moment_reference_size: int = DEFAULT_MOMENT_REFERENCE
+    max_list_bytes: float = math.inf
+    memory_bytes: int = 512 * 2**20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, value, choices in (
+            ("distance", self.distance, PARTNER_DISTANCES), ("order", self.order, PARTNER_ORDERS),
+            ("rule", self.rule, PARTNER_RULES), ("search mode", self.mode, PARTNER_SEARCH_MODES),
+        ):
+            if value not in choices:
+                raise ValueError(f"Unknown partner {name} {value!r}; expected one of {choices}.")
+
+    def is_sampled(self, num_examples: int) -> bool:
+        """Whether thresholds are estimated from samples (``mode``, and for ``auto`` the size of the training set)."""
+        return self.mode == "sampled" or (self.mode == "auto" and num_examples > AUTO_EXACT_MAX_EXAMPLES)
+
+    def needs_points(self, num_examples: int) -> bool:
+        """Whether the search ranks anything: not for ``random`` partners or ``τ = 1`` (every other example)."""
+        return self.distance != "random" and num_candidates(num_examples, self.tau) < num_examples - 1
+
+    def check_candidate_count(self, num_examples: int) -> None:
+        """τ·(N−1) must be at least one candidate: below that the set would silently be the single top example."""
+        n = num_examples
+        if self.distance == "random" or self.tau >= 1.0 or self.tau * (n - 1) >= 1.0 - 1e-9:
+            return
+        raise ValueError(
+            f"tau={self.tau} asks for {self.tau * (n - 1):.3g} candidate partners per example among the {n - 1} other "
+            f"examples of this training set: fewer than one. Use a training set of at least "
+            f"{math.ceil(1 / self.tau - 1e-9) + 1} examples, or tau >= 1/(N-1) = {1 / (n - 1):.4g} (exactly one "
+            f"candidate: the {self.order} example)."
+        )
+
+
+def search_partners(
+    points: torch.Tensor | None,
+    num_examples: int,
+    search: PartnerSearch,
+    *,
+    moments: tuple[torch.Tensor, torch.Tensor] | None = None,
+    rows: range | None = None,
+    gather: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+    show_progress: bool = False,
+) -> PartnerIndex:
+    """The partner search: exact lists, exact thresholds or sampled thresholds, as ``search`` says.
+
+    Args:
+        points: ``(N, d)`` points in the space of ``search.distance`` (ignored for ``random`` or ``τ = 1``).
+        num_examples: ``N``.
+        search: the settings.
+        moments: precomputed ``(μ, σ)`` for the hub-robust rules (computed here when omitted).
+        rows, gather: distributed search — this process searches the anchors ``rows`` (a contiguous shard) and
+            ``gather(local, N)`` concatenates every process's shard in rank order, on every process. Default: all
+            rows, no gathering.
+        show_progress: progress bars over chunks.
+    """
+    n = num_examples
+    k = num_candidates(n, search.tau)
+    if not search.needs_points(n):
+        return PartnerIndex(num_examples=n)
+    if points is None or points.shape[0] != n:
+        got = None if points is None else tuple(points.shape)
+        raise ValueError(f"Partner search with distance {search.distance!r} needs ({n}, d) points, got {got}.")
+    rows = range(n) if rows is None else rows
+    gather = gather or (lambda local, _n: local)
+    if search.rule != "paper" and moments is None:
+        # Each process describes its shard against the same reference set; the shards are gathered.
+        reference = reference_sample(n, search.moment_reference_size, seed=search.seed)
+        mean, std = distance_moments(
+            points, search.distance, search.curvature, rows=rows, reference=reference,
+            memory_bytes=search.memory_bytes, show_progress=show_progress,
+        )
+        moments = (gather(mean, n), gather(std, n))
+    common = dict(
+        distance=search.distance, order=search.order, curvature=search.curvature, rows=rows,
+        memory_bytes=search.memory_bytes, show_progress=show_progress, rule=search.rule, moments=moments,
+    )
+    sampled = search.is_sampled(n)
+    if not sampled and n * k * 4 <= search.max_list_bytes:
+        return PartnerIndex(num_examples=n, candidates=gather(top_tau_candidates(points, k, **common), n))
+    local = top_tau_thresholds(points, k, **common, sample_size=search.sample_size if sampled else None, seed=search.seed)
+    return threshold_index(
+        points, gather(local, n), search.distance, search.order, search.curvature, k, sampled, rule=search.rule,
+        moments=moments,
+    )
+
+
 def build_partner_index(
     points: torch.Tensor | None,
     num_examples: int,
@@ -328,8 +473,9 @@ def build_partner_index(
     rule: PartnerRule = "paper",
     moments: tuple[torch.Tensor, torch.Tensor] | None = None,
     moment_reference_size: int = DEFAULT_MOMENT_REFERENCE,
+    seed: int = 0,
 ) -> PartnerIndex:
-    """Top-τ candidate sets, computed in row chunks so that memory stays bounded.
+    """Top-τ candidate sets, computed in row chunks so that memory stays bounded (:func:`search_partners`).
 
     Args:
         points: ``(N, d)`` points already in the space of ``distance`` (for ``hyperbolic``: inside the Poincaré
@@ -350,39 +496,20 @@ def build_partner_index(
         moments: precomputed ``(μ, σ)`` of :func:`distance_moments` for the hub-robust rules; computed here when
             omitted, against every example or, above ``moment_reference_size`` examples, a fixed random sample.
         moment_reference_size: see ``moments``.
+        seed: seed of the moment reference sample and of sampled search. ``DMixTrainer`` passes ``args.seed`` (and
+            ``partner_search_sample_size`` as both sizes), so the same call reproduces a trainer's index exactly.
 
     Returns:
         A :class:`PartnerIndex`. With lists, ties at the τ boundary are broken arbitrarily but consistently.
     """
-    if distance not in PARTNER_DISTANCES:
-        raise ValueError(f"Unknown partner distance {distance!r}; expected one of {PARTNER_DISTANCES}.")
-    if order not in PARTNER_ORDERS:
-        raise ValueError(f"Unknown partner order {order!r}; expected one of {PARTNER_ORDERS}.")
-    if rule not in PARTNER_RULES:
-        raise ValueError(f"Unknown partner rule {rule!r}; expected one of {PARTNER_RULES}.")
-    k = num_candidates(num_examples, tau)
-    if distance == "random" or k == num_examples - 1:
-        return PartnerIndex(num_examples=num_examples)
-    if points is None or points.shape[0] != num_examples:
-        got = None if points is None else tuple(points.shape)
-        raise ValueError(f"Partner search with distance {distance!r} needs ({num_examples}, d) points, got {got}.")
-    if rule != "paper" and moments is None:
-        moments = distance_moments(
-            points, distance, curvature, reference=reference_sample(num_examples, moment_reference_size),
-            memory_bytes=memory_bytes, show_progress=show_progress,
-        )
-    common = dict(
-        distance=distance, order=order, curvature=curvature, memory_bytes=memory_bytes, show_progress=show_progress,
-        rule=rule, moments=moments,
+    search = PartnerSearch(
+        distance=distance, tau=tau, order=order, rule=rule, curvature=curvature,
+        mode="exact" if sample_size is None else "sampled",
+        sample_size=DEFAULT_MOMENT_REFERENCE if sample_size is None else sample_size,
+        moment_reference_size=moment_reference_size,
+        max_list_bytes=math.inf if representation == "lists" else 0, memory_bytes=memory_bytes, seed=seed,
     )
-    if representation == "thresholds" or sample_size is not None:
-        thresholds = top_tau_thresholds(points, k, sample_size=sample_size, **common)
-        return threshold_index(
-            points, thresholds, distance, order, curvature, k, sampled=sample_size is not None, rule=rule,
-            moments=moments,
-        )
-    candidates = top_tau_candidates(points, k, **common)
-    return PartnerIndex(num_examples=num_examples, candidates=candidates)
+    return search_partners(points, num_examples, search, moments=moments, show_progress=show_progress)
 
 
 def top_tau_candidates(
@@ -546,174 +673,3 @@ def candidate_overlap(a: PartnerIndex, b: PartnerIndex, chunk_rows: int = 4096) 
         mask[torch.arange(len(rows))[:, None], a.candidates[rows].long()] = True
         total += int(mask.gather(1, b.candidates[rows].long()).sum())
     return total / (n * k)
-
-
-def _skewness(counts: torch.Tensor) -> float:
-    """Sample skewness ``E[(x − μ)³] / σ³`` (0 for a constant)."""
-    x = counts.double()
-    sd = x.std(unbiased=False)
-    return 0.0 if sd <= 0 else float(((x - x.mean()) ** 3).mean() / sd**3)
-
-
-def random_partner_statistics(num_examples: int, k: int, labels: torch.Tensor | None = None) -> dict[str, float]:
-    """What the figures of :func:`partner_statistics` would be for uniformly random candidate sets of the same ``k``.
-
-    Each example is then a candidate of each other anchor with probability ``p = k/(N−1)``, so its k-occurrence is
-    ``Binomial(N−1, p)``: skewness ``(1−2p)/sqrt((N−1)p(1−p))``; the top-1 % share is simulated from that law (fixed
-    seed); the same-label share is ``Σ_c n_c(n_c−1) / (N(N−1))``.
-    """
-    n, p = num_examples, k / (num_examples - 1)
-    out = {
-        "random_distinct_candidate_share": 1.0 - (1.0 - p) ** (n - 1),
-        "random_k_occurrence_skewness": 0.0 if p >= 1.0 else (1 - 2 * p) / math.sqrt((n - 1) * p * (1 - p)),
-    }
-    if p >= 1.0:
-        out["random_top1pct_slot_share"] = max(1, n // 100) / n
-    else:
-        g = torch.Generator().manual_seed(0)
-        counts = torch.binomial(torch.full((n,), float(n - 1)), torch.full((n,), p), generator=g)
-        out["random_top1pct_slot_share"] = float(torch.topk(counts, max(1, n // 100)).values.sum() / counts.sum())
-    if labels is not None:
-        sizes = torch.bincount(labels).double()
-        out["random_same_label_share"] = float((sizes * (sizes - 1)).sum() / (n * (n - 1)))
-    return out
-
-
-def partner_statistics(index: PartnerIndex, labels: torch.Tensor | None = None) -> dict[str, float]:
-    """Describe how a partner index spreads over the training set: the standard hubness figures.
-
-    The *k-occurrence* of an example is the number of candidate sets it belongs to (Radovanović et al., JMLR 2010);
-    uniform random sets give every example about ``k`` of them, hubs get many more.
-
-    Returns:
-        ``candidates_per_example``; ``k_occurrence_skewness`` (skewness of the k-occurrence distribution, the usual
-        hubness measure: ~0 for random sets, large and positive with hubs); ``distinct_candidate_share`` (fraction of
-        the training set that appears in at least one candidate set); ``top1pct_slot_share`` (fraction of all
-        candidate slots held by the most frequent 1 % of examples — about 0.01 when uniform); with ``labels``,
-        ``same_label_share`` (fraction of anchor–candidate slots whose labels agree); and the ``random_*`` figures of
-        :func:`random_partner_statistics` beside them. Threshold indices are described from the exact membership
-        rows of up to 1024 sampled anchors (``estimated_from_anchors``).
-    """
-    n = index.num_examples
-    k = index.candidates_per_example
-    stats: dict[str, float] = {"num_examples": float(n), "candidates_per_example": float(k)}
-    labels = None if labels is None else torch.as_tensor(labels).reshape(-1).long()
-    if index.thresholds is not None:
-        # No lists to count: exact membership rows of up to 1024 sampled anchors stand in for all of them.
-        probe = torch.randperm(n, generator=torch.Generator().manual_seed(3))[: min(n, 1024)]
-        members = index.members(probe)
-        counts = members.sum(dim=0)
-        slots = int(members.sum())
-        stats["estimated_from_anchors"] = float(len(probe))
-        same = None if labels is None else float((members & (labels[None, :] == labels[probe][:, None])).sum())
-    elif index.candidates is None:
-        counts = torch.full((n,), n - 1)
-        slots = n * (n - 1)
-        same = None
-        if labels is not None:
-            sizes = torch.bincount(labels).double()
-            # Uniform over others: P(same) = sum_c n_c (n_c − 1) / (n (n − 1)).
-            same = float((sizes * (sizes - 1)).sum() / (n * (n - 1))) * slots
-    else:
-        flat = index.candidates.reshape(-1).long()
-        counts = torch.bincount(flat, minlength=n)
-        slots = flat.numel()
-        same = None if labels is None else float((labels[index.candidates.long()] == labels[:, None]).sum())
-    stats["k_occurrence_skewness"] = _skewness(counts)
-    stats["distinct_candidate_share"] = float((counts > 0).sum()) / n
-    stats["top1pct_slot_share"] = float(torch.topk(counts, max(1, n // 100)).values.sum()) / max(slots, 1)
-    if same is not None:
-        stats["same_label_share"] = same / max(slots, 1)
-    stats.update(random_partner_statistics(n, k, labels))
-    stats["hub_concentration"] = hub_concentration(stats)
-    return stats
-
-
-def describe_partner_index(stats: dict[str, float]) -> str:
-    """The figures of :func:`partner_statistics` (``DMixTrainer.partner_index_stats``) in one plain-English line.
-
-    For people reading a run's output rather than its ``results.json``: how many candidates each example draws its
-    partner from, how concentrated the candidate slots are and how much of the training set they cover, how often a
-    candidate has the anchor's label and, for hyperbolic indices, the overlap with cosine top-τ; each measured
-    figure is followed by what uniformly random candidate sets of the same size would give. Returns ``""`` for empty
-    ``stats`` (no partner index: plain fine-tuning).
-    """
-    if not stats:
-        return ""
-    n, k = int(stats["num_examples"]), int(stats["candidates_per_example"])
-    parts = [f"Each training example has {k} candidate partners out of {n - 1}"]
-    if "top1pct_slot_share" in stats:
-        parts.append(
-            f"the most frequent 1% of examples hold {stats['top1pct_slot_share']:.1%} of candidate slots "
-            f"(random {stats['random_top1pct_slot_share']:.1%})"
-        )
-    if "distinct_candidate_share" in stats:
-        share = stats["distinct_candidate_share"]
-        # Rounded down: "100.0%" for 99.96% would hide the examples that are never a partner.
-        parts.append(
-            "every example is a candidate of some anchor" if share >= 1.0
-            else f"{math.floor(share * 1000) / 10:.1f}% of the training set is a candidate of some anchor"
-        )
-    if "same_label_share" in stats:
-        parts.append(
-            f"{stats['same_label_share']:.1%} of candidates share the anchor's label "
-            f"(random {stats['random_same_label_share']:.1%})"
-        )
-    if "cosine_overlap" in stats:
-        parts.append(
-            f"{stats['cosine_overlap']:.1%} of candidates are also in the cosine top-τ set "
-            f"(chance {stats['cosine_overlap_chance']:.1%})"
-        )
-    text = "; ".join(parts) + "."
-    if "estimated_from_anchors" in stats:
-        text += f" (Slot figures estimated from {int(stats['estimated_from_anchors'])} sampled anchors.)"
-    return text
-
-
-def hub_concentration(stats: dict[str, float]) -> float:
-    """Where the top-1 % slot share of :func:`partner_statistics` lies between random candidate sets (0) and hubs that
-    are candidates of every anchor (1).
-
-    The raw share cannot exceed ``m·(N−1)/(N·k) ≈ 1 %/τ`` (``m = max(1, N // 100)`` examples, each in at most ``N − 1``
-    sets), so at τ = 0.3 a share of 3.3 % is already the most concentrated index possible; this rescales it.
-    """
-    n, k = int(stats["num_examples"]), max(1.0, float(stats["candidates_per_example"]))
-    most = min(1.0, max(1, n // 100) * (n - 1) / (n * k))
-    random_top = stats.get("random_top1pct_slot_share", max(1, n // 100) / n)
-    spread = most - random_top
-    if spread <= 0:
-        return 0.0
-    return min(1.0, max(0.0, (stats["top1pct_slot_share"] - random_top) / spread))
-
-
-# A candidate index is called degenerate when its hub concentration (0 = random sets, 1 = the top 1 % are candidates
-# of every anchor) reaches this value, or when less than this share of the training set is ever a candidate.
-DEGENERATE_CONCENTRATION = 0.5
-DEGENERATE_COVERAGE = 0.5
-
-
-def hubness_warning(stats: dict[str, float], rule: str = "paper") -> str | None:
-    """A one-line warning when the candidate sets described by :func:`partner_statistics` are degenerate, else ``None``.
-
-    Degenerate: the ``hub_concentration`` is at least ``DEGENERATE_CONCENTRATION`` (the most frequent 1 % of examples
-    hold at least half-way between their random share of candidate slots and the most they could hold), or less than
-    ``DEGENERATE_COVERAGE`` of the training set is ever a candidate. Partners then come mostly from a few hub
-    examples, and with two mixed rows per pair half of all training rows are dominated by them.
-    """
-    if "top1pct_slot_share" not in stats:
-        return None
-    top, random_top = stats["top1pct_slot_share"], stats.get("random_top1pct_slot_share", 0.01)
-    cover = stats["distinct_candidate_share"]
-    concentration = stats["hub_concentration"] if "hub_concentration" in stats else hub_concentration(stats)
-    if concentration < DEGENERATE_CONCENTRATION and cover >= DEGENERATE_COVERAGE:
-        return None
-    fix = (
-        "try partner_rule='centered' (or 'mutual'), which discount hubs"
-        if rule == "paper"
-        else "try a larger tau, partner_rule='mutual', or anchor_dominant=True"
-    )
-    return (
-        f"DMIX candidate sets are degenerate: the most frequent 1% of examples hold {top:.1%} of candidate slots "
-        f"(random partners: {random_top:.1%}) and {cover:.1%} of the training set is ever a candidate. Partners will "
-        f"come mostly from a few 'hub' examples; {fix}."
-    )

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .geometry import chunk_rows_for_budget
-from .hub import write_atomic
+from .io import write_atomic
+from .hubness import k_occurrence, skewness
 from .partners import PartnerIndex
 
 if TYPE_CHECKING:
@@ -103,48 +103,6 @@ def _save_png(fig: Figure, path: str | os.PathLike) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def k_occurrence(
-    index: PartnerIndex, max_anchors: int | None = None, memory_bytes: int = 256 * 2**20, seed: int = 0
-) -> torch.Tensor:
-    """How many candidate sets each example belongs to (its *k-occurrence*, Radovanović et al. 2010).
-
-    * lists: a ``bincount`` of the ``(N, k)`` table — exact, ``O(N·k)``.
-    * thresholds: membership rows of chunks of anchors (:meth:`PartnerIndex.members`), summed over anchors. Exact
-      costs ``O(N²)`` key products; with ``max_anchors = m < N`` only ``m`` anchors drawn uniformly without
-      replacement are scanned and the column sums are scaled by ``N / m`` (an unbiased estimate, rounded).
-    * all others (``τ = 1`` or ``random``): every example is in every other set, so every count is ``N − 1``.
-
-    Args:
-        index: the partner index.
-        max_anchors: for thresholds, estimate from this many sampled anchors instead of all ``N``; ``None`` = exact.
-            Ignored by the other representations, which are always exact.
-        memory_bytes: budget for one chunk of membership rows (thresholds only).
-        seed: seed of the anchor sample (thresholds with ``max_anchors`` only).
-
-    Returns:
-        ``(N,)`` int64 counts. Exact counts sum to ``N·k`` for lists.
-    """
-    n = index.num_examples
-    if max_anchors is not None and max_anchors < 1:
-        raise ValueError(f"max_anchors must be a positive number of anchors or None (exact), got {max_anchors}.")
-    if index.candidates is not None:
-        return torch.bincount(index.candidates.reshape(-1).long(), minlength=n)
-    if index.thresholds is None:
-        return torch.full((n,), n - 1, dtype=torch.int64)
-    if max_anchors is None or max_anchors >= n:
-        anchors = torch.arange(n)
-    else:
-        anchors = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_anchors]
-    # members() holds a float32 key block and a bool block of (rows, N): 5 bytes per value.
-    chunk = min(1024, chunk_rows_for_budget(n, memory_bytes, bytes_per_value=5))
-    counts = torch.zeros(n, dtype=torch.int64)
-    for start in range(0, len(anchors), chunk):
-        counts += index.members(anchors[start : start + chunk]).sum(dim=0)
-    if len(anchors) < n:
-        counts = torch.round(counts.double() * (n / len(anchors))).long()
-    return counts
-
-
 def num_hubs(num_examples: int, hub_share: float) -> int:
     """``max(1, floor(hub_share·N))``: how many examples count as hubs.
 
@@ -167,14 +125,6 @@ def num_hubs(num_examples: int, hub_share: float) -> int:
 def _ranked_by_occurrence(counts: torch.Tensor) -> torch.Tensor:
     """Examples by decreasing k-occurrence; ties go to the lower index, so the ranking is deterministic."""
     return torch.sort(-counts, stable=True).indices
-
-
-def _skewness(counts: torch.Tensor) -> float:
-    """Sample skewness ``m3 / m2^(3/2)`` (central moments); ``nan`` when every count is the same."""
-    x = counts.double()
-    centred = x - x.mean()
-    m2 = float((centred**2).mean())
-    return float((centred**3).mean()) / m2**1.5 if m2 > 0 else float("nan")
 
 
 def _binomial_pmf(trials: int, p: float) -> torch.Tensor:
@@ -287,6 +237,76 @@ def _drawn_subset(
     return torch.nonzero(keep).reshape(-1), candidates[keep[candidates]]
 
 
+def _hubs_and_anchor(counts: torch.Tensor, n_hubs: int, anchor: int | None) -> tuple[torch.Tensor, int]:
+    """The ``n_hubs`` examples of highest k-occurrence (none when every count is equal) and the anchor to highlight:
+    the one given, else one of median k-occurrence (position ``N // 2`` of the descending ranking)."""
+    ranked = _ranked_by_occurrence(counts)
+    hubs = ranked[:n_hubs] if counts.max() > counts.min() else ranked[:0]
+    return hubs, int(ranked[len(counts) // 2]) if anchor is None else anchor
+
+
+def _draw_disk(ax: Any, radius: float) -> None:
+    """The boundary circle, the origin and a bare, square frame around them."""
+    from matplotlib.patches import Circle
+
+    ax.add_patch(Circle((0.0, 0.0), radius, fill=False, color="black", linewidth=1.2, zorder=1))
+    ax.plot([0.0], [0.0], marker="+", color="black", markersize=8, linestyle="none", zorder=1)
+    ax.set_aspect("equal")
+    ax.set_xlim(-1.05 * radius, 1.05 * radius)
+    ax.set_ylim(-1.05 * radius, 1.05 * radius)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_xlabel("radius = exact Euclidean norm in the ball; angle = top-2 PCA direction", fontsize=10)
+
+
+def _draw_examples(
+    ax: Any, xy: torch.Tensor, drawn: torch.Tensor, labels: torch.Tensor | None, label_names: Sequence[str] | None
+) -> None:
+    """Every drawn example as a dot, one colour per class (a continuous scale beyond 20 classes)."""
+    others = drawn.numpy()
+    if labels is None:
+        ax.scatter(*xy[others].T, s=10, color="tab:blue", alpha=0.55, linewidths=0, label="examples", zorder=2)
+        return
+    classes = sorted(set(labels[drawn].tolist()))
+    colormaps = _require_matplotlib().colormaps
+    cmap = colormaps["tab10" if len(classes) <= 10 else "tab20"] if len(classes) <= 20 else None
+    if cmap is None:
+        # Too many classes for a readable legend: one continuous colour scale instead of one entry each.
+        ax.scatter(*xy[others].T, s=10, c=labels[drawn].numpy(), cmap="viridis", alpha=0.55, linewidths=0,
+                   label=f"examples ({len(classes)} classes, coloured by id)", zorder=2)
+        return
+    for i, cls in enumerate(classes):
+        rows = drawn[labels[drawn] == cls].numpy()
+        name = label_names[cls] if label_names is not None else f"label {cls}"
+        ax.scatter(*xy[rows].T, s=10, color=cmap(i), alpha=0.6, linewidths=0, label=name, zorder=2)
+
+
+def _draw_marks(
+    ax: Any, xy: torch.Tensor, k: int, drawn_candidates: torch.Tensor, hubs: torch.Tensor, hub_share: float
+) -> None:
+    """The anchor's candidates as rings and the hubs as black-edged stars."""
+    shown = len(drawn_candidates)
+    k_text = f"{k}" if shown == k else f"{k}, {shown} drawn"
+    ax.scatter(*xy[drawn_candidates.numpy()].T, s=42, facecolors="none", edgecolors="crimson", linewidths=0.9,
+               label=f"candidates of the anchor (k = {k_text})", zorder=3, gid="candidates")
+    if len(hubs):
+        ax.scatter(*xy[hubs.numpy()].T, s=170, marker="*", facecolors="gold", edgecolors="black", linewidths=0.9,
+                   label=f"hubs: top {100 * hub_share:g}% by k-occurrence ({len(hubs)})", zorder=4, gid="hubs")
+
+
+def _draw_anchor(ax: Any, xy: torch.Tensor, anchor: int, occurrence: int) -> None:
+    """The anchor as a large cross, labelled towards the disk's centre, where there is room, whatever its quadrant."""
+    ax.scatter([xy[anchor, 0]], [xy[anchor, 1]], s=260, marker="X", color="crimson", edgecolors="black",
+               linewidths=1.0, label=f"anchor #{anchor} (k-occurrence {occurrence})", zorder=5, gid="anchor")
+    anchor_xy = (float(xy[anchor, 0]), float(xy[anchor, 1]))
+    offset = (-55.0 if anchor_xy[0] > 0 else 55.0, -45.0 if anchor_xy[1] > 0 else 45.0)
+    ax.annotate(f"anchor #{anchor}", xy=anchor_xy, xytext=offset, textcoords="offset points", fontsize=11,
+                ha="center", va="center", arrowprops=dict(arrowstyle="->", color="black", linewidth=1.0),
+                bbox=dict(boxstyle="round,pad=0.25", facecolor="white", alpha=0.85), zorder=6)
+
+
 def plot_partners(
     points: torch.Tensor,
     index: PartnerIndex,
@@ -346,71 +366,23 @@ def plot_partners(
     n = index.num_examples
     n_hubs = num_hubs(n, hub_share)
     fig = _new_figure()  # fails early, before any O(N²) work, when matplotlib is missing
-
     counts = k_occurrence(index, max_anchors=max_anchors)
-    ranked = _ranked_by_occurrence(counts)
-    hubs = ranked[:n_hubs] if counts.max() > counts.min() else ranked[:0]
-    if anchor is None:
-        anchor = int(ranked[n // 2])  # descending ranking: position N // 2 is the lower median
+    hubs, anchor = _hubs_and_anchor(counts, n_hubs, anchor)
     candidates = torch.nonzero(index.members(torch.tensor([anchor]))[0]).reshape(-1)
     drawn, drawn_candidates = _drawn_subset(n, anchor, candidates, hubs, max_points, seed)
-
     xy = torch.full((n, 2), float("nan"), dtype=torch.float64)
     xy[drawn] = project_to_disk(points[drawn])
-    radius = 1.0 / math.sqrt(curvature)
     ax = fig.add_subplot()
-    from matplotlib.patches import Circle
-
-    ax.add_patch(Circle((0.0, 0.0), radius, fill=False, color="black", linewidth=1.2, zorder=1))
-    ax.plot([0.0], [0.0], marker="+", color="black", markersize=8, linestyle="none", zorder=1)
-
-    others = drawn.numpy()
-    if labels_t is None:
-        ax.scatter(*xy[others].T, s=10, color="tab:blue", alpha=0.55, linewidths=0, label="examples", zorder=2)
-    else:
-        classes = sorted(set(labels_t[drawn].tolist()))
-        colormaps = _require_matplotlib().colormaps
-        cmap = colormaps["tab10" if len(classes) <= 10 else "tab20"] if len(classes) <= 20 else None
-        if cmap is None:
-            # Too many classes for a readable legend: one continuous colour scale instead of one entry each.
-            ax.scatter(*xy[others].T, s=10, c=labels_t[drawn].numpy(), cmap="viridis", alpha=0.55, linewidths=0,
-                       label=f"examples ({len(classes)} classes, coloured by id)", zorder=2)
-        else:
-            for i, cls in enumerate(classes):
-                rows = drawn[labels_t[drawn] == cls].numpy()
-                name = label_names[cls] if label_names is not None else f"label {cls}"
-                ax.scatter(*xy[rows].T, s=10, color=cmap(i), alpha=0.6, linewidths=0, label=name, zorder=2)
-
-    shown = len(drawn_candidates)
-    k_text = f"{len(candidates)}" if shown == len(candidates) else f"{len(candidates)}, {shown} drawn"
-    ax.scatter(*xy[drawn_candidates.numpy()].T, s=42, facecolors="none", edgecolors="crimson", linewidths=0.9,
-               label=f"candidates of the anchor (k = {k_text})", zorder=3, gid="candidates")
-    if len(hubs):
-        ax.scatter(*xy[hubs.numpy()].T, s=170, marker="*", facecolors="gold", edgecolors="black", linewidths=0.9,
-                   label=f"hubs: top {100 * hub_share:g}% by k-occurrence ({len(hubs)})", zorder=4, gid="hubs")
-    ax.scatter([xy[anchor, 0]], [xy[anchor, 1]], s=260, marker="X", color="crimson", edgecolors="black",
-               linewidths=1.0, label=f"anchor #{anchor} (k-occurrence {int(counts[anchor])})", zorder=5, gid="anchor")
-    # The label sits towards the disk's centre from the anchor, where there is room, whatever its quadrant.
-    anchor_xy = (float(xy[anchor, 0]), float(xy[anchor, 1]))
-    offset = (-55.0 if anchor_xy[0] > 0 else 55.0, -45.0 if anchor_xy[1] > 0 else 45.0)
-    ax.annotate(f"anchor #{anchor}", xy=anchor_xy, xytext=offset, textcoords="offset points", fontsize=11,
-                ha="center", va="center", arrowprops=dict(arrowstyle="->", color="black", linewidth=1.0),
-                bbox=dict(boxstyle="round,pad=0.25", facecolor="white", alpha=0.85), zorder=6)
-
-    ax.set_aspect("equal")
-    ax.set_xlim(-1.05 * radius, 1.05 * radius)
-    ax.set_ylim(-1.05 * radius, 1.05 * radius)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for spine in ax.spines.values():
-        spine.set_visible(False)
-    ax.set_xlabel("radius = exact Euclidean norm in the ball; angle = top-2 PCA direction", fontsize=10)
+    _draw_disk(ax, 1.0 / math.sqrt(curvature))
+    _draw_examples(ax, xy, drawn, labels_t, label_names)
+    _draw_marks(ax, xy, len(candidates), drawn_candidates, hubs, hub_share)
+    _draw_anchor(ax, xy, anchor, int(counts[anchor]))
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=2, fontsize=9, frameon=False, markerscale=0.9)
     if title is None:
         drawn_note = "" if len(drawn) == n else f", {len(drawn)} drawn"
         # No-break spaces keep "N = 300" on one line when the title wraps.
-        title = (f"DMIX candidate sets in the Poincaré disk (c\u00a0=\u00a0{curvature:g}): "
-                 f"N\u00a0=\u00a0{n}{drawn_note}, k\u00a0=\u00a0{index.candidates_per_example} candidates per example")
+        title = (f"DMIX candidate sets in the Poincaré disk (c\u00a0=\u00a0{curvature:g}): N\u00a0=\u00a0{n}"
+                 f"{drawn_note}, k\u00a0=\u00a0{index.candidates_per_example} candidates per example")
     _set_title(fig, title)
     path = _save_png(fig, path)
     return (path, fig) if return_figure else path
@@ -419,6 +391,26 @@ def plot_partners(
 # ---------------------------------------------------------------------------------------------------------------
 # The k-occurrence histogram
 # ---------------------------------------------------------------------------------------------------------------
+
+
+def _draw_uniform(ax: Any, n: int, k: float, low: int, high: int, width: int) -> tuple[Any, torch.Tensor]:
+    """The expected histogram of uniform random candidate sets, Binomial(N − 1, k/(N − 1)) per example, as a step
+    line over the same bins; returns the artist and the expected counts."""
+    p = min(1.0, k / (n - 1))
+    pmf = _binomial_pmf(n - 1, p)
+    support = torch.arange(n, dtype=torch.float64)
+    # Expected number of examples per bin under uniform candidate sets, over a range that covers both laws.
+    sd = math.sqrt((n - 1) * p * (1 - p))
+    lo = min(low, max(0, math.floor(k - 5 * sd)))
+    hi = max(high, min(n - 1, math.ceil(k + 5 * sd)))
+    uniform_edges = torch.arange(lo - (lo - low) % width, hi + width + 1, width, dtype=torch.float64) - 0.5
+    expected = torch.histogram(support, bins=uniform_edges, weight=n * pmf).hist
+    uniform_skew = (1 - 2 * p) / sd if sd > 0 else float("nan")
+    uniform_skew_text = "n/a" if math.isnan(uniform_skew) else f"{uniform_skew:.2f}"
+    uniform = ax.stairs(expected.numpy(), uniform_edges.numpy(), color="black", linewidth=1.4,
+                        label=f"uniform random sets: Binomial(N−1, k/(N−1)) (skewness {uniform_skew_text})",
+                        gid="uniform")
+    return uniform, expected
 
 
 def plot_k_occurrence(
@@ -459,31 +451,18 @@ def plot_k_occurrence(
     n = index.num_examples
     counts = k_occurrence(index, max_anchors=max_anchors)
     k = float(counts.double().mean())  # k exactly for lists; the mean set size otherwise
-    p = min(1.0, k / (n - 1))
 
     low, high = int(counts.min()), int(counts.max())
     # Integer-aligned bins: bin edges at half-integers, never narrower than one count.
     width = max(1, math.ceil((high - low + 1) / bins))
     edges = torch.arange(low, high + width + 1, width, dtype=torch.float64) - 0.5
     hist = torch.histogram(counts.double(), bins=edges).hist
-    skew = _skewness(counts)
-    skew_text = "n/a, all equal" if math.isnan(skew) else f"{skew:.2f}"
+    skew_text = "n/a, all equal" if counts.min() == counts.max() else f"{skewness(counts):.2f}"
     ax = fig.add_subplot()
     bars = ax.bar(edges[:-1].numpy(), hist.numpy(), width=width, align="edge", color="tab:blue", alpha=0.75,
            edgecolor="white", linewidth=0.4, label=f"this index (skewness {skew_text})", gid="histogram")
 
-    pmf = _binomial_pmf(n - 1, p)
-    support = torch.arange(n, dtype=torch.float64)
-    # Expected number of examples per bin under uniform candidate sets, over a range that covers both laws.
-    sd = math.sqrt((n - 1) * p * (1 - p))
-    lo = min(low, max(0, math.floor(k - 5 * sd)))
-    hi = max(high, min(n - 1, math.ceil(k + 5 * sd)))
-    uniform_edges = torch.arange(lo - (lo - low) % width, hi + width + 1, width, dtype=torch.float64) - 0.5
-    expected = torch.histogram(support, bins=uniform_edges, weight=n * pmf).hist
-    uniform_skew = (1 - 2 * p) / sd if sd > 0 else float("nan")
-    uniform_skew_text = "n/a" if math.isnan(uniform_skew) else f"{uniform_skew:.2f}"
-    uniform = ax.stairs(expected.numpy(), uniform_edges.numpy(), color="black", linewidth=1.4,
-              label=f"uniform random sets: Binomial(N−1, k/(N−1)) (skewness {uniform_skew_text})", gid="uniform")
+    uniform, expected = _draw_uniform(ax, n, k, low, high, width)
     mean = ax.axvline(k, color="crimson", linestyle="--", linewidth=1.2, label=f"mean = k = {k:.4g}")
 
     ax.set_yscale("log")

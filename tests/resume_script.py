@@ -105,14 +105,15 @@ def main() -> None:
         ),
     )
     trainer.trace_path = a.trace
-    trainer.train(resume_from_checkpoint=True if a.resume else None)
+    result = trainer.train(resume_from_checkpoint=True if a.resume else None)
     if trainer.stopped_by_signal:
         Path(a.out, "stopped.json").write_text(json.dumps({"signal": trainer.stopped_by_signal, "step": trainer.state.global_step}))
         return
     metrics = trainer.evaluate()
     history = [e for e in trainer.state.log_history if "loss" in e]
     Path(a.out, "final.json").write_text(
-        json.dumps({"metrics": metrics, "history": history, "refreshes": [r["epoch"] for r in trainer.partner_refreshes]})
+        json.dumps({"metrics": metrics, "history": history, "refreshes": [r["epoch"] for r in trainer.partner_refreshes],
+                    "train_loss": result.training_loss, "resumed_from": trainer.resumed_checkpoint})
     )
 
 

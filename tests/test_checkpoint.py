@@ -128,3 +128,133 @@ def test_resume_true_without_a_complete_checkpoint_is_a_clear_error(tmp_path, tr
     (tmp_path / "checkpoint-3").mkdir()  # killed before anything was written
     with pytest.raises(ValueError, match=r"holds no complete checkpoint \(skipped incomplete: .*checkpoint-3"):
         trainer.train(resume_from_checkpoint=True)
+
+
+# ---------------------------------------------------------------------- issue 14: resume gaps (in-process runs)
+
+
+def test_dataset_fingerprint_hashes_image_and_audio_inputs():
+    """Not only token ids: pixel values, audio samples and raw columns of any dataset are part of the hash."""
+    pixels = {"pixel_values": [[[0.1, 0.2], [0.3, 0.4]], [[0.5, 0.6], [0.7, 0.8]]], "label": [0, 1]}
+    other = {"pixel_values": [[[0.1, 0.2], [0.3, 0.4]], [[0.5, 0.6], [0.7, 0.9]]], "label": [0, 1]}
+    assert dataset_fingerprint(Dataset.from_dict(pixels), [0, 1]) == dataset_fingerprint(Dataset.from_dict(pixels), [0, 1])
+    assert dataset_fingerprint(Dataset.from_dict(pixels), [0, 1]) != dataset_fingerprint(Dataset.from_dict(other), [0, 1])
+    clips = [{"input_values": torch.tensor([0.0, 0.5, 1.0]), "label": 0}, {"input_values": torch.tensor([1.0, 0.5]), "label": 1}]
+    changed = [dict(clips[0]), {"input_values": torch.tensor([1.0, 0.25]), "label": 1}]
+    assert dataset_fingerprint(clips, [0, 1]) == dataset_fingerprint([dict(c) for c in clips], [0, 1])
+    assert dataset_fingerprint(clips, [0, 1]) != dataset_fingerprint(changed, [0, 1])
+    images = {"image": [{"bytes": b"\x89PNG-a", "path": None}, {"bytes": b"\x89PNG-b", "path": None}], "label": [0, 1]}
+    swapped = {"image": [{"bytes": b"\x89PNG-a", "path": None}, {"bytes": b"\x89PNG-c", "path": None}], "label": [0, 1]}
+    assert dataset_fingerprint(Dataset.from_dict(images), [0, 1]) != dataset_fingerprint(Dataset.from_dict(swapped), [0, 1])
+
+
+def test_threshold_indices_have_a_digest():
+    points = torch.randn(30, 4, generator=torch.Generator().manual_seed(0))
+    from hf_dmix.partners import build_partner_index
+
+    a = build_partner_index(points, 30, "euclidean", tau=0.3, representation="thresholds", show_progress=False)
+    b = build_partner_index(points, 30, "euclidean", tau=0.5, representation="thresholds", show_progress=False)
+    assert index_digest(a) is not None and index_digest(a) != index_digest(b)
+    assert index_digest(a) == index_digest(build_partner_index(points.clone(), 30, "euclidean", tau=0.3,
+                                                               representation="thresholds", show_progress=False))
+
+
+@pytest.fixture()
+def small_data(tokenizer):
+    from conftest import make_sentences
+
+    texts, labels = make_sentences(24, seed=7)
+    return Dataset.from_dict({"text": texts, "label": labels}).map(lambda b: tokenizer(b["text"]), batched=True)
+
+
+def _trainer(out, tokenizer, data, callbacks=None, **kw):
+    from conftest import tiny_model
+
+    from hf_dmix import DMixConfig, DMixTrainer
+
+    settings = dict(
+        output_dir=str(out), use_cpu=True, report_to="none", disable_tqdm=True, seed=0, per_device_train_batch_size=4,
+        max_steps=8, save_strategy="steps", save_steps=4, logging_steps=1, learning_rate=1e-3, tau=0.3,
+        dataloader_num_workers=0,
+    )
+    settings.update(kw)
+    return DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=1), args=DMixConfig(**settings),
+                       train_dataset=data, processing_class=tokenizer, callbacks=callbacks)
+
+
+class _StopAt:
+    """A callback that ends training after step ``step`` (after that step's checkpoint): an interrupted run."""
+
+    def __new__(cls, step):
+        from transformers import TrainerCallback
+
+        class Stop(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == step:
+                    control.should_training_stop = True
+                return control
+
+        return Stop()
+
+
+def test_train_loss_of_a_resumed_run_is_the_whole_runs(tmp_path, tokenizer, small_data):
+    full = _trainer(tmp_path / "full", tokenizer, small_data).train()
+    _trainer(tmp_path / "cut", tokenizer, small_data, callbacks=[_StopAt(4)]).train()
+    resumed_trainer = _trainer(tmp_path / "cut", tokenizer, small_data)
+    resumed = resumed_trainer.train(resume_from_checkpoint=True)
+    # The same eight step losses, so the same mean (Trainer alone reports the mean of steps 5-8).
+    losses = lambda t: [e["loss"] for e in t.state.log_history if "loss" in e]  # noqa: E731
+    assert resumed.global_step == full.global_step == 8
+    assert resumed.training_loss == pytest.approx(full.training_loss, abs=1e-6)
+    assert resumed.metrics["train_loss"] == pytest.approx(full.metrics["train_loss"], abs=1e-6)
+    assert resumed_trainer.state.log_history[-1]["train_loss"] == pytest.approx(full.training_loss, abs=1e-6)
+    assert len(losses(resumed_trainer)) == 8
+
+
+def test_checkpoint_without_dmix_state_is_refused_not_skipped(tmp_path, tokenizer, small_data):
+    _trainer(tmp_path, tokenizer, small_data, max_steps=4).train()
+    (tmp_path / "checkpoint-4" / DMIX_STATE_NAME).unlink()  # as plain Trainer or an older hf-dmix wrote it
+    with pytest.raises(ValueError, match=r"Cannot resume from .*checkpoint-4: it has no dmix_state\.json"):
+        _trainer(tmp_path, tokenizer, small_data).train(resume_from_checkpoint=str(tmp_path / "checkpoint-4"))
+
+
+def test_save_only_model_checkpoints_carry_the_dmix_state_and_resume(tmp_path, tokenizer, small_data, caplog):
+    _trainer(tmp_path, tokenizer, small_data, max_steps=4, save_steps=2, save_only_model=True).train()
+    assert (tmp_path / "checkpoint-4" / DMIX_STATE_NAME).is_file()
+    trainer = _trainer(tmp_path, tokenizer, small_data, max_steps=6, save_steps=2, save_only_model=True)
+    with caplog.at_level("WARNING"):
+        result = trainer.train(resume_from_checkpoint=True)
+    assert result.global_step == 6 and trainer.resumed_checkpoint == str(tmp_path / "checkpoint-4")
+    assert "killed" not in caplog.text and "save_only_model=True" in caplog.text
+
+
+def test_a_refreshed_checkpoint_of_another_training_set_is_refused_clearly(tmp_path, tokenizer, small_data):
+    # 24 examples in batches of 4: 6 steps per epoch; the index is refreshed at step 7, checkpoint-8 holds it.
+    _trainer(tmp_path, tokenizer, small_data, partner_refresh_epochs=1, save_steps=8).train()
+    assert json.loads((tmp_path / "checkpoint-8" / DMIX_STATE_NAME).read_text())["refreshed_epoch"] == 1
+    smaller = small_data.select(range(20))
+    with pytest.raises(ValueError, match=r"Cannot resume from .*checkpoint-8.*train_examples: checkpoint=24, this run=20"):
+        _trainer(tmp_path, tokenizer, smaller, partner_refresh_epochs=1, save_steps=8, max_steps=10).train(
+            resume_from_checkpoint=True
+        )
+
+
+def test_a_resume_that_would_switch_lists_and_thresholds_is_refused(tmp_path, tokenizer, small_data):
+    _trainer(tmp_path, tokenizer, small_data, max_steps=4).train()
+    with pytest.raises(ValueError, match=r"partner_index_max_mb: checkpoint=1024, this run=0"):
+        _trainer(tmp_path, tokenizer, small_data, partner_index_max_mb=0).train(resume_from_checkpoint=True)
+
+
+def test_refused_resume_is_a_resume_mismatch_error_and_the_pick_is_logged(tmp_path, tokenizer, small_data, caplog):
+    from hf_dmix import ResumeMismatchError
+
+    _trainer(tmp_path, tokenizer, small_data, max_steps=4).train()
+    with caplog.at_level("WARNING"), pytest.raises(ResumeMismatchError, match=r"tau: checkpoint=0\.3, this run=0\.5"):
+        _trainer(tmp_path, tokenizer, small_data, tau=0.5).train(resume_from_checkpoint=True)
+    assert f"Resuming training from {tmp_path / 'checkpoint-4'}" in caplog.text
+    assert issubclass(ResumeMismatchError, ValueError)
+    trainer = _trainer(tmp_path, tokenizer, small_data)
+    trainer.train(resume_from_checkpoint=True)
+    assert trainer.resumed_checkpoint == str(tmp_path / "checkpoint-4")
+    trainer.train()
+    assert trainer.resumed_checkpoint is None

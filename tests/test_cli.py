@@ -546,7 +546,7 @@ def test_every_resume_says_which_checkpoint_it_picked(tmp_path, tiny_model_dir, 
     picked = str(out / "checkpoint-2")
     assert results["resumed_from_checkpoint"] == picked
     assert json.loads((out / "results.json").read_text())["resumed_from_checkpoint"] == picked
-    assert any(r.getMessage().startswith(f"Resuming from {picked}") for r in caplog.records)
+    assert any(r.getMessage().startswith(f"Resuming training from {picked}") for r in caplog.records)
     results = run_dmix.main([*longer, "--resume_from_checkpoint", picked])  # an explicit folder is recorded too
     assert results["resumed_from_checkpoint"] == picked
 

@@ -263,7 +263,6 @@ def test_bert_mixing_matches_hook_free_reference(attn, ratio, tokenizer):
     assert model.config._attn_implementation == attn
     batch = encode(tokenizer, ANCHORS, MIXED_PARTNERS)  # mixed lengths on both sides
     B = len(ANCHORS)
-    labels = torch.tensor([0, 1, 2, 2, 0, 1])
     mixer = HiddenStateMixer(model).attach()
     for site in range(mixer.sentence_site + 1):
         with torch.no_grad():
@@ -272,12 +271,6 @@ def test_bert_mixing_matches_hook_free_reference(attn, ratio, tokenizer):
         torch.testing.assert_close(out, ref, atol=ATOL, rtol=0, msg=f"site {site}")
         if ratio == 0.5:  # both rows of a pair are the same mixed example
             torch.testing.assert_close(out[:B], out[B:], atol=ATOL, rtol=0)
-        loss = mixup_loss(out, labels, ratio, B)
-        ref_loss = soft_label_loss(ref, labels, ratio, B, 3)
-        torch.testing.assert_close(loss, ref_loss, atol=ATOL, rtol=0)
-        if ratio == 0.5:
-            half = 0.5 * F.cross_entropy(out[:B], labels[:B]) + 0.5 * F.cross_entropy(out[:B], labels[B:])
-            torch.testing.assert_close(loss, half, atol=ATOL, rtol=0)
     # and the site really matters: different sites give different logits
     assert not torch.allclose(
         mixed_logits(model, mixer, batch, 1, ratio, B), mixed_logits(model, mixer, batch, 3, ratio, B), atol=1e-4
@@ -664,7 +657,6 @@ def test_anchor_dominant_bert_matches_hook_free_reference(attn, tokenizer):
     model = build("bert", num_labels=3, attn_implementation=attn)
     batch = encode(tokenizer, ANCHORS, MIXED_PARTNERS)
     B, ratio = len(ANCHORS), 0.7  # r' = max(r, 1 - r) >= 0.5 on the anchor
-    labels = torch.tensor([0, 1, 2, 2, 0, 1])
     mixer = HiddenStateMixer(model).attach()
     for site in range(mixer.sentence_site + 1):
         with torch.no_grad():
@@ -673,10 +665,6 @@ def test_anchor_dominant_bert_matches_hook_free_reference(attn, tokenizer):
         # Sites before the last layer return B rows; at the last layer nothing follows, so 2B come back.
         assert out.shape[0] == (2 * B if site == mixer.num_layers else B), site
         torch.testing.assert_close(out[:B], ref, atol=ATOL, rtol=0, msg=f"site {site}")
-        loss = ratio * F.cross_entropy(out[:B], labels[:B]) + (1 - ratio) * F.cross_entropy(out[:B], labels[B:])
-        target = ratio * F.one_hot(labels[:B], 3).float() + (1 - ratio) * F.one_hot(labels[B:], 3).float()
-        ref_loss = -(target * F.log_softmax(ref, dim=-1)).sum(-1).mean()
-        torch.testing.assert_close(loss, ref_loss, atol=ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("case", MODEL_CASES)

@@ -327,14 +327,14 @@ def test_describe_partner_index_in_words() -> None:
         "anchor's label (random 55.1%)."
     )
     # Coverage just short of complete is rounded down, never shown as 100%; the cosine overlap and the threshold
-    # index's sampled anchors are said when present.
+    # index's sampled candidate examples are said when present.
     stats.update(distinct_candidate_share=0.9996, cosine_overlap=0.716, cosine_overlap_chance=0.301,
-                 estimated_from_anchors=1024.0)
+                 estimated_from_examples=2048.0)
     assert describe_partner_index(stats) == (
         "Each training example has 38 candidate partners out of 380; the most frequent 1% of examples hold 1.4% of "
         "candidate slots (random 1.0%); 99.9% of the training set is a candidate of some anchor; 62.0% of candidates "
         "share the anchor's label (random 55.1%); 71.6% of candidates are also in the cosine top-τ set (chance 30.1%). "
-        "(Slot figures estimated from 1024 sampled anchors.)"
+        "(Slot figures estimated from 2048 sampled examples, each counted over every anchor.)"
     )
     assert describe_partner_index({}) == ""
     # The keys partner_statistics writes are the keys this reads (no labels: no same-label clause).
@@ -357,6 +357,23 @@ def test_partner_statistics_hub_concentration() -> None:
     stats = partner_statistics(PartnerIndex(n, cands))
     assert stats["distinct_candidate_share"] == pytest.approx(3 / n)
     assert stats["top1pct_slot_share"] == pytest.approx(398 / 400)
+    # 398/400 is also the most the top 2 examples can hold (each is in at most N - 1 = 199 sets): fully concentrated.
+    assert stats["hub_concentration"] == pytest.approx(1.0)
+    # Half the anchors choose the two hubs, the other half distinct pairs: the hubs hold about half of the slots,
+    # about half-way (measured from the random share) to the most they could hold.
+    half = torch.tensor([[0, 1]] * (n // 2) + [[(a + 1) % n, (a + 2) % n] for a in range(n // 2, n)], dtype=torch.int32)
+    half[0], half[1] = torch.tensor([1, 2]), torch.tensor([0, 2])
+    assert not (half == torch.arange(n)[:, None]).any()  # no anchor is its own candidate
+    mid = partner_statistics(PartnerIndex(n, half))
+    counts = torch.bincount(half.reshape(-1).long(), minlength=n)
+    top = int(counts.topk(2).values.sum())
+    assert mid["top1pct_slot_share"] == pytest.approx(top / 400)
+    random = mid["random_top1pct_slot_share"]
+    assert 0.005 < random < 0.05  # uniform sets of 2 out of 199: the top 2 examples hold a few percent
+    assert mid["hub_concentration"] == pytest.approx((top / 400 - random) / (398 / 400 - random))
+    assert 0.3 < mid["hub_concentration"] < 0.7
+    # Uniform "every other example" sets are not concentrated at all.
+    assert partner_statistics(PartnerIndex(n))["hub_concentration"] == 0.0
 
 
 def test_partner_statistics_all_others_matches_formula_and_explicit_index() -> None:

@@ -7,7 +7,7 @@ import torch
 from conftest import make_sentences, tiny_model
 from datasets import Dataset
 
-from hf_dmix import DMixConfig, DMixTrainer
+from hf_dmix import DMixConfig, DMixDataCollator, DMixTrainer
 from hf_dmix.checkpoint import index_digest
 from hf_dmix.collator import PARTNER_IDS_KEY
 
@@ -23,6 +23,17 @@ class RecordingTrainer(DMixTrainer):
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
 
+class RecordingCollator(DMixDataCollator):
+    """Records each training batch's anchors, their drawn partners and the index they were drawn from."""
+
+    def __call__(self, features):
+        batch = super().__call__(features)
+        if PARTNER_IDS_KEY in batch:
+            anchors = [int(f[self.index_column]) for f in features]
+            self.draws.append((self.partner_index, anchors, batch[PARTNER_IDS_KEY].tolist()))
+        return batch
+
+
 @pytest.fixture()
 def data(tokenizer):
     texts, labels = make_sentences(24, seed=7)
@@ -35,8 +46,10 @@ def _trainer(tmp_path, tokenizer, data, **kw):
         seed=0, per_device_train_batch_size=4, num_train_epochs=4, learning_rate=5e-2, tau=0.25,
         partner_distance="cosine", partner_rule="paper", **kw,
     )
+    collator = RecordingCollator(tokenizer)
+    collator.draws = []
     trainer = RecordingTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=1), args=args,
-                               train_dataset=data, processing_class=tokenizer)
+                               train_dataset=data, processing_class=tokenizer, data_collator=collator)
     trainer.steps = []
     return trainer
 
@@ -57,14 +70,18 @@ def test_partners_change_at_refresh_epochs_and_only_then(tmp_path, tokenizer, da
     assert [r["epoch"] for r in trainer.partner_refreshes] == [2.0]
     record = trainer.partner_refreshes[0]
     assert record["seconds"] > 0 and 0.0 <= record["candidates_kept"] < 1.0
-    # Every partner drawn in epochs 2-3 is a candidate of the refreshed index.
+    # Every partner is in its own anchor's candidate row of the index it was drawn from: the initial one in epochs
+    # 0-1, the refreshed one in epochs 2-3 (the collator draws ahead of the loop, but never across the refresh).
+    draws = trainer.data_collator.draws
+    assert len(draws) == 24
     refreshed = trainer.partner_index.candidates
-    anchors_seen = 0
-    for epoch, _, partners in trainer.steps[12:]:
-        assert epoch >= 2
-        anchors_seen += len(partners)
-        assert all(any(p in row.tolist() for row in refreshed) for p in partners)
-    assert anchors_seen == 48
+    for i, (index, anchors, partners) in enumerate(draws):
+        expected = initial if i < 12 else refreshed
+        assert torch.equal(index.candidates, expected), i
+        for anchor, partner in zip(anchors, partners):
+            assert partner in expected[anchor].tolist(), (i, anchor, partner)
+    # The refresh really moved some anchor's row: a partner drawn after it need not be a candidate before it.
+    assert any(p not in initial[a].tolist() for _, anchors, partners in draws[12:] for a, p in zip(anchors, partners))
 
 
 def test_without_refresh_the_index_never_changes(tmp_path, tokenizer, data):
@@ -95,3 +112,13 @@ def test_refresh_needs_the_trained_models_embeddings(tmp_path, tokenizer, data):
     with pytest.raises(ValueError, match="sentence_embeddings were given"):
         DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=args, train_dataset=data,
                     processing_class=tokenizer, sentence_embeddings=torch.randn(len(data), 4))
+
+
+def test_refresh_with_persistent_workers_is_refused(tmp_path):
+    """Persistent dataloader workers keep the collator they were started with: a refresh would never reach them."""
+    with pytest.raises(ValueError, match=r"partner_refresh_epochs=2 rebuilds the partner index.*persistent_workers"):
+        DMixConfig(output_dir=str(tmp_path), partner_refresh_epochs=2, dataloader_num_workers=2,
+                   dataloader_persistent_workers=True)
+    # Workers that restart each epoch see the new index; no refresh, or no workers, is fine with persistence.
+    DMixConfig(output_dir=str(tmp_path), partner_refresh_epochs=2, dataloader_num_workers=2)
+    DMixConfig(output_dir=str(tmp_path), dataloader_num_workers=2, dataloader_persistent_workers=True)

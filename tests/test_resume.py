@@ -103,6 +103,9 @@ def test_resumed_run_ends_with_the_same_log_and_metrics(runs):
     for key in ("eval_loss", "eval_accuracy", "eval_macro_f1"):
         if key in full["metrics"]:
             assert resumed["metrics"][key] == pytest.approx(full["metrics"][key], abs=LOSS_TOLERANCE), key
+    # The reported train_loss is the whole run's mean, not the mean of the steps after the resume.
+    assert resumed["train_loss"] == pytest.approx(full["train_loss"], abs=LOSS_TOLERANCE)
+    assert resumed["resumed_from"].endswith("checkpoint-4") and full["resumed_from"] is None
 
 
 def test_same_seed_is_bit_identical_and_another_seed_differs(runs):

@@ -427,58 +427,62 @@ def test_partner_rules_train_and_report_hubness(tmp_path, tokenizer, train_datas
 
 def test_anchor_dominant_loss_uses_the_anchor_rows_only(tmp_path, tokenizer, train_dataset):
     model = tiny_model("bert", vocab_size=tokenizer.vocab_size)
-    args = _args(tmp_path, anchor_dominant=True, mix_alpha=0.4)
+    args = _args(tmp_path, anchor_dominant=True, mix_alpha=0.4, max_steps=8)
     trainer = DMixTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer)
     seen = []
     original = trainer.compute_loss
 
     def spy(model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = original(model, inputs, return_outputs=True)
-        seen.append((trainer.mixer.state.ratio, trainer.mixer.state.anchors_only, outputs.logits.shape[0],
+        # The mixer stays armed until the next step: its state is this step's site and ratio.
+        state = trainer.mixer.state
+        seen.append((state.site, state.ratio, state.anchors_only, outputs.logits.shape[0],
                      inputs["dmix_partner_ids"].shape[0], loss, outputs.logits, inputs["labels"]))
         return (loss, outputs) if return_outputs else loss
 
     trainer.compute_loss = spy
     trainer.train()
-    assert len(seen) == 3
-    for ratio, only, rows, b, loss, logits, labels in seen:
+    assert len(seen) == 8
+    last = trainer.num_encoder_layers
+    sites = {site for site, *_ in seen}
+    assert sites <= set(range(1, last + 1)) and len(sites) > 1  # several sites drawn, not only the last layer
+    for site, ratio, only, rows, b, loss, logits, labels in seen:
         assert only and ratio >= 0.5
-        assert rows in (b, 2 * b)  # B rows, or 2B when the sampled site was the last layer
+        # Partner rows are dropped after the site: B rows come back, 2B only when nothing follows the last layer.
+        assert rows == (2 * b if site == last else b), (site, rows, b)
         lg = logits[:b].float()
         expected = ratio * F.cross_entropy(lg, labels[:b]) + (1 - ratio) * F.cross_entropy(lg, labels[b:])
         torch.testing.assert_close(loss, expected)
 
 
-def test_hyperparameter_search_rebuilds_the_index_per_trial(tmp_path, tokenizer, train_dataset):
+def test_hyperparameter_search_rebuilds_the_index_per_trial(tmp_path, tokenizer, train_dataset, monkeypatch):
     import optuna
-    import hf_dmix.trainer as trainer_mod
+
+    from hf_dmix.indexer import PartnerIndexer
     from hf_dmix.partners import num_candidates
 
     built = []
-    real = trainer_mod.DMixTrainer.build_partner_index
+    real = PartnerIndexer.build
 
-    def recording(self):
-        index = real(self)
-        built.append((self.args.tau, self.args.partner_rule, index.candidates_per_example, id(self.model)))
+    def recording(self, inputs, embeddings=None):
+        index = real(self, inputs, embeddings)
+        built.append((inputs.args.tau, inputs.args.partner_rule, index.candidates_per_example, id(inputs.model)))
         return index
 
     def model_init(trial=None):
         return tiny_model("bert", vocab_size=tokenizer.vocab_size)
 
-    trainer_mod.DMixTrainer.build_partner_index = recording
-    try:
-        trainer = DMixTrainer(model=None, model_init=model_init, args=_args(tmp_path, eval_strategy="no"),
-                              train_dataset=train_dataset, eval_dataset=train_dataset.select(range(8)),
-                              processing_class=tokenizer)
-        space = {"tau": [0.2, 0.6], "partner_rule": ["centered"]}
-        best = trainer.hyperparameter_search(
-            hp_space=lambda trial: {k: trial.suggest_categorical(k, v) for k, v in space.items()},
-            backend="optuna", n_trials=2, direction="minimize",
-            compute_objective=lambda metrics: metrics["eval_loss"],
-            sampler=optuna.samplers.GridSampler(space),
-        )
-    finally:
-        trainer_mod.DMixTrainer.build_partner_index = real
+    monkeypatch.setattr(PartnerIndexer, "build", recording)
+    trainer = DMixTrainer(model=None, model_init=model_init, args=_args(tmp_path, eval_strategy="no"),
+                          train_dataset=train_dataset, eval_dataset=train_dataset.select(range(8)),
+                          processing_class=tokenizer)
+    space = {"tau": [0.2, 0.6], "partner_rule": ["centered"]}
+    best = trainer.hyperparameter_search(
+        hp_space=lambda trial: {k: trial.suggest_categorical(k, v) for k, v in space.items()},
+        backend="optuna", n_trials=2, direction="minimize",
+        compute_objective=lambda metrics: metrics["eval_loss"],
+        sampler=optuna.samplers.GridSampler(space),
+    )
     n = len(train_dataset)
     # One index per trial, each built from that trial's tau and rule (not the first trial's), on that trial's model.
     assert sorted(t for t, *_ in built) == [0.2, 0.6]
@@ -562,3 +566,98 @@ def test_fewer_than_one_candidate_is_rejected_before_training(tmp_path, tokenize
     # Exactly one candidate is allowed.
     trainer.args.tau = 1 / (n - 1)
     assert trainer.build_partner_index().candidates_per_example == 1
+
+
+# ---------------------------------------------------------------------- issue 14: one owner for the partner index
+
+
+def test_a_trial_that_turns_mixing_on_trains_on_batches_with_partners(tmp_path, tokenizer, train_dataset):
+    """A config that starts without mixing and an optuna trial that turns it on: every training batch is mixed."""
+    import optuna
+
+    from hf_dmix.collator import PARTNER_IDS_KEY
+
+    batches = []
+
+    class Recording(DMixTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if model.training:
+                ids = inputs.get(PARTNER_IDS_KEY)
+                batches.append((self.args.mix_strategy, None if ids is None else ids.shape[0], inputs["labels"].shape[0]))
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    trainer = Recording(
+        model=None, model_init=lambda trial=None: tiny_model("bert", vocab_size=tokenizer.vocab_size),
+        args=_args(tmp_path, mix_strategy="none", eval_strategy="no"), train_dataset=train_dataset,
+        eval_dataset=train_dataset.select(range(8)), processing_class=tokenizer,
+    )
+    space = {"mix_strategy": ["hidden"]}
+    trainer.hyperparameter_search(
+        hp_space=lambda trial: {k: trial.suggest_categorical(k, v) for k, v in space.items()},
+        backend="optuna", n_trials=1, direction="minimize", compute_objective=lambda m: m["eval_loss"],
+        sampler=optuna.samplers.GridSampler(space),
+    )
+    assert len(batches) == 3
+    # Each batch holds 4 anchors and their 4 partners: 8 rows, 4 partner ids.
+    assert batches == [("hidden", 4, 8)] * 3
+
+
+def test_embeddings_follow_the_model_of_each_model_init_trial(tmp_path, tokenizer, train_dataset):
+    """model_init models of other seeds (another checkpoint, a config: model) get their own embeddings and index."""
+    seeds = []
+
+    def model_init(trial=None):
+        seeds.append(len(seeds) + 1)  # Trainer calls it in __init__ and at every train()
+        return tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=seeds[-1])
+
+    trainer = DMixTrainer(model=None, model_init=model_init, args=_args(tmp_path, max_steps=1),
+                          train_dataset=train_dataset, processing_class=tokenizer)
+    trainer.train()
+    first = trainer.partner_index.candidates.sort(1).values
+    trainer.train()  # a new model from model_init, of another seed
+    second = trainer.partner_index.candidates.sort(1).values
+    fresh = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=seeds[-1]), args=_args(tmp_path),
+                        train_dataset=train_dataset, processing_class=tokenizer)
+    expected = fresh.build_partner_index().candidates.sort(1).values
+    assert not torch.equal(first, expected)  # the two models really select other partners
+    assert torch.equal(second, expected)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(),  # exact lists
+        dict(partner_index_max_mb=0),  # exact thresholds
+        dict(partner_search="sampled", partner_search_sample_size=16, partner_rule="mutual", seed=7),  # sampled
+        dict(partner_distance="cosine", partner_rule="paper", partner_order="nearest", tau=0.2),
+    ],
+)
+def test_the_public_search_gives_exactly_the_trainers_index(tmp_path, tokenizer, train_dataset, settings):
+    """One search path: build_partner_index over the same embeddings and settings returns the trainer's index."""
+    from hf_dmix.partners import build_partner_index
+
+    args = _args(tmp_path, **settings)
+    trainer = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=args,
+                          train_dataset=train_dataset, processing_class=tokenizer)
+    index = trainer.build_partner_index()
+    emb = trainer.compute_sentence_embeddings()
+    points = emb if args.partner_distance != "hyperbolic" else to_poincare_ball(
+        emb, curvature=args.curvature, median_radius=args.ball_median_radius, clip_quantile=args.ball_clip_quantile,
+        center=args.ball_center,
+    )
+    sampled = args.partner_search == "sampled"
+    public = build_partner_index(
+        points, len(train_dataset), args.partner_distance, tau=args.tau, order=args.partner_order,
+        curvature=args.curvature, memory_bytes=args.partner_search_memory_mb * 2**20, show_progress=False,
+        representation="thresholds" if args.partner_index_max_mb == 0 else "lists",
+        sample_size=args.partner_search_sample_size if sampled else None, rule=args.partner_rule,
+        moment_reference_size=args.partner_search_sample_size, seed=args.seed,
+    )
+    if args.partner_index_max_mb == 0 or sampled:
+        assert index.candidates is None and public.candidates is None
+        assert torch.equal(index.thresholds, public.thresholds)
+        assert index.expected_k == public.expected_k
+        if public.moments is not None:
+            assert all(torch.equal(a, b) for a, b in zip(index.moments, public.moments))
+    else:
+        assert torch.equal(index.candidates, public.candidates)  # same lists, in the same order

@@ -1,7 +1,7 @@
 """What a ``run_dmix.py`` run reports: ``results.json``, ``predictions.csv`` and the table printed at the end.
 
-What lives here: :func:`effective_dmix_settings` (the DMIX record of results.json, derived from the config's one
-field list), :func:`build_results`, :func:`write_report` (both files, atomically) and :func:`print_summary`. What
+What lives here: :func:`build_results` (its DMIX record is ``DMixConfig.effective_dmix_settings()``, the config's one
+decision of which settings took effect), :func:`write_report` (both files, atomically) and :func:`print_summary`. What
 does not: the baseline and collapse checks (``outcome``), the model card and the Hub (``publish``).
 """
 
@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from ..config import DMIX_FIELDS
 from ..io import write_atomic
 from ..partners import describe_partner_index
 from .outcome import describe_majority_baseline, majority_baseline
@@ -24,35 +23,6 @@ from .outcome import describe_majority_baseline, majority_baseline
 RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.csv"
 SPLITS = ("validation", "test")
-
-# Settings that only matter when partners are chosen by distance: the ball, the embeddings and the partner search.
-_BALL_FIELDS = ("curvature", "ball_median_radius", "ball_clip_quantile", "ball_center")
-_DISTANCE_PREFIXES = ("partner_", "embedding_", "ball_")
-_EMBEDDING_MODEL_ONLY = ("embedding_text_column", "embedding_max_length")  # used only with embedding_model
-
-
-def effective_dmix_settings(training_args) -> dict[str, Any]:
-    """The DMIX settings that took effect, from :data:`hf_dmix.config.DMIX_FIELDS` (every setting the config adds).
-
-    None of the partner settings for plain fine-tuning; no geometry, embedding or partner-search settings when
-    partners are drawn uniformly (``random`` or ``tau = 1``); the ball only for hyperbolic distances; ``mix_layers``
-    only for hidden-state mixing. A setting this rule does not know about is recorded.
-    """
-    settings = {k: getattr(training_args, k) for k in DMIX_FIELDS}
-    if settings["mix_strategy"] == "none":
-        return {"mix_strategy": "none"}
-    drop: set[str] = set()
-    if settings["partner_distance"] == "random" or settings["tau"] >= 1.0:
-        drop |= {k for k in settings if k.startswith(_DISTANCE_PREFIXES) and k != "partner_distance"}
-        drop |= set(_BALL_FIELDS)
-    elif settings["partner_distance"] != "hyperbolic":
-        drop |= set(_BALL_FIELDS)
-    if settings.get("embedding_model") is None:
-        drop |= set(_EMBEDDING_MODEL_ONLY)
-    if settings["mix_strategy"] != "hidden":
-        drop.add("mix_layers")
-    return {k: v for k, v in settings.items() if k not in drop}
-
 
 def public_args(training_args) -> dict[str, Any]:
     """Training arguments as JSON, with every token-like value removed."""
@@ -113,7 +83,7 @@ def build_results(
         "model_type": model.config.model_type if hasattr(model, "config") else None,
         "model_parameters": num_parameters,
         "seed": training_args.seed,
-        "dmix": effective_dmix_settings(training_args),
+        "dmix": training_args.effective_dmix_settings(),
         "majority_baseline": majority_baseline(test_labels),
         "metrics": {s: evaluation.metrics[s] for s in SPLITS},
         "outcome": evaluation.outcome,

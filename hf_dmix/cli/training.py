@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..checkpoint import last_complete_checkpoint
+from ..checkpoint import resolve_resume as library_resolve_resume
 from ..collator import DMixDataCollator
 from ..data import DataError
 from ..metrics import load_metric, make_compute_metrics
@@ -41,29 +42,15 @@ def resume_argument(value: str | None) -> str | bool | None:
 
 
 def resolve_resume(training_args) -> str | None:
-    """The checkpoint this run resumes from (``None``: a fresh start), logged and set on ``training_args`` so that
-    results.json records the folder rather than ``true``. Checked before any data or model is loaded."""
+    """The checkpoint this run resumes from (``None``: a fresh start), set on ``training_args`` so that results.json
+    records the folder rather than ``true``. The choice itself (and its log line) is the library's
+    (:func:`hf_dmix.checkpoint.resolve_resume`); here it is made before any data or model is loaded."""
     value = resume_argument(training_args.resume_from_checkpoint)
-    if value is None:
-        return None
-    if value is True:
-        mixing = training_args.mix_strategy != "none"
-        path, skipped = last_complete_checkpoint(training_args.output_dir, need_dmix_state=mixing)
-        for folder in skipped:
-            logger.warning(
-                f"Skipping {folder}: it is incomplete (no trainer_state.json" + (" or dmix_state.json" if mixing else "")
-                + "), most likely because the run was killed while writing it."
-            )
-        if path is None:
-            raise DataError(
-                f"--resume_from_checkpoint true, but {training_args.output_dir!r} holds no complete checkpoint"
-                + (f" (skipped incomplete: {skipped})" if skipped else "")
-                + ". Pass a checkpoint folder, or start without --resume_from_checkpoint."
-            )
-        how = "the last complete checkpoint in --output_dir"
-    else:
-        path, how = value, "as given"
-    logger.info(f"Resuming from {path} ({how})")
+    try:
+        path = library_resolve_resume(value, training_args.output_dir,
+                                      need_dmix_state=training_args.mix_strategy != "none")
+    except ValueError as err:
+        raise DataError(str(err).replace("resume_from_checkpoint=True", "--resume_from_checkpoint true")) from None
     training_args.resume_from_checkpoint = path
     return path
 

@@ -1,0 +1,175 @@
+"""``DMixHubMixin``: the model card, ``dmix_config.json`` and checkpoint pushes of a ``DMixTrainer``.
+
+What lives here: the trainer methods that publish a run — the card's metadata defaults, the DMIX record, the card
+written as ``README.md`` (``create_model_card``, which ``push_to_hub`` calls), ``dmix_config.json`` beside every saved
+model and checkpoint, and the card and record of checkpoint pushes (``hub_strategy``). As TRL keeps card creation in its
+base trainer, these live apart from the training loop. What does not: the card's content (``cards.py``), the record's
+fields and Hub uploads (``hub.py``).
+
+The host class is a ``transformers.Trainer`` that also has ``mix_layers``, ``num_encoder_layers``,
+``partner_index_stats``, ``_mixing`` and ``_indexer`` (a :class:`~hf_dmix.indexer.PartnerIndexer`): ``DMixTrainer``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DMixHubMixin:
+    """Model card, DMIX record and Hub-push hooks for ``DMixTrainer`` (see the module docstring)."""
+
+    _CARD_METADATA_KEYS = ("language", "license", "tags", "finetuned_from", "dataset", "repo_id")
+
+    def set_model_card_metadata(self, **metadata: Any) -> None:
+        """Defaults for :meth:`create_model_card`, used by every card this trainer writes (checkpoint pushes too).
+
+        Keys: ``language`` (ISO 639-1 code(s)), ``license`` (Hub license id), ``tags``, ``finetuned_from`` (the base
+        model as given — a Hub id is published as ``base_model``, a local path only by its name), ``dataset`` (Hub
+        dataset id(s)), ``repo_id`` (the repository the card is for, if not ``args.hub_model_id``).
+        """
+        unknown = sorted(set(metadata) - set(self._CARD_METADATA_KEYS))
+        if unknown:
+            raise ValueError(f"Unknown model card metadata {unknown}; accepted: {list(self._CARD_METADATA_KEYS)}.")
+        current = dict(getattr(self, "_card_metadata", {}))
+        current.update({k: v for k, v in metadata.items() if v is not None})
+        self._card_metadata = current
+
+    def dmix_record(self, base_model: str | None = None) -> dict[str, Any]:
+        """The DMIX record of this run: what ``dmix_config.json`` holds and the model card shows.
+
+        See :func:`hf_dmix.hub.dmix_record`. ``base_model`` defaults to the ``finetuned_from`` card metadata, else
+        the model's (or the adapter's) ``name_or_path``.
+        """
+        from .hub import dmix_record
+
+        base_model = base_model or getattr(self, "_card_metadata", {}).get("finetuned_from")
+        return dmix_record(
+            self.args,
+            self.model,
+            mix_layers=self.mix_layers if self._mixing else None,
+            num_encoder_layers=self.num_encoder_layers,
+            partner_index_stats=self.partner_index_stats,
+            base_model=base_model,
+            embedding_source=self._indexer.source(self.args),
+        )
+
+    def create_model_card(
+        self,
+        language: str | list[str] | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Write the DMIX model card as ``README.md`` in ``args.output_dir`` (main process only).
+
+        Replaces ``Trainer``'s generic card (``push_to_hub`` calls it before uploading). The card is rendered from
+        the packaged template (:func:`hf_dmix.cards.render_model_card`): base model, datasets, languages, tags, the
+        ``model-index`` (test metrics of ``output_dir/results.json`` when present, else the last evaluation during
+        training), the DMIX and training hyperparameters, the label names, usage snippets and the DMIX citation;
+        ``output_dir/tau_sweep.png`` is embedded when present. Nothing is fetched from the Hub.
+
+        Arguments not given fall back to :meth:`set_model_card_metadata`. ``tasks``, ``dataset_tags`` and
+        ``dataset_args`` are accepted for compatibility with ``Trainer`` and ignored (the task — text, image or audio
+        classification — follows from the model type), and so is ``model_name`` (the card is named after the repository: ``args.hub_model_id``).
+        ``use_results=False`` ignores ``output_dir/results.json`` (checkpoint pushes: it may belong to an earlier run).
+        """
+        if not self.is_world_process_zero():
+            return
+        self._write_model_card(
+            self.args.output_dir,
+            use_results=kwargs.pop("use_results", True),
+            language=language,
+            license=license,
+            tags=tags,
+            finetuned_from=finetuned_from,
+            dataset=dataset,
+        )
+
+    def _write_model_card(self, output_dir: str, use_results: bool = True, **given: Any) -> str:
+        import json
+        import os
+
+        from .cards import TAU_SWEEP_PLOT_NAME, hub_repo_id, render_model_card
+        from .hub import README_NAME, RESULTS_NAME
+        from .io import write_atomic
+
+        meta = {**getattr(self, "_card_metadata", {}), **{k: v for k, v in given.items() if v is not None}}
+        tags = meta.get("tags") or []
+        tags = [tags] if isinstance(tags, str) else list(tags)
+        results = None
+        results_path = os.path.join(output_dir, RESULTS_NAME)
+        if use_results and os.path.isfile(results_path):
+            with open(results_path, encoding="utf-8") as f:
+                results = json.load(f)
+        repo_id = next(
+            (r for r in (meta.get("repo_id"), self.hub_model_id, self.args.hub_model_id) if hub_repo_id(r)), None
+        )
+        finetuned_from = meta.get("finetuned_from")
+        card = render_model_card(
+            self.dmix_record(finetuned_from),
+            results,
+            repo_id=repo_id,
+            base_model=hub_repo_id(finetuned_from),
+            datasets=meta.get("dataset"),
+            language=meta.get("language"),
+            license=meta.get("license"),
+            tags=tags,
+            validation_metrics=self._last_eval_metrics(),
+            tau_sweep_plot=TAU_SWEEP_PLOT_NAME if os.path.isfile(os.path.join(output_dir, TAU_SWEEP_PLOT_NAME)) else None,
+        )
+        path = os.path.join(output_dir, README_NAME)
+        write_atomic(path, str(card))
+        return path
+
+    def _last_eval_metrics(self) -> dict[str, float]:
+        """The metrics of the last evaluation during training, without the ``eval_`` prefix."""
+        for entry in reversed(self.state.log_history):
+            metrics = {k[len("eval_"):]: v for k, v in entry.items() if k.startswith("eval_")}
+            if any(k in metrics for k in ("macro_f1", "accuracy", "weighted_f1")):
+                return metrics
+        return {}
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """``Trainer._save``, plus ``dmix_config.json`` (the DMIX record) next to the model — checkpoints included.
+
+        The ``training_args.bin`` that ``Trainer`` saves holds no token: pickling a ``DMixConfig`` drops ``hub_token``.
+        """
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            from .hub import write_dmix_config
+
+            write_dmix_config(output_dir if output_dir is not None else self.args.output_dir, self.dmix_record())
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """Checkpoint pushes (``hub_strategy``) carry the DMIX card and ``dmix_config.json`` too.
+
+        ``Trainer`` uploads ``output_dir`` (and, for ``hub_strategy="checkpoint"``/``"all_checkpoints"``, the
+        checkpoint folder); both get the card of the training so far (metrics: the last evaluation, never a
+        ``results.json`` of an earlier run) and the record before the upload starts.
+        """
+        from transformers.trainer_utils import HubStrategy
+
+        if self.is_world_process_zero() and self.args.hub_strategy != HubStrategy.END:
+            import os
+            import shutil
+
+            from .hub import README_NAME, write_dmix_config
+
+            output_dir = self.args.output_dir
+            write_dmix_config(output_dir, self.dmix_record())
+            card = self._write_model_card(output_dir, use_results=False)
+            shutil.copyfile(card, os.path.join(checkpoint_folder, README_NAME))
+        super()._push_from_checkpoint(checkpoint_folder)
+
+    def wait_for_hub_pushes(self) -> None:
+        """Block until the checkpoint pushes started during training (``hub_strategy``) have finished.
+
+        Call it before publishing the final model yourself, so that a late checkpoint upload cannot overwrite it.
+        """
+        self._finish_current_push()

@@ -1,0 +1,329 @@
+"""``PartnerIndexer``: the one owner of a run's partner index.
+
+What lives here: everything about *the* index of a training run — its embeddings (and their cache, keyed by
+everything they depend on: the training set, the embedding settings and where the embeddings come from, the model's
+weights included), the points in the chosen space, the index itself (built through the one search path,
+:func:`hf_dmix.partners.search_partners`), its statistics and degenerate-index warning, its rebuilds (a setting
+changed, a ``hyperparameter_search`` trial, a partner refresh between epochs, a resumed refresh) and its reset at the
+start of a new run. It is the only writer of the collator's ``partner_index``. Sharding across processes is the
+:class:`Sharding` given with the inputs.
+
+What does not: the search itself (``partners.py``), embedding passes (``embeddings.py``), the statistics
+(``hubness.py``), when to build or refresh (``trainer.py`` decides, from ``Trainer``'s hooks), checkpoint files
+(``checkpoint.py``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.utils import logging
+
+from .collator import DMixDataCollator
+from .config import EMBEDDING_FIELDS, INDEX_FIELDS, DMixConfig
+from .embeddings import check_embeddings, embed_training_set, embedding_source, texts_of, weights_digest
+from .geometry import to_poincare_ball
+from .hubness import hubness_warning, partner_statistics
+from .partners import PartnerIndex, candidate_overlap, search_partners, top_tau_candidates
+from .trainset import base_dataset, feature_rows, labels_of
+
+logger = logging.get_logger(__name__)
+
+# Above this many examples the hyperbolic-vs-cosine overlap diagnostic (a second partner search) is skipped.
+_OVERLAP_MAX_EXAMPLES = 200_000
+
+
+@dataclass
+class Sharding:
+    """Which contiguous share of the training set this process embeds and searches, and how shards are joined."""
+
+    world_size: int = 1
+    rank: int = 0
+    # Gathers one equal-shaped tensor from every process, concatenated in rank order (e.g. accelerator.gather).
+    gather_all: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def rows(self, n: int) -> range:
+        """This process's contiguous share of ``range(n)`` (all of it in a single process)."""
+        size = -(-n // self.world_size)
+        return range(min(self.rank * size, n), min((self.rank + 1) * size, n))
+
+    def gather(self, local: torch.Tensor, n: int) -> torch.Tensor:
+        """Concatenate every process's shard of an ``(n, ...)`` tensor, in rank order, on every process (CPU)."""
+        if self.world_size == 1:
+            return local
+        size = -(-n // self.world_size)
+        # gather needs equal shapes: pad each shard to the common size and trim after.
+        padded = local.new_zeros((size, *local.shape[1:]))
+        padded[: local.shape[0]] = local
+        gathered = self.gather_all(padded).cpu()
+        return torch.cat([gathered[r * size : r * size + len(range(r * size, min((r + 1) * size, n)))]
+                          for r in range(self.world_size)])
+
+
+@dataclass
+class IndexInputs:
+    """What building the index reads, as the trainer holds it when a training loop starts."""
+
+    args: DMixConfig
+    dataset: Any  # the training set, rows carrying dmix_index
+    model: nn.Module  # the model being fine-tuned (its embeddings, unless an encoder or precomputed ones are used)
+    collate: Callable[[list[dict[str, Any]]], Any]  # pads feature rows for the embedding pass
+    feature_columns: set[str]  # the columns the model takes
+    sharding: Sharding
+    device: Any = None
+    show_progress: bool = False
+    # Digest of the weights the run started from (embeddings of the model being fine-tuned are keyed by it); None:
+    # the model's current weights.
+    weights: str | None = None
+
+
+class PartnerIndexer:
+    """Builds, keeps, refreshes and publishes the partner index of a training run.
+
+    Args:
+        sentence_embeddings: fixed ``(N, d)`` embeddings to search (``DMixTrainer(sentence_embeddings=...)``).
+        refresh_epochs: ``DMixConfig.partner_refresh_epochs`` (checked against fixed embeddings).
+
+    Attributes:
+        index, points, stats, warning: the current :class:`~hf_dmix.partners.PartnerIndex`, the points it was
+            searched in (CPU), its :func:`~hf_dmix.hubness.partner_statistics` and degenerate-index warning.
+        refreshes: one record per partner refresh of the current run; ``refreshed_epoch``: the last one's epoch.
+    """
+
+    def __init__(self, sentence_embeddings: Any = None, refresh_epochs: int = 0) -> None:
+        if refresh_epochs and sentence_embeddings is not None:
+            raise ValueError(
+                f"partner_refresh_epochs={refresh_epochs} re-embeds the training set with the model being "
+                "trained, but sentence_embeddings were given (fixed). Drop one of the two."
+            )
+        self.sentence_embeddings = sentence_embeddings
+        self.index: PartnerIndex | None = None
+        self.points: torch.Tensor | None = None
+        self.stats: dict[str, float] = {}
+        self.warning: str | None = None
+        self.refreshes: list[dict[str, float]] = []
+        self.refreshed_epoch: int | None = None
+        self._key: tuple | None = None
+        self._embeddings: tuple[tuple, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ keys
+
+    def source(self, args: DMixConfig) -> str:
+        """Where the embeddings come from: ``"precomputed"``, ``"embedding_model"`` or ``"model"``."""
+        return embedding_source(self.sentence_embeddings, args.embedding_model)
+
+    def embedding_key(self, inputs: IndexInputs) -> tuple:
+        """Everything the embeddings depend on: the training set, the settings, the source (the model's weights)."""
+        dataset, args = inputs.dataset, inputs.args
+        source = self.source(args)
+        weights = (inputs.weights or weights_digest(inputs.model)) if source == "model" else None
+        fingerprint = getattr(base_dataset(dataset), "_fingerprint", None)
+        return (len(dataset), fingerprint, source, weights, *(getattr(args, f) for f in EMBEDDING_FIELDS))
+
+    def index_key(self, inputs: IndexInputs) -> tuple:
+        """Everything the index depends on: the embeddings' key and every setting in ``INDEX_FIELDS``."""
+        return (self.embedding_key(inputs), *(getattr(inputs.args, f) for f in INDEX_FIELDS))
+
+    # ------------------------------------------------------------------ embeddings
+
+    def embed(self, inputs: IndexInputs) -> torch.Tensor:
+        """Embed the training set now (no cache): see :func:`hf_dmix.embeddings.embed_training_set`."""
+        args, dataset = inputs.args, inputs.dataset
+        base = base_dataset(dataset)
+        return embed_training_set(
+            len(dataset), precomputed=self.sentence_embeddings, embedding_model=args.embedding_model,
+            texts=partial(texts_of, base, args.embedding_text_column), model=inputs.model,
+            feature_rows=feature_rows(dataset, inputs.feature_columns), collate=inputs.collate,
+            pooling=args.embedding_pooling, batch_size=args.embedding_batch_size, max_length=args.embedding_max_length,
+            device=inputs.device, rows=inputs.sharding.rows(len(dataset)), gather=inputs.sharding.gather,
+            show_progress=inputs.show_progress,
+        )
+
+    def embeddings(self, inputs: IndexInputs) -> torch.Tensor:
+        """The cached embeddings if their key still holds, else a fresh (checked) embedding pass."""
+        key = self.embedding_key(inputs)
+        if self._embeddings is None or self._embeddings[0] != key:
+            emb = self.embed(inputs)
+            check_embeddings(emb)
+            self._embeddings = (key, emb)
+        return self._embeddings[1]
+
+    @property
+    def current_embeddings(self) -> torch.Tensor | None:
+        """The embeddings the current index was built from (``None`` when it needed none)."""
+        return None if self._embeddings is None else self._embeddings[1]
+
+    # ------------------------------------------------------------------ the index
+
+    def ensure(self, inputs: IndexInputs) -> PartnerIndex:
+        """The current index, rebuilt first when anything it depends on changed."""
+        if self.index is None or self._key != self.index_key(inputs):
+            self.build(inputs)
+        return self.index
+
+    def build(self, inputs: IndexInputs, embeddings: torch.Tensor | None = None) -> PartnerIndex:
+        """Embed (or reuse the embeddings), map into the chosen space, search, describe and log the index."""
+        args, n = inputs.args, len(inputs.dataset)
+        search = args.partner_search_settings()
+        search.check_candidate_count(n)
+        self._key = self.index_key(inputs)
+        emb = points = None
+        if search.needs_points(n):
+            emb = self.embeddings(inputs) if embeddings is None else embeddings
+            points = self._points(emb, args).to(args.device)
+        # Kept for pictures (plot): the space the candidates were chosen in, on the CPU.
+        self.points = None if points is None else points.detach().float().cpu()
+        self.index = search_partners(
+            points, n, search, rows=inputs.sharding.rows(n), gather=inputs.sharding.gather,
+            show_progress=inputs.show_progress,
+        )
+        self._describe(inputs, emb)
+        return self.index
+
+    @staticmethod
+    def _points(emb: torch.Tensor, args: DMixConfig) -> torch.Tensor:
+        if args.partner_distance != "hyperbolic":
+            return emb
+        return to_poincare_ball(
+            emb, curvature=args.curvature, median_radius=args.ball_median_radius,
+            clip_quantile=args.ball_clip_quantile, center=args.ball_center,
+        )
+
+    def _describe(self, inputs: IndexInputs, emb: torch.Tensor | None) -> None:
+        """Statistics, the degenerate warning and the cosine overlap of the new index; one log line."""
+        args, index, n = inputs.args, self.index, len(inputs.dataset)
+        self.stats = s = partner_statistics(index, labels_of(inputs.dataset))
+        self.warning = None
+        if emb is not None:
+            self.warning = hubness_warning(s, args.partner_rule)
+            s["degenerate"] = self.warning is not None
+            if self.warning is not None:
+                logger.warning(self.warning)
+        if args.partner_distance == "hyperbolic" and index.candidates is not None and n <= _OVERLAP_MAX_EXAMPLES:
+            # Would cosine have chosen the same candidates? If so, the geometry is not what DMIX adds here.
+            cosine = PartnerIndex(num_examples=n, candidates=top_tau_candidates(
+                emb.to(args.device), index.candidates_per_example, "cosine", args.partner_order,
+                memory_bytes=args.partner_search_memory_mb * 2**20,
+            ))
+            s["cosine_overlap"] = candidate_overlap(index, cosine)
+            s["cosine_overlap_chance"] = index.candidates_per_example / (n - 1)
+        logger.info(_log_line(args, s, n))
+
+    # ------------------------------------------------------------------ refresh and reset
+
+    def refresh_due(self, epoch: int | None, every: int) -> bool:
+        """Whether epoch ``epoch`` starts with a refresh (every ``every``-th epoch, once, when an index exists)."""
+        return (epoch is not None and self.index is not None and every > 0 and epoch > 0 and epoch % every == 0
+                and self.refreshed_epoch != epoch)
+
+    def refresh(self, inputs: IndexInputs, epoch: int) -> dict[str, float]:
+        """Embed the training set with the model as trained so far and rebuild the index from it (see
+        ``DMixTrainer.refresh_partner_index``); returns and keeps the record of the refresh."""
+        start = time.perf_counter()
+        previous = self.index
+        emb = self.embed(inputs)
+        check_embeddings(emb)
+        self.install(inputs, emb, epoch)
+        record = {"epoch": float(epoch), "seconds": time.perf_counter() - start}
+        if previous is not None and previous.candidates is not None and self.index.candidates is not None:
+            record["candidates_kept"] = candidate_overlap(previous, self.index)
+        # How the new index looks (the benchmarks compare it with the index of the untrained model).
+        record.update({k: float(self.stats[k]) for k in ("same_label_share", "top1pct_slot_share")
+                       if self.stats.get(k) is not None})
+        self.refreshes.append(record)
+        logger.info(
+            f"DMIX partner refresh at the start of epoch {epoch}: embedding pass and partner search took "
+            f"{record['seconds']:.1f} s"
+            + (f"; {record['candidates_kept']:.1%} of each example's candidates stayed." if "candidates_kept" in record else ".")
+        )
+        return record
+
+    def install(self, inputs: IndexInputs, embeddings: torch.Tensor, epoch: int) -> PartnerIndex:
+        """Rebuild the index from the embeddings of the refresh at ``epoch`` (computed now, or read back from a
+        checkpoint); they stay the current embeddings until the next reset."""
+        self._embeddings = (("refresh", epoch, self.embedding_key(inputs)), embeddings)
+        self.build(inputs, embeddings=embeddings)
+        self.refreshed_epoch = epoch
+        return self.index
+
+    def reset(self) -> None:
+        """A new training run: forget its refreshes, so the index is built again from the model as it now is."""
+        if self.refreshed_epoch is not None:
+            self.refreshed_epoch = None
+            self._embeddings = None
+            self._key = None
+        self.refreshes = []
+
+    # ------------------------------------------------------------------ the collator
+
+    def publish(self, collator: Any, active: bool = True) -> None:
+        """Make ``collator`` draw from the current index (``active=False``: from none, so it only pads)."""
+        if isinstance(collator, DMixDataCollator):
+            collator.partner_index = self.index if active else None
+
+    @contextmanager
+    def suspended(self, collator: Any) -> Iterator[None]:
+        """No partners while the block runs (evaluation on training rows); the previous index afterwards."""
+        if not isinstance(collator, DMixDataCollator):
+            yield
+            return
+        index, collator.partner_index = collator.partner_index, None
+        try:
+            yield
+        finally:
+            collator.partner_index = index
+
+    # ------------------------------------------------------------------ pictures
+
+    def plot(self, output_dir: str, args: DMixConfig, labels: torch.Tensor | None, label_names: dict,
+             max_points: int = 5000) -> dict[str, str]:
+        """``partners.png`` and ``k_occurrence.png`` of the current index in ``output_dir`` (see
+        ``DMixTrainer.plot_partner_index``); ``{}`` when there is nothing to draw."""
+        import os
+
+        from .plotting import plot_k_occurrence, plot_partners
+
+        if self.index is None or self.points is None:
+            return {}
+        os.makedirs(output_dir, exist_ok=True)
+        names = [str(label_names.get(i, i)) for i in range(int(labels.max()) + 1)] if labels is not None else None
+        hyperbolic = args.partner_distance == "hyperbolic"
+        space = "Poincaré distance" if hyperbolic else f"{args.partner_distance} distance"
+        what = f"{args.partner_rule} rule, {args.partner_order}, τ = {args.tau}, {space}"
+        drawn = plot_partners(
+            self.points if hyperbolic else _unit_ball(self.points), self.index, labels, names,
+            path=os.path.join(output_dir, "partners.png"), curvature=args.curvature if hyperbolic else 1.0,
+            title=f"Training set and DMIX candidates ({what})", max_points=max_points,
+        )
+        histogram = plot_k_occurrence(
+            self.index, path=os.path.join(output_dir, "k_occurrence.png"),
+            title=f"k-occurrence of the candidate sets ({what})",
+        )
+        return {"partners": drawn, "k_occurrence": histogram}
+
+
+def _unit_ball(points: torch.Tensor) -> torch.Tensor:
+    """Euclidean/cosine points scaled into the unit disk for drawing (one factor: the picture keeps their ratios)."""
+    return points / (points.norm(dim=-1).max().clamp_min(1e-12) * (1 + 1e-3))
+
+
+def _log_line(args: DMixConfig, s: dict[str, float], n: int) -> str:
+    return (
+        f"DMIX partner index ({args.partner_distance}, {args.partner_rule} rule, {args.partner_order}, "
+        f"tau={args.tau}): {int(s['candidates_per_example'])} candidates per example out of {n - 1}; "
+        f"{s['distinct_candidate_share']:.1%} of the training set appears as a candidate; the most frequent 1% "
+        f"of examples hold {s['top1pct_slot_share']:.1%} of candidate slots (random: "
+        f"{s['random_top1pct_slot_share']:.1%}); k-occurrence skewness {s['k_occurrence_skewness']:.2f} (random: "
+        f"{s['random_k_occurrence_skewness']:.2f})"
+        + (f"; same-label share {s['same_label_share']:.1%} (random: {s['random_same_label_share']:.1%})"
+           if "same_label_share" in s else "")
+        + (f"; the hyperbolic candidate sets share {s['cosine_overlap']:.1%} of their members with the cosine "
+           f"top-tau sets ({s['cosine_overlap_chance']:.1%} by chance)." if "cosine_overlap" in s else ".")
+    )
