@@ -57,13 +57,18 @@ class TimedCollator(DMixDataCollator):
     """Accumulates the time spent in the collator (dataloader workers are off, so it runs in this process)."""
 
     spent: float = 0.0
+    tokens: int = 0  # padded positions per batch (rows × padded length): what the forward and backward pay for
+    batches: int = 0
 
     def __call__(self, features):
         t = CLOCK()
         try:
-            return super().__call__(features)
+            batch = super().__call__(features)
         finally:
             TimedCollator.spent += CLOCK() - t
+        TimedCollator.tokens += batch["input_ids"].numel()
+        TimedCollator.batches += 1
+        return batch
 
 
 VARIANTS = {"none": ("none", False), "hidden": ("hidden", False), "hidden-ad": ("hidden", True)}
@@ -76,7 +81,8 @@ def run_once(variant: str, args: argparse.Namespace, path: str, tokenizer, datas
         output_dir=os.path.join(args.tmp, variant), max_steps=args.steps + args.warmup, report_to="none",
         save_strategy="no", disable_tqdm=True, per_device_train_batch_size=args.batch_size, logging_steps=10_000,
         mix_strategy=strategy, tau=0.3, seed=0, bf16=args.bf16, use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0, anchor_dominant=anchor_dominant,
+        dataloader_num_workers=0, **({"anchor_dominant": True} if anchor_dominant else {}),
+        **({"partner_rule": args.partner_rule} if args.partner_rule else {}),
     )
     timer = StepTimer(args.warmup)
     trainer = DMixTrainer(
@@ -85,7 +91,7 @@ def run_once(variant: str, args: argparse.Namespace, path: str, tokenizer, datas
     )
     if strategy != "none":
         trainer.build_partner_index()  # not part of the step time
-    TimedCollator.spent = 0.0
+    TimedCollator.spent, TimedCollator.tokens, TimedCollator.batches = 0.0, 0, 0
     t0 = CLOCK()
     trainer.train()
     total = CLOCK() - t0
@@ -93,7 +99,8 @@ def run_once(variant: str, args: argparse.Namespace, path: str, tokenizer, datas
     # Mixed examples in the loss per step: 2B rows by default, B with anchor-dominant mixing (and B plain rows).
     rows = args.batch_size * (2 if strategy != "none" and not anchor_dominant else 1)
     return {"step_s": step, "examples_per_s": rows / step, "anchors_per_s": args.batch_size / step,
-            "collator_share": TimedCollator.spent / total}
+            "collator_share": TimedCollator.spent / total,
+            "tokens_per_step": TimedCollator.tokens / max(1, TimedCollator.batches)}
 
 
 def main() -> None:
@@ -106,6 +113,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--tmp", default="/tmp/dmix-step-time")
+    parser.add_argument("--partner-rule", default=None,
+                        help="partner rule of the DMIX runs (default: the library's); the rule decides which partners "
+                        "share a batch, and so how long the padded [anchors; partners] batch is")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--cpu-time", action="store_true",
                         help="CPU only: one intra-op thread and this process's CPU time instead of wall time, so that "
@@ -129,6 +139,7 @@ def main() -> None:
     for _ in range(args.repeats):
         for variant in args.variants:
             results[variant].append(run_once(variant, args, path, tokenizer, dataset))
+    tokens = {v: statistics.median(r["tokens_per_step"] for r in results[v]) for v in results}
 
     def med(strategy, key):
         return statistics.median(r[key] for r in results[strategy])
@@ -137,14 +148,15 @@ def main() -> None:
     device += ", process CPU time" if args.cpu_time else ", wall time"
     print(f"\n{args.model}, batch {args.batch_size} anchors, max length {args.max_seq_length}, {args.steps} timed steps, "
           f"median of {args.repeats} alternating repeats, {device}{', bf16' if args.bf16 else ''}\n")
-    print("| run | step (s) | examples/s | anchors/s | collator share |")
-    print("|---|---|---|---|---|")
+    print("| run | step (s) | examples/s | anchors/s | collator share | padded tokens per step |")
+    print("|---|---|---|---|---|---|")
     for strategy, label in (("none", "plain fine-tuning"), ("hidden", "DMIX (hidden)"),
                             ("hidden-ad", "DMIX (hidden, anchor-dominant)")):
         if strategy not in results:
             continue
         print(f"| {label} | {med(strategy, 'step_s'):.4f} | {med(strategy, 'examples_per_s'):.1f} | "
-              f"{med(strategy, 'anchors_per_s'):.1f} | {100 * med(strategy, 'collator_share'):.1f} % |")
+              f"{med(strategy, 'anchors_per_s'):.1f} | {100 * med(strategy, 'collator_share'):.1f} % | "
+              f"{tokens[strategy]:.0f} |")
     if "hidden-ad" in results and "hidden" in results:
         ad = [a["anchors_per_s"] / h["anchors_per_s"] for a, h in zip(results["hidden-ad"], results["hidden"])]
         print(f"\nanchor-dominant anchors/s ÷ two-row DMIX anchors/s: {statistics.median(ad):.3f} (per repeat: "
