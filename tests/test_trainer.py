@@ -244,6 +244,14 @@ def test_float_labels_rejected(tmp_path, tokenizer, train_dataset):
         DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path), train_dataset=ds, processing_class=tokenizer)
 
 
+def test_string_labels_rejected_naming_class_encode_column(tmp_path, tokenizer, train_dataset):
+    # A CSV label column read as strings stays strings after a map writes ints into it (datasets 5.x).
+    labels = [str(v) for v in train_dataset["label"]]
+    ds = train_dataset.remove_columns("label").add_column("label", labels)
+    with pytest.raises(ValueError, match=r"integer class ids, got the string '[01]'.*class_encode_column\('label'\)"):
+        DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path), train_dataset=ds, processing_class=tokenizer)
+
+
 @pytest.mark.parametrize(
     "overrides, pattern",
     [
@@ -317,7 +325,9 @@ def test_deepcopy_safe_config(tmp_path):
     assert copy.deepcopy(args).mix_layers == [1, 3]
     assert args.ddp_find_unused_parameters is False and args.ddp_broadcast_buffers is False
     assert args.learning_rate == 1e-3
-    assert DMixConfig(output_dir=str(tmp_path), report_to="none").learning_rate == 2e-5
+    # Swapping TrainingArguments for DMixConfig changes no hyperparameter (issue 16, item 0a).
+    plain, dmix = TrainingArguments(output_dir=str(tmp_path)), DMixConfig(output_dir=str(tmp_path), report_to="none")
+    assert (dmix.learning_rate, dmix.weight_decay) == (plain.learning_rate, plain.weight_decay) == (5e-5, 0.0)
 
 
 def test_lora_model_trains_adapters_only(tmp_path, tokenizer, train_dataset):

@@ -37,6 +37,10 @@ PRESETS: dict[str, dict[str, Any]] = {
                    "partner_order": "farthest", "anchor_dominant": False},
 }
 
+# The paper's training setup (Sec. 3): run_dmix.py's defaults under every explicit value and preset. DMixConfig itself
+# keeps TrainingArguments' defaults (5e-5, 0.0), so that a script that swaps the class trains as it did before.
+PAPER_HYPERPARAMETERS: dict[str, Any] = {"learning_rate": 2e-5, "weight_decay": 0.01}
+
 
 @dataclass
 class ModelArguments:
@@ -218,6 +222,7 @@ def parse_args(
         file_config = read_config_file(argv.pop(0), parser)
         parser.set_defaults(**file_config)
     explicit = explicit_keys(argv, file_config)
+    parser.set_defaults(**{k: v for k, v in PAPER_HYPERPARAMETERS.items() if k not in explicit})
     # Apply the preset as defaults under the explicit values: parse once to read the preset, then again.
     try:
         model_args, data_args, _, _ = parser.parse_args_into_dataclasses(args=argv)
