@@ -671,3 +671,32 @@ def test_the_public_search_gives_exactly_the_trainers_index(tmp_path, tokenizer,
             assert all(torch.equal(a, b) for a, b in zip(index.moments, public.moments))
     else:
         assert torch.equal(index.candidates, public.candidates)  # same lists, in the same order
+
+
+@pytest.mark.parametrize("log_level, shown", [("passive", True), ("info", True), ("warning", False), ("error", False)])
+def test_partner_index_summary_is_shown_to_a_plain_script(tmp_path, tokenizer, train_dataset, caplog, log_level, shown):
+    # A script that configured no logging: the root logger drops INFO, as it does for a plain Python user.
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    trainer = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path, log_level=log_level),
+                          train_dataset=train_dataset, processing_class=tokenizer)
+    trainer.build_partner_index()
+    summary = [r for r in caplog.records if r.getMessage().startswith("DMIX partner index (")]
+    assert len(summary) == (1 if shown else 0), [r.getMessage() for r in caplog.records]
+    if shown:
+        assert "candidates per example" in summary[0].getMessage()
+
+
+def test_partner_index_summary_only_on_the_main_process():
+    import logging
+    from types import SimpleNamespace
+
+    from hf_dmix.indexer import show_summary
+
+    def args(should_log, level, log_level="info"):
+        return SimpleNamespace(should_log=should_log, log_level=log_level, get_process_log_level=lambda: level)
+
+    assert show_summary(args(True, logging.INFO), "x")
+    assert not show_summary(args(False, logging.DEBUG), "x")  # a replica, whatever log_level_replica says
+    assert not show_summary(args(True, logging.ERROR, "passive"), "x")  # the script silenced transformers
