@@ -280,14 +280,32 @@ def test_plain_training_arguments_rejected(tmp_path, tokenizer, train_dataset):
         DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=args, train_dataset=train_dataset, processing_class=tokenizer)
 
 
-def test_wrong_collator_rejected(tmp_path, tokenizer, train_dataset):
-    with pytest.raises(TypeError, match="must be a DMixDataCollator.*DataCollatorWithPadding"):
-        DMixTrainer(
-            model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
-            args=_args(tmp_path),
-            train_dataset=train_dataset,
-            data_collator=DataCollatorWithPadding(tokenizer),
-        )
+def test_users_collator_is_wrapped_and_mixes(tmp_path, tokenizer, train_dataset):
+    # Issue 16, item 0: the script's own collator builds the 2B-row batch; DMIX attaches the partners.
+    trainer = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path),
+                          train_dataset=train_dataset, data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8))
+    assert isinstance(trainer.data_collator, DMixDataCollator)
+    seen = []
+    original = trainer.mixer.activate
+    trainer.mixer.activate = lambda *a, **k: (seen.append(a), original(*a, **k))[1]
+    assert trainer.train().global_step == 3 and len(seen) == 3
+    features = train_dataset.remove_columns("text")
+    batch = trainer.data_collator([{**features[i], "dmix_index": i} for i in range(4)])
+    assert batch["input_ids"].shape[0] == 8 and batch["input_ids"].shape[1] % 8 == 0
+
+
+def test_collator_that_reorders_rows_is_refused(tmp_path, tokenizer, train_dataset):
+    from hf_dmix.collator import CollatorLayoutError
+
+    pad = DataCollatorWithPadding(tokenizer)
+
+    def sort_by_label(rows):
+        return pad(sorted(rows, key=lambda r: r["label"]))
+
+    trainer = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path, tau=1.0),
+                          train_dataset=train_dataset, data_collator=sort_by_label)
+    with pytest.raises(CollatorLayoutError, match="sort_by_label changed the order of the examples"):
+        trainer.train()
 
 
 def test_streaming_dataset_rejected(tmp_path, tokenizer, train_dataset):
