@@ -608,3 +608,16 @@ def test_the_script_stays_a_short_main_of_named_steps():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 length = node.end_lineno - min([node.lineno, *(d.lineno for d in node.decorator_list)]) + 1
                 assert length <= 80, f"{path.name}:{node.name} has {length} lines"
+
+
+def test_cli_defaults_are_the_papers_hyperparameters_under_explicit_values(tmp_path):
+    # DMixConfig keeps TrainingArguments' defaults (issue 16, item 0a); run_dmix.py keeps the paper's as its own.
+    out = ["--dataset_name", "demo", "--output_dir", str(tmp_path / "o")]
+    _, _, a, _, _ = run_dmix.parse_args(out)
+    assert (a.learning_rate, a.weight_decay) == (2e-5, 0.01)
+    _, _, a, _, _ = run_dmix.parse_args([*out, "--preset", "mixup", "--learning_rate", "1e-3", "--weight_decay", "0"])
+    assert (a.learning_rate, a.weight_decay) == (1e-3, 0.0)
+    config = tmp_path / "c.yaml"
+    config.write_text("learning_rate: 5.0e-5\nweight_decay: 0.0\n")
+    _, _, a, _, _ = run_dmix.parse_args([str(config), *out])
+    assert (a.learning_rate, a.weight_decay) == (5e-5, 0.0)
