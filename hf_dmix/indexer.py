@@ -140,7 +140,8 @@ class PartnerIndexer:
         base = base_dataset(dataset)
         return embed_training_set(
             len(dataset), precomputed=self.sentence_embeddings, embedding_model=args.embedding_model,
-            texts=partial(texts_of, base, args.embedding_text_column), model=inputs.model,
+            texts=partial(texts_of, base, args.embedding_text_column,
+                          pair_column=args.embedding_text_pair_column), model=inputs.model,
             feature_rows=feature_rows(dataset, inputs.feature_columns), collate=inputs.collate,
             pooling=args.embedding_pooling, batch_size=args.embedding_batch_size, max_length=args.embedding_max_length,
             device=inputs.device, rows=inputs.sharding.rows(len(dataset)), gather=inputs.sharding.gather,

@@ -139,7 +139,18 @@ class DataArguments:
     )
     validation_file: str | None = field(default=None, metadata={"help": "Local validation file (optional)."})
     test_file: str | None = field(default=None, metadata={"help": "Local test file (optional)."})
-    text_column: str = field(default="text", metadata={"help": "Column with the text."})
+    text_column: str = field(
+        default="text",
+        metadata={"help": "Column with the text; several columns, comma-separated (title,body), are joined with "
+                  "--text_column_delimiter into one text, as run_classification.py's --text_column_names does."},
+    )
+    text_column_delimiter: str = field(default=" ", metadata={"help": "Joins the columns of --text_column."})
+    text_pair_column: str | None = field(
+        default=None,
+        metadata={"help": "Sentence-pair tasks (MRPC, RTE, QNLI style): the column with the second text, passed to "
+                  "the tokenizer as text_pair (as run_glue.py does). Partner search embeds the pair as the model "
+                  "reads it."},
+    )
     image_column: str = field(default="image", metadata={"help": "Column with the images (image modality)."})
     audio_column: str = field(
         default="wav",
@@ -232,6 +243,8 @@ def parse_args(
     except ValueError as err:  # DMixConfig / TrainingArguments validation
         raise DataError(str(err)) from err
     resolve_data_source(data_args, explicit_keys(argv, {}), file_config)
+    if data_args.text_pair_column and "embedding_text_pair_column" not in explicit:
+        training_args.embedding_text_pair_column = "text_pair"  # the loaded data's second text (an --embedding_model's)
     return model_args, data_args, training_args, hub_args, explicit
 
 
