@@ -2,7 +2,7 @@
 
 What lives here: reading a Hub dataset or local CSV / JSON / Parquet files through ``datasets``; the official splits
 that a ``split`` column of a single table names (for text, images and audio alike); checking the text and label
-columns; mapping string or integer labels to contiguous ids; a stratified, duplicate-aware split with a fixed seed
+columns (several text columns joined into one text, and the second text of a sentence pair); mapping string or integer labels to contiguous ids; a stratified, duplicate-aware split with a fixed seed
 when the data has no official split; counting duplicate texts and how the splits share them (with
 ``diagnostics.duplicate_stats``); the bundled SMS Spam Collection sample the README's quick start trains on
 (``demo_data_files``); and a generated toy dataset for timing runs that need no data file.
