@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None):
     padding = "max_length" if data_args.pad_to_max_length else False
     label_to_id = {v: i for i, v in enumerate(label_list)}
     model.config.label2id = label_to_id
-    model.config.id2label = {id: label for label, id in config.label2id.items()}
+    model.config.id2label = {id: label for label, id in label_to_id.items()}
     max_seq_length = min(data_args.max_seq_length, tokenizer.model_max_length)
 
     def preprocess_function(examples):
@@ -130,7 +130,10 @@ def main(argv: list[str] | None = None):
     )
 
     if training_args.do_train:
-        train_result = trainer.train()
+        checkpoint = None
+        if training_args.resume_from_checkpoint is not None:
+            checkpoint = training_args.resume_from_checkpoint
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
         metrics = train_result.metrics
         metrics["train_samples"] = len(train_dataset)
         trainer.save_model()
