@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import os
 
+import pytest
 import torch
 from conftest import make_sentences, tiny_model, train_tokenizer
 from run_classification_flow import main
@@ -25,7 +26,9 @@ def _write_csv(path, texts, labels) -> str:
     return str(path)
 
 
-def test_run_classification_flow_at_its_defaults_mixes_with_default_data_collator(tmp_path, monkeypatch):
+@pytest.mark.parametrize("pad_to_max_length", ["true", "false"])
+def test_run_classification_flow_at_its_defaults_mixes_with_default_data_collator(tmp_path, monkeypatch, pad_to_max_length):
+    # "true" is the script's default (padding="max_length" + default_data_collator); "false" passes no collator.
     texts, labels = make_sentences(60, seed=3)
     tokenizer = train_tokenizer(texts)
     model_dir = tmp_path / "model"
@@ -62,7 +65,7 @@ def test_run_classification_flow_at_its_defaults_mixes_with_default_data_collato
         files["validation"], "--test_file", files["test"], "--text_column_names", "text", "--max_seq_length", "24",
         "--do_train", "--do_eval", "--do_predict", "--output_dir", str(out), "--per_device_train_batch_size", "4",
         "--max_steps", "4", "--use_cpu", "true", "--report_to", "none", "--save_strategy", "no",
-        "--disable_tqdm", "true", "--tau", "0.3", "--seed", "0",
+        "--disable_tqdm", "true", "--tau", "0.3", "--seed", "0", "--pad_to_max_length", pad_to_max_length,
     ]
     from hf_dmix.mixing import HiddenStateMixer
 
@@ -72,16 +75,20 @@ def test_run_classification_flow_at_its_defaults_mixes_with_default_data_collato
     trainer, predictions = main(argv)
 
     # The script's own collator built the batches: padding="max_length" rows, 2B of them, no DMIX padding.
-    assert trainer.data_collator.collate_fn.__name__ == "default_data_collator"
+    wrapped = trainer.data_collator.collate_fn
+    assert (wrapped.__name__ == "default_data_collator") if pad_to_max_length == "true" else wrapped is None
     assert trainer.state.global_step == 4 and len(activations) == 4, "every training step mixed"
     assert len(batches) == 4
     train = trainer.train_dataset
     candidates = trainer.partner_index.candidates
     for batch, (anchors, partners) in zip(batches, draws):
-        assert batch["input_ids"].shape == (8, 24)
+        assert batch["input_ids"].shape[0] == 8
+        if pad_to_max_length == "true":
+            assert batch["input_ids"].shape == (8, 24)
         assert torch.equal(batch["dmix_partner_ids"], partners)
         for row, example in enumerate(anchors.tolist() + partners.tolist()):
-            assert batch["input_ids"][row].tolist() == train[example]["input_ids"]
+            ids = batch["input_ids"][row][: len(train[example]["input_ids"])].tolist()
+            assert ids == train[example]["input_ids"]
             assert int(batch["labels"][row]) == train[example]["label"]
         for anchor, partner in zip(anchors.tolist(), partners.tolist()):
             assert partner != anchor and partner in candidates[anchor].tolist()
