@@ -81,7 +81,8 @@ def run_once(variant: str, args: argparse.Namespace, path: str, tokenizer, datas
         output_dir=os.path.join(args.tmp, variant), max_steps=args.steps + args.warmup, report_to="none",
         save_strategy="no", disable_tqdm=True, per_device_train_batch_size=args.batch_size, logging_steps=10_000,
         mix_strategy=strategy, tau=0.3, seed=0, bf16=args.bf16, use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0, **({"anchor_dominant": True} if anchor_dominant else {}),
+        dataloader_num_workers=0, learning_rate=2e-5, weight_decay=0.01,
+        **({"anchor_dominant": True} if anchor_dominant else {}),
         **({"partner_rule": args.partner_rule} if args.partner_rule else {}),
     )
     timer = StepTimer(args.warmup)

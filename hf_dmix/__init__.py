@@ -1,12 +1,12 @@
 """hf-dmix: DMIX (distance-constrained interpolative mixup) for Hugging Face ``transformers`` classifiers.
 
-Swap three names in an existing fine-tuning script::
+Swap two names in an existing fine-tuning script (its own data collator is kept and wrapped)::
 
-    from hf_dmix import DMixConfig, DMixDataCollator, DMixTrainer
+    from hf_dmix import DMixConfig, DMixTrainer
 
     args = DMixConfig(output_dir="out", tau=0.3, partner_distance="hyperbolic")
     trainer = DMixTrainer(model=model, args=args, train_dataset=train, eval_dataset=dev,
-                          data_collator=DMixDataCollator(tokenizer), processing_class=tokenizer)
+                          data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer)
     trainer.train()
 
 Text (BERT, RoBERTa/XLM-R, ELECTRA, DistilBERT, DeBERTa-v2, ModernBERT), images (ViT, DeiT) and audio (wav2vec2,

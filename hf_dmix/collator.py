@@ -10,11 +10,17 @@ the same order, padded together to one length; ``dmix_partner_ids`` (``B`` ints)
 indices and marks the batch as one to mix. An example is an anchor when it carries the ``dmix_index`` column that
 :class:`~hf_dmix.DMixTrainer` adds to the training set; evaluation examples don't, so evaluation batches are padded
 and returned as they are.
+
+The padding can be the user's own collator (``collate_fn``: ``default_data_collator``, ``DataCollatorWithPadding``,
+any callable from a list of examples to a batch), which is what :class:`~hf_dmix.DMixTrainer` sets when a script
+passes its own ``data_collator``: that collator builds the ``2B``-row batch from the anchors' and partners' features,
+and this one only draws the partners and attaches their ids. A collator that drops or reorders rows cannot carry a
+pair layout and is refused at the first training batch (:class:`CollatorLayoutError`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +51,10 @@ class DMixDataCollator:
         padding, max_length, pad_to_multiple_of, return_tensors: as in ``DataCollatorWithPadding``.
         seed: seed of the partner draws. Each process and each dataloader worker derives its own stream from it.
         index_column: name of the column that carries the dataset index of an anchor.
+        collate_fn: the collator that turns a list of examples into a batch, in place of the padding chosen from
+            ``tokenizer`` (then ``tokenizer``, ``padding``, ``max_length`` and ``pad_to_multiple_of`` are unused).
+            ``DMixTrainer`` sets it to the ``data_collator`` a script passes. It receives the ``2B`` anchor and partner
+            examples of a training batch (``dmix_index`` removed) and every evaluation batch as it is.
 
     Partner draws are counter-based: the ``b``-th training batch this collator draws for (``batches_drawn == b``)
     uses a generator seeded from ``(seed, b)``. Its whole state is therefore one integer, which ``DMixTrainer``
@@ -61,6 +71,7 @@ class DMixDataCollator:
     return_tensors: str = "pt"
     seed: int = 0
     index_column: str = INDEX_COLUMN
+    collate_fn: Callable[[list[dict[str, Any]]], Mapping[str, Any]] | None = None
     batches_drawn: int = field(default=0, init=False)
     _worker_key: Any = field(default=None, init=False, repr=False)
     _column_view: Any = field(default=None, init=False, repr=False)
@@ -68,7 +79,7 @@ class DMixDataCollator:
     def __post_init__(self) -> None:
         if self.return_tensors != "pt":
             raise ValueError(f"DMixDataCollator returns PyTorch tensors only; got return_tensors={self.return_tensors!r}.")
-        self._pad = make_padder(self.tokenizer, self.padding, self.max_length, self.pad_to_multiple_of)
+        self._pad = self.collate_fn or make_padder(self.tokenizer, self.padding, self.max_length, self.pad_to_multiple_of)
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if not features:
@@ -81,7 +92,10 @@ class DMixDataCollator:
         self.batches_drawn += 1
         anchor_rows = [self._strip(f) for f in features]
         keys = list(anchor_rows[0])
-        batch = dict(self._pad(anchor_rows + self._fetch(partners.tolist(), keys)))
+        rows = anchor_rows + self._fetch(partners.tolist(), keys)
+        batch = dict(self._pad(rows))
+        if self.collate_fn is not None:
+            check_pair_layout(batch, rows, self.collate_fn)
         batch[PARTNER_IDS_KEY] = partners
         return batch
 
@@ -122,6 +136,41 @@ class DMixDataCollator:
         # collator seeds share streams shifted by one batch).
         seed = int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]) % 2**63
         return torch.Generator().manual_seed(seed)
+
+
+class CollatorLayoutError(ValueError):
+    """The user's collator did not return one row per example, in order: DMIX's ``[anchors; partners]`` layout is lost."""
+
+
+def check_pair_layout(batch: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], collate_fn: Any) -> None:
+    """Refuse a batch whose rows are not the ``2B`` examples in the order given (anchors, then their partners).
+
+    Every tensor must have ``2B`` rows, and the labels must be the examples' labels in order: a collator that drops,
+    adds, sorts or shuffles rows would pair anchors with the wrong partners and labels, silently.
+    """
+    name = getattr(collate_fn, "__name__", None) or type(collate_fn).__name__
+    n = len(rows)
+    short = {k: tuple(v.shape) for k, v in batch.items() if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] != n}
+    if short:
+        raise CollatorLayoutError(
+            f"The data collator {name} returned {short} for a training batch of {n} examples ({n // 2} anchors, then "
+            f"their {n // 2} partners); DMIX needs one row per example, in order. Use a collator that keeps every "
+            "example (default_data_collator, DataCollatorWithPadding) or leave data_collator unset."
+        )
+    label_key = next((k for k in _LABEL_KEYS if k in rows[0]), None)
+    got = next((batch[k] for k in ("labels", "label", "label_ids") if k in batch), None)
+    if label_key is None or got is None:
+        raise CollatorLayoutError(
+            f"The data collator {name} returned no labels for a training batch (keys {sorted(batch)}); DMIX computes "
+            "the mixed loss from the anchors' and partners' labels."
+        )
+    expected = torch.as_tensor([int(r[label_key]) for r in rows])
+    if not torch.equal(torch.as_tensor(got).reshape(-1).long().cpu(), expected):
+        raise CollatorLayoutError(
+            f"The data collator {name} changed the order of the examples (the batch's labels are not the examples' "
+            "labels in order); DMIX lays a training batch out as anchors, then their partners in the same order. "
+            "Use a collator that keeps the examples' order."
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- padding

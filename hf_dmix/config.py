@@ -34,7 +34,9 @@ PARTNER_FIELDS: tuple[str, ...] = ("partner_distance", "tau", "partner_order", "
 BALL_FIELDS: tuple[str, ...] = ("curvature", "ball_median_radius", "ball_clip_quantile", "ball_center")
 # What the sentence embeddings depend on, besides the training set and where they come from (the model's weights,
 # an encoder, precomputed). embedding_batch_size is not here: it changes only the padding of the embedding batches.
-EMBEDDING_FIELDS: tuple[str, ...] = ("embedding_model", "embedding_text_column", "embedding_pooling", "embedding_max_length")
+EMBEDDING_FIELDS: tuple[str, ...] = (
+    "embedding_model", "embedding_text_column", "embedding_text_pair_column", "embedding_pooling", "embedding_max_length",
+)
 SEARCH_FIELDS: tuple[str, ...] = ("partner_search", "partner_search_sample_size", "partner_index_max_mb")
 # Settings of how the work is done, which change no number of the run.
 RESOURCE_FIELDS: tuple[str, ...] = ("embedding_batch_size", "partner_search_memory_mb", "save_on_sigterm")
@@ -114,6 +116,10 @@ class DMixConfig(TrainingArguments):
             text of ``embedding_text_column``.
         embedding_text_column (`str`, defaults to `"text"`):
             Column with the raw text, used only with ``embedding_model``.
+        embedding_text_pair_column (`str` or `None`, defaults to `None`):
+            For sentence-pair tasks: the column with the second text, passed with ``embedding_text_column`` to the
+            encoder's tokenizer as ``text_pair`` (the pair as a pair model reads it). Used only with
+            ``embedding_model``; without one, the model being fine-tuned embeds its own (pair) features.
         embedding_pooling (`str`, defaults to `"mean"`):
             `"mean"` (attention-masked mean of the last hidden state) or `"cls"` (first token).
         embedding_batch_size (`int`, defaults to `64`):
@@ -157,16 +163,15 @@ class DMixConfig(TrainingArguments):
             multi-process runs the request is shared across processes at each step end (one scalar all-reduce), so
             all processes stop at the same step even if only one got the signal.
 
-    Defaults that differ from ``TrainingArguments`` (the paper's setting, and what DDP needs):
-        learning_rate: ``2e-5``; weight_decay: ``0.01``; per_device_train_batch_size: ``8``;
+    Defaults that differ from ``TrainingArguments`` (what DDP needs; every other default, ``learning_rate`` and
+    ``weight_decay`` included, is ``TrainingArguments``' own, so swapping the class changes no hyperparameter — the
+    paper's ``learning_rate=2e-5``, ``weight_decay=0.01`` are set by ``run_dmix.py`` and the config files):
         ddp_find_unused_parameters: ``False`` (every parameter is used in the single forward of a DMIX step);
         ddp_broadcast_buffers: ``False`` (BERT-like position-id buffers never change; broadcasting them each
         forward costs time and can trip autograd's in-place check).
     """
 
-    # --- Paper defaults (Sec. 3, "Training Setup") ---
-    learning_rate: float = field(default=2e-5, metadata={"help": "Initial AdamW learning rate (paper: 2e-5)."})
-    weight_decay: float = field(default=0.01, metadata={"help": "Weight decay (paper: 0.01)."})
+    # --- TrainingArguments' learning_rate and weight_decay stay as they are (the paper's 2e-5 and 0.01: run_dmix.py) ---
     per_device_train_batch_size: int = field(
         default=8, metadata={"help": "Training batch size per device, in anchors (paper: 8)."}
     )
@@ -249,6 +254,10 @@ class DMixConfig(TrainingArguments):
     )
     embedding_text_column: str = field(
         default="text", metadata={"help": "Raw-text column embedded by --embedding_model."}
+    )
+    embedding_text_pair_column: str | None = field(
+        default=None,
+        metadata={"help": "Second raw-text column of a sentence pair, passed to --embedding_model's tokenizer as text_pair."},
     )
     embedding_pooling: str = field(
         default="mean",
@@ -374,7 +383,8 @@ class DMixConfig(TrainingArguments):
         elif self.partner_distance != "hyperbolic":
             drop |= set(BALL_FIELDS)
         if self.embedding_model is None:
-            drop |= {"embedding_text_column", "embedding_max_length"}  # read only by a separate encoder
+            # read only by a separate encoder
+            drop |= {"embedding_text_column", "embedding_text_pair_column", "embedding_max_length"}
         if self.mix_strategy != "hidden":
             drop.add("mix_layers")
         return {k: v for k, v in settings.items() if k not in drop}

@@ -2,7 +2,7 @@
 
 What lives here: reading a Hub dataset or local CSV / JSON / Parquet files through ``datasets``; the official splits
 that a ``split`` column of a single table names (for text, images and audio alike); checking the text and label
-columns; mapping string or integer labels to contiguous ids; a stratified, duplicate-aware split with a fixed seed
+columns (several text columns joined into one text, and the second text of a sentence pair); mapping string or integer labels to contiguous ids; a stratified, duplicate-aware split with a fixed seed
 when the data has no official split; counting duplicate texts and how the splits share them (with
 ``diagnostics.duplicate_stats``); the bundled SMS Spam Collection sample the README's quick start trains on
 (``demo_data_files``); and a generated toy dataset for timing runs that need no data file.
@@ -150,13 +150,16 @@ def splits_from_column(
     return {target: whole.select(rows[target]) for target in SPLITS if target in rows}
 
 
-def _checked_labels(official: Mapping[str, Dataset], input_column: str, label_column: str) -> tuple[list[str], dict[Any, int]]:
+def _checked_labels(
+    official: Mapping[str, Dataset], input_columns: str | list[str], label_column: str
+) -> tuple[list[str], dict[Any, int]]:
     """Check that every split is non-empty and has both columns, and that train has at least two classes; returns
     the label names and the raw-label-to-id map of :func:`_label_names`."""
     for name, ds in official.items():
         if len(ds) == 0:
             raise DataError(f"The {name} split is empty.")
-        missing = [c for c in (input_column, label_column) if c not in ds.column_names]
+        inputs = [input_columns] if isinstance(input_columns, str) else list(input_columns)
+        missing = [c for c in (*inputs, label_column) if c not in ds.column_names]
         if missing:
             raise DataError(f"The {name} split lacks the column(s) {missing}; it has {ds.column_names}.")
     label_names, to_id = _label_names(official["train"], label_column)
@@ -280,17 +283,32 @@ def _duplicate_handling(carved: list[str], group_duplicates: bool) -> str:
     return what + "".join(f"; the official {s} split used as given" for s in official)
 
 
+def example_texts(ds: Dataset) -> list[str]:
+    """What identifies an example's text (duplicates, grouping): its text, and for a pair both texts."""
+    if "text_pair" not in ds.column_names:
+        return ds["text"][:]
+    return [f"{a}\n{b}" for a, b in zip(ds["text"], ds["text_pair"])]
+
+
 def _text_split(
-    ds: Dataset, name: str, text_column: str, label_column: str, to_id: Mapping[Any, int], label_names: list[str]
+    ds: Dataset, name: str, text_columns: str | list[str], label_column: str, to_id: Mapping[Any, int],
+    label_names: list[str], text_pair_column: str | None = None, delimiter: str = " ",
 ) -> Dataset:
-    """One split as columns ``text`` and ``label`` (ids); empty texts and labels unknown to train are errors."""
-    texts, raw_labels = ds[text_column], ds[label_column]
-    bad_text = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
-    if bad_text:
-        raise DataError(
-            f"The {name} split has {len(bad_text)} empty or non-text value(s) in {text_column!r} (first at row "
-            f"{bad_text[0]})."
-        )
+    """One split as columns ``text`` (several columns joined with ``delimiter``), ``text_pair`` (sentence pairs only)
+    and ``label`` (ids); empty texts and labels unknown to train are errors."""
+    text_columns = [text_columns] if isinstance(text_columns, str) else list(text_columns)
+    raw_labels = ds[label_column]
+    for column in (*text_columns, *([text_pair_column] if text_pair_column else [])):
+        values = ds[column]
+        bad_text = [i for i, t in enumerate(values) if not isinstance(t, str) or not t.strip()]
+        if bad_text:
+            raise DataError(
+                f"The {name} split has {len(bad_text)} empty or non-text value(s) in {column!r} (first at row "
+                f"{bad_text[0]})."
+            )
+    texts = list(ds[text_columns[0]])
+    for column in text_columns[1:]:
+        texts = [t + delimiter + v for t, v in zip(texts, ds[column])]
     ids = []
     for i, v in enumerate(raw_labels):
         key = int(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else v
@@ -299,7 +317,10 @@ def _text_split(
                 f"Label {v!r} in the {name} split (row {i}) never occurs in train; train has the labels {label_names}."
             )
         ids.append(to_id[key])
-    return Dataset.from_dict({"text": list(texts), "label": ids})
+    columns: dict[str, list[Any]] = {"text": texts}
+    if text_pair_column:
+        columns["text_pair"] = list(ds[text_pair_column])
+    return Dataset.from_dict({**columns, "label": ids})
 
 
 def _carve_out_of_train(
@@ -309,7 +330,7 @@ def _carve_out_of_train(
     """Carve the ``need``ed splits out of ``splits["train"]`` (in place); how it was done, for ``split_info``."""
     full = splits["train"]
     idx = stratified_split(
-        full["text"],
+        example_texts(full),
         full["label"],
         validation_size if "validation" in need else 0.0,
         test_size if "test" in need else 0.0,
@@ -336,6 +357,8 @@ def load_classification_data(
     test_file: str | None = None,
     text_column: str = "text",
     label_column: str = "label",
+    text_pair_column: str | None = None,
+    text_column_delimiter: str = " ",
     train_split: str = "train",
     validation_split: str | None = "validation",
     test_split: str | None = "test",
@@ -351,6 +374,11 @@ def load_classification_data(
     three local files, or, for one table with a ``split_column``, the rows its values mark
     (:func:`splits_from_column`; TREC-6 and SST-2 come that way). Missing validation and/or test splits are carved
     out of train by :func:`stratified_split`, never out of the official test rows.
+
+    ``text_column`` may name several columns, ``"title,body"``: their values are joined with
+    ``text_column_delimiter`` into one text, as ``run_classification.py``'s ``--text_column_names`` does.
+    ``text_pair_column`` names the second text of a sentence-pair task (kept as the column ``text_pair``, which the
+    tokenizer receives as ``text_pair``, as ``run_glue.py`` does).
     """
     data_files = {k: v for k, v in {"train": train_file, "validation": validation_file, "test": test_file}.items() if v}
     if data_files and "train" not in data_files:
@@ -359,15 +387,21 @@ def load_classification_data(
     names = {"train": train_split, "validation": validation_split, "test": test_split}
     by_column = splits_from_column(raw, split_column, names)
     official = by_column if by_column is not None else _official_splits(raw, names)
-    for col, flag in ((text_column, "--text_column"), (label_column, "--label_column")):
+    text_columns = [c.strip() for c in text_column.split(",") if c.strip()]
+    columns = [(c, "--text_column") for c in text_columns] + [(label_column, "--label_column")]
+    if text_pair_column:
+        columns.append((text_pair_column, "--text_pair_column"))
+    for col, flag in columns:
         if col not in official["train"].column_names:
             raise DataError(
                 f"Column {col!r} ({flag}) not found; the dataset has the columns {official['train'].column_names}."
             )
-    label_names, to_id = _checked_labels(official, text_column, label_column)
+    label_names, to_id = _checked_labels(official, [c for c, _ in columns if c != label_column], label_column)
 
     normalised = {
-        name: _text_split(ds, name, text_column, label_column, to_id, label_names) for name, ds in official.items()
+        name: _text_split(ds, name, text_columns, label_column, to_id, label_names, text_pair_column,
+                          text_column_delimiter)
+        for name, ds in official.items()
     }
     info: dict[str, Any] = {"source": dataset_name or data_files, "official_splits": sorted(official)}
     if by_column is not None:
@@ -380,7 +414,7 @@ def load_classification_data(
             raise DataError(f"The {s} split is empty after splitting {len(normalised['train'])} rows; use more data or larger sizes.")
     info["sizes"] = {s: len(normalised[s]) for s in SPLITS}
     info["duplicates"] = {
-        **duplicate_stats({s: normalised[s]["text"][:] for s in SPLITS}, {s: normalised[s]["label"][:] for s in SPLITS}),
+        **duplicate_stats({s: example_texts(normalised[s]) for s in SPLITS}, {s: normalised[s]["label"][:] for s in SPLITS}),
         "handling": _duplicate_handling(need, group_duplicates),
     }
     info["label_counts"] = {

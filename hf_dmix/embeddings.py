@@ -115,7 +115,9 @@ def embed_texts(
     device: torch.device | str | None = None,
     show_progress: bool = True,
 ) -> torch.Tensor:
-    """Embed raw texts with a separate encoder (``AutoModel`` + ``AutoTokenizer``), e.g. a sentence encoder."""
+    """Embed raw texts with a separate encoder (``AutoModel`` + ``AutoTokenizer``), e.g. a sentence encoder.
+
+    ``texts`` holds strings, or ``(text, text_pair)`` tuples for sentence pairs (tokenized together as one pair)."""
     from transformers import AutoModel, AutoTokenizer
 
     try:
@@ -130,9 +132,11 @@ def embed_texts(
         encoder.to(device)
 
     def collate(indices: Sequence[int]) -> Mapping[str, torch.Tensor]:
-        return tokenizer(
-            [texts[i] for i in indices], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
-        )
+        batch = [texts[i] for i in indices]
+        # Sentence pairs (text, text_pair) are tokenized as a pair, as a pair classifier reads them.
+        pair = [b for _, b in batch] if batch and isinstance(batch[0], tuple) else None
+        first = [a for a, _ in batch] if pair is not None else batch
+        return tokenizer(first, pair, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
 
     batches = (collate(range(s, min(s + batch_size, len(texts)))) for s in range(0, len(texts), batch_size))
     total = -(-len(texts) // batch_size)
@@ -184,15 +188,22 @@ def check_embeddings(emb: torch.Tensor) -> None:
         )
 
 
-def texts_of(dataset: Any, column: str, rows: range) -> list[str]:
+def texts_of(dataset: Any, column: str, rows: range, pair_column: str | None = None) -> list[Any]:
+    """The raw texts of ``rows`` (``(text, text_pair)`` tuples when ``pair_column`` names a second text column)."""
     if hasattr(dataset, "column_names"):
-        if column not in dataset.column_names:
-            raise ValueError(
-                f"embedding_text_column={column!r} is not a column of the training set; it has "
-                f"{dataset.column_names}. Keep the raw text column in the dataset you pass to DMixTrainer."
-            )
-        return list(dataset.select(rows)[column]) if len(rows) else []
-    return [dataset[i][column] for i in rows]
+        for col, name in ((column, "embedding_text_column"), (pair_column, "embedding_text_pair_column")):
+            if col is not None and col not in dataset.column_names:
+                raise ValueError(
+                    f"{name}={col!r} is not a column of the training set; it has "
+                    f"{dataset.column_names}. Keep the raw text column in the dataset you pass to DMixTrainer."
+                )
+        if not len(rows):
+            return []
+        part = dataset.select(rows)
+        return list(part[column]) if pair_column is None else list(zip(part[column], part[pair_column]))
+    if pair_column is None:
+        return [dataset[i][column] for i in rows]
+    return [(dataset[i][column], dataset[i][pair_column]) for i in rows]
 
 
 def embed_training_set(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+import logging as py_logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -139,7 +140,8 @@ class PartnerIndexer:
         base = base_dataset(dataset)
         return embed_training_set(
             len(dataset), precomputed=self.sentence_embeddings, embedding_model=args.embedding_model,
-            texts=partial(texts_of, base, args.embedding_text_column), model=inputs.model,
+            texts=partial(texts_of, base, args.embedding_text_column,
+                          pair_column=args.embedding_text_pair_column), model=inputs.model,
             feature_rows=feature_rows(dataset, inputs.feature_columns), collate=inputs.collate,
             pooling=args.embedding_pooling, batch_size=args.embedding_batch_size, max_length=args.embedding_max_length,
             device=inputs.device, rows=inputs.sharding.rows(len(dataset)), gather=inputs.sharding.gather,
@@ -214,7 +216,7 @@ class PartnerIndexer:
             ))
             s["cosine_overlap"] = candidate_overlap(index, cosine)
             s["cosine_overlap_chance"] = index.candidates_per_example / (n - 1)
-        logger.info(_log_line(args, s, n))
+        show_summary(args, _log_line(args, s, n))
 
     # ------------------------------------------------------------------ refresh and reset
 
@@ -312,6 +314,24 @@ class PartnerIndexer:
 def _unit_ball(points: torch.Tensor) -> torch.Tensor:
     """Euclidean/cosine points scaled into the unit disk for drawing (one factor: the picture keeps their ratios)."""
     return points / (points.norm(dim=-1).max().clamp_min(1e-12) * (1 + 1e-3))
+
+
+def show_summary(args: DMixConfig, message: str) -> bool:
+    """Log the partner-index summary so that a plain Python script shows it, as it shows ``Trainer``'s output.
+
+    Main process only (``args.should_log``, which follows ``log_on_each_node``). The level is
+    ``args.get_process_log_level()``: with ``log_level="passive"`` (the default) the summary is shown unless the
+    library's verbosity is above ``WARNING`` (it is logged at ``WARNING`` when ``INFO`` would be dropped, the
+    default of a script that configured no logging); an explicit ``log_level`` shows it at ``info`` or more verbose
+    only. Returns whether it was logged.
+    """
+    if not args.should_log:
+        return False
+    level = args.get_process_log_level()
+    if level > (py_logging.WARNING if args.log_level == "passive" else py_logging.INFO):
+        return False
+    logger.log(py_logging.INFO if logger.isEnabledFor(py_logging.INFO) else py_logging.WARNING, message)
+    return True
 
 
 def _log_line(args: DMixConfig, s: dict[str, float], n: int) -> str:

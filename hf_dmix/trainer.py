@@ -46,19 +46,28 @@ from .termination import StopOnTermination
 from .trainset import LABEL_COLUMNS, check_labels, check_train_dataset, labels_of, with_index
 
 
+def wrap_collator(collate_fn: Callable, processing_class: Any) -> DMixDataCollator:
+    """A :class:`DMixDataCollator` whose batches are built by the user's collator ``collate_fn``."""
+    return DMixDataCollator(processing_class, collate_fn=collate_fn)
+
+
 class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
     """Trainer for DMIX: distance-constrained interpolative mixup for text, image and audio classification.
 
     A drop-in replacement for ``Trainer`` with a classification model: swap ``TrainingArguments`` for
-    [`DMixConfig`], ``DataCollatorWithPadding`` (or the default collator) for [`DMixDataCollator`] (or pass none: it
-    is built from ``processing_class``) and ``Trainer`` for ``DMixTrainer``.
+    [`DMixConfig`] and ``Trainer`` for ``DMixTrainer``; the script's own data collator (or none: a
+    [`DMixDataCollator`] is built from ``processing_class``) stays as it is.
 
     Args:
         model: a classifier of a supported family (optionally PEFT-wrapped): ``*ForSequenceClassification`` for text
             and wav2vec2/HuBERT, ``ViTForImageClassification``/``DeiTForImageClassification``,
             ``ASTForAudioClassification``; or a path / Hub id, loaded in float32 with the family's auto class.
         args: a [`DMixConfig`]. Defaults to ``DMixConfig("dmix-output")``.
-        data_collator: a [`DMixDataCollator`]; built from ``processing_class`` when omitted.
+        data_collator: a [`DMixDataCollator`]; built from ``processing_class`` when omitted. Any other collator
+            (``default_data_collator``, ``DataCollatorWithPadding``, a function from examples to a batch) is wrapped:
+            it builds each training batch from the anchors' and partners' examples (``2B`` rows), DMIX draws the
+            partners and attaches their ids, and evaluation batches are its own. A collator that drops or reorders
+            rows is refused at the first training batch (:class:`~hf_dmix.collator.CollatorLayoutError`).
         train_dataset: map-style training set of model inputs (tokenized text, ``pixel_values``, or
             ``input_values`` [+ ``attention_mask``]) with a ``label`` (or ``labels``) column of class ids.
         eval_dataset, **kwargs: as for ``Trainer``.
@@ -99,6 +108,8 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
                     "DMixTrainer needs a tokenizer to pad batches: pass processing_class=tokenizer, or a DMixDataCollator."
                 )
             data_collator = DMixDataCollator(processing_class)
+        elif not isinstance(data_collator, DMixDataCollator):
+            data_collator = wrap_collator(data_collator, processing_class)
         super().__init__(model=model, args=args, data_collator=data_collator, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
         self._indexed_dataset = self.train_dataset if self._mixing else None
@@ -150,12 +161,10 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         partners from the training set; each process draws its own partners."""
         if self._mixing and self.train_dataset is not None and self.train_dataset is not self._indexed_dataset:
             self.train_dataset = self._indexed_dataset = with_index(self.train_dataset)
-        collator, a = self.data_collator, self.args
-        if self._mixing and not isinstance(collator, DMixDataCollator):
-            raise TypeError(
-                f"With mix_strategy={a.mix_strategy!r} the data collator must be a DMixDataCollator (it attaches the "
-                f"partners), got {type(collator).__name__}."
-            )
+        a = self.args
+        if self._mixing and not isinstance(self.data_collator, DMixDataCollator):  # replaced after construction
+            self.data_collator = wrap_collator(self.data_collator, self.processing_class)
+        collator = self.data_collator
         if isinstance(collator, DMixDataCollator):
             collator.train_dataset = self.train_dataset
             # Distinct partner draws per process; the (layer, ratio) stream is shared by all processes.

@@ -109,6 +109,13 @@ def check_train_dataset(dataset: Any) -> None:
         raise ValueError(
             f"DMIX supports single-label classification: labels must be class ids, got {label!r} (multi-label?)."
         )
+    if isinstance(label, (str, bytes)):
+        raise ValueError(
+            f"Labels must be integer class ids, got the string {label!r}. A CSV column read as strings stays strings "
+            "after a map that writes ints into it: encode it with dataset.class_encode_column("
+            f"{next(c for c in LABEL_COLUMNS if c in first)!r}) (or cast_column to a ClassLabel/int64 feature), and "
+            "load the model with that many num_labels."
+        )
     if isinstance(label, float) or (isinstance(label, torch.Tensor) and label.is_floating_point()):
         raise ValueError(f"Labels must be integer class ids, got the float {label!r} (a regression target?).")
 

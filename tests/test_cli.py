@@ -608,3 +608,104 @@ def test_the_script_stays_a_short_main_of_named_steps():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 length = node.end_lineno - min([node.lineno, *(d.lineno for d in node.decorator_list)]) + 1
                 assert length <= 80, f"{path.name}:{node.name} has {length} lines"
+
+
+def test_cli_defaults_are_the_papers_hyperparameters_under_explicit_values(tmp_path):
+    # DMixConfig keeps TrainingArguments' defaults (issue 16, item 0a); run_dmix.py keeps the paper's as its own.
+    out = ["--dataset_name", "demo", "--output_dir", str(tmp_path / "o")]
+    _, _, a, _, _ = run_dmix.parse_args(out)
+    assert (a.learning_rate, a.weight_decay) == (2e-5, 0.01)
+    _, _, a, _, _ = run_dmix.parse_args([*out, "--preset", "mixup", "--learning_rate", "1e-3", "--weight_decay", "0"])
+    assert (a.learning_rate, a.weight_decay) == (1e-3, 0.0)
+    config = tmp_path / "c.yaml"
+    config.write_text("learning_rate: 5.0e-5\nweight_decay: 0.0\n")
+    _, _, a, _, _ = run_dmix.parse_args([str(config), *out])
+    assert (a.learning_rate, a.weight_decay) == (5e-5, 0.0)
+
+
+def test_cli_text_from_several_columns(tmp_path, tiny_model_dir, monkeypatch):
+    # Issue 16, item 0b: `--text_column title,body` joins the columns as run_classification.py's --text_column_names.
+    from hf_dmix.data import load_classification_data
+
+    texts, labels = make_sentences(60, seed=4)
+    rows = [{"title": t.split()[0], "body": " ".join(t.split()[1:]) or "x", "label": y} for t, y in zip(texts, labels)]
+    train = _write_csv(tmp_path / "train.csv", rows, ["title", "body", "label"])
+    data = load_classification_data(train_file=str(train), text_column="title,body")
+    assert sorted(t for s in ("train", "validation", "test") for t in data.splits[s]["text"]) == \
+        sorted(f"{r['title']} {r['body']}" for r in rows)
+    out = tmp_path / "out"
+    run_dmix.main(_base_args(tiny_model_dir, out, "--train_file", str(train), "--text_column", "title,body", "--tau", "0.5"))
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["data"]["text_columns"] == ["title", "body"]
+    assert saved["metrics"]["test"]["accuracy"] >= 0
+    _expect_error(_base_args(tiny_model_dir, tmp_path / "o2", "--train_file", str(train), "--text_column", "title,summary"),
+                  r"Column 'summary' \(--text_column\) not found; the dataset has the columns \['title', 'body', 'label'\]")
+
+
+def test_cli_sentence_pairs_are_tokenized_and_embedded_as_pairs(tmp_path, tiny_model_dir, monkeypatch):
+    # Issue 16, item 0b: `--text_pair_column` goes to the tokenizer as text_pair (run_glue.py), and the partner
+    # search embeds the features the model reads: the pair, with its token types.
+    from hf_dmix.indexer import PartnerIndexer
+
+    texts, labels = make_sentences(60, seed=5)
+    rows = [{"sentence1": t, "sentence2": texts[(i + 7) % len(texts)], "label": y}
+            for i, (t, y) in enumerate(zip(texts, labels))]
+    train = _write_csv(tmp_path / "pairs.csv", rows, ["sentence1", "sentence2", "label"])
+    seen = {}
+    original = PartnerIndexer.embed
+
+    def recording(self, inputs):
+        seen.update(train=inputs.dataset, columns=inputs.feature_columns)
+        return original(self, inputs)
+
+    monkeypatch.setattr(PartnerIndexer, "embed", recording)
+    out = tmp_path / "out"
+    run_dmix.main(_base_args(tiny_model_dir, out, "--train_file", str(train), "--text_column", "sentence1",
+                             "--text_pair_column", "sentence2", "--tau", "0.5"))
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["data"]["text_pair_column"] == "sentence2"
+    assert saved["dmix"].get("embedding_text_pair_column") is None  # the fine-tuned model embeds its own features
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    by_text = {r["sentence1"]: r["sentence2"] for r in rows}
+    train_rows = seen["train"]
+    for i in range(3):
+        row = train_rows[i]
+        expected = tokenizer(row["text"], by_text[row["text"]], truncation=True, max_length=24)
+        assert row["input_ids"] == expected["input_ids"] and row["input_ids"].count(tokenizer.sep_token_id) == 2
+    # The embedding pass reads every input the tokenizer made of the pair (token_type_ids too, where it makes them).
+    assert set(expected) <= set(seen["columns"])
+    _, _, args, _, _ = run_dmix.parse_args(_base_args(tiny_model_dir, out, "--train_file", str(train),
+                                                        "--text_pair_column", "sentence2"))
+    assert args.embedding_text_pair_column == "text_pair"
+
+
+def test_embedding_model_embeds_sentence_pairs_as_pairs(tmp_path):
+    # With a separate encoder, the pair columns go to its tokenizer together, as text_pair.
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModel
+
+    from hf_dmix import DMixConfig, DMixTrainer
+
+    texts, labels = make_sentences(20, seed=6)
+    seconds = texts[5:] + texts[:5]
+    tokenizer = train_tokenizer(texts)
+    encoder_dir = tmp_path / "encoder"
+    tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=7).save_pretrained(encoder_dir)
+    tokenizer.save_pretrained(encoder_dir)
+    ds = Dataset.from_dict({"text": texts, "text_pair": seconds, "label": labels})
+    ds = ds.map(lambda b: tokenizer(b["text"], b["text_pair"], truncation=True, max_length=32), batched=True)
+    args = DMixConfig(output_dir=str(tmp_path / "o"), report_to="none", use_cpu=True, embedding_model=str(encoder_dir),
+                      embedding_text_pair_column="text_pair", tau=0.5)
+    trainer = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=args, train_dataset=ds,
+                          processing_class=tokenizer)
+    emb = trainer.compute_sentence_embeddings()
+    encoder = AutoModel.from_pretrained(encoder_dir).eval()
+    batch = tokenizer(texts[:3], seconds[:3], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = encoder(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    expected = (hidden * mask).sum(1) / mask.sum(1)
+    torch.testing.assert_close(emb[:3], expected, atol=1e-5, rtol=1e-4)

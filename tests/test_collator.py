@@ -246,3 +246,62 @@ def test_dataloader_workers_draw_different_partners(tokenizer) -> None:
     features = [dataset[i] for i in range(5)]
     expected = [fresh(features)[PARTNER_IDS_KEY].tolist() for _ in range(2)]
     assert [b[PARTNER_IDS_KEY].tolist() for b in main] == expected
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The user's own collator (issue 16, item 0): it builds the 2B-row batch, DMIX attaches the partners
+# ---------------------------------------------------------------------------------------------------------------
+
+# The same rows padded to a fixed length, as run_classification.py's padding="max_length" leaves them.
+FIXED_ROWS: list[dict[str, Any]] = [
+    {**r, "input_ids": r["input_ids"] + [0] * (6 - len(r["input_ids"])),
+     "attention_mask": r["attention_mask"] + [0] * (6 - len(r["attention_mask"]))} for r in ROWS
+]
+
+
+def _user_collators():
+    from transformers import DataCollatorWithPadding, default_data_collator
+
+    from conftest import train_tokenizer
+
+    tok = train_tokenizer(["zero one two three"])
+    return {
+        "default_data_collator": (default_data_collator, FIXED_ROWS, 6),
+        "DataCollatorWithPadding": (DataCollatorWithPadding(tok), ROWS, 5),
+        "DataCollatorWithPadding(pad_to_multiple_of=8)": (DataCollatorWithPadding(tok, pad_to_multiple_of=8), ROWS, 8),
+        "custom callable": (lambda rows: default_data_collator(rows), FIXED_ROWS, 6),
+    }
+
+
+@pytest.mark.parametrize("name", list(_user_collators()))
+def test_user_collator_builds_the_pair_batch_and_dmix_attaches_partners(name):
+    collate_fn, rows, length = _user_collators()[name]
+    collator = DMixDataCollator(None, train_dataset=make_train_dataset(rows), partner_index=FIXED_INDEX,
+                                collate_fn=collate_fn)
+    batch = collator(anchor_features([0, 1], rows))
+    assert batch[PARTNER_IDS_KEY].tolist() == [3, 2]
+    assert batch["labels"].tolist() == [0, 1, 1, 0]  # anchors 0, 1, then partners 3, 2
+    assert batch["input_ids"].shape == (4, length)
+    assert [unpadded(batch, i) for i in range(4)] == [ROWS[i]["input_ids"] for i in (0, 1, 3, 2)]
+    # Evaluation rows (no dmix_index) go through the user's collator unchanged.
+    plain = [{k: v for k, v in rows[i].items() if k != "text"} for i in (2, 3)]
+    evaluated = collator(plain)
+    assert PARTNER_IDS_KEY not in evaluated
+    expected = collate_fn(plain)
+    assert set(evaluated) == set(expected) and all(torch.equal(evaluated[k], expected[k]) for k in expected)
+
+
+@pytest.mark.parametrize("change, pattern", [
+    (lambda rows: rows[: len(rows) // 2], r"returned \{.*\(2, 6\).*4 examples \(2 anchors"),
+    (lambda rows: sorted(rows, key=lambda r: -r["label"]), "changed the order of the examples"),
+    (lambda rows: [{k: v for k, v in r.items() if k != "label"} for r in rows], "returned no labels"),
+])
+def test_user_collator_that_drops_or_reorders_rows_is_refused(change, pattern):
+    from transformers import default_data_collator
+
+    from hf_dmix.collator import CollatorLayoutError
+
+    collator = DMixDataCollator(None, train_dataset=make_train_dataset(FIXED_ROWS), partner_index=FIXED_INDEX,
+                                collate_fn=lambda rows: default_data_collator(change(rows)))
+    with pytest.raises(CollatorLayoutError, match=pattern):
+        collator(anchor_features([0, 1], FIXED_ROWS))

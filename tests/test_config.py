@@ -39,7 +39,7 @@ def test_every_dmix_setting_is_in_exactly_one_group():
 def test_effective_settings_hold_what_took_effect(tmp_path):
     settings = _config(tmp_path, partner_refresh_epochs=2).effective_dmix_settings()
     # Without a separate encoder its text column and length cannot have shaped the run.
-    assert list(settings) == [f for f in EFFECTIVE_FIELDS if f not in ("embedding_text_column", "embedding_max_length")]
+    assert list(settings) == [f for f in EFFECTIVE_FIELDS if f not in ("embedding_text_column", "embedding_text_pair_column", "embedding_max_length")]
     assert {"partner_search", "partner_search_sample_size", "partner_index_max_mb", "embedding_pooling"} <= set(settings)
     assert settings["partner_refresh_epochs"] == 2 and settings["tau"] == 0.3 and settings["mix_layers"] is None
     assert _config(tmp_path, mix_strategy="none").effective_dmix_settings() == {"mix_strategy": "none"}

@@ -244,6 +244,14 @@ def test_float_labels_rejected(tmp_path, tokenizer, train_dataset):
         DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path), train_dataset=ds, processing_class=tokenizer)
 
 
+def test_string_labels_rejected_naming_class_encode_column(tmp_path, tokenizer, train_dataset):
+    # A CSV label column read as strings stays strings after a map writes ints into it (datasets 5.x).
+    labels = [str(v) for v in train_dataset["label"]]
+    ds = train_dataset.remove_columns("label").add_column("label", labels)
+    with pytest.raises(ValueError, match=r"integer class ids, got the string '[01]'.*class_encode_column\('label'\)"):
+        DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path), train_dataset=ds, processing_class=tokenizer)
+
+
 @pytest.mark.parametrize(
     "overrides, pattern",
     [
@@ -272,14 +280,32 @@ def test_plain_training_arguments_rejected(tmp_path, tokenizer, train_dataset):
         DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=args, train_dataset=train_dataset, processing_class=tokenizer)
 
 
-def test_wrong_collator_rejected(tmp_path, tokenizer, train_dataset):
-    with pytest.raises(TypeError, match="must be a DMixDataCollator.*DataCollatorWithPadding"):
-        DMixTrainer(
-            model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
-            args=_args(tmp_path),
-            train_dataset=train_dataset,
-            data_collator=DataCollatorWithPadding(tokenizer),
-        )
+def test_users_collator_is_wrapped_and_mixes(tmp_path, tokenizer, train_dataset):
+    # Issue 16, item 0: the script's own collator builds the 2B-row batch; DMIX attaches the partners.
+    trainer = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path),
+                          train_dataset=train_dataset, data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8))
+    assert isinstance(trainer.data_collator, DMixDataCollator)
+    seen = []
+    original = trainer.mixer.activate
+    trainer.mixer.activate = lambda *a, **k: (seen.append(a), original(*a, **k))[1]
+    assert trainer.train().global_step == 3 and len(seen) == 3
+    features = train_dataset.remove_columns("text")
+    batch = trainer.data_collator([{**features[i], "dmix_index": i} for i in range(4)])
+    assert batch["input_ids"].shape[0] == 8 and batch["input_ids"].shape[1] % 8 == 0
+
+
+def test_collator_that_reorders_rows_is_refused(tmp_path, tokenizer, train_dataset):
+    from hf_dmix.collator import CollatorLayoutError
+
+    pad = DataCollatorWithPadding(tokenizer)
+
+    def sort_by_label(rows):
+        return pad(sorted(rows, key=lambda r: r["label"]))
+
+    trainer = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path, tau=1.0),
+                          train_dataset=train_dataset, data_collator=sort_by_label)
+    with pytest.raises(CollatorLayoutError, match="sort_by_label changed the order of the examples"):
+        trainer.train()
 
 
 def test_streaming_dataset_rejected(tmp_path, tokenizer, train_dataset):
@@ -317,7 +343,9 @@ def test_deepcopy_safe_config(tmp_path):
     assert copy.deepcopy(args).mix_layers == [1, 3]
     assert args.ddp_find_unused_parameters is False and args.ddp_broadcast_buffers is False
     assert args.learning_rate == 1e-3
-    assert DMixConfig(output_dir=str(tmp_path), report_to="none").learning_rate == 2e-5
+    # Swapping TrainingArguments for DMixConfig changes no hyperparameter (issue 16, item 0a).
+    plain, dmix = TrainingArguments(output_dir=str(tmp_path)), DMixConfig(output_dir=str(tmp_path), report_to="none")
+    assert (dmix.learning_rate, dmix.weight_decay) == (plain.learning_rate, plain.weight_decay) == (5e-5, 0.0)
 
 
 def test_lora_model_trains_adapters_only(tmp_path, tokenizer, train_dataset):
@@ -661,3 +689,32 @@ def test_the_public_search_gives_exactly_the_trainers_index(tmp_path, tokenizer,
             assert all(torch.equal(a, b) for a, b in zip(index.moments, public.moments))
     else:
         assert torch.equal(index.candidates, public.candidates)  # same lists, in the same order
+
+
+@pytest.mark.parametrize("log_level, shown", [("passive", True), ("info", True), ("warning", False), ("error", False)])
+def test_partner_index_summary_is_shown_to_a_plain_script(tmp_path, tokenizer, train_dataset, caplog, log_level, shown):
+    # A script that configured no logging: the root logger drops INFO, as it does for a plain Python user.
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    trainer = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path, log_level=log_level),
+                          train_dataset=train_dataset, processing_class=tokenizer)
+    trainer.build_partner_index()
+    summary = [r for r in caplog.records if r.getMessage().startswith("DMIX partner index (")]
+    assert len(summary) == (1 if shown else 0), [r.getMessage() for r in caplog.records]
+    if shown:
+        assert "candidates per example" in summary[0].getMessage()
+
+
+def test_partner_index_summary_only_on_the_main_process():
+    import logging
+    from types import SimpleNamespace
+
+    from hf_dmix.indexer import show_summary
+
+    def args(should_log, level, log_level="info"):
+        return SimpleNamespace(should_log=should_log, log_level=log_level, get_process_log_level=lambda: level)
+
+    assert show_summary(args(True, logging.INFO), "x")
+    assert not show_summary(args(False, logging.DEBUG), "x")  # a replica, whatever log_level_replica says
+    assert not show_summary(args(True, logging.ERROR, "passive"), "x")  # the script silenced transformers

@@ -37,6 +37,10 @@ PRESETS: dict[str, dict[str, Any]] = {
                    "partner_order": "farthest", "anchor_dominant": False},
 }
 
+# The paper's training setup (Sec. 3): run_dmix.py's defaults under every explicit value and preset. DMixConfig itself
+# keeps TrainingArguments' defaults (5e-5, 0.0), so that a script that swaps the class trains as it did before.
+PAPER_HYPERPARAMETERS: dict[str, Any] = {"learning_rate": 2e-5, "weight_decay": 0.01}
+
 
 @dataclass
 class ModelArguments:
@@ -135,7 +139,18 @@ class DataArguments:
     )
     validation_file: str | None = field(default=None, metadata={"help": "Local validation file (optional)."})
     test_file: str | None = field(default=None, metadata={"help": "Local test file (optional)."})
-    text_column: str = field(default="text", metadata={"help": "Column with the text."})
+    text_column: str = field(
+        default="text",
+        metadata={"help": "Column with the text; several columns, comma-separated (title,body), are joined with "
+                  "--text_column_delimiter into one text, as run_classification.py's --text_column_names does."},
+    )
+    text_column_delimiter: str = field(default=" ", metadata={"help": "Joins the columns of --text_column."})
+    text_pair_column: str | None = field(
+        default=None,
+        metadata={"help": "Sentence-pair tasks (MRPC, RTE, QNLI style): the column with the second text, passed to "
+                  "the tokenizer as text_pair (as run_glue.py does). Partner search embeds the pair as the model "
+                  "reads it."},
+    )
     image_column: str = field(default="image", metadata={"help": "Column with the images (image modality)."})
     audio_column: str = field(
         default="wav",
@@ -218,6 +233,7 @@ def parse_args(
         file_config = read_config_file(argv.pop(0), parser)
         parser.set_defaults(**file_config)
     explicit = explicit_keys(argv, file_config)
+    parser.set_defaults(**{k: v for k, v in PAPER_HYPERPARAMETERS.items() if k not in explicit})
     # Apply the preset as defaults under the explicit values: parse once to read the preset, then again.
     try:
         model_args, data_args, _, _ = parser.parse_args_into_dataclasses(args=argv)
@@ -227,6 +243,8 @@ def parse_args(
     except ValueError as err:  # DMixConfig / TrainingArguments validation
         raise DataError(str(err)) from err
     resolve_data_source(data_args, explicit_keys(argv, {}), file_config)
+    if data_args.text_pair_column and "embedding_text_pair_column" not in explicit:
+        training_args.embedding_text_pair_column = "text_pair"  # the loaded data's second text (an --embedding_model's)
     return model_args, data_args, training_args, hub_args, explicit
 
 

@@ -131,7 +131,8 @@ class TextInputs(Inputs):
             source = {"dataset_name": data_args.dataset_name, **{f"{s}_file": f for s, f in _data_files(data_args).items()}}
         data = load_classification_data(
             **source, dataset_config_name=data_args.dataset_config_name, text_column=data_args.text_column,
-            label_column=data_args.label_column, train_split=data_args.train_split,
+            label_column=data_args.label_column, text_pair_column=data_args.text_pair_column,
+            text_column_delimiter=data_args.text_column_delimiter, train_split=data_args.train_split,
             validation_split=data_args.validation_split, test_split=data_args.test_split,
             group_duplicates=data_args.group_duplicates, **_split_sizes(data_args),
         )
@@ -144,7 +145,9 @@ class TextInputs(Inputs):
 
     def _encode(self, data: LoadedData, processor, data_args) -> DatasetDict:
         def tokenize(batch):
-            return processor(batch["text"], truncation=True, max_length=data_args.max_seq_length)
+            # A sentence pair goes to the tokenizer as (text, text_pair), as run_glue.py passes it.
+            pair = batch["text_pair"] if "text_pair" in batch else None
+            return processor(batch["text"], pair, truncation=True, max_length=data_args.max_seq_length)
 
         return data.splits.map(tokenize, batched=True, desc="Tokenizing")
 
@@ -157,7 +160,12 @@ class TextInputs(Inputs):
         return found
 
     def data_record(self, data_args) -> dict[str, Any]:
-        return {"max_seq_length": data_args.max_seq_length}
+        record: dict[str, Any] = {"max_seq_length": data_args.max_seq_length}
+        if "," in data_args.text_column:
+            record.update(text_columns=data_args.text_column.split(","), text_column_delimiter=data_args.text_column_delimiter)
+        if data_args.text_pair_column:
+            record["text_pair_column"] = data_args.text_pair_column
+        return record
 
 
 class ImageInputs(Inputs):
