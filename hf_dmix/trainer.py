@@ -28,6 +28,7 @@ from .checkpoint import DMixCheckpointMixin, resolve_resume, whole_run_loss
 from .collator import INDEX_COLUMN, PARTNER_IDS_KEY, DMixDataCollator
 from .config import DMixConfig, as_dmix_config
 from .embeddings import weights_digest
+from .engines import check_engines
 from .families import (
     check_anchor_dominant,
     check_classifier,
@@ -110,6 +111,7 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         # We compute our own loss, averaged over the micro-batch: Trainer must divide it by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         self._indexer = PartnerIndexer(sentence_embeddings, refresh_epochs=args.partner_refresh_epochs)
+        check_engines(self.args, self._indexer.source(self.args), self._mixing)  # DeepSpeed/FSDP/compile (engines.py)
         self.mixer = HiddenStateMixer(self.model) if self._mixing else None
         self._schedule = self._new_schedule()
         self._metrics = StepMetrics()
@@ -279,6 +281,7 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         """Validate this run's settings, (re)build the partner index if they changed, hook the current model."""
         self.args.validate_dmix_settings()
         self._mixing = self.args.mix_strategy != "none"
+        check_engines(self.args, self._indexer.source(self.args), self._mixing)
         self._check_model(self.model)
         if self.mixer is not None and self.mixer.base is not unwrap_model(self.model):
             self.mixer.detach()  # a model_init trial replaced the model: hook the new one

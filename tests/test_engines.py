@@ -1,0 +1,116 @@
+"""Engines DMIX runs on: DeepSpeed ZeRO-3 refusal, the FSDP-on-CPU warning, torch.compile (equal to eager, bounded
+recompilations, no graph break) and its refusal with gradient checkpointing. FSDP2 itself: test_fsdp.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import make_sentences, tiny_model
+from datasets import Dataset
+
+from hf_dmix import DMixConfig, DMixTrainer
+from hf_dmix.engines import deepspeed_zero_stage
+
+
+@pytest.fixture()
+def data(tokenizer):
+    texts, labels = make_sentences(24, seed=7)
+    return Dataset.from_dict({"text": texts, "label": labels}).map(lambda b: tokenizer(b["text"]), batched=True)
+
+
+def _args(tmp_path, **kw) -> DMixConfig:
+    settings = dict(output_dir=str(tmp_path), use_cpu=True, report_to="none", save_strategy="no", disable_tqdm=True,
+                    seed=0, per_device_train_batch_size=4, max_steps=6, logging_steps=1, learning_rate=1e-3,
+                    partner_distance="cosine", tau=0.5)
+    return DMixConfig(**{**settings, **kw})
+
+
+def _trainer(args, tokenizer, data, **kw) -> DMixTrainer:
+    return DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=1), args=args,
+                       train_dataset=data, processing_class=tokenizer, **kw)
+
+
+ZERO3 = {"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": "auto"}
+
+
+def test_zero3_with_the_default_embedding_pass_is_refused_with_the_fix(tmp_path, tokenizer, data):
+    # TrainingArguments needs deepspeed installed to accept the setting; the check reads the config dict itself.
+    args = _args(tmp_path)
+    args.deepspeed = ZERO3
+    with pytest.raises(ValueError, match=r"ZeRO-3.*sentence_embeddings=.*embedding_model="):
+        _trainer(args, tokenizer, data)
+    # Embeddings from elsewhere: accepted; so are ZeRO-2 and no mixing.
+    _trainer(args, tokenizer, data, sentence_embeddings=torch.randn(len(data), 8))
+    args.deepspeed = {"zero_optimization": {"stage": 2}}
+    _trainer(args, tokenizer, data)
+    args.deepspeed = ZERO3
+    args.mix_strategy = "none"
+    _trainer(args, tokenizer, data)
+
+
+def test_zero3_is_read_from_a_json_file_and_from_accelerate_launch(tmp_path, monkeypatch):
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps(ZERO3))
+    assert deepspeed_zero_stage(type("A", (), {"deepspeed": str(path)})()) == 3
+    assert deepspeed_zero_stage(type("A", (), {"deepspeed": None})()) is None
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    assert deepspeed_zero_stage(type("A", (), {"deepspeed": None})()) == 3
+
+
+def test_zero3_refusal_is_checked_again_when_training_starts(tmp_path, tokenizer, data):
+    trainer = _trainer(_args(tmp_path), tokenizer, data)
+    trainer.args.deepspeed = ZERO3  # e.g. a hyperparameter_search trial's settings
+    with pytest.raises(ValueError, match="ZeRO-3"):
+        trainer.train()
+
+
+def test_fsdp_request_on_cpu_warns_that_it_trains_without_sharding(tmp_path, caplog, monkeypatch):
+    with caplog.at_level("WARNING"):
+        _args(tmp_path, fsdp=True, fsdp_config={"fsdp_version": 2})
+    assert "FSDP was requested" in caplog.text and "use_cpu=True" in caplog.text and "DDP" in caplog.text
+    caplog.clear()
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # accelerate launch with an FSDP config
+    with caplog.at_level("WARNING"):
+        _args(tmp_path)
+    assert "FSDP was requested" in caplog.text
+    caplog.clear()
+    monkeypatch.delenv("ACCELERATE_USE_FSDP")
+    with caplog.at_level("WARNING"):
+        _args(tmp_path)
+    assert "FSDP was requested" not in caplog.text
+
+
+def test_torch_compile_with_gradient_checkpointing_is_refused_before_training(tmp_path, tokenizer, data):
+    args = _args(tmp_path, torch_compile=True, gradient_checkpointing=True)
+    with pytest.raises(ValueError, match=r"torch_compile=True with gradient_checkpointing=True.*Turn off one"):
+        _trainer(args, tokenizer, data)
+    _trainer(_args(tmp_path, torch_compile=True, gradient_checkpointing=True, mix_strategy="none"), tokenizer, data)
+
+
+def _losses(trainer: DMixTrainer) -> list[float]:
+    trainer.train()
+    return [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+
+@pytest.mark.slow
+def test_torch_compile_trains_like_eager_with_bounded_recompilations(tmp_path, tokenizer, data):
+    """Two mixing sites and six steps, each with its own ratio: one graph per site plus the one recompilation when the
+    ratio (a Python float) first changes and dynamo makes it a dynamic input — not one per step; no graph break.
+    The aot_eager backend (dynamo + AOTAutograd, no code generation) keeps the test short on the CPU; graph capture,
+    guards and recompilations are dynamo's and do not depend on the backend."""
+    from torch._dynamo.utils import counters
+
+    eager = _losses(_trainer(_args(tmp_path / "eager", mix_layers=[1, 2]), tokenizer, data))
+    torch._dynamo.reset()
+    counters.clear()
+    args = _args(tmp_path / "compiled", mix_layers=[1, 2], torch_compile=True, torch_compile_backend="aot_eager")
+    trainer = _trainer(args, tokenizer, data)
+    compiled = _losses(trainer)
+    sites = {h["dmix/mix_layer"] for h in trainer.state.log_history if "dmix/mix_layer" in h}
+    assert len(compiled) == len(eager) == 6 and sites == {1, 2}
+    assert compiled == pytest.approx(eager, abs=1e-5)
+    assert 1 <= counters["stats"]["unique_graphs"] <= len(sites) + 1 < len(compiled)
+    assert not counters["graph_break"], dict(counters["graph_break"])
