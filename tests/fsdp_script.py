@@ -1,9 +1,9 @@
-"""Worker for tests/test_fsdp.py: DMIX's pieces on an FSDP2-sharded model (``fully_shard``), text and image.
+"""Worker for tests/test_fsdp.py: DMIX's pieces on an FSDP2-sharded model (``fully_shard``): text, image, audio.
 
     torchrun --nproc_per_node 2 tests/fsdp_script.py OUT_DIR    # each encoder layer, then the model, sharded
     python tests/fsdp_script.py OUT_DIR                          # the same model unsharded, one process
 
-For a tiny BERT and a tiny ViT, writes per rank: the sentence embeddings and partner index built through the trainer
+For a tiny BERT, ViT and wav2vec2, writes per rank: the sentence embeddings and partner index built through the trainer
 (the embedding pass runs through the sharded model, a collective forward on every process), the mixed logits and loss
 of one training step at a middle layer, the unmixed logits of the same batch, and the gathered gradients.
 """
@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import make_sentences, tiny_model, train_tokenizer  # noqa: E402
 from datasets import Dataset  # noqa: E402
-from test_modalities import _image_dataset, build  # noqa: E402
+from test_modalities import _clip_dataset, _extractor, _image_dataset, build  # noqa: E402
 
 from hf_dmix import DMixConfig, DMixTrainer  # noqa: E402
 from hf_dmix.families import _get_module, resolve_family  # noqa: E402
@@ -32,6 +32,8 @@ NUM_EXAMPLES, EMBEDDING_BATCH, ANCHORS = 33, 4, 4
 def data(case: str):
     if case == "vit":
         return build("vit", seed=3), _image_dataset(NUM_EXAMPLES, seed=7), None
+    if case == "wav2vec2":  # clips of 120..400 samples: each shard pads to its own longest clip
+        return build("wav2vec2", seed=3), _clip_dataset(NUM_EXAMPLES, seed=7), _extractor()
     texts, labels = make_sentences(NUM_EXAMPLES, seed=5)
     tokenizer = train_tokenizer(texts)
     ds = Dataset.from_dict({"text": texts, "label": labels})
@@ -95,7 +97,7 @@ def run(case: str, out: Path, world: int) -> None:
 def main(out: Path) -> None:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     torch.set_num_threads(1)
-    for case in ("bert", "vit"):
+    for case in ("bert", "vit", "wav2vec2"):
         run(case, out, world)
     if torch.distributed.is_initialized():
         torch.distributed.barrier()

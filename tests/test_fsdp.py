@@ -1,5 +1,5 @@
 """FSDP2 (``fully_shard``) on CPU with 2 gloo processes: DMIX's embedding pass, partner index, mixing hooks and
-gradients on a sharded tiny BERT and a sharded tiny ViT equal a single unsharded process (worker: fsdp_script.py).
+gradients on a sharded tiny BERT, ViT and wav2vec2 equal a single unsharded process (worker: fsdp_script.py).
 
 Tolerance: 1e-5 absolute and relative (float32; the sharded run all-gathers the same weights and reduce-scatters
 the gradients, averaging two identical per-rank gradients, so only summation order differs).
@@ -17,7 +17,7 @@ from conftest import run_script
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent
-CASES = ("bert", "vit")
+CASES = ("bert", "vit", "wav2vec2")
 TOL = dict(atol=1e-5, rtol=1e-5)
 
 
