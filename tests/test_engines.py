@@ -114,3 +114,37 @@ def test_torch_compile_trains_like_eager_with_bounded_recompilations(tmp_path, t
     assert compiled == pytest.approx(eager, abs=1e-5)
     assert 1 <= counters["stats"]["unique_graphs"] <= len(sites) + 1 < len(compiled)
     assert not counters["graph_break"], dict(counters["graph_break"])
+
+
+def _variant(name: str) -> dict:
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    text = (Path(__file__).resolve().parent.parent / "accelerate_config.yaml").read_text(encoding="utf-8")
+    block = re.search(rf"^# --- variant: {name} ---\n(.*?)^# --- end ---", text, re.M | re.S)
+    assert block, f"accelerate_config.yaml has no {name} variant"
+    return yaml.safe_load("\n".join(line[2:] for line in block.group(1).splitlines()))
+
+
+def test_accelerate_config_variants_parse_as_accelerate_configs(tmp_path):
+    from pathlib import Path
+
+    import yaml
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    main = yaml.safe_load((Path(__file__).resolve().parent.parent / "accelerate_config.yaml").read_text())
+    assert main["distributed_type"] == "MULTI_GPU" and main["num_machines"] == 1  # the uncommented default: DDP
+    fsdp = _variant("fsdp2")
+    assert fsdp["distributed_type"] == "FSDP" and fsdp["fsdp_config"]["fsdp_version"] == 2
+    assert fsdp["fsdp_config"]["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    assert fsdp["fsdp_config"]["fsdp_cpu_ram_efficient_loading"] is False and fsdp["use_cpu"] is False
+    nodes = _variant("multi-node")
+    assert nodes["num_machines"] == 2 and nodes["num_processes"] % nodes["num_machines"] == 0
+    assert {"main_process_ip", "main_process_port", "machine_rank"} <= nodes.keys()
+    for i, config in enumerate((main, fsdp, nodes)):
+        path = tmp_path / f"{i}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        loaded = ClusterConfig.from_yaml_file(str(path))  # refuses keys accelerate does not know
+        assert str(loaded.distributed_type).endswith(config["distributed_type"])
