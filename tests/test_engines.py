@@ -148,3 +148,13 @@ def test_accelerate_config_variants_parse_as_accelerate_configs(tmp_path):
         path.write_text(yaml.safe_dump(config))
         loaded = ClusterConfig.from_yaml_file(str(path))  # refuses keys accelerate does not know
         assert str(loaded.distributed_type).endswith(config["distributed_type"])
+
+
+def test_group_by_length_trains_and_mixes(tmp_path, tokenizer, data):
+    """``train_sampling_strategy="group_by_length"`` (5.x's ``group_by_length``): the length-grouped sampler orders
+    the anchors; the collator still adds one partner per anchor and every step mixes."""
+    args = _args(tmp_path, train_sampling_strategy="group_by_length", max_steps=3)
+    trainer = _trainer(args, tokenizer, data)
+    steps = [h for h in trainer.train() and trainer.state.log_history if "dmix/ratio" in h]
+    assert len(steps) == 3 and all(0.0 <= h["dmix/ratio"] <= 1.0 for h in steps)
+    assert type(trainer._get_train_sampler()).__name__ == "LengthGroupedSampler"
