@@ -158,3 +158,57 @@ def test_group_by_length_trains_and_mixes(tmp_path, tokenizer, data):
     steps = [h for h in trainer.train() and trainer.state.log_history if "dmix/ratio" in h]
     assert len(steps) == 3 and all(0.0 <= h["dmix/ratio"] <= 1.0 for h in steps)
     assert type(trainer._get_train_sampler()).__name__ == "LengthGroupedSampler"
+
+
+def test_vit_gradient_checkpointing_gives_the_same_gradients():
+    import torch.nn.functional as F
+    from test_modalities import ATOL, build, pair_batch
+
+    from hf_dmix.mixing import HiddenStateMixer
+
+    batch = pair_batch("vit")
+    labels = torch.tensor([0, 1, 2, 2, 0, 1])
+    B, site, ratio = 3, 2, 0.35
+
+    def grads(model):
+        model.train()
+        mixer = HiddenStateMixer(model).attach()
+        mixer.activate(site, ratio, B)  # stays active through backward: the recomputation must mix too
+        out = model(**batch).logits
+        (ratio * F.cross_entropy(out, labels) + (1 - ratio) * F.cross_entropy(out, labels.roll(B))).backward()
+        mixer.detach()
+        return {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    ref = grads(build("vit"))
+    model = build("vit")
+    model.gradient_checkpointing_enable()
+    assert any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+    got = grads(model)
+    assert got.keys() == ref.keys() and got
+    for name in got:
+        torch.testing.assert_close(got[name], ref[name], atol=ATOL, rtol=1e-4, msg=name)
+
+
+def _vit_update(tmp_path, batch_size, accumulation):
+    from test_modalities import _image_dataset, build
+
+    model = build("vit", seed=3)
+    dataset = _image_dataset(16, seed=7)
+    args = _args(tmp_path / f"{batch_size}x{accumulation}", per_device_train_batch_size=batch_size,
+                 gradient_accumulation_steps=accumulation, max_steps=1, optim="sgd", learning_rate=0.5,
+                 max_grad_norm=0.0, partner_order="nearest", tau=1 / 15, lr_scheduler_type="constant",
+                 weight_decay=0.0, embedding_batch_size=8)
+    trainer = DMixTrainer(model=model, args=args, train_dataset=dataset)
+    trainer.sample_mixing = lambda: (2, 0.3)
+    trainer._get_train_sampler = lambda *a, **k: torch.utils.data.SequentialSampler(trainer.train_dataset)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    trainer.train()
+    return before, {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def test_vit_gradient_accumulation_matches_large_batch(tmp_path):
+    before, big = _vit_update(tmp_path, 8, 1)
+    _, accumulated = _vit_update(tmp_path, 4, 2)
+    assert max((big[k] - before[k]).abs().max().item() for k in big) > 1e-3, "too small an update to compare"
+    for name in big:
+        torch.testing.assert_close(accumulated[name], big[name], atol=1e-5, rtol=0, msg=name)
