@@ -17,8 +17,10 @@ Why each rule (README, "Compatibility"):
 * **torch.compile + gradient checkpointing**: with checkpointing, each layer's forward is recomputed in backward and
   must mix exactly as the first forward did (the mixer stays armed for it); under compilation the checkpointed regions
   are traced as higher-order ops, and whether the recomputation replays our hooks has not been verified — refused.
-  ``torch.compile`` alone works (``tests/test_compile.py``): one graph per mixing site plus one recompilation when
-  the ratio (a Python float) first changes, after which dynamo treats it as a dynamic input.
+  ``torch.compile`` alone works (``tests/test_engines.py``): one graph per mixing site plus one recompilation when
+  the ratio (a Python float) first changes, after which dynamo treats it as a dynamic input. Speech classifiers
+  (wav2vec2/HuBERT) train correctly compiled but their own forward breaks the graph every step: a warning
+  (:func:`warn_compile_graph_breaks`).
 """
 
 from __future__ import annotations
@@ -94,6 +96,31 @@ def warn_fsdp_on_cpu(args: Any) -> bool:
         "process, and in one process Trainer refuses FSDP. FSDP needs GPUs (DMIX's own pieces on a model sharded with "
         "fully_shard are tested on the CPU: tests/test_fsdp.py)."
     )
+    return True
+
+
+COMPILE_SPEECH_MESSAGE = (
+    "torch_compile=True with a wav2vec2/HuBERT classifier: training is correct (the same losses as without "
+    "compilation) but gains nothing — the model's own forward breaks the graph every step (transformers' feature "
+    "encoder sets requires_grad on a tensor, and a ContextVar is read), so dynamo compiles new graphs step after step "
+    "(24 in 6 steps in tests/test_engines.py). Consider torch_compile=False for this model."
+)
+
+
+def warn_compile_graph_breaks(args: Any, model: Any) -> bool:
+    """Warn (and return ``True``) when ``torch_compile`` is set for a family whose forward breaks dynamo's graph on
+    every step (the speech classifiers: their family has a frame mask)."""
+    if not getattr(args, "torch_compile", False) or model is None:
+        return False
+    from .families import resolve_family, unwrap_model
+
+    try:
+        family = resolve_family(unwrap_model(model))
+    except (ValueError, TypeError):
+        return False
+    if family.frame_mask is None:
+        return False
+    logger.warning(COMPILE_SPEECH_MESSAGE)
     return True
 
 

@@ -28,7 +28,7 @@ from .checkpoint import DMixCheckpointMixin, resolve_resume, whole_run_loss
 from .collator import INDEX_COLUMN, PARTNER_IDS_KEY, DMixDataCollator
 from .config import DMixConfig, as_dmix_config
 from .embeddings import weights_digest
-from .engines import check_engines
+from .engines import check_engines, warn_compile_graph_breaks
 from .families import (
     check_anchor_dominant,
     check_classifier,
@@ -112,6 +112,7 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         self.model_accepts_loss_kwargs = False
         self._indexer = PartnerIndexer(sentence_embeddings, refresh_epochs=args.partner_refresh_epochs)
         check_engines(self.args, self._indexer.source(self.args), self._mixing)  # DeepSpeed/FSDP/compile (engines.py)
+        warn_compile_graph_breaks(self.args, self.model)
         self.mixer = HiddenStateMixer(self.model) if self._mixing else None
         self._schedule = self._new_schedule()
         self._metrics = StepMetrics()
