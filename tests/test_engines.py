@@ -231,3 +231,30 @@ def test_vit_gradient_accumulation_matches_large_batch(tmp_path):
     assert max((big[k] - before[k]).abs().max().item() for k in big) > 1e-3, "too small an update to compare"
     for name in big:
         torch.testing.assert_close(accumulated[name], big[name], atol=1e-5, rtol=0, msg=name)
+
+
+def test_embedding_pass_makes_equally_many_forward_calls_on_every_process(tokenizer, data):
+    """Shards of 5 and 4 rows in batches of 2: 3 and 2 batches, so the second process adds one one-row filler batch
+    (its output dropped) — a forward through a sharded model (FSDP2) is a collective every process must join."""
+    from transformers import DataCollatorWithPadding
+
+    from hf_dmix.embeddings import embed_training_set
+    from hf_dmix.indexer import Sharding
+    from hf_dmix.trainset import feature_rows
+
+    model = tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=1)
+    calls = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape[0]),
+                                    with_kwargs=True)
+    n, batch = 9, 2
+    dataset = data.select(range(n))
+    common = dict(model=model, feature_rows=feature_rows(dataset, {"input_ids", "attention_mask"}),
+                  collate=DataCollatorWithPadding(tokenizer), batch_size=batch)
+    whole = embed_training_set(n, **common)
+    for rank, expected in ((0, [2, 2, 1]), (1, [2, 2, 1])):
+        sharding = Sharding(world_size=2, rank=rank)
+        calls.clear()
+        local = embed_training_set(n, rows=sharding.rows(n), num_batches=-(-sharding.shard_size(n) // batch), **common)
+        assert calls == expected
+        rows = sharding.rows(n)
+        torch.testing.assert_close(local, whole[rows.start:rows.stop], atol=1e-5, rtol=1e-5)
