@@ -258,3 +258,13 @@ def test_embedding_pass_makes_equally_many_forward_calls_on_every_process(tokeni
         assert calls == expected
         rows = sharding.rows(n)
         torch.testing.assert_close(local, whole[rows.start:rows.stop], atol=1e-5, rtol=1e-5)
+
+
+def test_embedding_pass_refuses_weights_that_are_not_in_the_process(tokenizer):
+    """FSDP's cpu_ram_efficient_loading leaves other ranks' weights on ``meta`` until the engine broadcasts them."""
+    from hf_dmix.embeddings import embed_batches
+
+    model = tiny_model("bert", vocab_size=tokenizer.vocab_size).to("meta")
+    batch = {"input_ids": torch.ones(2, 4, dtype=torch.long)}
+    with pytest.raises(ValueError, match=r"meta tensors.*cpu_ram_efficient_loading.*sentence_embeddings="):
+        embed_batches(model, [batch], show_progress=False)
