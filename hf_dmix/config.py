@@ -309,6 +309,9 @@ class DMixConfig(TrainingArguments):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.validate_dmix_settings()
+        from .engines import warn_fsdp_on_cpu
+
+        warn_fsdp_on_cpu(self)  # before Trainer: on the CPU it either refuses FSDP or silently trains DDP
 
     def validate_dmix_settings(self) -> None:
         """Raise ``ValueError`` naming the first invalid DMIX setting and what is accepted.

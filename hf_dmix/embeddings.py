@@ -69,8 +69,12 @@ def embed_batches(
     total: int | None = None,
     show_progress: bool = True,
     desc: str = "DMIX sentence embeddings",
+    keep: int | None = None,
 ) -> torch.Tensor:
     """Run ``model`` over padded batches and pool its last hidden state; returns ``(N, H)`` float32 on the CPU.
+
+    ``keep``: only the first ``keep`` rows are returned (the rest pooled filler batches, see
+    :func:`iter_feature_batches`).
 
     Works with text, image and audio classifiers (through ``output_hidden_states``), with bare encoders
     (``last_hidden_state``) and with PEFT-wrapped models; the mean is over valid positions (:func:`position_mask`).
@@ -79,6 +83,7 @@ def embed_batches(
     """
     was_training = model.training
     model.eval()
+    check_materialized(model)
     device = next(model.parameters()).device
     chunks = []
     try:
@@ -92,7 +97,21 @@ def embed_batches(
             chunks.append(pool(hidden, mask, pooling).cpu())
     finally:
         model.train(was_training)
-    return torch.cat(chunks)
+    if not chunks:
+        return torch.zeros(0, 0)
+    out = torch.cat(chunks)
+    return out if keep is None else out[:keep]
+
+
+def check_materialized(model: nn.Module) -> None:
+    """Refuse to embed with a model whose weights are not in this process (``meta`` tensors, e.g. FSDP's
+    ``cpu_ram_efficient_loading`` before the weights are broadcast): the embeddings would be garbage or fail late."""
+    if any(p.is_meta for p in model.parameters()):
+        raise ValueError(
+            "The model's weights are not loaded in this process (meta tensors), so DMIX cannot embed the training "
+            "set with it. Turn off FSDP's cpu_ram_efficient_loading, or give the partner search its own embeddings "
+            "(DMixTrainer(sentence_embeddings=...) or embedding_model=...)."
+        )
 
 
 def iter_feature_batches(
@@ -100,10 +119,22 @@ def iter_feature_batches(
     row_range: range,
     batch_size: int,
     collate: Callable[[list[dict[str, Any]]], Mapping[str, torch.Tensor]],
+    num_batches: int | None = None,
 ) -> Iterable[Mapping[str, torch.Tensor]]:
-    """Batches of the rows in ``row_range``, in order, read with ``rows(indices)`` and padded with ``collate``."""
+    """Batches of the rows in ``row_range``, in order, read with ``rows(indices)`` and padded with ``collate``.
+
+    ``num_batches``: yield exactly this many batches, the missing ones being one-row filler batches (the shard's first
+    row, or row 0 for an empty shard) whose outputs the caller drops. A sharded model (FSDP2, ZeRO-3) runs each forward
+    as a collective — every process must call it equally often, or the processes hang — so every process pads its
+    shard's batch count to that of the largest shard.
+    """
+    count = 0
     for start in range(row_range.start, row_range.stop, batch_size):
+        count += 1
         yield collate(rows(range(start, min(start + batch_size, row_range.stop))))
+    filler = row_range.start if len(row_range) else 0
+    for _ in range(count, num_batches or 0):
+        yield collate(rows(range(filler, filler + 1)))
 
 
 def embed_texts(
@@ -222,13 +253,16 @@ def embed_training_set(
     rows: range | None = None,
     gather: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
     show_progress: bool = False,
+    num_batches: int | None = None,
 ) -> torch.Tensor:
     """``(N, d)`` float32 embeddings of a training set, row ``i`` for example ``i``.
 
     In order of preference: ``precomputed`` (checked for shape); the encoder ``embedding_model`` over
     ``texts(rows)``; the ``model`` being fine-tuned (its current weights) over ``feature_rows``, padded by ``collate``.
     Each process embeds its contiguous shard ``rows`` and ``gather(local, N)`` concatenates the shards in rank order
-    on every process (default: all rows in one process).
+    on every process (default: all rows in one process). ``num_batches``: the number of forward calls every process
+    makes with ``model`` (see :func:`iter_feature_batches`; the embedding pass through a sharded model is a
+    collective).
     """
     n = num_examples
     rows = range(n) if rows is None else rows
@@ -246,8 +280,9 @@ def embed_training_set(
             device=device, show_progress=show_progress,
         )
         return gather(local, n)
+    total = max(-(-len(rows) // batch_size), num_batches or 0)
     local = embed_batches(
-        model, iter_feature_batches(feature_rows, rows, batch_size, collate), pooling=pooling,
-        total=-(-len(rows) // batch_size), show_progress=show_progress,
+        model, iter_feature_batches(feature_rows, rows, batch_size, collate, num_batches), pooling=pooling,
+        total=total, show_progress=show_progress, keep=len(rows),
     )
     return gather(local, n)

@@ -50,6 +50,10 @@ class Sharding:
     # Gathers one equal-shaped tensor from every process, concatenated in rank order (e.g. accelerator.gather).
     gather_all: Callable[[torch.Tensor], torch.Tensor] | None = None
 
+    def shard_size(self, n: int) -> int:
+        """The size of the largest shard of ``range(n)``: the one every process pads its embedding batches to."""
+        return -(-n // self.world_size)
+
     def rows(self, n: int) -> range:
         """This process's contiguous share of ``range(n)`` (all of it in a single process)."""
         size = -(-n // self.world_size)
@@ -146,6 +150,8 @@ class PartnerIndexer:
             pooling=args.embedding_pooling, batch_size=args.embedding_batch_size, max_length=args.embedding_max_length,
             device=inputs.device, rows=inputs.sharding.rows(len(dataset)), gather=inputs.sharding.gather,
             show_progress=inputs.show_progress,
+            # Every process makes the same number of forward calls: with a sharded model (FSDP2) each is a collective.
+            num_batches=-(-inputs.sharding.shard_size(len(dataset)) // args.embedding_batch_size),
         )
 
     def embeddings(self, inputs: IndexInputs) -> torch.Tensor:

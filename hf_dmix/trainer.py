@@ -28,6 +28,7 @@ from .checkpoint import DMixCheckpointMixin, resolve_resume, whole_run_loss
 from .collator import INDEX_COLUMN, PARTNER_IDS_KEY, DMixDataCollator
 from .config import DMixConfig, as_dmix_config
 from .embeddings import weights_digest
+from .engines import check_engines, warn_compile_graph_breaks
 from .families import (
     check_anchor_dominant,
     check_classifier,
@@ -121,6 +122,8 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         # We compute our own loss, averaged over the micro-batch: Trainer must divide it by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         self._indexer = PartnerIndexer(sentence_embeddings, refresh_epochs=args.partner_refresh_epochs)
+        check_engines(self.args, self._indexer.source(self.args), self._mixing)  # DeepSpeed/FSDP/compile (engines.py)
+        warn_compile_graph_breaks(self.args, self.model)
         self.mixer = HiddenStateMixer(self.model) if self._mixing else None
         self._schedule = self._new_schedule()
         self._metrics = StepMetrics()
@@ -288,6 +291,7 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         """Validate this run's settings, (re)build the partner index if they changed, hook the current model."""
         self.args.validate_dmix_settings()
         self._mixing = self.args.mix_strategy != "none"
+        check_engines(self.args, self._indexer.source(self.args), self._mixing)
         self._check_model(self.model)
         if self.mixer is not None and self.mixer.base is not unwrap_model(self.model):
             self.mixer.detach()  # a model_init trial replaced the model: hook the new one

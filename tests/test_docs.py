@@ -99,3 +99,29 @@ def test_readme_quotes_the_hubness_summary_generated_from_its_record():
     assert runs.read_section(ROOT / "README.md", "hubness-summary") == hubness.summary(record), (
         "README's hubness-summary block differs from the record: run `python benchmarks/hubness.py --report-only`"
     )
+
+
+MATRIX_ROWS = ("DDP", "FSDP2", "DeepSpeed ZeRO-2", "DeepSpeed ZeRO-3", "torch_compile", "gradient checkpointing",
+               "gradient accumulation", "bf16", "fp16", "PEFT / LoRA", "group_by_length", "multi-node")
+
+
+def test_readme_compatibility_matrix_cites_existing_tests_in_every_cell():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"<!-- compat-matrix:start -->\n(.*?)<!-- compat-matrix:end -->", text, re.S)
+    assert block, "README has no compat-matrix block"
+    lines = block.group(1).strip().splitlines()
+    assert lines[0].split("|")[1:4] == [" engine / option ", " text ", " image "]
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines[2:]]
+    for row_name in MATRIX_ROWS:
+        assert any(row_name in row[0] for row in rows), f"the matrix has no {row_name} row"
+    for row in rows:
+        assert len(row) == 4, f"a row without three cells: {row[0]}"
+        for cell in row[1:]:
+            assert cell.startswith(("✅ tests/", "❌ ", "untested here: ")), f"{row[0]}: {cell[:60]}"
+            if cell.startswith("❌"):
+                assert "tests/" in cell or cell == "❌ same message", f"{row[0]}: a refusal without its test"
+    cited = set(re.findall(r"(tests/[\w/]+\.py)::(\w+)", block.group(1)))
+    assert len(cited) >= 10
+    for path, name in cited:
+        source = (ROOT / path).read_text(encoding="utf-8")
+        assert re.search(rf"^def {name}\b", source, re.M), f"{path}::{name} is cited but does not exist"
