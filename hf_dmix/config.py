@@ -36,8 +36,11 @@ BALL_FIELDS: tuple[str, ...] = ("curvature", "ball_median_radius", "ball_clip_qu
 # an encoder, precomputed). embedding_batch_size is not here: it changes only the padding of the embedding batches.
 EMBEDDING_FIELDS: tuple[str, ...] = ("embedding_model", "embedding_text_column", "embedding_pooling", "embedding_max_length")
 SEARCH_FIELDS: tuple[str, ...] = ("partner_search", "partner_search_sample_size", "partner_index_max_mb")
-# Settings of how the work is done, which change no number of the run.
-RESOURCE_FIELDS: tuple[str, ...] = ("embedding_batch_size", "partner_search_memory_mb", "save_on_sigterm")
+# Settings of how the work is done, which change no number of the index or of training (partner_overlap_anchors: only
+# how many anchors a logged diagnostic, the hyperbolic-vs-cosine overlap, is measured on).
+RESOURCE_FIELDS: tuple[str, ...] = (
+    "embedding_batch_size", "partner_search_memory_mb", "save_on_sigterm", "partner_overlap_anchors",
+)
 # Everything the partner index depends on besides the embeddings' source and the training set: a change rebuilds it.
 INDEX_FIELDS: tuple[str, ...] = (*PARTNER_FIELDS, *BALL_FIELDS, *EMBEDDING_FIELDS, *SEARCH_FIELDS, "seed")
 # Everything a checkpoint's DMIX streams and index depend on (with mix_layers resolved): a resume must agree on it.
@@ -131,6 +134,12 @@ class DMixConfig(TrainingArguments):
             embeddings (``N × d`` float32), so that a resumed run continues with the same partners.
         partner_search_memory_mb (`int`, defaults to `512`):
             Memory budget of one chunk of the distance matrix during partner search.
+        partner_overlap_anchors (`int`, defaults to `512`):
+            How many anchors (a fixed uniform sample, the same on every process) the logged diagnostic "share of the
+            hyperbolic candidates that the cosine top-τ sets also hold" is measured on, after every build and
+            refresh of a hyperbolic index. It costs ``m/N`` of a second, cosine partner search and changes nothing
+            of the index. ``0``: off; ``-1``: every anchor (a full second search, repeated on every process; skipped
+            above 200,000 examples).
         partner_search (`str`, defaults to `"auto"`):
             `"exact"` compares every anchor with every example (chunked, ``O(N²d)`` work); `"sampled"` estimates
             each anchor's top-τ threshold from ``partner_search_sample_size`` random examples (``O(N·m·d)``, for
@@ -275,6 +284,13 @@ class DMixConfig(TrainingArguments):
     partner_search_memory_mb: int = field(
         default=512, metadata={"help": "Memory budget (MiB) of one chunk of the partner-search distance matrix."}
     )
+    partner_overlap_anchors: int = field(
+        default=512,
+        metadata={
+            "help": "Anchors (a fixed sample) the hyperbolic-vs-cosine overlap diagnostic is measured on; 0 = off, "
+            "-1 = every anchor (a second full search)."
+        },
+    )
     partner_search: str = field(
         default="auto",
         metadata={
@@ -347,6 +363,11 @@ class DMixConfig(TrainingArguments):
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
+        if not isinstance(self.partner_overlap_anchors, int) or self.partner_overlap_anchors < -1:
+            raise ValueError(
+                "partner_overlap_anchors must be an integer: a number of anchors, 0 (off) or -1 (every anchor), got "
+                f"{self.partner_overlap_anchors!r}."
+            )
         if refresh and self.dataloader_persistent_workers and self.dataloader_num_workers > 0:
             raise ValueError(
                 f"partner_refresh_epochs={refresh} rebuilds the partner index between epochs, but "
