@@ -129,10 +129,11 @@ def distance_moments(
         d = d.double()
         # An example's distance to itself (0, or ~1e-3 after float32 cancellation) is not part of its distribution.
         own = cols[None, :] == torch.arange(start, stop, device=pts.device)[:, None]
-        d = d.masked_fill(own, 0.0)
+        d.masked_fill_(own, 0.0)
         count = (len(cols) - own.sum(dim=1)).clamp_min(1).double()
         m = d.sum(dim=1) / count
-        var = ((d - m[:, None]).masked_fill(own, 0.0) ** 2).sum(dim=1) / count
+        # In place (the same operations as out of place, so the same numbers): no further (rows, refs) float64 copies.
+        var = d.sub_(m[:, None]).masked_fill_(own, 0.0).square_().sum(dim=1) / count
         mean[start - rows.start : stop - rows.start] = m.float().cpu()
         std[start - rows.start : stop - rows.start] = var.sqrt().float().cpu()
     return mean, std
