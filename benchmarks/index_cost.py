@@ -26,6 +26,7 @@ Medians of ``--repeats`` repeats; the ratios come from the same run. Timings on 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import statistics
 import sys
@@ -182,8 +183,10 @@ def table(results: list[dict]) -> list[str]:
         for r in results:
             t, search = r["seconds"], r["seconds"]["partner search"]
             if part == "cosine diagnostic":
-                before, after = t["cosine diagnostic before"], t["cosine diagnostic after"]
-                row.append(f" {cell(before, search)} | {cell(after, search)} |")
+                before, after = cell(t["cosine diagnostic before"], search), cell(t["cosine diagnostic after"], search)
+                if not r["lists"]:
+                    before = f"skipped (threshold index); with lists: {before}"
+                row.append(f" {before} | {after} |")
             else:
                 row.append(f" {cell(t[part], search)} | {cell(t[part], search)} |")
         lines.append("".join(row))
@@ -231,6 +234,9 @@ def main() -> None:
             embed_4k = r["seconds"]["embedding pass"]
         print(n, {k: None if v is None else round(v, 3) for k, v in r["seconds"].items()}, flush=True)
         results.append(r)
+    record = ROOT / "runs" / "index_cost.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"command": command.strip(), "repeats": args.repeats, "results": results}, indent=1))
     lines = table(results)
     print("\n".join(lines))
     if not args.no_write:
