@@ -127,9 +127,11 @@ class DMixConfig(TrainingArguments):
             Beyond the paper. ``0``: the embeddings and the partner index are computed once, before training (the
             paper). ``E ≥ 1``: at the start of epochs ``E, 2E, …`` the training set is embedded again with the
             model being trained and the index is rebuilt from those embeddings, so that partners follow what the
-            model has learned (a model trained from scratch has meaningless initial embeddings). Each refresh costs
-            one embedding pass over the training set plus one partner search, and is logged with its time and how
-            many candidate slots changed. Needs the embeddings of the model being trained: not available with
+            model has learned (a model trained from scratch has meaningless initial embeddings). Each refresh runs
+            an embedding pass over the training set, the ball mapping, the distance moments (hub-robust rules), the
+            partner search, the index statistics, the cosine overlap diagnostic on ``partner_overlap_anchors``
+            anchors and (list indices) the count of candidates kept, and is logged with its time and how many
+            candidate slots changed. Needs the embeddings of the model being trained: not available with
             ``embedding_model`` or precomputed ``sentence_embeddings``. Checkpoints after a refresh also store its
             embeddings (``N × d`` float32), so that a resumed run continues with the same partners.
         partner_search_memory_mb (`int`, defaults to `512`):

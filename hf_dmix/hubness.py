@@ -225,7 +225,9 @@ def describe_partner_index(stats: dict[str, float]) -> str:
     if "cosine_overlap" in stats:
         parts.append(
             f"{stats['cosine_overlap']:.1%} of candidates are also in the cosine top-τ set "
-            f"(chance {stats['cosine_overlap_chance']:.1%})"
+            f"(chance {stats['cosine_overlap_chance']:.1%}"
+            + (f"; on {int(stats['cosine_overlap_anchors'])} sampled anchors)"
+               if stats.get("cosine_overlap_anchors", stats["num_examples"]) < stats["num_examples"] else ")")
         )
     text = "; ".join(parts) + "."
     if "estimated_from_examples" in stats:

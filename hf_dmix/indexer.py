@@ -250,7 +250,8 @@ class PartnerIndexer:
                        if self.stats.get(k) is not None})
         self.refreshes.append(record)
         logger.info(
-            f"DMIX partner refresh at the start of epoch {epoch}: embedding pass and partner search took "
+            f"DMIX partner refresh at the start of epoch {epoch}: embedding pass, partner search and index "
+            f"statistics took "
             f"{record['seconds']:.1f} s"
             + (f"; {record['candidates_kept']:.1%} of each example's candidates stayed." if "candidates_kept" in record else ".")
         )
@@ -336,5 +337,6 @@ def _log_line(args: DMixConfig, s: dict[str, float], n: int) -> str:
         + (f"; same-label share {s['same_label_share']:.1%} (random: {s['random_same_label_share']:.1%})"
            if "same_label_share" in s else "")
         + (f"; the hyperbolic candidate sets share {s['cosine_overlap']:.1%} of their members with the cosine "
-           f"top-tau sets ({s['cosine_overlap_chance']:.1%} by chance)." if "cosine_overlap" in s else ".")
+           f"top-tau sets ({s['cosine_overlap_chance']:.1%} by chance; {int(s['cosine_overlap_anchors'])} anchors)."
+           if "cosine_overlap" in s else ".")
     )
