@@ -329,7 +329,7 @@ def _partner_rows(stats: Mapping[str, Any]) -> list[tuple[str, str]]:
     if "same_label_share" in stats:
         rows.append(("candidates with the anchor's label", _pct(stats["same_label_share"]) + random("same_label_share")))
     if stats.get("degenerate"):
-        rows.append(("warning", "degenerate candidate sets: a few hub examples hold most candidate slots"))
+        rows.append(("warning", "candidate sets concentrated or narrow beyond random partners of the same k (figures above)"))
     if "cosine_overlap" in stats:
         chance = f" (chance: {_pct(stats['cosine_overlap_chance'])})" if "cosine_overlap_chance" in stats else ""
         rows.append(("overlap with the cosine top-τ sets", _pct(stats["cosine_overlap"]) + chance))

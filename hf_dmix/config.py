@@ -38,8 +38,11 @@ EMBEDDING_FIELDS: tuple[str, ...] = (
     "embedding_model", "embedding_text_column", "embedding_text_pair_column", "embedding_pooling", "embedding_max_length",
 )
 SEARCH_FIELDS: tuple[str, ...] = ("partner_search", "partner_search_sample_size", "partner_index_max_mb")
-# Settings of how the work is done, which change no number of the run.
-RESOURCE_FIELDS: tuple[str, ...] = ("embedding_batch_size", "partner_search_memory_mb", "save_on_sigterm")
+# Settings of how the work is done, which change no number of the index or of training (partner_overlap_anchors: only
+# how many anchors a logged diagnostic, the hyperbolic-vs-cosine overlap, is measured on).
+RESOURCE_FIELDS: tuple[str, ...] = (
+    "embedding_batch_size", "partner_search_memory_mb", "save_on_sigterm", "partner_overlap_anchors",
+)
 # Everything the partner index depends on besides the embeddings' source and the training set: a change rebuilds it.
 INDEX_FIELDS: tuple[str, ...] = (*PARTNER_FIELDS, *BALL_FIELDS, *EMBEDDING_FIELDS, *SEARCH_FIELDS, "seed")
 # Everything a checkpoint's DMIX streams and index depend on (with mix_layers resolved): a resume must agree on it.
@@ -130,13 +133,21 @@ class DMixConfig(TrainingArguments):
             Beyond the paper. ``0``: the embeddings and the partner index are computed once, before training (the
             paper). ``E ≥ 1``: at the start of epochs ``E, 2E, …`` the training set is embedded again with the
             model being trained and the index is rebuilt from those embeddings, so that partners follow what the
-            model has learned (a model trained from scratch has meaningless initial embeddings). Each refresh costs
-            one embedding pass over the training set plus one partner search, and is logged with its time and how
-            many candidate slots changed. Needs the embeddings of the model being trained: not available with
+            model has learned (a model trained from scratch has meaningless initial embeddings). Each refresh runs
+            an embedding pass over the training set, the ball mapping, the distance moments (hub-robust rules), the
+            partner search, the index statistics, the cosine overlap diagnostic on ``partner_overlap_anchors``
+            anchors and (list indices) the count of candidates kept, and is logged with its time and how many
+            candidate slots changed. Needs the embeddings of the model being trained: not available with
             ``embedding_model`` or precomputed ``sentence_embeddings``. Checkpoints after a refresh also store its
             embeddings (``N × d`` float32), so that a resumed run continues with the same partners.
         partner_search_memory_mb (`int`, defaults to `512`):
             Memory budget of one chunk of the distance matrix during partner search.
+        partner_overlap_anchors (`int`, defaults to `512`):
+            How many anchors (a fixed uniform sample, the same on every process) the logged diagnostic "share of the
+            hyperbolic candidates that the cosine top-τ sets also hold" is measured on, after every build and
+            refresh of a hyperbolic index. It costs ``m/N`` of a second, cosine partner search and changes nothing
+            of the index. ``0``: off; ``-1``: every anchor (a full second search, repeated on every process; skipped
+            above 200,000 examples).
         partner_search (`str`, defaults to `"auto"`):
             `"exact"` compares every anchor with every example (chunked, ``O(N²d)`` work); `"sampled"` estimates
             each anchor's top-τ threshold from ``partner_search_sample_size`` random examples (``O(N·m·d)``, for
@@ -284,6 +295,13 @@ class DMixConfig(TrainingArguments):
     partner_search_memory_mb: int = field(
         default=512, metadata={"help": "Memory budget (MiB) of one chunk of the partner-search distance matrix."}
     )
+    partner_overlap_anchors: int = field(
+        default=512,
+        metadata={
+            "help": "Anchors (a fixed sample) the hyperbolic-vs-cosine overlap diagnostic is measured on; 0 = off, "
+            "-1 = every anchor (a second full search)."
+        },
+    )
     partner_search: str = field(
         default="auto",
         metadata={
@@ -359,6 +377,11 @@ class DMixConfig(TrainingArguments):
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
+        if not isinstance(self.partner_overlap_anchors, int) or self.partner_overlap_anchors < -1:
+            raise ValueError(
+                "partner_overlap_anchors must be an integer: a number of anchors, 0 (off) or -1 (every anchor), got "
+                f"{self.partner_overlap_anchors!r}."
+            )
         if refresh and self.dataloader_persistent_workers and self.dataloader_num_workers > 0:
             raise ValueError(
                 f"partner_refresh_epochs={refresh} rebuilds the partner index between epochs, but "

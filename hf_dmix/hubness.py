@@ -28,8 +28,14 @@ from .geometry import chunk_rows_for_budget
 
 # Candidate examples whose k-occurrence (over every anchor) describes a threshold index; all of them up to this N.
 STATISTICS_SAMPLE_SIZE = 2048
-# A candidate index is called degenerate when its hub concentration (0 = random sets, 1 = the top 1 % are candidates
-# of every anchor) reaches this value, or when less than this share of the training set is ever a candidate.
+# The degenerate-index warning compares an index with uniformly random candidate sets of the *same* k. It fires when
+# the most frequent 1 % of examples hold at least CONCENTRATION_RATIO times their random share of candidate slots and
+# at least CONCENTRATION_EXCESS (absolute, 1 percentage point) more, or when the share of the training set that is
+# ever a candidate is below COVERAGE_RATIO times the share random sets of that k reach.
+CONCENTRATION_RATIO = 2.0
+CONCENTRATION_EXCESS = 0.01
+COVERAGE_RATIO = 0.75
+# Former names (a rescaled "hub concentration" and a fixed coverage), kept for imports; the warning no longer uses them.
 DEGENERATE_CONCENTRATION = 0.5
 DEGENERATE_COVERAGE = 0.5
 
@@ -109,24 +115,29 @@ def _threshold_counts(
     return counts, int(counts.sum()), None if labels is None else float(same)
 
 
-def random_partner_statistics(num_examples: int, k: int, labels: torch.Tensor | None = None) -> dict[str, float]:
+def random_partner_statistics(
+    num_examples: int, k: int, labels: torch.Tensor | None = None, counted: int | None = None
+) -> dict[str, float]:
     """What the figures of :func:`partner_statistics` would be for uniformly random candidate sets of the same ``k``.
 
     Each example is then a candidate of each other anchor with probability ``p = k/(N−1)``, so its k-occurrence is
     ``Binomial(N−1, p)``: skewness ``(1−2p)/sqrt((N−1)p(1−p))``; the top-1 % share is simulated from that law (fixed
-    seed); the same-label share is ``Σ_c n_c(n_c−1) / (N(N−1))``.
+    seed) for ``counted`` examples (default ``N``: a threshold index described by a sample of candidate examples is
+    compared with the same number of random k-occurrences, each over every anchor); the same-label share is
+    ``Σ_c n_c(n_c−1) / (N(N−1))``.
     """
     n, p = num_examples, k / (num_examples - 1)
+    m = n if counted is None else counted
     out = {
         "random_distinct_candidate_share": 1.0 - (1.0 - p) ** (n - 1),
         "random_k_occurrence_skewness": 0.0 if p >= 1.0 else (1 - 2 * p) / math.sqrt((n - 1) * p * (1 - p)),
     }
     if p >= 1.0:
-        out["random_top1pct_slot_share"] = max(1, n // 100) / n
+        out["random_top1pct_slot_share"] = max(1, m // 100) / m
     else:
         g = torch.Generator().manual_seed(0)
-        counts = torch.binomial(torch.full((n,), float(n - 1)), torch.full((n,), p), generator=g)
-        out["random_top1pct_slot_share"] = float(torch.topk(counts, max(1, n // 100)).values.sum() / counts.sum())
+        counts = torch.binomial(torch.full((m,), float(n - 1)), torch.full((m,), p), generator=g)
+        out["random_top1pct_slot_share"] = float(torch.topk(counts, max(1, m // 100)).values.sum() / counts.sum())
     if labels is not None:
         sizes = torch.bincount(labels).double()
         out["random_same_label_share"] = float((sizes * (sizes - 1)).sum() / (n * (n - 1)))
@@ -176,7 +187,7 @@ def partner_statistics(index: Any, labels: torch.Tensor | None = None) -> dict[s
     stats["top1pct_slot_share"] = float(torch.topk(counts, max(1, len(counts) // 100)).values.sum()) / max(slots, 1)
     if same is not None:
         stats["same_label_share"] = same / max(slots, 1)
-    stats.update(random_partner_statistics(n, k, labels))
+    stats.update(random_partner_statistics(n, k, labels, counted=len(counts)))
     stats["hub_concentration"] = hub_concentration(stats)
     return stats
 
@@ -214,7 +225,9 @@ def describe_partner_index(stats: dict[str, float]) -> str:
     if "cosine_overlap" in stats:
         parts.append(
             f"{stats['cosine_overlap']:.1%} of candidates are also in the cosine top-τ set "
-            f"(chance {stats['cosine_overlap_chance']:.1%})"
+            f"(chance {stats['cosine_overlap_chance']:.1%}"
+            + (f"; on {int(stats['cosine_overlap_anchors'])} sampled anchors)"
+               if stats.get("cosine_overlap_anchors", stats["num_examples"]) < stats["num_examples"] else ")")
         )
     text = "; ".join(parts) + "."
     if "estimated_from_examples" in stats:
@@ -242,27 +255,47 @@ def hub_concentration(stats: dict[str, float]) -> float:
 
 
 def hubness_warning(stats: dict[str, float], rule: str = "paper") -> str | None:
-    """A one-line warning when the candidate sets described by :func:`partner_statistics` are degenerate, else ``None``.
+    """A one-line warning when the candidate sets described by :func:`partner_statistics` differ clearly from random
+    candidate sets of the same ``k``, else ``None``.
 
-    Degenerate: the ``hub_concentration`` is at least ``DEGENERATE_CONCENTRATION`` (the most frequent 1 % of examples
-    hold at least half-way between their random share of candidate slots and the most they could hold), or less than
-    ``DEGENERATE_COVERAGE`` of the training set is ever a candidate. Partners then come mostly from a few hub
-    examples, and with two mixed rows per pair half of all training rows are dominated by them.
+    It fires on either of two absolute excesses over random partners *for the same k* (the ``random_*`` figures):
+
+    * concentration: the most frequent 1 % of examples hold at least ``CONCENTRATION_RATIO`` (2) times their random
+      share of candidate slots *and* at least ``CONCENTRATION_EXCESS`` (1 percentage point) more. A partner is drawn
+      uniformly from its anchor's set, so this share is also the share of partner draws those examples receive. At
+      large τ the share cannot exceed ``≈ 1 %/τ`` (1.1 % at τ = 0.9), so a near-random index there never warns;
+    * coverage: less than ``COVERAGE_RATIO`` (3/4) of the share of the training set that random sets of this ``k``
+      reach is ever a candidate (random sets of a small ``k`` miss examples too).
+
+    The message gives the measured figures beside the random ones and a setting to try; it claims nothing beyond them.
     """
     if "top1pct_slot_share" not in stats:
         return None
     top, random_top = stats["top1pct_slot_share"], stats.get("random_top1pct_slot_share", 0.01)
-    cover = stats["distinct_candidate_share"]
-    concentration = stats["hub_concentration"] if "hub_concentration" in stats else hub_concentration(stats)
-    if concentration < DEGENERATE_CONCENTRATION and cover >= DEGENERATE_COVERAGE:
+    cover, random_cover = stats["distinct_candidate_share"], stats.get("random_distinct_candidate_share", 1.0)
+    concentrated = top >= CONCENTRATION_RATIO * random_top and top - random_top >= CONCENTRATION_EXCESS
+    uncovered = cover < COVERAGE_RATIO * random_cover
+    if not (concentrated or uncovered):
         return None
+    k = int(stats.get("candidates_per_example", 0))
     fix = (
-        "try partner_rule='centered' (or 'mutual'), which discount hubs"
+        "partner_rule='centered' (or 'mutual') discounts norm-driven hubs"
         if rule == "paper"
-        else "try a larger tau, partner_rule='mutual', or anchor_dominant=True"
+        else "a larger tau, or anchor_dominant=True (only the anchor-dominant mixed row of each pair is trained)"
+    )
+    findings = []
+    if concentrated:
+        findings.append(
+            f"the most frequent 1% of examples hold {top:.1%} of candidate slots (so about {top:.1%} of partner "
+            f"draws go to them), {top / max(random_top, 1e-12):.1f} times and {100 * (top - random_top):.1f} "
+            f"percentage points above the {random_top:.1%} of random partners with the same k={k}"
+        )
+    share = "all" if cover >= 1.0 else f"{math.floor(cover * 1000) / 10:.1f}%"
+    findings.append(
+        f"{share} of the training set is ever a candidate (random partners: {random_cover:.1%})"
+        + ("; the rest is never drawn as a partner" if uncovered else "")
     )
     return (
-        f"DMIX candidate sets are degenerate: the most frequent 1% of examples hold {top:.1%} of candidate slots "
-        f"(random partners: {random_top:.1%}) and {cover:.1%} of the training set is ever a candidate. Partners will "
-        f"come mostly from a few 'hub' examples; {fix}."
+        "DMIX candidate sets differ from random partners with the same k: " + "; ".join(findings)
+        + f". If that is not intended: {fix}."
     )

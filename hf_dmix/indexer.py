@@ -32,12 +32,13 @@ from .config import EMBEDDING_FIELDS, INDEX_FIELDS, DMixConfig
 from .embeddings import check_embeddings, embed_training_set, embedding_source, texts_of, weights_digest
 from .geometry import to_poincare_ball
 from .hubness import hubness_warning, partner_statistics
-from .partners import PartnerIndex, candidate_overlap, search_partners, top_tau_candidates
+from .partners import PartnerIndex, candidate_overlap, cosine_overlap, search_partners
 from .trainset import base_dataset, feature_rows, labels_of
 
 logger = logging.get_logger(__name__)
 
-# Above this many examples the hyperbolic-vs-cosine overlap diagnostic (a second partner search) is skipped.
+# Above this many examples the hyperbolic-vs-cosine overlap diagnostic on *every* anchor (partner_overlap_anchors=-1,
+# a second full search) is skipped; a sample of anchors is always measured.
 _OVERLAP_MAX_EXAMPLES = 200_000
 
 
@@ -214,15 +215,25 @@ class PartnerIndexer:
             s["degenerate"] = self.warning is not None
             if self.warning is not None:
                 logger.warning(self.warning)
-        if args.partner_distance == "hyperbolic" and index.candidates is not None and n <= _OVERLAP_MAX_EXAMPLES:
-            # Would cosine have chosen the same candidates? If so, the geometry is not what DMIX adds here.
-            cosine = PartnerIndex(num_examples=n, candidates=top_tau_candidates(
-                emb.to(args.device), index.candidates_per_example, "cosine", args.partner_order,
-                memory_bytes=args.partner_search_memory_mb * 2**20,
-            ))
-            s["cosine_overlap"] = candidate_overlap(index, cosine)
-            s["cosine_overlap_chance"] = index.candidates_per_example / (n - 1)
+        self._cosine_overlap(args, emb, s, n)
         show_summary(args, _log_line(args, s, n))
+
+    def _cosine_overlap(self, args: DMixConfig, emb: torch.Tensor | None, s: dict[str, float], n: int) -> None:
+        """Would cosine have chosen the same candidates? If so, the geometry is not what DMIX adds here. Measured on
+        ``partner_overlap_anchors`` sampled anchors (the same on every process; ``-1``: every anchor, ``0``: off)."""
+        anchors = args.partner_overlap_anchors
+        no_sets = self.index.thresholds is None and self.index.candidates is None  # "all others": nothing to compare
+        if args.partner_distance != "hyperbolic" or emb is None or anchors == 0 or no_sets:
+            return
+        if anchors < 0 and n > _OVERLAP_MAX_EXAMPLES:
+            return
+        k = self.index.candidates_per_example
+        s["cosine_overlap"] = cosine_overlap(
+            self.index, emb.to(args.device), args.partner_order, max_anchors=None if anchors < 0 else anchors,
+            memory_bytes=args.partner_search_memory_mb * 2**20,
+        )
+        s["cosine_overlap_anchors"] = float(n if anchors < 0 else min(anchors, n))
+        s["cosine_overlap_chance"] = k / (n - 1)
 
     # ------------------------------------------------------------------ refresh and reset
 
@@ -247,7 +258,8 @@ class PartnerIndexer:
                        if self.stats.get(k) is not None})
         self.refreshes.append(record)
         logger.info(
-            f"DMIX partner refresh at the start of epoch {epoch}: embedding pass and partner search took "
+            f"DMIX partner refresh at the start of epoch {epoch}: embedding pass, partner search and index "
+            f"statistics took "
             f"{record['seconds']:.1f} s"
             + (f"; {record['candidates_kept']:.1%} of each example's candidates stayed." if "candidates_kept" in record else ".")
         )
@@ -351,5 +363,6 @@ def _log_line(args: DMixConfig, s: dict[str, float], n: int) -> str:
         + (f"; same-label share {s['same_label_share']:.1%} (random: {s['random_same_label_share']:.1%})"
            if "same_label_share" in s else "")
         + (f"; the hyperbolic candidate sets share {s['cosine_overlap']:.1%} of their members with the cosine "
-           f"top-tau sets ({s['cosine_overlap_chance']:.1%} by chance)." if "cosine_overlap" in s else ".")
+           f"top-tau sets ({s['cosine_overlap_chance']:.1%} by chance; {int(s['cosine_overlap_anchors'])} anchors)."
+           if "cosine_overlap" in s else ".")
     )

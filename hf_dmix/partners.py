@@ -129,10 +129,11 @@ def distance_moments(
         d = d.double()
         # An example's distance to itself (0, or ~1e-3 after float32 cancellation) is not part of its distribution.
         own = cols[None, :] == torch.arange(start, stop, device=pts.device)[:, None]
-        d = d.masked_fill(own, 0.0)
+        d.masked_fill_(own, 0.0)
         count = (len(cols) - own.sum(dim=1)).clamp_min(1).double()
         m = d.sum(dim=1) / count
-        var = ((d - m[:, None]).masked_fill(own, 0.0) ** 2).sum(dim=1) / count
+        # In place (the same operations as out of place, so the same numbers): no further (rows, refs) float64 copies.
+        var = d.sub_(m[:, None]).masked_fill_(own, 0.0).square_().sum(dim=1) / count
         mean[start - rows.start : stop - rows.start] = m.float().cpu()
         std[start - rows.start : stop - rows.start] = var.sqrt().float().cpu()
     return mean, std
@@ -673,3 +674,42 @@ def candidate_overlap(a: PartnerIndex, b: PartnerIndex, chunk_rows: int = 4096) 
         mask[torch.arange(len(rows))[:, None], a.candidates[rows].long()] = True
         total += int(mask.gather(1, b.candidates[rows].long()).sum())
     return total / (n * k)
+
+
+def overlap_anchors(num_examples: int, max_anchors: int | None, seed: int = 2) -> torch.Tensor:
+    """The anchors a diagnostic overlap is measured on: all of them (``None`` or ``≥ N``), else a fixed uniform sample
+    of ``max_anchors`` (sorted; the same on every process)."""
+    if max_anchors is None or max_anchors >= num_examples:
+        return torch.arange(num_examples)
+    return torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed))[:max_anchors].sort().values
+
+
+def cosine_overlap(
+    index: PartnerIndex,
+    embeddings: torch.Tensor,
+    order: str = "farthest",
+    max_anchors: int | None = None,
+    memory_bytes: int = 512 * 2**20,
+) -> float:
+    """Share of ``index``'s candidate slots that the cosine top-``k`` sets (by the distance, ``order`` first) of the
+    same anchors also hold: would cosine have chosen the same candidates?
+
+    Measured on :func:`overlap_anchors` (every anchor by default; a sample of ``max_anchors`` costs ``max_anchors/N``
+    of a full cosine search). On every anchor of a list index this is ``candidate_overlap`` of the index and the
+    cosine lists; ``k/(N − 1)`` is what unrelated random sets would share. Lists and thresholds alike.
+    """
+    n, k = index.num_examples, index.candidates_per_example
+    anchors = overlap_anchors(n, max_anchors)
+    left, right = ranking_factors(embeddings, "cosine")
+    sign = -1.0 if order == "nearest" else 1.0
+    chunk = max(1, min(1024, chunk_rows_for_budget(n, memory_bytes, bytes_per_value=9)))
+    shared = total = 0
+    for start in range(0, len(anchors), chunk):
+        rows = anchors[start : start + chunk]
+        keys = sign * (left[rows.to(left.device)] @ right.T)
+        keys[torch.arange(len(rows), device=keys.device), rows.to(keys.device)] = float("-inf")
+        cosine = torch.topk(keys, k, dim=1, largest=True, sorted=False).indices.cpu()
+        member = index.members(rows)
+        shared += int(member.gather(1, cosine).sum())
+        total += int(member.sum())
+    return shared / max(total, 1)

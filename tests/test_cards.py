@@ -380,7 +380,7 @@ def test_card_shows_the_degenerate_index_warning():
     record = _record()
     record["partner_index"] = {**record["partner_index"], "top1pct_slot_share": 0.033, "degenerate": True}
     _, body = _split(render_model_card(record, None, repo_id="alice/essc-dmix"))
-    assert "| warning | degenerate candidate sets: a few hub examples hold most candidate slots |" in body
+    assert "| warning | candidate sets concentrated or narrow beyond random partners of the same k (figures above) |" in body
     assert "| candidate slots held by the most frequent 1 % of examples | 3.3 % (random partners: 1.0 %) |" in body
 
 

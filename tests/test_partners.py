@@ -474,3 +474,32 @@ def test_sampled_thresholds_keep_recall_with_bounded_overshoot() -> None:
     assert k <= sampled.expected_k <= 1.3 * k
     partners = sampled.sample(probe, torch.Generator().manual_seed(0))
     assert s[torch.arange(len(probe)), partners].all()  # every draw is a member
+
+
+def test_cosine_overlap_on_every_anchor_is_the_overlap_with_the_cosine_lists_and_a_sample_estimates_it():
+    """Issue 15, item 5: the refresh's hyperbolic-vs-cosine diagnostic. On every anchor it is exactly the former
+    second full search (candidate_overlap with the cosine lists); on 512 sampled anchors it costs 512/N of that and
+    estimates the same figure; a threshold index of the same points is measured alike."""
+    from hf_dmix.geometry import to_poincare_ball
+    from hf_dmix.partners import candidate_overlap, cosine_overlap, top_tau_candidates
+
+    n = 1500
+    emb = torch.randn(n, 24, generator=torch.Generator().manual_seed(4)) * torch.linspace(0.5, 2.0, n)[:, None]
+    points = to_poincare_ball(emb)
+    index = build_partner_index(points, n, "hyperbolic", tau=0.3, rule="centered", show_progress=False)
+    k = index.candidates_per_example
+    cosine = PartnerIndex(n, candidates=top_tau_candidates(emb, k, "cosine"))
+    full = cosine_overlap(index, emb)
+    assert full == pytest.approx(candidate_overlap(index, cosine), abs=1e-3)
+    assert cosine_overlap(index, emb, max_anchors=512) == pytest.approx(full, abs=0.03)
+    thresholds = build_partner_index(points, n, "hyperbolic", tau=0.3, rule="centered", representation="thresholds",
+                                     show_progress=False)
+    assert cosine_overlap(thresholds, emb, max_anchors=512) == pytest.approx(full, abs=0.03)
+
+
+def test_partner_overlap_anchors_is_validated():
+    from hf_dmix import DMixConfig
+
+    assert DMixConfig(output_dir="unused").partner_overlap_anchors == 512
+    with pytest.raises(ValueError, match="partner_overlap_anchors"):
+        DMixConfig(output_dir="unused", partner_overlap_anchors=-2)

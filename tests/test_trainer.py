@@ -380,6 +380,22 @@ def test_hyperbolic_index_reports_cosine_overlap(tmp_path, tokenizer, train_data
     assert stats["cosine_overlap"] == pytest.approx(shared / (len(train_dataset) * k))
 
 
+def test_cosine_overlap_diagnostic_is_sampled_and_switchable(tmp_path, tokenizer, train_dataset):
+    """Issue 15, item 5: the diagnostic runs on partner_overlap_anchors anchors (all of a small set), and 0 turns it
+    off without changing the index."""
+    def build(**kw):
+        trainer = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path, **kw),
+                              train_dataset=train_dataset, processing_class=tokenizer)
+        trainer.build_partner_index()
+        return trainer
+
+    sampled, full, off = build(partner_overlap_anchors=5), build(partner_overlap_anchors=-1), build(partner_overlap_anchors=0)
+    assert sampled.partner_index_stats["cosine_overlap_anchors"] == 5
+    assert full.partner_index_stats["cosine_overlap_anchors"] == len(train_dataset)
+    assert "cosine_overlap" not in off.partner_index_stats
+    assert torch.equal(off.partner_index.candidates, full.partner_index.candidates)
+
+
 def test_bf16_autocast_near_the_boundary_stays_finite(tmp_path, tokenizer, train_dataset):
     """bf16 mixed precision with ball points within 1e-5 of the boundary: finite loss, gradients and geometry."""
     n = len(train_dataset)
