@@ -33,6 +33,8 @@ from _runs import (  # noqa: E402
 )
 
 
+sys.path.insert(0, str(ROOT))
+
 # name: (file, {official split name in the file: run_dmix split})
 DATASETS: dict[str, tuple[str, dict[str, str]]] = {
     "essc": ("essc.csv", {}),
@@ -365,10 +367,13 @@ def cell_tables(cells: dict) -> list[str]:
 
 def candidate_table(per_size: dict, datasets: list[str], settings: list[str]) -> list[str]:
     """Candidate-set statistics of each rule beside random partners *for the same k* (recorded with each run)."""
+    from hf_dmix.hubness import hubness_warning
+
     lines = ["", "Candidate sets (from the pretrained encoder, so every seed has the same index; the first seed's "
              "record): k-occurrence skewness / top-1 % slot share / share of the training set ever a candidate / "
              "same-label share, each followed by random partners with the same number of candidates per anchor in "
-             "parentheses. ⚠ = the run warned that the candidate sets are degenerate.", "",
+             "parentheses. ⚠ = the library's current hubness warning fires on these statistics (recomputed from the "
+             "record, so runs recorded before a change of the criterion are judged alike).", "",
              "| setting | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
     for setting in [s for s in settings if s.startswith("dmix")]:
         row = []
@@ -387,7 +392,7 @@ def candidate_table(per_size: dict, datasets: list[str], settings: list[str]) ->
                 f"{100 * st['top1pct_slot_share']:.1f} % ({100 * st['random_top1pct_slot_share']:.1f} %) / "
                 f"{100 * st['distinct_candidate_share']:.0f} % ({100 * st['random_distinct_candidate_share']:.0f} %) / "
                 f"{100 * st['same_label_share']:.0f} % ({100 * st['random_same_label_share']:.0f} %)"
-                + (" ⚠" if r.get("partner_index_warning") else ""))
+                + (" ⚠" if hubness_warning(st) else ""))
         lines.append(f"| {setting} | " + " | ".join(row) + " |")
     return lines
 
