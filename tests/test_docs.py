@@ -22,15 +22,20 @@ def test_every_test_cited_in_reliability_md_exists():
         assert "tests/" in row, f"a row without its test: {row[:80]}"
 
 
-def _benchmarks():
+def _benchmark(name: str):
+    """A module of ``benchmarks/`` (they import each other by bare name, so the folder is on the path meanwhile)."""
     import importlib
     import sys
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        return importlib.import_module("suite"), importlib.import_module("_runs")
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def _benchmarks():
+    return _benchmark("suite"), _benchmark("_runs")
 
 
 def test_readme_and_suite_md_quote_the_summary_generated_from_the_committed_records():
@@ -68,14 +73,7 @@ def test_paired_interval_and_verdict_follow_the_stated_rule():
 
 
 def test_readme_quotes_the_beyond_text_summary_generated_from_its_records():
-    import importlib
-    import sys
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        beyond, runs = importlib.import_module("beyond_text"), importlib.import_module("_runs")
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    beyond, runs = _benchmark("beyond_text"), _benchmark("_runs")
     records = runs.load_records(ROOT / "benchmarks" / "results" / "beyond-text")
     expected = beyond.summary(beyond.collect(records)) if records else ""
     for doc in (ROOT / "README.md", ROOT / "docs" / "results" / "beyond-text.md"):
@@ -86,15 +84,9 @@ def test_readme_quotes_the_beyond_text_summary_generated_from_its_records():
 
 
 def test_readme_quotes_the_hubness_summary_generated_from_its_record():
-    import importlib
     import json
-    import sys
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        hubness, runs = importlib.import_module("hubness"), importlib.import_module("_runs")
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    hubness, runs = _benchmark("hubness"), _benchmark("_runs")
     record = json.loads((ROOT / "benchmarks" / "results" / "hubness" / "tau-0.3.json").read_text())
     assert runs.read_section(ROOT / "README.md", "hubness-summary") == hubness.summary(record), (
         "README's hubness-summary block differs from the record: run `python benchmarks/hubness.py --report-only`"
