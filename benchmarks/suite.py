@@ -444,12 +444,16 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
     parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "suite"))
     parser.add_argument("--report", default=str(ROOT / "docs" / "results" / "suite.md"))
-    parser.add_argument("--report-only", action="store_true", help="summarise the cached runs; train nothing")
+    parser.add_argument("--report-only", action="store_true", help="summarise the recorded runs; train nothing")
+    parser.add_argument("--reverse", action="store_true",
+                        help="run the grid from its last job backwards (a second runner on the same records meets the "
+                        "first one in the middle)")
     args = parser.parse_args()
 
     records = Path(args.records_dir)
     if not args.report_only:
-        run_jobs(build_jobs(args), parallel=args.parallel, keep_going=True)
+        jobs = build_jobs(args)
+        run_jobs(jobs[::-1] if args.reverse else jobs, parallel=args.parallel, keep_going=True)
     publish_report(records, Path(args.report), ROOT / "README.md")
 
 
