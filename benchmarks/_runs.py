@@ -151,14 +151,19 @@ def make_record(results: dict[str, Any]) -> dict[str, Any]:
     return portable(record)
 
 
-def portable(value: Any) -> Any:
-    """``value`` with every absolute path shortened to its last two components (``.../data/essc.csv`` ->
-    ``data/essc.csv``): committed records name no folder of the machine that made them."""
+def portable(value: Any, key: str = "") -> Any:
+    """``value`` with every file path shortened to its last two components (``.../data/essc.csv`` ->
+    ``data/essc.csv``): committed records name no folder of the machine that made them.
+
+    Absolute paths are shortened wherever they are; under a ``*_file`` key a relative path is shortened as well, so
+    a run given ``--data-dir ../shared/data`` or ``--runs-dir runs/x`` matches the record of the same run made with
+    absolute folders (the cache compares flags in this form).
+    """
     if isinstance(value, dict):
-        return {k: portable(v) for k, v in value.items()}
+        return {k: portable(v, k) for k, v in value.items()}
     if isinstance(value, list):
-        return [portable(v) for v in value]
-    if isinstance(value, str) and os.path.isabs(value) and os.sep in value.strip(os.sep):
+        return [portable(v, key) for v in value]
+    if isinstance(value, str) and os.sep in value.strip(os.sep) and (os.path.isabs(value) or key.endswith("_file")):
         return "/".join(Path(value).parts[-2:])
     return value
 

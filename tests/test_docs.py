@@ -58,6 +58,22 @@ def test_committed_records_name_no_folder_of_the_machine_that_made_them():
         assert '"/' not in text, f"{path.name} holds an absolute path"
 
 
+def test_a_record_counts_as_the_same_run_whatever_form_its_data_paths_were_given_in(tmp_path):
+    _, runs = _benchmarks()
+    records = tmp_path / "records"
+    made = runs.Job("trec6-300-mixup-seed0", {"train_file": "/machine/a/runs/data/trec6/train.csv", "seed": 0},
+                    tmp_path / "a", records=records)
+    runs.write_json_atomic(made.record_path, runs.portable({"benchmark_flags": made.flags, "metrics": {}}))
+    same = runs.Job(made.name, {"train_file": "runs/suite-300/data/trec6/train.csv", "seed": 0}, tmp_path / "b",
+                    records=records)
+    assert same.cached() is not None, "a relative --runs-dir/--data-dir must find the record of the same run"
+    other = runs.Job(made.name, {"train_file": "runs/suite-300/data/trec6/train.csv", "seed": 1}, tmp_path / "b",
+                     records=records)
+    assert other.cached() is None
+    assert runs.portable({"model_name_or_path": "org/name", "note": "a/b/c"}) == {"model_name_or_path": "org/name",
+                                                                                 "note": "a/b/c"}
+
+
 def test_paired_interval_and_verdict_follow_the_stated_rule():
     _, runs = _benchmarks()
     # Differences 1, 2, 3 (mean 2, sd 1, n 3): t(0.975, 2) = 4.303, half-width 4.303 / sqrt(3) = 2.484.
