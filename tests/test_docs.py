@@ -92,9 +92,9 @@ def test_essc_table_and_tau_sweep_are_rebuilt_from_records_alone(tmp_path):
     _, runs = _benchmarks()
     table1, tau_sweep = _benchmark("table1"), _benchmark("tau_sweep")
     records = [_essc_record(runs, "mixup", s, f) for s, f in enumerate((0.97, 0.98, 0.99))]
-    records += [_essc_record(runs, "dmix", s, f) for s, f in enumerate((0.98, 0.995, 1.00))]
+    records += [_essc_record(runs, "dmix-paper", s, f) for s, f in enumerate((0.98, 0.995, 1.00))]
     text = table1.summarise(records, "MiniLM")
-    row = next(line for line in text.splitlines() if line.startswith("| dmix |"))
+    row = next(line for line in text.splitlines() if line.startswith("| dmix-paper |"))
     # DMIX 98.0 / 99.5 / 100.0: mean 99.17, sd 1.04; against Mixup +1.0 / +1.5 / +1.0, mean +1.17.
     assert "| 99.17 ± 1.04 | 3 | 99.30 | +1.17 (n=3) |" in row
     assert "4458 train / 558 validation / 558 test" in text and "6 run records" in text
