@@ -148,6 +148,24 @@ def fsdd_path(data_dir: str | None) -> str:
     return path
 
 
+def _official_splits(
+    files: Mapping[str, str] | None, dataset_name: str | None, dataset_config_name: str | None,
+    split_column: str | None, input_column: str, modality: str,
+) -> dict:
+    """The dataset's own splits (per-split files, its named splits, or the values of ``split_column``), checked to
+    have a training split whose columns include ``input_column``."""
+    raw = _load_raw(dataset_name, dataset_config_name, dict(files or {}))
+    official = splits_from_column(raw, split_column)
+    if official is None:
+        official = {s: raw[s] for s in SPLITS if s in raw}
+    if "train" not in official:
+        raise DataError(f"No training split: the data have the splits {sorted(raw)}.")
+    if input_column not in official["train"].column_names:
+        raise DataError(f"{modality.capitalize()} column {input_column!r} (--{modality}_column) not found; the data "
+                        f"have the columns {official['train'].column_names}.")
+    return official
+
+
 def load_audio_data(
     files: Mapping[str, str] | None = None,
     dataset_name: str | None = None,
@@ -169,15 +187,7 @@ def load_audio_data(
     (stratified by label × ``strata_column`` when that column exists). All clips must share one sampling rate; it is
     recorded in ``split_info["sampling_rate"]``. The result's input column is ``audio`` (float32 arrays).
     """
-    raw = _load_raw(dataset_name, dataset_config_name, dict(files or {}))
-    official = splits_from_column(raw, split_column)
-    if official is None:
-        official = {s: raw[s] for s in SPLITS if s in raw}
-    if "train" not in official:
-        raise DataError(f"No training split: the data have the splits {sorted(raw)}.")
-    if audio_column not in official["train"].column_names:
-        raise DataError(f"Audio column {audio_column!r} (--audio_column) not found; the data have the columns "
-                        f"{official['train'].column_names}.")
+    official = _official_splits(files, dataset_name, dataset_config_name, split_column, audio_column, "audio")
     rates: set[int] = set()
 
     def decode(batch):
@@ -222,15 +232,7 @@ def load_image_data(
     """An image-classification dataset from ``datasets`` (Hub id, folder, or files) with an ``image_column`` of
     images (``datasets.Image``) or H×W×C arrays. Splits: the files given per split, else the dataset's own splits,
     else the values of ``split_column`` (as for audio); missing validation/test splits are carved out of train."""
-    raw = _load_raw(dataset_name, dataset_config_name, dict(files or {}))
-    official = splits_from_column(raw, split_column)
-    if official is None:
-        official = {s: raw[s] for s in SPLITS if s in raw}
-    if "train" not in official:
-        raise DataError(f"No training split: the data have the splits {sorted(raw)}.")
-    if image_column not in official["train"].column_names:
-        raise DataError(f"Image column {image_column!r} (--image_column) not found; the data have the columns "
-                        f"{official['train'].column_names}.")
+    official = _official_splits(files, dataset_name, dataset_config_name, split_column, image_column, "image")
     if image_column != "image":
         official = {s: ds.rename_column(image_column, "image") for s, ds in official.items()}
     return _split_and_describe(official, "image", label_column, validation_size, test_size, split_seed,
