@@ -56,6 +56,8 @@ SETTINGS: dict[str, dict[str, object]] = {
     "dmix-centered": {**_DMIX, "partner_rule": "centered", "partner_order": "farthest"},
     # The centred rule at τ = 0.1, the τ that helped on the full ESSC training set (docs/results/essc_tau01.md).
     "dmix-centered-tau01": {**_DMIX, "partner_rule": "centered", "partner_order": "farthest", "tau": 0.1},
+    # Exploratory (suite-plan.md, amendment): the centred rule choosing its *closest* candidates.
+    "dmix-centered-nearest": {**_DMIX, "partner_rule": "centered", "partner_order": "nearest"},
     "dmix-centered-ad": {**_DMIX, "partner_rule": "centered", "partner_order": "farthest", "anchor_dominant": "true"},
     # Beyond the paper: the index rebuilt from the model being fine-tuned at the start of every epoch.
     "dmix-centered-refresh": {**_DMIX, "partner_rule": "centered", "partner_order": "farthest", "partner_refresh_epochs": 1},
@@ -168,11 +170,14 @@ def seed_caps(values: list[str]) -> dict[str, int]:
 MARGIN = 1.0  # non-inferiority margin against Mixup, macro-F1 points
 DEFAULT_SETTING = "dmix-centered"  # the library default the rule keeps unless the data say otherwise
 PLANNED_SEEDS = {"mixup": 10, "dmix-centered": 10, "dmix-paper": 5, "dmix-centered-tau01": 5}
+# Settings added after the plan (suite-plan.md, amendment): reported by rules 1-3, never candidates under rule 4.
+EXPLORATORY_SEEDS = {"dmix-centered-nearest": 5}
 LABEL = {
     "mixup": "Mixup (random partners)",
     "dmix-centered": "DMIX, centred rule, τ = 0.3 (default)",
     "dmix-paper": "DMIX, paper's rule, τ = 0.3",
     "dmix-centered-tau01": "DMIX, centred rule, τ = 0.1",
+    "dmix-centered-nearest": "DMIX, centred rule, τ = 0.3, nearest first (exploratory)",
 }
 
 
@@ -225,9 +230,11 @@ def summary(cells: dict) -> str:
     settings = _settings_of(cells)
     for size in _sizes(cells):
         datasets = [d for d in DATASETS if d in cells[size]]
-        n_runs = sum(len(runs) for per in cells[size].values() for runs in per.values())
+        n_runs = sum(len(runs) for per in cells[size].values() for s, runs in per.items() if s in PLANNED_SEEDS)
+        extra = sum(len(runs) for per in cells[size].values() for s, runs in per.items() if s not in PLANNED_SEEDS)
         planned = len(DATASETS) * sum(PLANNED_SEEDS.values())
-        lines += [f"**{size} training examples** ({n_runs} of the {planned} planned runs recorded, "
+        extra_text = f" plus {extra} exploratory runs added after the plan" if extra else ""
+        lines += [f"**{size} training examples** ({n_runs} of the {planned} planned runs recorded{extra_text}, "
                   f"{len(datasets)} of {len(DATASETS)} datasets started). Test macro-F1 (%), mean over datasets of the mean over seeds; each DMIX setting against "
                   f"Mixup per dataset, paired by seed: win / tie / loss by the 95 % interval, and non-inferiority at a "
                   f"margin of {MARGIN:.1f} point:", "",
@@ -256,7 +263,8 @@ def summary(cells: dict) -> str:
             rng = f"{min(deltas):+.2f} to {max(deltas):+.2f}" if deltas else "—"
             lines.append(f"| {LABEL.get(setting, setting)} | {mean} | {seed_text} | {wtl} | "
                          f"{len(ok)} of {len(datasets)}{(' (' + ', '.join(ok) + ')') if ok else ''} | {rng} |")
-        lines += [""] + _summary_sentences(cells[size], datasets, settings) + [""]
+        lines += [""] + _summary_sentences(cells[size], datasets, settings)
+        lines += _partner_sentences(cells[size], datasets, settings) + [""]
     lines += default_choice(cells)[0]
     return "\n".join(lines).rstrip()
 
@@ -284,6 +292,26 @@ def _summary_sentences(per_size: dict, datasets: list[str], settings: list[str])
     return out
 
 
+def _partner_sentences(per_size: dict, datasets: list[str], settings: list[str]) -> list[str]:
+    """Which partners each DMIX setting offers, against random candidates of the same k: how often a candidate has
+    the anchor's label (from the first recorded seed's index; the index does not depend on the seed)."""
+    out = []
+    for setting in [s for s in settings if s.startswith("dmix")]:
+        gaps = {}
+        for d in datasets:
+            runs = per_size[d].get(setting)
+            st = (runs[min(runs)].get("partner_index") or {}) if runs else {}
+            if "random_same_label_share" in st:
+                gaps[d] = 100 * (st["same_label_share"] - st["random_same_label_share"])
+        if not gaps:
+            continue
+        below = [d for d, g in gaps.items() if g < 0]
+        span = f"{min(gaps.values()):+.0f} to {max(gaps.values()):+.0f} points"
+        out.append(f"- `{setting}`: candidates share the anchor's label less often than random candidates of the same "
+                   f"k on {len(below)} of {len(gaps)} datasets ({span} per dataset).")
+    return out
+
+
 def _seed_average(per_size: dict, setting: str, seeds: list[int], split: str) -> dict[int, float] | None:
     """Per seed, the mean over datasets of ``split`` macro-F1; None unless every dataset has every seed."""
     out = {}
@@ -305,7 +333,7 @@ def default_choice(cells: dict) -> tuple[list[str], str]:
     for size in _sizes(cells):
         per_size = cells[size]
         base = _seed_average(per_size, DEFAULT_SETTING, list(range(5)), "validation")
-        for setting in [s for s in _settings_of(cells) if s.startswith("dmix")]:
+        for setting in [s for s in _settings_of(cells) if s in PLANNED_SEEDS and s.startswith("dmix")]:
             avg = _seed_average(per_size, setting, list(range(5)), "validation")
             if avg is None or base is None:
                 lines.append(f"| {setting} ({size}) | — (seeds 0–4 not complete on every dataset) | — |")
@@ -355,6 +383,7 @@ def cell_tables(cells: dict) -> list[str]:
                 if setting in cells[size][d]:
                     ci = compare(cells[size][d], setting)
                     lines.append(f"| {setting} | {d} | {_fmt_ci(ci)} | {verdict(ci)} | {_noninferior(ci)} |")
+        lines += _exploratory_table(cells[size], datasets, settings)
         lines += ["", "Validation macro-F1 (%), mean over seeds:", "",
                   "| setting | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
         for setting in settings:
@@ -362,6 +391,29 @@ def cell_tables(cells: dict) -> list[str]:
                     if setting in cells[size][d] else None for d in datasets]
             lines.append(f"| {setting} | " + " | ".join("—" if v is None else f"{v:.2f}" for v in vals) + " |")
         lines += candidate_table(cells[size], datasets, settings)
+    return lines
+
+
+def _exploratory_table(per_size: dict, datasets: list[str], settings: list[str]) -> list[str]:
+    """Settings added after the plan against the default, paired by seed, on test and on validation."""
+    extra = [s for s in settings if s in EXPLORATORY_SEEDS]
+    if not extra:
+        return []
+    lines = ["", f"Exploratory settings (suite-plan.md, amendment) against the default `{DEFAULT_SETTING}`, paired by "
+             "seed (macro-F1 points): mean [95 % CI], p, seeds; verdict by the interval.", "",
+             "| setting | dataset | Δ vs default, test | verdict | Δ vs default, validation | verdict |",
+             "|---|---|---|---|---|---|"]
+    for setting in extra:
+        for d in datasets:
+            if setting not in per_size[d]:
+                continue
+            row = [setting, d]
+            for split in ("test", "validation"):
+                a = {seed: _f1(r, split) for seed, r in per_size[d][setting].items()}
+                b = {seed: _f1(r, split) for seed, r in per_size[d].get(DEFAULT_SETTING, {}).items()}
+                ci = paired_ci(a, b)
+                row += [_fmt_ci(ci), verdict(ci)]
+            lines.append("| " + " | ".join(row) + " |")
     return lines
 
 

@@ -116,6 +116,38 @@ def test_essc_table_and_tau_sweep_are_rebuilt_from_records_alone(tmp_path):
     assert (tmp_path / "essc_tau_sweep.png").is_file()
 
 
+def _suite_record(dataset: str, setting: str, seed: int, test: float, validation: float, same: float = 0.5) -> dict:
+    return {"benchmark_meta": {"dataset": dataset, "setting": setting, "size": "300", "seed": seed},
+            "metrics": {"test": {"macro_f1": test}, "validation": {"macro_f1": validation}},
+            "partner_index": {"same_label_share": same, "random_same_label_share": 0.5}}
+
+
+def test_an_exploratory_setting_is_reported_against_the_default_but_never_chosen_as_default():
+    suite, _ = _benchmarks()
+    records = []
+    for seed in range(5):
+        wobble = 0.001 * (seed % 3)
+        for d in ("essc", "trec6"):
+            records += [_suite_record(d, "mixup", seed, 0.80, 0.80),
+                        _suite_record(d, "dmix-centered", seed, 0.79 + wobble, 0.79, same=0.40),
+                        # far above the default on validation on every seed: rule 4 would pick it were it planned
+                        _suite_record(d, "dmix-centered-nearest", seed, 0.82 + wobble, 0.85 + wobble, same=0.70)]
+    cells = suite.collect(records)
+    _, chosen = suite.default_choice(cells)
+    assert chosen == "dmix-centered"
+    text = suite.summary(cells)
+    assert "20 of the 150 planned runs recorded plus 10 exploratory runs" in text
+    assert "`dmix-centered`: candidates share the anchor's label less often than random candidates of the same k on " \
+           "2 of 2 datasets (-10 to -10 points per dataset)." in text
+    assert "`dmix-centered-nearest`: candidates share the anchor's label less often than random candidates of the " \
+           "same k on 0 of 2 datasets (+20 to +20 points per dataset)." in text
+    tables = "\n".join(suite.cell_tables(cells))
+    exploratory = tables[tables.index("Exploratory settings"):]
+    row = next(line for line in exploratory.splitlines() if line.startswith("| dmix-centered-nearest | trec6 |"))
+    # test: +3.00 on every seed (no spread: a degenerate interval at +3.00); validation +6.00 plus the wobble
+    assert row.startswith("| dmix-centered-nearest | trec6 | +3.00 [+3.00, +3.00]") and row.count("| win |") == 2
+
+
 def test_paired_interval_and_verdict_follow_the_stated_rule():
     _, runs = _benchmarks()
     # Differences 1, 2, 3 (mean 2, sd 1, n 3): t(0.975, 2) = 4.303, half-width 4.303 / sqrt(3) = 2.484.
