@@ -171,13 +171,15 @@ def test_tau_one_and_random_give_every_other_example(distance: str, tau: float) 
 def test_many_chunks_give_identical_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
     points = make_points("hyperbolic", seed=2)
     calls: list[int] = []
-    real_factors = partners_mod.ranking_factors
+    import hf_dmix.ranking as ranking_mod
+
+    real_factors = ranking_mod.ranking_factors
 
     def counting_factors(x: torch.Tensor, *args: object, **kwargs: object):
         calls.append(x.shape[0])
         return real_factors(x, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(partners_mod, "ranking_factors", counting_factors)
+    monkeypatch.setattr(ranking_mod, "ranking_factors", counting_factors)
     for distance in ("hyperbolic", "euclidean", "cosine"):
         for order in ("farthest", "nearest"):
             calls.clear()
