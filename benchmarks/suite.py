@@ -264,6 +264,7 @@ def summary(cells: dict) -> str:
             lines.append(f"| {LABEL.get(setting, setting)} | {mean} | {seed_text} | {wtl} | "
                          f"{len(ok)} of {len(datasets)}{(' (' + ', '.join(ok) + ')') if ok else ''} | {rng} |")
         lines += [""] + _summary_sentences(cells[size], datasets, settings)
+        lines += _exploratory_sentences(cells[size], datasets, settings)
         lines += _partner_sentences(cells[size], datasets, settings) + [""]
     lines += default_choice(cells)[0]
     return "\n".join(lines).rstrip()
@@ -289,6 +290,27 @@ def _summary_sentences(per_size: dict, datasets: list[str], settings: list[str])
                 parts.append("loses on " + ", ".join(losses))
             text = f"`{setting}` " + " and ".join(parts) + f"; ties on the other {len(verdicts) - len(wins) - len(losses)}"
         out.append(f"- {text} (95 % interval of the paired difference entirely above / below 0).")
+    return out
+
+
+def _against_default(per: dict, setting: str, split: str) -> dict:
+    a = {seed: _f1(r, split) for seed, r in per[setting].items()}
+    b = {seed: _f1(r, split) for seed, r in per.get(DEFAULT_SETTING, {}).items()}
+    return paired_ci(a, b)
+
+
+def _exploratory_sentences(per_size: dict, datasets: list[str], settings: list[str]) -> list[str]:
+    """For each exploratory setting: W/T/L against the default on test, by the same interval rule."""
+    out = []
+    for setting in [s for s in settings if s in EXPLORATORY_SEEDS]:
+        cis = {d: _against_default(per_size[d], setting, "test") for d in datasets if setting in per_size[d]}
+        verdicts = {d: verdict(ci) for d, ci in cis.items()}
+        groups = {v: [d for d, x in verdicts.items() if x == v] for v in ("win", "tie", "loss")}
+        text = "; ".join(f"{'wins' if v == 'win' else 'ties' if v == 'tie' else 'loses'} on {', '.join(ds)}"
+                         for v, ds in groups.items() if ds)
+        deltas = [ci["mean"] for ci in cis.values()]
+        out.append(f"- `{setting}` (exploratory) against the default `{DEFAULT_SETTING}`, test macro-F1 paired by seed: "
+                   f"{text} (paired Δ {min(deltas):+.2f} to {max(deltas):+.2f} per dataset).")
     return out
 
 
@@ -413,9 +435,7 @@ def _exploratory_table(per_size: dict, datasets: list[str], settings: list[str])
                 continue
             row = [setting, d]
             for split in ("test", "validation"):
-                a = {seed: _f1(r, split) for seed, r in per_size[d][setting].items()}
-                b = {seed: _f1(r, split) for seed, r in per_size[d].get(DEFAULT_SETTING, {}).items()}
-                ci = paired_ci(a, b)
+                ci = _against_default(per_size[d], setting, split)
                 row += [_fmt_ci(ci), verdict(ci)]
             lines.append("| " + " | ".join(row) + " |")
     return lines

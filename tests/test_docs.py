@@ -139,6 +139,8 @@ def test_an_exploratory_setting_is_reported_against_the_default_but_never_chosen
     assert suite.default_choice(partial)[0][-1].startswith("Outcome (provisional)")
     text = suite.summary(cells)
     assert "20 of the 150 planned runs recorded plus 10 exploratory runs" in text
+    assert "- `dmix-centered-nearest` (exploratory) against the default `dmix-centered`, test macro-F1 paired by seed: " \
+           "wins on essc, trec6 (paired Δ +3.00 to +3.00 per dataset)." in text
     assert "`dmix-centered`: candidates share the anchor's label less often than random candidates of the same k on " \
            "2 of 2 datasets (-10 to -10 points per dataset)." in text
     assert "`dmix-centered-nearest`: candidates share the anchor's label less often than random candidates of the " \
