@@ -233,7 +233,7 @@ def summary(cells: dict) -> str:
         n_runs = sum(len(runs) for per in cells[size].values() for s, runs in per.items() if s in PLANNED_SEEDS)
         extra = sum(len(runs) for per in cells[size].values() for s, runs in per.items() if s not in PLANNED_SEEDS)
         planned = len(DATASETS) * sum(PLANNED_SEEDS.values())
-        extra_text = f" plus {extra} exploratory runs added after the plan" if extra else ""
+        extra_text = f" plus {extra} exploratory run{'s' if extra != 1 else ''} added after the plan" if extra else ""
         lines += [f"**{size} training examples** ({n_runs} of the {planned} planned runs recorded{extra_text}, "
                   f"{len(datasets)} of {len(DATASETS)} datasets started). Test macro-F1 (%), mean over datasets of the mean over seeds; each DMIX setting against "
                   f"Mixup per dataset, paired by seed: win / tie / loss by the 95 % interval, and non-inferiority at a "
@@ -281,7 +281,7 @@ def _summary_sentences(per_size: dict, datasets: list[str], settings: list[str])
         if not verdicts:
             continue
         if not wins and not losses:
-            text = f"`{setting}` neither wins nor loses against Mixup on any dataset ({len(verdicts)} with runs)"
+            text = f"`{setting}` neither wins nor loses against Mixup on any of the {len(verdicts)} datasets with runs"
         else:
             parts = []
             if wins:
