@@ -132,12 +132,12 @@ def build_jobs(args: argparse.Namespace) -> list[Job]:
     caps = seed_caps(args.seed_cap)
     records = Path(args.records_dir)
     # Seeds outermost: an interrupted grid has every cell at a similar number of seeds.
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for size in args.sizes:
             size_key = "full" if size == "full" else int(size)
             for name in args.datasets:
                 for setting in args.settings:
-                    if seed >= caps.get(setting, args.seeds):
+                    if seed - args.first_seed >= caps.get(setting, args.seeds):
                         continue
                     epochs = args.epochs if args.epochs is not None else EPOCHS.get(size_key, 3.0)
                     flags = {**base, **data[name], **SETTINGS[setting], "seed": seed, "num_train_epochs": epochs}
@@ -518,6 +518,8 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--sizes", nargs="+", default=["500"], help="training-set sizes: integers and/or 'full'")
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="run seeds first-seed .. first-seed + seeds - 1 (fresh seeds for a confirmatory grid)")
     parser.add_argument("--seed-cap", nargs="*", default=[], metavar="SETTING=N",
                         help="run SETTING on its first N seeds only (e.g. dmix-paper=5)")
     parser.add_argument("--records-dir", default=str(ROOT / "benchmarks" / "results" / "suite-300"),
@@ -534,16 +536,18 @@ def main() -> None:
     parser.add_argument("--reverse", action="store_true",
                         help="run the grid from its last job backwards (a second runner on the same records meets the "
                         "first one in the middle)")
+    parser.add_argument("--no-readme", action="store_true",
+                        help="leave README's suite-summary block alone (it quotes the grid's own record folder)")
     args = parser.parse_args()
 
     records = Path(args.records_dir)
     if not args.report_only:
         jobs = build_jobs(args)
         run_jobs(jobs[::-1] if args.reverse else jobs, parallel=args.parallel, keep_going=True)
-    publish_report(records, Path(args.report), ROOT / "README.md")
+    publish_report(records, Path(args.report), None if args.no_readme else ROOT / "README.md")
 
 
-def publish_report(records: Path, report_path: Path, readme: Path) -> None:
+def publish_report(records: Path, report_path: Path, readme: Path | None) -> None:
     """Rewrite suite.md's generated section and README's quoted summary from the records alone."""
     for path in records.glob("*.json"):  # records written by an older _runs.py may still name absolute data paths
         record = json.loads(path.read_text())
@@ -554,9 +558,11 @@ def publish_report(records: Path, report_path: Path, readme: Path) -> None:
         sys.exit(f"No run records in {records}: nothing to report.")
     text = report(results)
     write_section(report_path, "suite", text)
-    write_section(readme, "suite-summary", summary(collect(results)))
+    if readme is not None:
+        write_section(readme, "suite-summary", summary(collect(results)))
     print(text)
-    print(f"\nWrote {report_path} and README.md's suite-summary block from {len(results)} records in {records}")
+    print(f"\nWrote {report_path}{'' if readme is None else ' and README.md' + chr(39) + 's suite-summary block'} from "
+          f"{len(results)} records in {records}")
 
 if __name__ == "__main__":
     main()
