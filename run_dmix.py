@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     encoded = inputs.encode(data, processor, data_args, training_args)
     diagnostics = inputs.diagnostics(processor, encoded, data, data_args)
 
-    trainer = build_trainer(model, training_args, encoded, processor, repo_id)
+    trainer = build_trainer(model, training_args, encoded, processor, repo_id, data_args.early_stopping_patience)
     trainer.set_model_card_metadata(repo_id=repo_id, **card_metadata_from_args(model_args, data_args, hub_args))
     train_result = train(trainer, training_args, resume)
     plots = partner_plots(trainer, data_args)

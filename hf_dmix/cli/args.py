@@ -184,6 +184,13 @@ class DataArguments:
         default=None,
         metadata={"help": "Use only this many validation/test examples: stratified subsamples drawn with --split_seed."},
     )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={"help": "Stop after this many evaluations without a better --metric_for_best_model "
+                  "(transformers' EarlyStoppingCallback). Needs --eval_strategy and --save_strategy epoch (or steps), "
+                  "--load_best_model_at_end true and --metric_for_best_model, so that the best evaluation is the model "
+                  "kept."},
+    )
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, DMixConfig, HubArguments)
@@ -243,9 +250,29 @@ def parse_args(
     except ValueError as err:  # DMixConfig / TrainingArguments validation
         raise DataError(str(err)) from err
     resolve_data_source(data_args, explicit_keys(argv, {}), file_config)
+    check_early_stopping(data_args, training_args)
     if data_args.text_pair_column and "embedding_text_pair_column" not in explicit:
         training_args.embedding_text_pair_column = "text_pair"  # the loaded data's second text (an --embedding_model's)
     return model_args, data_args, training_args, hub_args, explicit
+
+
+def check_early_stopping(data_args: DataArguments, training_args: DMixConfig) -> None:
+    """``--early_stopping_patience`` needs evaluations to compare and a best model to keep: say which flags are missing
+    before anything is loaded (EarlyStoppingCallback itself only asserts at the first step)."""
+    patience = data_args.early_stopping_patience
+    if patience is None:
+        return
+    if patience < 1:
+        raise DataError(f"--early_stopping_patience must be a positive number of evaluations, got {patience}.")
+    missing = []
+    if training_args.eval_strategy == "no":
+        missing.append("--eval_strategy epoch")
+    if not training_args.load_best_model_at_end:
+        missing.append("--load_best_model_at_end true (with --save_strategy equal to --eval_strategy)")
+    if training_args.metric_for_best_model is None:
+        missing.append("--metric_for_best_model macro_f1")
+    if missing:
+        raise DataError(f"--early_stopping_patience {patience} needs " + ", ".join(missing) + ".")
 
 
 def resolve_data_source(data_args: DataArguments, flags: set[str], file_config: dict[str, Any]) -> None:

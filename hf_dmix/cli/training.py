@@ -16,6 +16,7 @@ from typing import Any
 from ..checkpoint import last_complete_checkpoint
 from ..checkpoint import resolve_resume as library_resolve_resume
 from ..collator import DMixDataCollator
+from ..convergence import training_summary, undertraining_warning
 from ..data import DataError
 from ..metrics import load_metric, make_compute_metrics
 from .args import logger
@@ -55,9 +56,17 @@ def resolve_resume(training_args) -> str | None:
     return path
 
 
-def build_trainer(model, training_args, encoded, processor, repo_id: str | None):
-    """A ``DMixTrainer`` on the encoded splits; its model and data checks become :class:`DataError`."""
+def build_trainer(model, training_args, encoded, processor, repo_id: str | None,
+                  early_stopping_patience: int | None = None):
+    """A ``DMixTrainer`` on the encoded splits; its model and data checks become :class:`DataError`.
+
+    ``early_stopping_patience``: add transformers' ``EarlyStoppingCallback`` (the flags it needs were checked when
+    the arguments were parsed)."""
+    from transformers import EarlyStoppingCallback
+
     from ..trainer import DMixTrainer
+
+    callbacks = [EarlyStoppingCallback(early_stopping_patience)] if early_stopping_patience else None
 
     try:
         return DMixTrainer(
@@ -68,6 +77,7 @@ def build_trainer(model, training_args, encoded, processor, repo_id: str | None)
             processing_class=processor,
             data_collator=DMixDataCollator(processor),
             compute_metrics=make_compute_metrics(load_metric()),
+            callbacks=callbacks,
         )
     except ValueError as err:  # model/data checks of DMixTrainer: still before any training
         raise DataError(str(err)) from err
@@ -83,7 +93,10 @@ def build_trainer(model, training_args, encoded, processor, repo_id: str | None)
 
 
 def train(trainer, training_args, resume: str | None):
-    """``trainer.train``; a SIGTERM that stopped it early becomes :class:`TrainingStopped` naming the checkpoint."""
+    """``trainer.train``; a SIGTERM that stopped it early becomes :class:`TrainingStopped` naming the checkpoint.
+
+    The metrics returned gain what the training curve says (:func:`hf_dmix.convergence.training_summary`: epochs run,
+    best epoch, final training loss, the curve), and a model whose loss ended near chance is warned about."""
     result = trainer.train(resume_from_checkpoint=resume)
     if trainer.stopped_by_signal:
         checkpoint, _ = last_complete_checkpoint(
@@ -93,6 +106,12 @@ def train(trainer, training_args, resume: str | None):
             f"{trainer.stopped_by_signal} received: training stopped at step {trainer.state.global_step} and saved "
             f"{checkpoint}. Nothing was evaluated. Continue with the same command plus --resume_from_checkpoint true."
         )
+    result.metrics.update(training_summary(trainer.state))
+    num_labels = getattr(getattr(trainer.model, "config", None), "num_labels", None)
+    warning = undertraining_warning(trainer.state.log_history, num_labels) if num_labels and num_labels > 1 else None
+    if warning:
+        logger.warning(warning)
+    result.metrics["undertraining_warning"] = warning
     return result
 
 

