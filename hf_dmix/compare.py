@@ -162,3 +162,152 @@ def paired_rows(per_setting: dict[str, dict[int, float]], against: str) -> dict[
         ci = paired_ci(values, base)
         rows[setting] = {**ci, "verdict": verdict(ci)}
     return rows
+
+
+def _fmt(ci: dict[str, Any]) -> str:
+    if ci["n"] < 2 or ci["low"] != ci["low"]:
+        return f"{ci['mean']:+.2f} (n = {ci['n']}: no interval)"
+    return f"{ci['mean']:+.2f} [{ci['low']:+.2f}, {ci['high']:+.2f}]"
+
+
+def verdict_sentence(setting: str, vs_plain: dict[str, Any] | None, vs_mixup: dict[str, Any] | None) -> str:
+    """One generated sentence: ``setting`` against plain fine-tuning and Mixup, win / tie / loss by the interval."""
+    parts = []
+    for other, row in (("plain fine-tuning", vs_plain), ("Mixup", vs_mixup)):
+        if row is None:
+            continue
+        word = {"win": "beats", "loss": "is below", "tie": "ties with"}[row["verdict"]]
+        parts.append(f"{word} {other} ({_fmt(row)} points, n = {row['n']})")
+    if not parts:
+        return ""
+    return f"{LABELS.get(setting, setting)} " + " and ".join(parts) + "."
+
+
+def summary_table(test: dict[str, dict[int, float]], chosen: dict[str, dict[str, Any]],
+                  comparators: dict[str, dict[int, float]]) -> tuple[list[str], list[str]]:
+    """The markdown table of a comparison and its generated sentences (from the paired rows alone)."""
+    from .grid import mean_std
+
+    vs_plain, vs_mixup = paired_rows(test, "baseline"), paired_rows(test, "mixup")
+    lines = ["| setting | learning rate | test macro-F1 (%) | seeds | Δ vs plain [95 % CI] | Δ vs Mixup [95 % CI] |",
+             "|---|---|---|---|---|---|"]
+    for setting in [s for s in SETTINGS if s in test]:
+        m, sd = mean_std(list(test[setting].values()))
+        cols = []
+        for rows in (vs_plain, vs_mixup):
+            row = rows.get(setting)
+            cols.append(f"{_fmt(row)} {row['verdict']}" if row else "—")
+        lines.append(f"| {LABELS[setting]} | {recipe_for(setting, chosen):g} | {m:.2f} ± {sd:.2f} | "
+                     f"{len(test[setting])} | {cols[0]} | {cols[1]} |")
+    for name, values in comparators.items():
+        m, sd = mean_std(list(values.values()))
+        lines.append(f"| {LABELS.get(name, name)} | — | {m:.2f} ± {sd:.2f} | {len(values)} | — | — |")
+    sentences = [s for s in (verdict_sentence(x, vs_plain.get(x), vs_mixup.get(x)) for x in test
+                             if x != "baseline") if s]
+    return lines, sentences
+
+
+def _run_flags(tokens: Sequence[str]) -> dict[str, Any]:
+    """The training flags passed through to every run (``--key value``, ``--key=value``, ``--flag``, lists); file
+    paths made absolute so that a run's folder does not change what they point to."""
+    import os
+
+    flags: dict[str, Any] = {}
+    i = 0
+    tokens = list(tokens)
+    if tokens and not tokens[0].startswith("--"):
+        raise SystemExit(f"compare: unexpected argument {tokens[0]!r}; pass the training flags as --name value.")
+    while i < len(tokens):
+        key, _, inline = tokens[i][2:].partition("=")
+        values = [inline] if inline else []
+        i += 1
+        while not inline and i < len(tokens) and not tokens[i].startswith("--"):
+            values.append(tokens[i])
+            i += 1
+        value: Any = values[0] if len(values) == 1 else (values or "true")
+        if key.endswith("_file") and isinstance(value, str) and os.path.exists(value):
+            value = os.path.abspath(value)
+        flags[key.replace("-", "_")] = value
+    return flags
+
+
+# Set per run by the protocol: a value passed for them would be overridden without notice, so it is refused.
+_PROTOCOL_FLAGS = {"seed", "learning_rate", "num_train_epochs", "output_dir", *RECIPE, "early_stopping_patience",
+                   *{k for s in SETTINGS.values() for k in s}}
+
+
+def parse_compare_args(argv: Sequence[str]) -> tuple[Any, dict[str, Any]]:
+    """``compare``'s own options, and the training flags every run gets."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="hf-dmix compare", description=__doc__.split("\n\n")[0], allow_abbrev=False,
+        epilog="Every other --flag is a flag of the training command (model, data, lengths, batch size ...) and is "
+               "passed to every run, e.g. --model_name_or_path, --train_file, --text_column, --max_seq_length.")
+    parser.add_argument("--output_dir", required=True, help="records/, runs/, compare.md and compare.json go here")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per setting at the chosen recipe (default 5)")
+    parser.add_argument("--search_seeds", type=int, default=2, help="seeds of the learning-rate search (default 2)")
+    parser.add_argument("--learning_rates", type=float, nargs="+", default=list(DEFAULT_LEARNING_RATES))
+    parser.add_argument("--max_epochs", type=float, default=15.0, help="epochs at most; the best epoch is kept")
+    parser.add_argument("--patience", type=int, default=3, help="epochs without improvement before stopping")
+    parser.add_argument("--settings", nargs="+", default=["baseline", "mixup", "dmix-centered"],
+                        choices=list(SETTINGS), help="baseline and mixup are always run (they are compared against)")
+    parser.add_argument("--no_probe", action="store_true", help="skip the frozen-embedding linear probe")
+    parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
+    args, rest = parser.parse_known_args(list(argv))
+    flags = _run_flags(rest)
+    clash = sorted(set(flags) & _PROTOCOL_FLAGS)
+    if clash:
+        parser.error(f"{', '.join('--' + c for c in clash)} are set by the comparison itself (per setting, seed and "
+                     "learning rate); use --learning_rates / --max_epochs / --patience / --settings instead.")
+    if "model_name_or_path" not in flags:
+        parser.error("--model_name_or_path is required (passed to every run).")
+    if args.search_seeds < 1 or args.seeds < 2:
+        parser.error(f"--seeds must be at least 2 (a paired interval needs two) and --search_seeds at least 1; got "
+                     f"--seeds {args.seeds} --search_seeds {args.search_seeds}.")
+    args.settings = list(dict.fromkeys(["baseline", "mixup", *args.settings]))
+    return args, flags
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run (or resume) a comparison and print its table; returns what ``compare.json`` holds."""
+    import json
+    import sys
+
+    from .grid import load_records, run_jobs, write_json_atomic
+    from .io import write_atomic
+
+    args, base = parse_compare_args(sys.argv[1:] if argv is None else argv)
+    out = Path(args.output_dir)
+    records, runs = out / "records", out / "runs"
+    kw: dict[str, Any] = dict(max_epochs=args.max_epochs, patience=args.patience, runs=runs, records=records)
+    search = search_jobs("run", base, learning_rates=args.learning_rates, seeds=range(args.search_seeds), **kw)
+    print(f"Stage 1: learning-rate search, {len(search)} runs")
+    run_jobs(search, parallel=args.parallel)
+    chosen = choose_recipes(load_records(records), args.learning_rates, range(args.search_seeds))
+    assert chosen is not None  # every search run just finished (a failure raised)
+    for setting, c in chosen.items():
+        means = ", ".join(f"{lr:g}: {m:.2f}" for lr, m in c["means"].items())
+        print(f"Chosen on validation for {LABELS[setting]}: learning rate {c['learning_rate']:g} ({means})")
+    jobs = comparison_jobs("run", base, chosen, settings_seeds={s: range(args.seeds) for s in args.settings}, **kw)
+    if not args.no_probe:
+        jobs.append(Job("probe", {**base, "comparator": "probe"}, runs, {"setting": "probe", "seed": 0}, records,
+                        command=[sys.executable, "-m", "hf_dmix.comparators"]))
+    print(f"Stage 2: {len(jobs)} runs at the chosen recipes")
+    run_jobs(jobs, parallel=args.parallel)
+    recs = load_records(records)
+    test = {s: v for s, v in cells(recs, chosen).items() if s in args.settings}
+    comparators = {r["benchmark_meta"]["setting"]: {0: f1(r, "test")} for r in recs
+                   if r.get("benchmark_meta", {}).get("setting") == "probe"}
+    lines, sentences = summary_table(test, chosen, comparators)
+    text = "\n".join(["# Does DMIX help on this data?", "", *lines, "", *[f"- {s}" for s in sentences], ""])
+    summary = {"chosen": chosen, "test_macro_f1": test, "comparators": comparators, "sentences": sentences,
+               "vs_plain": paired_rows(test, "baseline"), "vs_mixup": paired_rows(test, "mixup")}
+    write_atomic(out / "compare.md", text)
+    write_json_atomic(out / "compare.json", json.loads(json.dumps(summary, default=str)))
+    print("\n" + text)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
