@@ -122,25 +122,31 @@ def _checkpoint_args(tmp_path, **kw) -> DMixConfig:
     return _args(tmp_path, **{"max_steps": 8, "save_strategy": "steps", "save_steps": 4, "logging_steps": 1, **kw})
 
 
-def test_resume_on_the_same_trainer_rebuilds_the_checkpoints_index(tmp_path, tokenizer, small_data, caplog):
-    stop = _StopAt(4)
+# (refresh epochs, the step the run is interrupted at, max_steps): 24 examples in batches of 4 are 6 steps per epoch;
+# with refreshes, checkpoint-8 holds the index refreshed at the start of epoch 1.
+@pytest.mark.parametrize("refresh, stop_at, max_steps", [(0, 4, 8), (1, 8, 12)])
+def test_resume_on_the_same_trainer_rebuilds_the_checkpoints_index(tmp_path, tokenizer, small_data, caplog, refresh,
+                                                                   stop_at, max_steps):
+    settings = dict(partner_refresh_epochs=refresh, max_steps=max_steps)
+    stop = _StopAt(stop_at)
     trainer = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=1),
-                          args=_checkpoint_args(tmp_path), train_dataset=small_data, processing_class=tokenizer,
-                          callbacks=[stop])
-    trainer.train()  # interrupted after checkpoint-4; the model now holds fine-tuned weights
+                          args=_checkpoint_args(tmp_path, **settings), train_dataset=small_data,
+                          processing_class=tokenizer, callbacks=[stop])
+    trainer.train()  # interrupted after its last checkpoint; the model now holds fine-tuned weights
     trained_with = trainer.partner_index.candidates.clone()
-    checkpoint = tmp_path / "out" / "checkpoint-4"
+    checkpoint = tmp_path / "out" / f"checkpoint-{stop_at}"
     saved = json.loads((checkpoint / DMIX_STATE_NAME).read_text())["fingerprint"]
     assert saved["index_digest"] == index_digest(trainer.partner_index)
     trainer.remove_callback(stop)
     with caplog.at_level("WARNING"):
         result = trainer.train(resume_from_checkpoint=True)
-    assert result.global_step == 8 and trainer.resumed_checkpoint == str(checkpoint)
+    assert result.global_step == max_steps and trainer.resumed_checkpoint == str(checkpoint)
     assert torch.equal(trainer.partner_index.candidates, trained_with)
     assert "differs from the one" not in caplog.text and "other hardware" not in caplog.text
     # A fresh process resuming the same checkpoint (the model built as the interrupted run built it) agrees.
     fresh = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=1),
-                        args=_checkpoint_args(tmp_path), train_dataset=small_data, processing_class=tokenizer)
+                        args=_checkpoint_args(tmp_path, **settings), train_dataset=small_data,
+                        processing_class=tokenizer)
     fresh.train(resume_from_checkpoint=str(checkpoint))
     assert torch.equal(fresh.partner_index.candidates, trained_with)
 
