@@ -148,7 +148,7 @@ class PartnerIndexer:
         if source == "embedding_model":
             return args.embedding_model
         if self._precomputed_digest is None:  # hashed once: O(N d)
-            emb = torch.as_tensor(self.sentence_embeddings, dtype=torch.float32).contiguous()
+            emb = torch.as_tensor(self.sentence_embeddings, dtype=torch.float32).detach().cpu().contiguous()
             self._precomputed_digest = hashlib.sha256(emb.numpy().tobytes()).hexdigest()[:16]
         return self._precomputed_digest
 

@@ -100,7 +100,7 @@ def feature_rows(dataset: Any, keep: set[str] | None) -> Callable[[Sequence[int]
 def check_model_inputs(dataset: Any, keep: set[str] | None) -> None:
     """Refuse a training set of which a training batch would keep nothing but labels (``keep``: as for
     :func:`feature_rows`): raw text that the script's collator tokenizes, with ``remove_unused_columns`` on."""
-    columns = [c for c in columns_of(base_dataset(dataset)) if c != INDEX_COLUMN]
+    columns = [c for c in columns_of(dataset) if c != INDEX_COLUMN]  # as rows come (after an on-the-fly transform)
     if keep is None or any(c in keep and c not in LABEL_COLUMNS for c in columns):
         return
     raise ValueError(
