@@ -17,7 +17,9 @@ The streams:
 ``Trainer`` restores its own streams (torch, CUDA, NumPy and Python global RNGs, the sampler) from ``rng_state*.pth``.
 
 What the state also holds: the fingerprint (:func:`run_fingerprint`: the training set's content, where the
-embeddings come from, the base model, every setting of ``config.RESUME_FIELDS``, the resolved mix layers and a digest
+embeddings come from and what they were computed from — for the model being fine-tuned, the digest of the weights the
+run *started* from, which a resume embeds with again (see :meth:`DMixCheckpointMixin._starting_weights`) — the base
+model, every setting of ``config.RESUME_FIELDS``, the resolved mix layers and a digest
 of the index) and the sum of the training losses so far, so that a resumed run reports the ``train_loss`` of the whole
 run rather than of its resumed part. A resume that disagrees with the checkpoint on anything but the index digest is
 refused with :class:`ResumeMismatchError`; the digest, which can differ in the last bit on other hardware, only warns.
@@ -37,10 +39,11 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 import numpy as np
 from transformers.utils import logging
 
-from .collator import INDEX_COLUMN, DMixDataCollator
+from .collator import DMixDataCollator
 from .config import RESUME_FIELDS
+from .embeddings import weights_digest
 from .families import unwrap_model
-from .trainset import base_dataset, labels_of
+from .trainset import data_key, dataset_fingerprint, labels_of  # noqa: F401  (dataset_fingerprint: part of this API)
 
 logger = logging.get_logger(__name__)
 
@@ -55,78 +58,6 @@ _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 class ResumeMismatchError(ValueError):
     """A checkpoint was written by a run with other DMIX data or settings: resuming from it is refused."""
-
-
-def dataset_fingerprint(dataset: Any, labels: Any = None) -> str:
-    """A content hash of a training set: its size, its labels and the content of every column (every model input).
-
-    ``datasets`` fingerprints are not used: they describe how a dataset was built, not its rows, and a transform
-    ``datasets`` cannot hash (a closure over an unpicklable object) gets a random one, so the same data would look
-    different in the resumed process. A ``datasets.Dataset`` is hashed from its stored (Arrow) columns — token ids,
-    pixel values, audio samples, or the raw images and clips an on-the-fly transform turns into them — and any other
-    dataset from every value of every row. The hash reads the logical rows (after any ``select``/``shuffle``), so the
-    same rows in another order hash differently — they would be other partner ids. The ``dmix_index`` column is not
-    hashed (it is the row's position).
-    """
-    h = hashlib.sha256()
-    h.update(str(len(dataset)).encode())
-    if labels is not None:
-        h.update(np.ascontiguousarray(np.asarray(labels, dtype=np.int64)).tobytes())
-    base = base_dataset(dataset)
-    if hasattr(base, "column_names") and hasattr(base, "with_format"):
-        arrow = base.with_format("arrow")
-        for start in range(0, len(arrow), 10_000):
-            table = arrow[start : start + 10_000]
-            for name in sorted(table.column_names):
-                if name != INDEX_COLUMN:
-                    h.update(name.encode())
-                    _hash_arrow(h, table[name])
-    else:
-        for i in range(len(base)):
-            for key, value in sorted(base[i].items()):
-                if key != INDEX_COLUMN:
-                    h.update(str(key).encode())
-                    _hash_value(h, value)
-    return h.hexdigest()[:16]
-
-
-def _hash_arrow(h: Any, column: Any) -> None:
-    """Hash an Arrow column's logical content: list lengths level by level, struct fields, then the leaf values."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    kind = arr.type
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
-        h.update(np.asarray(pc.list_value_length(arr).fill_null(-1), dtype=np.int64).tobytes())
-        _hash_arrow(h, pc.list_flatten(arr))
-    elif pa.types.is_struct(kind):
-        for i in range(kind.num_fields):
-            h.update(kind.field(i).name.encode())
-            _hash_arrow(h, pc.struct_field(arr, i))
-    elif pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind):
-        h.update(np.asarray(arr.is_null(), dtype=np.bool_).tobytes())
-        h.update(np.ascontiguousarray(arr.fill_null(0).to_numpy(zero_copy_only=False)).tobytes())
-    else:  # strings, bytes (encoded images and audio) and anything else: value by value
-        for value in arr.to_pylist():
-            _hash_value(h, value)
-
-
-def _hash_value(h: Any, value: Any) -> None:
-    """Hash one Python, NumPy or torch value (with its length, so that concatenations cannot collide)."""
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
-    if isinstance(value, np.ndarray):
-        data = np.ascontiguousarray(value).tobytes()
-        h.update(f"{value.dtype}{value.shape}".encode())
-    elif isinstance(value, bytes):
-        data = value
-    elif isinstance(value, (list, tuple)) and all(isinstance(v, (int, float, bool)) for v in value):
-        data = np.asarray(value).tobytes()
-    else:
-        data = repr(value).encode()
-    h.update(f"{len(data)}:".encode())
-    h.update(data)
 
 
 def index_digest(index: Any) -> str | None:
@@ -149,17 +80,20 @@ def index_digest(index: Any) -> str | None:
 
 def run_fingerprint(
     args: Any, *, train_examples: int, train_data: str, embeddings: str, base_model: str | None,
-    mix_layers: list[int], index: Any,
+    mix_layers: list[int], index: Any, embeddings_from: str | None = None,
 ) -> dict[str, Any]:
     """What a run's partner index and DMIX streams depend on, by name (stored in checkpoints, compared on resume).
 
-    ``embeddings``: where they come from (``"precomputed"``, an encoder's name, the model being fine-tuned); the
-    settings are those of ``config.RESUME_FIELDS``.
+    ``embeddings``: where they come from (``"precomputed"``, ``"embedding_model"``, ``"model"``: the model being
+    fine-tuned); ``embeddings_from``: what they were computed from (the digest of the weights the run started from, the
+    encoder's name, or a digest of the precomputed embeddings: see ``PartnerIndexer.origin``); the settings are those
+    of ``config.RESUME_FIELDS``.
     """
     return {
         "train_examples": train_examples,
         "train_data": train_data,
         "embeddings": embeddings,
+        "embeddings_from": embeddings_from,
         "base_model": base_model,
         **{name: getattr(args, name) for name in RESUME_FIELDS},
         "mix_layers": list(mix_layers),
@@ -169,10 +103,13 @@ def run_fingerprint(
 
 def check_resume(checkpoint: str, saved: dict[str, Any], current: dict[str, Any]) -> None:
     """Refuse (:class:`ResumeMismatchError`) a checkpoint whose fingerprint differs from this run's in anything but
-    the index digest (checked before anything of the checkpoint is installed: see :func:`check_index_digest`)."""
+    the index digest (checked before anything of the checkpoint is installed: see :func:`check_index_digest`).
+    Entries that checkpoints of an older hf-dmix lack (``_LATER_ENTRIES``) are compared only when the checkpoint has
+    them."""
+    skipped = {"index_digest", *(k for k in _LATER_ENTRIES if k not in saved)}
     differences = fingerprint_differences(
-        {k: v for k, v in saved.items() if k != "index_digest"},
-        {k: v for k, v in current.items() if k != "index_digest"},
+        {k: v for k, v in saved.items() if k not in skipped},
+        {k: v for k, v in current.items() if k not in skipped},
     )
     if differences:
         raise ResumeMismatchError(
@@ -182,12 +119,29 @@ def check_resume(checkpoint: str, saved: dict[str, Any], current: dict[str, Any]
         )
 
 
+# Fingerprint entries added after the state format was fixed (older checkpoints do not have them).
+_LATER_ENTRIES = ("embeddings_from",)
+
+
+def starting_weights_error(checkpoint: str, recorded: str, current: str) -> ResumeMismatchError:
+    """Why a resume is refused when the model does not hold the weights the checkpoint's run started from."""
+    return ResumeMismatchError(
+        f"Cannot resume from {checkpoint}: its partner index was built from sentence embeddings of the weights its run "
+        f"started from (digest {recorded}), and the model now holds other weights (digest {current}): fine-tuned "
+        "ones, when this trainer has trained it since that run started, or another model. Embedding with them would "
+        "select other partners than the ones the checkpoint was trained with. Resume on a new DMixTrainer whose model "
+        "is built as that run's was (the same pretrained model, or model_init; the checkpoint's weights are loaded "
+        "over it), or start a fresh run; to make the partner search independent of the weights, give it its own "
+        "embeddings (DMixTrainer(sentence_embeddings=...) or DMixConfig(embedding_model=...))."
+    )
+
+
 def check_index_digest(checkpoint: str, saved: dict[str, Any], index: Any) -> None:
     """Warn when the index rebuilt for a resumed run is not the one the checkpoint was trained with."""
     if fingerprint_differences({"index_digest": saved.get("index_digest")}, {"index_digest": index_digest(index)}):
         logger.warning(
             f"The partner index rebuilt for this run differs from the one {checkpoint} was trained with, although "
-            "data and settings agree (embeddings computed on other hardware?). Training continues, but its "
+            "data, settings and the weights the embeddings come from agree (embeddings computed on other hardware?). Training continues, but its "
             "partner draws will not replay the interrupted run exactly."
         )
 
@@ -395,7 +349,8 @@ class DMixCheckpointMixin:
 
     The host is a ``transformers.Trainer`` that also has ``_indexer`` (a :class:`~hf_dmix.indexer.PartnerIndexer`),
     ``_schedule`` (a :class:`~hf_dmix.loss.MixingSchedule`) with ``_new_schedule()``, ``_dmix_batches``,
-    ``_loss_offset``, ``_data_fingerprint``, ``_mixing``, ``mix_layers``, ``_prepare_dmix()`` and ``_index_inputs()``.
+    ``_loss_offset``, ``_data_fingerprint``, ``_run_weights``, ``resumed_checkpoint``, ``_mixing``, ``mix_layers``,
+    ``_prepare_dmix()`` and ``_index_inputs()``.
     """
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
@@ -414,14 +369,37 @@ class DMixCheckpointMixin:
         A checkpoint whose fingerprint differs in any entry but ``index_digest`` is refused on resume.
         """
         dataset = self.train_dataset
-        key = (id(dataset), len(dataset), getattr(dataset, "_fingerprint", None))
+        key = (id(dataset), data_key(dataset))
         if self._data_fingerprint is None or self._data_fingerprint[0] != key:
             self._data_fingerprint = (key, dataset_fingerprint(dataset, labels_of(dataset)))
         return run_fingerprint(
             self.args, train_examples=len(dataset), train_data=self._data_fingerprint[1],
             embeddings=self._indexer.source(self.args), mix_layers=self.mix_layers, index=self.partner_index,
+            embeddings_from=self._indexer.origin(self.args, self.model, self._run_weights),
             base_model=getattr(getattr(unwrap_model(self.model), "config", None), "_name_or_path", None),
         )
+
+    def _starting_weights(self) -> str:
+        """The digest of the weights this run's embeddings come from (``_prepare_dmix``): the model's as the run starts,
+        or — resuming — those the checkpoint's run started from, as its fingerprint records them.
+
+        The model holds them in a fresh process that built it as the interrupted run did. On a trainer that has
+        trained it since, it holds fine-tuned ones: the embeddings of the starting weights are then reused when this
+        trainer still holds them (``train()`` then ``train(resume_from_checkpoint=True)``), and the resume is refused
+        with the reason otherwise (:func:`starting_weights_error`) — embedding with other weights would rebuild
+        another index than the checkpoint was trained with.
+        """
+        current = weights_digest(self.model)
+        state = read_state(self.resumed_checkpoint) if self.resumed_checkpoint else None
+        recorded = ((state or {}).get("fingerprint") or {}).get("embeddings_from")
+        if recorded is None or recorded == current or self._indexer.source(self.args) != "model":
+            return current
+        inputs = self._index_inputs()
+        inputs.weights = recorded
+        needs_embeddings = self.args.partner_search_settings().needs_points(len(self.train_dataset))
+        if self._indexer.has_embeddings(inputs) or not needs_embeddings:
+            return recorded
+        raise starting_weights_error(self.resumed_checkpoint, recorded, current)
 
     def dmix_state(self) -> dict[str, Any]:
         """The DMIX part of a checkpoint: the stream positions, the loss sum so far and :meth:`dmix_fingerprint`."""

@@ -15,11 +15,12 @@ What does not: the search itself (``partners.py``), embedding passes (``embeddin
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterator
 import logging as py_logging
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -33,7 +34,7 @@ from .embeddings import check_embeddings, embed_training_set, embedding_source, 
 from .geometry import to_poincare_ball
 from .hubness import hubness_warning, partner_statistics
 from .partners import PartnerIndex, candidate_overlap, cosine_overlap, search_partners
-from .trainset import base_dataset, feature_rows, labels_of
+from .trainset import LABEL_COLUMNS, base_dataset, check_model_inputs, data_key, feature_rows, labels_of
 
 logger = logging.get_logger(__name__)
 
@@ -80,14 +81,23 @@ class IndexInputs:
     args: DMixConfig
     dataset: Any  # the training set, rows carrying dmix_index
     model: nn.Module  # the model being fine-tuned (its embeddings, unless an encoder or precomputed ones are used)
-    collate: Callable[[list[dict[str, Any]]], Any]  # pads feature rows for the embedding pass
-    feature_columns: set[str]  # the columns the model takes
+    collate: Callable[[list[dict[str, Any]]], Any]  # the training collator: pads feature rows for the embedding pass
+    # The columns of a training batch (Trainer's signature columns, labels included); None: every column
+    # (remove_unused_columns=False). The embedding pass hands the collator rows of exactly these.
+    feature_columns: set[str] | None
     sharding: Sharding
     device: Any = None
     show_progress: bool = False
     # Digest of the weights the run started from (embeddings of the model being fine-tuned are keyed by it); None:
     # the model's current weights.
     weights: str | None = None
+    _data_key: tuple | None = field(default=None, repr=False)
+
+    def data_key(self) -> tuple:
+        """:func:`hf_dmix.trainset.data_key` of the training set, taken once per inputs (it may read rows)."""
+        if self._data_key is None:
+            self._data_key = data_key(self.dataset)
+        return self._data_key
 
 
 class PartnerIndexer:
@@ -117,7 +127,11 @@ class PartnerIndexer:
         self.refreshes: list[dict[str, float]] = []
         self.refreshed_epoch: int | None = None
         self._key: tuple | None = None
+        # The embeddings of the run's starting point, by their key: kept across runs and refreshes, so that a resume
+        # on the same trainer rebuilds the index the checkpoint was trained with from them.
         self._embeddings: tuple[tuple, torch.Tensor] | None = None
+        self._refreshed: torch.Tensor | None = None  # the embeddings of the last refresh of this run
+        self._precomputed_digest: str | None = None
 
     # ------------------------------------------------------------------ keys
 
@@ -125,13 +139,30 @@ class PartnerIndexer:
         """Where the embeddings come from: ``"precomputed"``, ``"embedding_model"`` or ``"model"``."""
         return embedding_source(self.sentence_embeddings, args.embedding_model)
 
+    def origin(self, args: DMixConfig, model: nn.Module, weights: str | None = None) -> str | None:
+        """What the embeddings are computed from, for checkpoints: the digest of the model's weights (``weights``:
+        those the run started from), the encoder's name, or a digest of the precomputed embeddings."""
+        source = self.source(args)
+        if source == "model":
+            return weights or weights_digest(model)
+        if source == "embedding_model":
+            return args.embedding_model
+        if self._precomputed_digest is None:  # hashed once: O(N d)
+            emb = torch.as_tensor(self.sentence_embeddings, dtype=torch.float32).detach().cpu().contiguous()
+            self._precomputed_digest = hashlib.sha256(emb.numpy().tobytes()).hexdigest()[:16]
+        return self._precomputed_digest
+
     def embedding_key(self, inputs: IndexInputs) -> tuple:
-        """Everything the embeddings depend on: the training set, the settings, the source (the model's weights)."""
+        """Everything the embeddings depend on: the training set's content (:func:`~hf_dmix.trainset.data_key`), the
+        settings, the source (the model's weights: those the run started from)."""
         dataset, args = inputs.dataset, inputs.args
         source = self.source(args)
         weights = (inputs.weights or weights_digest(inputs.model)) if source == "model" else None
-        fingerprint = getattr(base_dataset(dataset), "_fingerprint", None)
-        return (len(dataset), fingerprint, source, weights, *(getattr(args, f) for f in EMBEDDING_FIELDS))
+        return (len(dataset), inputs.data_key(), source, weights, *(getattr(args, f) for f in EMBEDDING_FIELDS))
+
+    def has_embeddings(self, inputs: IndexInputs) -> bool:
+        """Whether the embeddings for ``inputs`` (its data, settings and weights) are held, so need no pass."""
+        return self._embeddings is not None and self._embeddings[0] == self.embedding_key(inputs)
 
     def index_key(self, inputs: IndexInputs) -> tuple:
         """Everything the index depends on: the embeddings' key and every setting in ``INDEX_FIELDS``."""
@@ -143,11 +174,13 @@ class PartnerIndexer:
         """Embed the training set now (no cache): see :func:`hf_dmix.embeddings.embed_training_set`."""
         args, dataset = inputs.args, inputs.dataset
         base = base_dataset(dataset)
+        if self.source(args) == "model":
+            check_model_inputs(dataset, inputs.feature_columns)
         return embed_training_set(
             len(dataset), precomputed=self.sentence_embeddings, embedding_model=args.embedding_model,
             texts=partial(texts_of, base, args.embedding_text_column,
                           pair_column=args.embedding_text_pair_column), model=inputs.model,
-            feature_rows=feature_rows(dataset, inputs.feature_columns), collate=inputs.collate,
+            feature_rows=feature_rows(dataset, inputs.feature_columns), collate=embedding_collate(inputs.collate),
             pooling=args.embedding_pooling, batch_size=args.embedding_batch_size, max_length=args.embedding_max_length,
             device=inputs.device, rows=inputs.sharding.rows(len(dataset)), gather=inputs.sharding.gather,
             show_progress=inputs.show_progress,
@@ -167,6 +200,8 @@ class PartnerIndexer:
     @property
     def current_embeddings(self) -> torch.Tensor | None:
         """The embeddings the current index was built from (``None`` when it needed none)."""
+        if self._refreshed is not None:
+            return self._refreshed
         return None if self._embeddings is None else self._embeddings[1]
 
     # ------------------------------------------------------------------ the index
@@ -268,16 +303,17 @@ class PartnerIndexer:
     def install(self, inputs: IndexInputs, embeddings: torch.Tensor, epoch: int) -> PartnerIndex:
         """Rebuild the index from the embeddings of the refresh at ``epoch`` (computed now, or read back from a
         checkpoint); they stay the current embeddings until the next reset."""
-        self._embeddings = (("refresh", epoch, self.embedding_key(inputs)), embeddings)
+        self._refreshed = embeddings
         self.build(inputs, embeddings=embeddings)
         self.refreshed_epoch = epoch
         return self.index
 
     def reset(self) -> None:
-        """A new training run: forget its refreshes, so the index is built again from the model as it now is."""
+        """A new training run: forget its refreshes, so the index is built again from the embeddings of the weights
+        the run starts from (kept when they are those of the last run's start, embedded again otherwise)."""
         if self.refreshed_epoch is not None:
             self.refreshed_epoch = None
-            self._embeddings = None
+            self._refreshed = None
             self._key = None
         self.refreshes = []
 
@@ -327,6 +363,30 @@ class PartnerIndexer:
             title=f"k-occurrence of the candidate sets ({what})",
         )
         return {"partners": drawn, "k_occurrence": histogram}
+
+
+def embedding_collate(collate: Callable[[list[dict[str, Any]]], Any]) -> Callable[[list[dict[str, Any]]], dict]:
+    """The training collator as the embedding pass uses it: on rows of a training batch's columns, its batch without
+    the labels (the forward of the pass takes none); a collator that fails on those rows is an error naming the fixes.
+    """
+    user = getattr(collate, "collate_fn", None) or collate
+    name = getattr(user, "__name__", None) or type(user).__name__
+
+    def run(rows: list[dict[str, Any]]) -> dict:
+        try:
+            batch = collate(rows)
+        except Exception as err:
+            raise ValueError(
+                f"The data collator {name} failed in DMIX's embedding pass on rows of the training set with the "
+                f"columns of a training batch ({sorted(rows[0]) if rows else []}): {type(err).__name__}: {err}. If "
+                "it reads columns the model does not take (raw text it tokenizes), set remove_unused_columns=False so "
+                "that training rows keep them, as plain Trainer needs too; or give the partner search its own "
+                "embeddings: DMixTrainer(sentence_embeddings=...) or DMixConfig(embedding_model=..., "
+                "embedding_text_column=...)."
+            ) from err
+        return {k: v for k, v in dict(batch).items() if k not in LABEL_COLUMNS}
+
+    return run
 
 
 def _unit_ball(points: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,6 @@ from transformers.trainer_utils import TrainOutput
 from .checkpoint import DMixCheckpointMixin, resolve_resume, whole_run_loss
 from .collator import INDEX_COLUMN, PARTNER_IDS_KEY, DMixDataCollator
 from .config import DMixConfig, as_dmix_config
-from .embeddings import weights_digest
 from .engines import check_engines, warn_compile_graph_breaks
 from .families import (
     check_anchor_dominant,
@@ -44,7 +43,7 @@ from .loss import MixingSchedule, StepMetrics, cross_entropy, mixup_loss, resolv
 from .mixing import HiddenStateMixer
 from .partners import PartnerIndex
 from .termination import StopOnTermination
-from .trainset import LABEL_COLUMNS, check_labels, check_train_dataset, labels_of, with_index
+from .trainset import LABEL_COLUMNS, check_labels, check_train_dataset, data_key, labels_of, with_index
 
 
 def wrap_collator(collate_fn: Callable, processing_class: Any) -> DMixDataCollator:
@@ -117,8 +116,10 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         self._link_collator()
         # Trainer built the model from model_init when none was given: check whichever model we now hold.
         self._check_model(self.model)
+        self._checked_data: tuple | None = None  # data_key of the training set as last checked (see _prepare_dmix)
         if self.train_dataset is not None:
             check_labels(labels_of(self.train_dataset), unwrap_model(self.model).config.num_labels)
+            self._checked_data = data_key(self.train_dataset)
         # We compute our own loss, averaged over the micro-batch: Trainer must divide it by the accumulation steps.
         self.model_accepts_loss_kwargs = False
         self._indexer = PartnerIndexer(sentence_embeddings, refresh_epochs=args.partner_refresh_epochs)
@@ -190,7 +191,7 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         a = self.args
         return IndexInputs(
             args=a, dataset=self.train_dataset, model=self.model, collate=self.data_collator,
-            feature_columns=set(self._signature_columns) - set(LABEL_COLUMNS) - {INDEX_COLUMN},
+            feature_columns=set(self._signature_columns) - {INDEX_COLUMN} if a.remove_unused_columns else None,
             sharding=Sharding(a.world_size, a.process_index, lambda t: self.accelerator.gather(t.to(a.device))),
             device=a.device, show_progress=self.is_local_process_zero() and not a.disable_tqdm,
             weights=self._run_weights,
@@ -293,6 +294,12 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         self._mixing = self.args.mix_strategy != "none"
         check_engines(self.args, self._indexer.source(self.args), self._mixing)
         self._check_model(self.model)
+        if self.train_dataset is not None and data_key(self.train_dataset) != self._checked_data:
+            # Replaced or changed since it was checked (trainer.train_dataset = other): check it as __init__ did.
+            check_train_dataset(self.train_dataset)
+            check_labels(labels_of(self.train_dataset), unwrap_model(self.model).config.num_labels)
+            self._link_collator()
+            self._checked_data = data_key(self.train_dataset)
         if self.mixer is not None and self.mixer.base is not unwrap_model(self.model):
             self.mixer.detach()  # a model_init trial replaced the model: hook the new one
             self.mixer = None
@@ -302,7 +309,7 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         self._link_collator()
         self.mixer = self.mixer or HiddenStateMixer(self.model)
         if self._run_weights is None:
-            self._run_weights = weights_digest(self.model)
+            self._run_weights = self._starting_weights()  # resuming: the checkpoint's run's (checkpoint.py)
         self._indexer.ensure(self._index_inputs())
         self._indexer.publish(self.data_collator)
         self.mixer.attach()
