@@ -22,9 +22,12 @@ from _runs import ROOT, load_records, run_jobs  # noqa: E402
 from suite import DATASETS, data_root, split_files  # noqa: E402
 
 from hf_dmix.compare import choose_recipes, comparison_jobs, search_jobs  # noqa: E402
+from hf_dmix.grid import Job  # noqa: E402
 
 LEARNING_RATES = (5e-5, 1e-4, 2e-4)
 SEARCH_SEEDS = (0, 1, 2)
+SETFIT_SEEDS = range(5)
+COMPARATOR_COMMAND = [sys.executable, "-m", "hf_dmix.comparators"]
 MAX_EPOCHS = 15.0
 PATIENCE = 3
 # Stage 2 seeds per setting (plan: ten for plain, Mixup and the default; five for the other two DMIX rules).
@@ -51,11 +54,14 @@ def base_flags(args: argparse.Namespace, data: dict[str, str], size: int) -> dic
 
 
 def build_jobs(args: argparse.Namespace, records: list[dict]) -> list:
-    """Stage-1 jobs of every dataset, then stage-2 jobs of each dataset whose stage 1 is recorded."""
+    """The probes, stage-1 jobs of every dataset, stage-2 jobs of each dataset whose stage 1 is recorded (with the
+    seeds 5-9 rule R4 adds for a qualifying candidate), then SetFit."""
+    from operating_point_report import _by_dataset, default_rule
+
     root = data_root(args.data_dir)
     runs = Path(args.runs_dir)
-    jobs = []
-    stage2 = []
+    probes, jobs, stage2, setfit = [], [], [], []
+    chosen_all = {}
     for size in args.sizes:
         for name in args.datasets:
             base = base_flags(args, split_files(name, root, runs), size)
@@ -64,14 +70,28 @@ def build_jobs(args: argparse.Namespace, records: list[dict]) -> list:
             kw = dict(max_epochs=MAX_EPOCHS, patience=PATIENCE, runs=runs / "runs", records=Path(args.records_dir),
                       meta=meta)
             jobs += search_jobs(prefix, base, learning_rates=LEARNING_RATES, seeds=SEARCH_SEEDS, **kw)
+            comparator = dict(root=runs / "runs", records=Path(args.records_dir), command=COMPARATOR_COMMAND)
+            probes.append(Job(f"{prefix}-probe", {**base, "comparator": "probe"},
+                              meta={**meta, "setting": "probe", "seed": 0, "stage": "comparator"}, **comparator))
+            setfit += [Job(f"{prefix}-setfit-seed{seed}", {**base, "comparator": "setfit", "seed": seed},
+                           meta={**meta, "setting": "setfit", "seed": seed, "stage": "comparator"}, **comparator)
+                       for seed in SETFIT_SEEDS]
             mine = [r for r in records if r.get("benchmark_meta", {}).get("dataset") == name
                     and r["benchmark_meta"].get("size") == str(size)]
             chosen = choose_recipes(mine, LEARNING_RATES, SEARCH_SEEDS)
             if chosen is not None:
-                stage2 += comparison_jobs(prefix, base, chosen, settings_seeds=GRID_SEEDS, **kw)
+                chosen_all[(name, size)] = (prefix, base, chosen, kw)
+    for size in args.sizes:
+        per = _by_dataset(records, str(size))
+        _, extend = default_rule(per, {d: c for (d, s), (_, _, c, _) in chosen_all.items() if s == size})
+        for (name, s), (prefix, base, chosen, kw) in chosen_all.items():
+            if s != size:
+                continue
+            seeds = {**GRID_SEEDS, **({extend: range(10)} if extend else {})}
+            stage2 += comparison_jobs(prefix, base, chosen, settings_seeds=seeds, **kw)
     # Stage 2 seed-major across datasets, so an interrupted grid has every cell at a similar number of seeds.
     stage2.sort(key=lambda j: j.meta["seed"])
-    return jobs + stage2
+    return probes + jobs + stage2 + setfit
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from .cards import render_model_card
 from .checkpoint import ResumeMismatchError, last_complete_checkpoint
 from .collator import DMixDataCollator
 from .config import DMixConfig
+from .convergence import final_training_loss, training_summary, undertraining_warning
 from .diagnostics import (
     data_diagnostics,
     duplicate_stats,
@@ -78,6 +79,7 @@ __all__ = [
     "embed_texts",
     "expmap0",
     "fill_keyless_rows",
+    "final_training_loss",
     "k_occurrence",
     "last_complete_checkpoint",
     "load_dmix_info",
@@ -100,7 +102,9 @@ __all__ = [
     "tokenizer_coverage",
     "top_tau_candidates",
     "top_tau_thresholds",
+    "training_summary",
     "truncation_stats",
+    "undertraining_warning",
     "union_mask",
     "__version__",
 ]

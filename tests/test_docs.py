@@ -52,6 +52,18 @@ def test_readme_and_suite_md_quote_the_summary_generated_from_the_committed_reco
         )
 
 
+def test_readme_and_report_quote_the_operating_point_summary_generated_from_the_committed_records():
+    report, runs = _benchmark("operating_point_report"), _benchmark("_runs")
+    expected = report.summary_from_records(ROOT / "benchmarks" / "results" / "operating-point")
+    for doc, marker in ((ROOT / "README.md", "operating-point-summary"), (report.REPORT, "operating-point")):
+        quoted = runs.read_section(doc, marker)
+        assert quoted is not None, f"{doc.name} has no {marker} block"
+        assert expected in quoted, (
+            f"{doc.name}'s {marker} block differs from what benchmarks/operating_point_report.py generates from the "
+            "records: run `python benchmarks/operating_point.py --report-only`"
+        )
+
+
 def test_committed_records_name_no_folder_of_the_machine_that_made_them():
     for path in (ROOT / "benchmarks" / "results").rglob("*.json"):
         text = path.read_text(encoding="utf-8")

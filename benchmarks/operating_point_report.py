@@ -1,0 +1,197 @@
+"""The report of the operating-point grid (``docs/results/operating-point.md``) and README's block, rebuilt from the
+records alone by the rules of ``docs/results/operating-point-plan.md``.
+
+Every number and every win / tie / loss word below is computed here from ``benchmarks/results/operating-point/``;
+``tests/test_docs.py`` fails when README's block differs from what this module generates from the committed records.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _runs import ROOT, load_records, mean_std, paired_ci, verdict, write_section  # noqa: E402
+from operating_point import GRID_SEEDS, LEARNING_RATES, SEARCH_SEEDS  # noqa: E402
+from suite import DATASETS  # noqa: E402
+
+from hf_dmix.compare import LABELS, SEARCHED, SETTINGS, cells, choose_recipes, paired_rows, recipe_for  # noqa: E402
+
+REPORT = ROOT / "docs" / "results" / "operating-point.md"
+DEFAULT = "dmix-centered"
+CANDIDATES = ("dmix-centered-nearest", "dmix-paper")
+COMPARATORS = ("probe", "setfit")
+
+
+def _by_dataset(records: list[dict], size: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in records:
+        m = r.get("benchmark_meta", {})
+        if m.get("size") == size:
+            out.setdefault(m["dataset"], []).append(r)
+    return out
+
+
+def _fmt(ci: dict) -> str:
+    if ci["n"] < 2 or ci["low"] != ci["low"]:
+        return f"{ci['mean']:+.2f} (n = {ci['n']})"
+    return f"{ci['mean']:+.2f} [{ci['low']:+.2f}, {ci['high']:+.2f}] (n = {ci['n']})"
+
+
+def search_table(per: dict[str, list[dict]]) -> tuple[list[str], dict[str, dict]]:
+    """Stage 1: mean validation macro-F1 per learning rate (seeds 0-2) and the choice by rule R1."""
+    lines = ["| dataset | setting | " + " | ".join(f"lr {lr:g}" for lr in LEARNING_RATES) + " | chosen (R1) |",
+             "|---|---|" + "---|" * (len(LEARNING_RATES) + 1)]
+    chosen_all = {}
+    for d in [d for d in DATASETS if d in per]:
+        chosen = choose_recipes(per[d], LEARNING_RATES, SEARCH_SEEDS)
+        if chosen is not None:
+            chosen_all[d] = chosen
+        for setting in SEARCHED:
+            cols = []
+            for lr in LEARNING_RATES:
+                vals = [100 * r["metrics"]["validation"]["macro_f1"] for r in per[d]
+                        if r["benchmark_meta"].get("setting") == setting and r["benchmark_meta"].get("learning_rate") == lr
+                        and r["benchmark_meta"]["seed"] in SEARCH_SEEDS]
+                cols.append(f"{sum(vals) / len(vals):.2f} ({len(vals)})" if vals else "—")
+            pick = f"{chosen[setting]['learning_rate']:g}" if chosen else "pending"
+            lines.append(f"| {d} | {LABELS[setting]} | " + " | ".join(cols) + f" | {pick} |")
+    return lines, chosen_all
+
+
+def _comparator_values(records: list[dict], name: str) -> dict[int, float]:
+    return {r["benchmark_meta"]["seed"]: 100 * r["metrics"]["test"]["macro_f1"] for r in records
+            if r.get("benchmark_meta", {}).get("setting") == name}
+
+
+def grid_tables(per: dict[str, list[dict]], chosen_all: dict[str, dict]) -> tuple[list[str], dict]:
+    """Stage 2: test macro-F1 per cell, and each setting against plain fine-tuning and Mixup (rule R2)."""
+    lines = ["| setting | " + " | ".join(d for d in DATASETS if d in chosen_all) + " |",
+             "|---|" + "---|" * len(chosen_all)]
+    verdicts: dict = {}
+    tests = {d: cells(per[d], chosen_all[d]) for d in DATASETS if d in chosen_all}
+    for setting in [*SETTINGS, *COMPARATORS]:
+        row = []
+        for d in tests:
+            values = tests[d].get(setting) or _comparator_values(per[d], setting)
+            if not values:
+                row.append("—")
+                continue
+            m, sd = mean_std(list(values.values()))
+            row.append(f"{m:.2f} ± {sd:.2f} ({len(values)})")
+        if any(c != "—" for c in row):
+            lines.append(f"| {LABELS[setting]} | " + " | ".join(row) + " |")
+    lines += ["", "Paired differences in test macro-F1 (points), by seed: mean [95 % CI] (n); verdict by the interval "
+              "(rule R2).", "", "| setting | dataset | vs plain fine-tuning | vs Mixup |", "|---|---|---|---|"]
+    for setting in [s for s in SETTINGS if s != "baseline"]:
+        for d, test in tests.items():
+            if setting not in test:
+                continue
+            cols = []
+            for against in ("baseline", "mixup"):
+                row = paired_rows(test, against).get(setting)
+                cols.append(f"{_fmt(row)} {row['verdict']}" if row else "—")
+                if row:
+                    verdicts.setdefault(setting, {}).setdefault(against, {})[d] = row
+            lines.append(f"| {LABELS[setting]} | {d} | {cols[0]} | {cols[1]} |")
+    return lines, verdicts
+
+
+def _seed_average(per: dict[str, list[dict]], chosen_all: dict, setting: str, seeds: range) -> dict[int, float] | None:
+    out = {}
+    for seed in seeds:
+        vals = [cells(per[d], chosen_all[d], "validation").get(setting, {}).get(seed) for d in DATASETS]
+        if any(v is None for v in vals):
+            return None
+        out[seed] = sum(vals) / len(vals)
+    return out
+
+
+def default_rule(per: dict[str, list[dict]], chosen_all: dict) -> tuple[list[str], str | None]:
+    """Rule R4 on validation; returns the lines and a candidate that qualifies for seeds 5-9 (or None)."""
+    lines = ["**The default (rule R4, validation only):** per seed, validation macro-F1 averaged over the five "
+             "datasets; each candidate against the default `dmix-centered`, paired by seed.", ""]
+    if len(chosen_all) < len(DATASETS):
+        return lines + [f"Pending: stage 1 is recorded for {len(chosen_all)} of {len(DATASETS)} datasets."], None
+    base5 = _seed_average(per, chosen_all, DEFAULT, range(5))
+    extend, switch = None, None
+    for cand in CANDIDATES:
+        mine5 = _seed_average(per, chosen_all, cand, range(5))
+        if mine5 is None or base5 is None:
+            lines.append(f"- `{cand}`: pending (seeds 0–4 not recorded on every dataset).")
+            continue
+        ci5 = paired_ci(mine5, base5)
+        text = f"- `{cand}`: seeds 0–4 {_fmt(ci5)}, a {verdict(ci5)}"
+        if verdict(ci5) == "win":
+            extend = extend or cand
+            mine10, base10 = (_seed_average(per, chosen_all, cand, range(10)),
+                              _seed_average(per, chosen_all, DEFAULT, range(10)))
+            if mine10 and base10:
+                ci10 = paired_ci(mine10, base10)
+                text += f"; seeds 0–9 {_fmt(ci10)}, a {verdict(ci10)}"
+                if verdict(ci10) == "win" and (switch is None or ci10["mean"] > switch[1]):
+                    switch = (cand, ci10["mean"])
+            else:
+                text += "; extended to seeds 5–9 by the plan (pending)"
+        lines.append(text + ".")
+    if switch:
+        lines += ["", f"Outcome: `{switch[0]}` becomes the default."]
+    elif all("pending" not in line for line in lines[2:]):
+        lines += ["", "Outcome: the default stays `dmix-centered`; the data do not support a change."]
+    return lines, extend
+
+
+def headline(verdicts: dict, per: dict[str, list[dict]], chosen_all: dict) -> list[str]:
+    """Rule R5: the first results paragraph, from the default's verdicts and the comparators."""
+    if not verdicts.get(DEFAULT):
+        return ["No stage-2 cell of the default is recorded yet: this page states no result."]
+    out = []
+    for against, name in (("baseline", "plain fine-tuning"), ("mixup", "Mixup")):
+        v = verdicts[DEFAULT].get(against, {})
+        groups = {w: [d for d, row in v.items() if row["verdict"] == w] for w in ("win", "tie", "loss")}
+        out.append(f"Against {name}, default DMIX wins on {len(groups['win'])}, ties on {len(groups['tie'])} and "
+                   f"loses on {len(groups['loss'])} of {len(v)} datasets with paired runs"
+                   + (f" (wins: {', '.join(groups['win'])})" if groups["win"] else "")
+                   + (f" (losses: {', '.join(groups['loss'])})" if groups["loss"] else "") + ".")
+    any_win = any(row["verdict"] == "win" for s, v in verdicts.items() if s.startswith("dmix")
+                  for d, row in v.get("baseline", {}).items())
+    if not any_win:
+        out.append("No DMIX setting beats plain fine-tuning on any dataset with paired runs.")
+    return [" ".join(out)]
+
+
+def report(records: list[dict]) -> tuple[str, str]:
+    """The generated section of the report and README's block."""
+    per = _by_dataset(records, "300")
+    stage1 = sum(r["benchmark_meta"].get("stage") == "search" for r in records)
+    planned1 = len(DATASETS) * len(SEARCHED) * len(LEARNING_RATES) * len(SEARCH_SEEDS)
+    search, chosen_all = search_table(per)
+    grid, verdicts = grid_tables(per, chosen_all)
+    rule4, _ = default_rule(per, chosen_all)
+    warned = sum(1 for r in records if r.get("undertraining_warning"))
+    head = headline(verdicts, per, chosen_all)
+    status = (f"{len(records)} records: {stage1} of the {planned1} stage-1 (search) runs; stage 1 complete on "
+              f"{len(chosen_all)} of {len(DATASETS)} datasets. {warned} of them ended with the under-training warning.")
+    summary = "\n".join([status, "", *head])
+    body = "\n".join([summary, "", "### Stage 1: learning rate chosen on validation (mean validation macro-F1 % "
+                      "over seeds 0–2, runs in parentheses)", "", *search, "", "### Stage 2: test macro-F1 (%), mean ± "
+                      "sd (seeds)", "", *grid, "", *rule4])
+    return body, summary
+
+
+def publish(records_dir: Path, readme: Path | None = ROOT / "README.md") -> None:
+    records = load_records(records_dir)
+    body, summary = report(records)
+    write_section(REPORT, "operating-point", body)
+    if readme is not None:
+        write_section(readme, "operating-point-summary", summary)
+    print(body)
+
+
+def summary_from_records(folder: Path) -> str:
+    """README's block rebuilt from the committed records (tests compare the two)."""
+    return report(load_records(folder))[1]
+
+
+if __name__ == "__main__":
+    publish(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "benchmarks" / "results" / "operating-point")
