@@ -14,6 +14,7 @@ HuBERT, AST) classifiers are supported; for images and audio pass the feature ex
 inputs) where text passes the tokenizer.
 """
 
+from ._version import __version__
 from .cards import render_model_card
 from .checkpoint import ResumeMismatchError, last_complete_checkpoint
 from .collator import DMixDataCollator
@@ -37,7 +38,8 @@ from .geometry import (
     ranking_factors,
     to_poincare_ball,
 )
-from .hub import DMixInfo, HubError, PushResult, dmix_record, load_dmix_info, push_to_hub
+from .hub import PushResult, push_to_hub
+from .hub_errors import HubError
 from .mixing import SUPPORTED_MODEL_TYPES, HiddenStateMixer, fill_keyless_rows, union_mask
 from .indexer import PartnerIndexer
 from .partners import (
@@ -53,9 +55,9 @@ from .partners import (
     top_tau_thresholds,
 )
 from .plotting import k_occurrence, plot_k_occurrence, plot_partners
+from .record import DMixInfo, dmix_record, load_dmix_info
 from .trainer import DMixTrainer
 
-__version__ = "0.1.0"
 
 __all__ = [
     "SUPPORTED_MODEL_TYPES",

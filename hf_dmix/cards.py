@@ -3,11 +3,11 @@
 What lives here: the Jinja template (package data, ``templates/dmix_model_card.md``; ``model_cards/`` at the top of the
 repository keeps an identical copy and a rendered example), :func:`render_model_card`, which fills it through
 ``huggingface_hub.ModelCard.from_template`` from a DMIX *record* (the content of ``dmix_config.json``, built by
-:func:`hf_dmix.hub.dmix_record`) and a run's ``results.json``, and :func:`card_metadata`, which reads the metadata of an
+:func:`hf_dmix.record.dmix_record`) and a run's ``results.json``, and :func:`card_metadata`, which reads the metadata of an
 existing card back so that it can be rendered again (for another repository, or for a merged LoRA model).
 
-What does not: writing files and talking to the Hub (``hub.py``), collecting the record from a trainer
-(``trainer.py`` / ``hub.py``). Nothing here touches the network: a card is rendered from what is passed in only.
+What does not: the record and writing it (``record.py``), talking to the Hub (``hub.py``), collecting the record from
+a trainer (``hub_mixin.py``). Nothing here touches the network: a card is rendered from what is passed in only.
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def _check_record(record: Mapping[str, Any]) -> None:
     if not isinstance(settings, Mapping) or missing:
         raise ValueError(
             f"record['dmix'] must hold the DMIX settings; missing {missing or 'everything'}. Build records with "
-            "hf_dmix.hub.dmix_record(args, model)."
+            "hf_dmix.record.dmix_record(args, model)."
         )
     labels = record.get("label_names")
     if not isinstance(labels, (list, tuple)) or len(labels) < 2 or not all(isinstance(n, str) and n for n in labels):

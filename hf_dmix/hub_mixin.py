@@ -4,7 +4,7 @@ What lives here: the trainer methods that publish a run — the card's metadata 
 written as ``README.md`` (``create_model_card``, which ``push_to_hub`` calls), ``dmix_config.json`` beside every saved
 model and checkpoint, and the card and record of checkpoint pushes (``hub_strategy``). As TRL keeps card creation in its
 base trainer, these live apart from the training loop. What does not: the card's content (``cards.py``), the record's
-fields and Hub uploads (``hub.py``).
+fields (``record.py``) and Hub uploads (``hub.py``).
 
 The host class is a ``transformers.Trainer`` that also has ``mix_layers``, ``num_encoder_layers``,
 ``partner_index_stats``, ``_mixing`` and ``_indexer`` (a :class:`~hf_dmix.indexer.PartnerIndexer`): ``DMixTrainer``.
@@ -37,10 +37,10 @@ class DMixHubMixin:
     def dmix_record(self, base_model: str | None = None) -> dict[str, Any]:
         """The DMIX record of this run: what ``dmix_config.json`` holds and the model card shows.
 
-        See :func:`hf_dmix.hub.dmix_record`. ``base_model`` defaults to the ``finetuned_from`` card metadata, else
+        See :func:`hf_dmix.record.dmix_record`. ``base_model`` defaults to the ``finetuned_from`` card metadata, else
         the model's (or the adapter's) ``name_or_path``.
         """
-        from .hub import dmix_record
+        from .record import dmix_record
 
         base_model = base_model or getattr(self, "_card_metadata", {}).get("finetuned_from")
         return dmix_record(
@@ -96,7 +96,7 @@ class DMixHubMixin:
         import os
 
         from .cards import TAU_SWEEP_PLOT_NAME, hub_repo_id, render_model_card
-        from .hub import README_NAME, RESULTS_NAME
+        from .record import README_NAME, RESULTS_NAME
         from .io import write_atomic
 
         meta = {**getattr(self, "_card_metadata", {}), **{k: v for k, v in given.items() if v is not None}}
@@ -142,7 +142,7 @@ class DMixHubMixin:
         """
         super()._save(output_dir, state_dict)
         if self.args.should_save:
-            from .hub import write_dmix_config
+            from .record import write_dmix_config
 
             write_dmix_config(output_dir if output_dir is not None else self.args.output_dir, self.dmix_record())
 
@@ -159,7 +159,7 @@ class DMixHubMixin:
             import os
             import shutil
 
-            from .hub import README_NAME, write_dmix_config
+            from .record import README_NAME, write_dmix_config
 
             output_dir = self.args.output_dir
             write_dmix_config(output_dir, self.dmix_record())

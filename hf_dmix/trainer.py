@@ -43,6 +43,7 @@ from .loss import MixingSchedule, StepMetrics, cross_entropy, mixup_loss, resolv
 from .mixing import HiddenStateMixer
 from .partners import PartnerIndex
 from .termination import StopOnTermination
+from .tracking import PartnerIndexFeed, log_images
 from .trainset import LABEL_COLUMNS, check_labels, check_train_dataset, data_key, labels_of, with_index
 
 
@@ -128,6 +129,7 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         self.mixer = HiddenStateMixer(self.model) if self._mixing else None
         self._schedule = self._new_schedule()
         self._metrics = StepMetrics()
+        self._index_feed = PartnerIndexFeed()  # the index's statistics, once per index, to report_to's trackers
         # Training batches with partners consumed by compute_loss in this run (the resume state; see checkpoint.py).
         self._dmix_batches = 0
         self._data_fingerprint: tuple[tuple, str] | None = None
@@ -241,13 +243,16 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         ``k_occurrence.png`` (:func:`hf_dmix.plot_k_occurrence`), in ``output_dir`` (default ``args.output_dir``).
 
         Returns the paths written, by name; ``{}`` when there is nothing to draw (no mixing, random partners or
-        ``tau = 1``) or on processes other than the main one.
+        ``tau = 1``) or on processes other than the main one. The pictures also go to the run's trackers that take
+        images (``report_to``: TensorBoard, trackio; ``tracking.py``) as ``dmix/partners`` and ``dmix/k_occurrence``.
         """
         if not self.is_world_process_zero():
             return {}
         id2label = getattr(unwrap_model(self.model).config, "id2label", None) or {}
-        return self._indexer.plot(output_dir or self.args.output_dir, self.args, labels_of(self.train_dataset),
-                                  id2label, max_points)
+        plots = self._indexer.plot(output_dir or self.args.output_dir, self.args, labels_of(self.train_dataset),
+                                   id2label, max_points)
+        log_images(self, plots)
+        return plots
 
     # ------------------------------------------------------------------ the training loop
 
@@ -264,6 +269,7 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         ``train_loss`` is the mean over the whole run, steps before the checkpoint included.
         """
         self._indexer.reset()
+        self._index_feed.reset()
         self._run_weights, self._loss_offset = None, None
         resume = args[0] if args else kwargs.get("resume_from_checkpoint")
         self.resumed_checkpoint = resolve_resume(resume, self.args.output_dir, need_dmix_state=self._mixing)
@@ -373,9 +379,11 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the averages of the DMIX step metrics since the last log to training logs; after a resume, make the
-        final ``train_loss`` the mean over the whole run (``Trainer`` averages the resumed steps only)."""
+        """Add the averages of the DMIX step metrics since the last log, and a new partner index's statistics, to
+        training logs (so every ``report_to`` tracker receives them); after a resume, make the final ``train_loss`` the
+        mean over the whole run (``Trainer`` averages the resumed steps only)."""
         self._metrics.flush_into(logs)
+        self._index_feed.flush_into(logs, self.partner_index_stats)
         if "train_loss" in logs and self._loss_offset is not None:
             logs["train_loss"] = whole_run_loss(logs["train_loss"], self.state.global_step, self._loss_offset)
         super().log(logs, start_time)

@@ -1,7 +1,9 @@
-"""The pieces of ``run_dmix.py``, the command-line script that fine-tunes and evaluates a DMIX classifier.
+"""The ``hf-dmix`` command (and ``run_dmix.py``, the same ``train``): fine-tune, evaluate and publish a DMIX classifier.
 
 What lives here, one concern per module:
 
+- ``commands``: the table of subcommands (``train``, ``push``; one entry each), the console entry point and the exit
+  status of a command; ``train``: the order of a run's steps (``main``) and ``push``.
 - ``args``: the argument dataclasses (``ModelArguments``, ``DataArguments``, ``HubArguments``; the training and DMIX
   settings are ``hf_dmix.DMixConfig``), the Table 1 presets, and parsing ``[config.yaml] --flag value ...``.
 - ``models``: loading a checkpoint (``package:NAME``, a folder, a Hub id) or building ``config:NAME``, and LoRA.
@@ -12,6 +14,6 @@ What lives here, one concern per module:
   (majority baseline, prediction collapse, data diagnostics).
 - ``publish``: the publishing flags, the saved model and card, and pushes to the Hub.
 
-What does not: anything about mixing or partners (``hf_dmix`` itself); the order of the steps (``run_dmix.py``).
-Every problem found before training is a :class:`hf_dmix.data.DataError` (``run_dmix.py: error: ...``, exit 2).
+What does not: anything about mixing or partners (``hf_dmix`` itself). Every problem found before training is a
+:class:`hf_dmix.data.DataError` (``hf-dmix train: error: ...`` / ``run_dmix.py: error: ...``, exit 2).
 """

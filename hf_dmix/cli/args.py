@@ -17,7 +17,7 @@ from typing import Any
 
 from transformers import HfArgumentParser
 
-from ..config import DMixConfig
+from ..config import DMIX_FIELDS, DMixConfig
 from ..data import DataError
 from ..media import MODEL_CONFIGS
 
@@ -194,7 +194,40 @@ class DataArguments:
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, DMixConfig, HubArguments)
+# The sections of --help, in order: a dataclass each, except DMixConfig, whose DMIX fields and TrainingArguments fields
+# are shown apart.
+HELP_GROUPS: dict[str, str] = {
+    "model": "Which model to fine-tune (ModelArguments).",
+    "data": "Which data to train and evaluate on (DataArguments).",
+    "DMIX": "How examples are mixed and partners chosen (DMixConfig's own fields).",
+    "training": "transformers.TrainingArguments, as DMixConfig inherits them (learning rate 2e-5 and weight decay "
+                "0.01 by default here: the paper's).",
+    "publishing": "Publishing to the Hub (HubArguments; with --push_to_hub / --hub_model_id / --hub_token).",
+}
+for _cls, _group in ((ModelArguments, "model"), (DataArguments, "data"), (HubArguments, "publishing")):
+    _cls._argument_group_name = _group  # HfArgumentParser puts a dataclass with this attribute in its own group
 _FILE_SOURCES = ("train_file", "validation_file", "test_file")
+
+
+def build_parser() -> HfArgumentParser:
+    """The parser of every flag, its ``--help`` in the sections of :data:`HELP_GROUPS` (model, data, DMIX, training,
+    publishing). The usage line names ``sys.argv[0]`` (``run_dmix.py``, or ``hf-dmix train``)."""
+    parser = HfArgumentParser(ARGUMENT_CLASSES, description="Fine-tune and evaluate a classifier with DMIX. A YAML or "
+                              "JSON file of defaults may come first; flags override it.")
+    groups = {title: next((g for g in parser._action_groups if g.title == title), None) for title in HELP_GROUPS}
+    for title in ("DMIX", "training"):
+        groups[title] = parser.add_argument_group(title, HELP_GROUPS[title])
+    for title in ("model", "data", "publishing"):
+        groups[title].description = HELP_GROUPS[title]
+    # DMixConfig's flags land in the untitled section: split them by DMIX_FIELDS (argparse keeps a group's actions in
+    # _group_actions; moving one changes only where --help lists it, not how it parses).
+    for action in [a for a in parser._optionals._group_actions if a.dest != "help"]:
+        parser._optionals._group_actions.remove(action)
+        groups["DMIX" if action.dest in DMIX_FIELDS else "training"]._group_actions.append(action)
+    parser._action_groups[:] = [g for g in parser._action_groups if g.title not in HELP_GROUPS] + [
+        groups[t] for t in HELP_GROUPS
+    ]
+    return parser
 
 
 def explicit_keys(argv: list[str], file_config: dict[str, Any]) -> set[str]:
@@ -234,7 +267,7 @@ def parse_args(
     Returns the four dataclasses and the names of the arguments set explicitly (in the file or as flags).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    parser = build_parser()
     file_config: dict[str, Any] = {}
     if argv and argv[0].endswith((".yaml", ".yml", ".json")):
         file_config = read_config_file(argv.pop(0), parser)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .._version import __version__
 from ..io import write_atomic
 from ..partners import describe_partner_index
 from .outcome import describe_majority_baseline, majority_baseline
@@ -35,8 +36,6 @@ def public_args(training_args) -> dict[str, Any]:
 
 
 def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     import accelerate
     import datasets
     import evaluate
@@ -45,12 +44,8 @@ def library_versions() -> dict[str, str]:
     import torch
     import transformers
 
-    try:
-        hf_dmix_version = version("hf-dmix")
-    except PackageNotFoundError:
-        hf_dmix_version = "unknown"
     return {
-        "hf_dmix": hf_dmix_version,
+        "hf_dmix": __version__,
         "transformers": transformers.__version__,
         "torch": torch.__version__,
         "accelerate": accelerate.__version__,

@@ -84,7 +84,7 @@ def build_trainer(model, training_args, encoded, processor, repo_id: str | None,
     except OSError as err:  # with --push_to_hub, Trainer creates the Hub repository here
         from huggingface_hub import get_token
 
-        from ..hub import hub_error
+        from ..hub_errors import hub_error
 
         hub = hub_error(err, f"Creating the Hub repository '{repo_id}'", str(repo_id), [training_args.hub_token, get_token()])
         if hub is None:
