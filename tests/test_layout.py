@@ -34,11 +34,14 @@ class _Recording(DMixTrainer):
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
 
-def _skewed_dataset(tokenizer) -> Dataset:
-    """40 sentences of 3 to 12 words, 39 of label 0 and one of label 1 (a 39:1 label set)."""
+def _skewed(rare: int) -> Dataset:
+    """40 raw sentences of 3 to 12 words, 39 of label 0 and one, row ``rare``, of label 1 (a 39:1 label set).
+
+    Which batch holds the rare row decides when a check of the labels alone notices a sorted batch: with row 17 it
+    never does in 3 steps (the old check trained on 3 sorted batches), with row 25 at the third batch.
+    """
     texts, _ = make_sentences(40, seed=5)
-    ds = Dataset.from_dict({"text": texts, "label": [1 if i == 17 else 0 for i in range(40)]})
-    return ds.map(lambda b: tokenizer(b["text"], truncation=True, max_length=32), batched=True)
+    return Dataset.from_dict({"text": texts, "label": [1 if i == rare else 0 for i in range(40)]})
 
 
 def test_sort_by_length_collator_on_a_39_to_1_set_is_refused_at_the_first_training_batch(tmp_path, tokenizer):
@@ -48,9 +51,10 @@ def test_sort_by_length_collator_on_a_39_to_1_set_is_refused_at_the_first_traini
     def sort_by_length(rows):
         return pad(sorted(rows, key=lambda r: len(r["input_ids"])))
 
+    train = _skewed(rare=17).map(lambda b: tokenizer(b["text"], truncation=True, max_length=32), batched=True)
     _Recording.steps = 0
     trainer = _Recording(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path),
-                         train_dataset=_skewed_dataset(tokenizer), data_collator=sort_by_length)
+                         train_dataset=train, data_collator=sort_by_length)
     with pytest.raises(CollatorLayoutError, match=r"sort_by_length changed the order of the examples: row \d+ of the "
                                                   r"batch it returned holds example \d+ .*group_by_length=True"):
         trainer.train()
@@ -61,8 +65,7 @@ def test_sort_by_length_collator_on_a_39_to_1_set_is_refused_at_the_first_traini
 def test_collator_that_tokenizes_and_sorts_by_length_is_refused_and_one_that_only_tokenizes_trains(tmp_path, tokenizer):
     # The tokenize-in-the-collator recipe (remove_unused_columns=False, raw text rows): no feature passes through the
     # collator unchanged, so the row order is checked by collating the examples once more in another order.
-    texts, _ = make_sentences(40, seed=5)
-    raw = Dataset.from_dict({"text": texts, "label": [1 if i == 17 else 0 for i in range(40)]})
+    raw = _skewed(rare=25)
     # The embedding pass of the partner index reads tokenized features: give it embeddings (one per row).
     embeddings = torch.randn(40, 8, generator=torch.Generator().manual_seed(0))
 
@@ -79,7 +82,7 @@ def test_collator_that_tokenizes_and_sorts_by_length_is_refused_and_one_that_onl
                          train_dataset=raw, data_collator=tokenize_sorted, sentence_embeddings=embeddings)
     with pytest.raises(CollatorLayoutError, match=r"tokenize_sorted changed the order of the examples"):
         trainer.train()
-    assert _Recording.steps == 0
+    assert _Recording.steps == 0, "a reordered batch reached the model"
 
     trainer = _Recording(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path, **args),
                          train_dataset=raw, data_collator=tokenize, sentence_embeddings=embeddings)
