@@ -54,12 +54,12 @@ def check_pair_layout(batch: Mapping[str, Any], rows: Sequence[Mapping[str, Any]
     module docstring) when the row keys cannot decide.
 
     Cost, per training batch, measured on one CPU core with ``2B = 64`` rows: steps 1–3 read every passed-through
-    feature of every row once — token ids as Python lists (one ``.tolist()`` per batch tensor, a list comparison per
-    row): about 2 ms for rows of up to 128 tokens, where ``DataCollatorWithPadding`` itself takes 10-14 ms; tensors (pixels
-    from an image transform) with tensor comparisons: about 20 ms for 224×224 images, a third of what stacking them
-    takes; floats given as Python lists (audio) at ``_FLOAT_SAMPLES`` evenly spaced positions: about 15 ms for 1 s
-    clips, a fifteenth of the collator's time. All of it is small next to a training step. The probe costs one more call of ``collate_fn``; the caller allows it on the first batches and a
-    sample of later ones only.
+    feature of every row once. Token ids as Python lists (one ``.tolist()`` per batch tensor, a list comparison per
+    row): about 2 ms for rows of up to 128 tokens, where ``DataCollatorWithPadding`` itself takes 10–14 ms. Tensors
+    (pixels from an image transform), compared as tensors: about 20 ms for 224×224 images, a third of what stacking
+    them takes. Floats given as Python lists (audio), at ``_FLOAT_SAMPLES`` evenly spaced positions: about 15 ms for
+    1 s clips, a fifteenth of the collator's time. All of it is small next to a training step. The probe costs one
+    more call of ``collate_fn``; the caller allows it on the first batches and a sample of later ones only.
     """
     name, n = collator_name(collate_fn), len(rows)
     short = {k: tuple(v.shape) for k, v in batch.items() if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] != n}
@@ -111,7 +111,7 @@ _FLOAT_SAMPLES = 1024
 class _Example:
     """One example's feature, flat, cast to the batch dtype: ``n`` values, of which ``data`` holds every ``step``-th."""
 
-    __slots__ = ("n", "data", "step")
+    __slots__ = ("data", "n", "step")
 
     def __init__(self, n: int, data: list | torch.Tensor, step: int = 1) -> None:
         self.n, self.data, self.step = n, data, step

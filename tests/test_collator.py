@@ -409,8 +409,8 @@ def _swap_first_and_last(rows):
     ("moves float clips", lambda rows: _pad_clips(_swap_first_and_last(rows)), CLIP_ROWS,
      r"row 0 .* holds example 3 .*'input_values'"),
     ("tokenizes and sorts by length", _tokenize(_text_tokenizer(), lambda rs: sorted(rs, key=lambda r: len(r["text"]))),
-     TEXT_ROWS, r"tokenize_text changed the order .* none of the features it returns passes through unchanged"
-                r".*do not follow the order .*group_by_length=True"),
+     TEXT_ROWS, (r"tokenize_text changed the order .* none of the features it returns passes through unchanged"
+                 r".*do not follow the order .*group_by_length=True")),
     ("tokenizes and augments at random", _tokenize(_text_tokenizer(), augment=True), TEXT_ROWS, r"different batch for the same examples in the same order \(is it random\?\).*with_transform"),
 ])
 def test_user_collator_that_reorders_rows_with_labels_in_order_is_refused(name, collate_fn, rows, pattern):
