@@ -17,6 +17,7 @@ inputs) where text passes the tokenizer.
 from .cards import render_model_card
 from .checkpoint import ResumeMismatchError, last_complete_checkpoint
 from .collator import DMixDataCollator
+from .layout import CollatorLayoutError
 from .config import DMixConfig
 from .diagnostics import (
     data_diagnostics,
@@ -58,6 +59,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SUPPORTED_MODEL_TYPES",
+    "CollatorLayoutError",
     "DMixConfig",
     "DMixDataCollator",
     "DMixInfo",

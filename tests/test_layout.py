@@ -13,8 +13,7 @@ from conftest import make_sentences, tiny_model
 from datasets import Dataset
 from transformers import DataCollatorWithPadding
 
-from hf_dmix import DMixConfig, DMixTrainer
-from hf_dmix.collator import CollatorLayoutError
+from hf_dmix import CollatorLayoutError, DMixConfig, DMixTrainer
 
 
 def _args(tmp_path, **kw) -> DMixConfig:
