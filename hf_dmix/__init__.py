@@ -18,6 +18,7 @@ from ._version import __version__
 from .cards import render_model_card
 from .checkpoint import ResumeMismatchError, last_complete_checkpoint
 from .collator import DMixDataCollator
+from .layout import CollatorLayoutError
 from .config import DMixConfig
 from .convergence import final_training_loss, training_summary, undertraining_warning
 from .diagnostics import (
@@ -61,6 +62,7 @@ from .trainer import DMixTrainer
 
 __all__ = [
     "SUPPORTED_MODEL_TYPES",
+    "CollatorLayoutError",
     "DMixConfig",
     "DMixDataCollator",
     "DMixInfo",

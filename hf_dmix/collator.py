@@ -14,8 +14,9 @@ and returned as they are.
 The padding can be the user's own collator (``collate_fn``: ``default_data_collator``, ``DataCollatorWithPadding``,
 any callable from a list of examples to a batch), which is what :class:`~hf_dmix.DMixTrainer` sets when a script
 passes its own ``data_collator``: that collator builds the ``2B``-row batch from the anchors' and partners' features,
-and this one only draws the partners and attaches their ids. A collator that drops or reorders rows cannot carry a
-pair layout and is refused at the first training batch (:class:`CollatorLayoutError`).
+and this one only draws the partners and attaches their ids. A collator that drops, repeats or reorders rows cannot carry
+a pair layout: every training batch it builds is checked row by row (``layout.py``) and such a batch is refused
+(:class:`CollatorLayoutError`) before it reaches the model.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
 
+from .layout import LABEL_KEYS, CollatorLayoutError, check_pair_layout  # noqa: F401  (the error: re-exported here)
 from .partners import PartnerIndex
 
 INDEX_COLUMN = "dmix_index"
@@ -93,9 +95,14 @@ class DMixDataCollator:
         anchor_rows = [self._strip(f) for f in features]
         keys = list(anchor_rows[0])
         rows = anchor_rows + self._fetch(partners.tolist(), keys)
-        batch = dict(self._pad(rows))
+        # The padding gets copies: a collator may pop keys (the label) from the dicts it is given.
+        batch = dict(self._pad([dict(r) for r in rows]))
         if self.collate_fn is not None:
-            check_pair_layout(batch, rows, self.collate_fn)
+            # Every batch: row count, labels and each passed-through feature row by row (layout.py; about a
+            # millisecond for 64 rows of 128 ids). The re-collation probe — one more call of the script's collator,
+            # for collators that compute every feature (tokenize) — on the first 8 batches and every 16th after.
+            probe = self.batches_drawn <= 8 or self.batches_drawn % 16 == 0
+            check_pair_layout(batch, rows, self.collate_fn, probe=probe)
         batch[PARTNER_IDS_KEY] = partners
         return batch
 
@@ -138,44 +145,7 @@ class DMixDataCollator:
         return torch.Generator().manual_seed(seed)
 
 
-class CollatorLayoutError(ValueError):
-    """The user's collator did not return one row per example, in order: DMIX's ``[anchors; partners]`` layout is lost."""
-
-
-def check_pair_layout(batch: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], collate_fn: Any) -> None:
-    """Refuse a batch whose rows are not the ``2B`` examples in the order given (anchors, then their partners).
-
-    Every tensor must have ``2B`` rows, and the labels must be the examples' labels in order: a collator that drops,
-    adds, sorts or shuffles rows would pair anchors with the wrong partners and labels, silently.
-    """
-    name = getattr(collate_fn, "__name__", None) or type(collate_fn).__name__
-    n = len(rows)
-    short = {k: tuple(v.shape) for k, v in batch.items() if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] != n}
-    if short:
-        raise CollatorLayoutError(
-            f"The data collator {name} returned {short} for a training batch of {n} examples ({n // 2} anchors, then "
-            f"their {n // 2} partners); DMIX needs one row per example, in order. Use a collator that keeps every "
-            "example (default_data_collator, DataCollatorWithPadding) or leave data_collator unset."
-        )
-    label_key = next((k for k in _LABEL_KEYS if k in rows[0]), None)
-    got = next((batch[k] for k in ("labels", "label", "label_ids") if k in batch), None)
-    if label_key is None or got is None:
-        raise CollatorLayoutError(
-            f"The data collator {name} returned no labels for a training batch (keys {sorted(batch)}); DMIX computes "
-            "the mixed loss from the anchors' and partners' labels."
-        )
-    expected = torch.as_tensor([int(r[label_key]) for r in rows])
-    if not torch.equal(torch.as_tensor(got).reshape(-1).long().cpu(), expected):
-        raise CollatorLayoutError(
-            f"The data collator {name} changed the order of the examples (the batch's labels are not the examples' "
-            "labels in order); DMIX lays a training batch out as anchors, then their partners in the same order. "
-            "Use a collator that keeps the examples' order."
-        )
-
-
 # ---------------------------------------------------------------------------------------------------- padding
-
-_LABEL_KEYS = ("label", "label_ids", "labels")
 
 
 def make_padder(processor: Any, padding: bool | str = True, max_length: int | None = None,
@@ -236,7 +206,7 @@ class FeaturePadder:
             if key in padded_keys:
                 continue
             values = [_as_tensor(f[key]) for f in features]
-            if key in _LABEL_KEYS:
+            if key in LABEL_KEYS:
                 batch["labels"] = torch.stack(values).long()
                 continue
             shapes = {tuple(v.shape) for v in values}

@@ -190,9 +190,10 @@ class HiddenStateMixer:
     """Hooks that mix anchors and partners at one site of a classifier's forward pass (text, image or audio).
 
     The hooks are attached once and stay dormant until :meth:`activate` is called; they then act on every forward
-    pass until :meth:`deactivate`. Staying active until the next step matters: with gradient checkpointing the
+    pass until :meth:`deactivate`. Staying active through the backward matters: with gradient checkpointing the
     forward of each layer is *recomputed during backward*, and the recomputation must mix exactly as the original
-    forward did.
+    forward did. ``DMixTrainer`` activates in ``compute_loss`` and deactivates when the training step (forward and
+    backward) ends, so no other forward — evaluation, prediction, a callback's — ever mixes.
 
     Example::
 

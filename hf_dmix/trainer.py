@@ -67,8 +67,9 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         data_collator: a [`DMixDataCollator`]; built from ``processing_class`` when omitted. Any other collator
             (``default_data_collator``, ``DataCollatorWithPadding``, a function from examples to a batch) is wrapped:
             it builds each training batch from the anchors' and partners' examples (``2B`` rows), DMIX draws the
-            partners and attaches their ids, and evaluation batches are its own. A collator that drops or reorders
-            rows is refused at the first training batch (:class:`~hf_dmix.collator.CollatorLayoutError`).
+            partners and attaches their ids, and evaluation batches are its own. Each training batch it builds is
+            checked row by row; one in which a row does not hold its own example (the collator dropped, added or
+            reordered rows) is refused before it trains (:class:`~hf_dmix.collator.CollatorLayoutError`).
         train_dataset: map-style training set of model inputs (tokenized text, ``pixel_values``, or
             ``input_values`` [+ ``attention_mask``]) with a ``label`` (or ``labels``) column of class ids.
         eval_dataset, **kwargs: as for ``Trainer``.
@@ -183,6 +184,7 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         would collate ``2B``-row batches whose partner rows enter the loss, metrics and predictions. Evaluation runs
         the plain forward on exactly the rows it was given, whatever dataset that is.
         """
+        self._disarm()  # a compute_loss called by hand before leaves its step's mixing armed (see compute_loss)
         with self._indexer.suspended(self.data_collator):
             return super().evaluation_loop(*args, **kwargs)
 
@@ -352,7 +354,12 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ):
-        """Mixup loss on training batches with partners; plain cross-entropy (and no mixing) otherwise."""
+        """Mixup loss on training batches with partners; plain cross-entropy (and no mixing) otherwise.
+
+        The mixing it arms lasts until its training step ends (:meth:`training_step`: the backward, which recomputes
+        the mixed forward under gradient checkpointing, included); called by hand, until the next ``compute_loss``,
+        ``evaluate`` or ``predict``.
+        """
         inputs = dict(inputs)
         partner_ids = inputs.pop(PARTNER_IDS_KEY, None)
         labels = next((inputs.pop(key) for key in LABEL_COLUMNS if key in inputs), None)
@@ -371,12 +378,24 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         anchors_only = bool(self.args.anchor_dominant)
         if anchors_only:
             ratio = max(ratio, 1.0 - ratio)
-        # Stays active until the next compute_loss so that gradient-checkpointing recomputation mixes identically.
+        # Stays armed through the backward, so that gradient-checkpointing recomputation mixes identically.
         self.mixer.activate(site, ratio, num_anchors, anchors_only=anchors_only)
         outputs = model(**inputs)
         loss = mixup_loss(outputs.logits, labels, ratio, num_anchors, anchors_only, smoothing)
         self._metrics.record(site, ratio, labels, num_anchors)
         return (loss, outputs) if return_outputs else loss
+
+    def training_step(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """``Trainer.training_step`` (``compute_loss``, then the backward); the mixing is disarmed when it ends, so
+        nothing after it — callbacks, ``evaluate``/``predict``, a script's own forward — ever mixes."""
+        try:
+            return super().training_step(*args, **kwargs)
+        finally:
+            self._disarm()
+
+    def _disarm(self) -> None:
+        if self.mixer is not None:
+            self.mixer.deactivate()
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the averages of the DMIX step metrics since the last log, and a new partner index's statistics, to

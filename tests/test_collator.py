@@ -305,3 +305,120 @@ def test_user_collator_that_drops_or_reorders_rows_is_refused(change, pattern):
                                 collate_fn=lambda rows: default_data_collator(change(rows)))
     with pytest.raises(CollatorLayoutError, match=pattern):
         collator(anchor_features([0, 1], FIXED_ROWS))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Exact pair checks (issue 21, defect 1): every row must hold its own example, whatever the labels
+# ---------------------------------------------------------------------------------------------------------------
+
+# Raw-text rows for collators that tokenize. Anchors 0, 1 and partners 3, 2 (FIXED_INDEX) have labels 0, 1, 1, 0 and
+# word counts 4, 2, 3, 1: sorting them by length gives 2, 1, 3, 0, whose labels are 0, 1, 1, 0 again.
+TEXT_ROWS: list[dict[str, Any]] = [
+    {"text": "c a b c", "label": 0}, {"text": "a b", "label": 1}, {"text": "b", "label": 0}, {"text": "a b c", "label": 1},
+]
+# Image-like rows: float features of one shape, as a datasets column of Python floats gives them.
+PIXEL_ROWS: list[dict[str, Any]] = [
+    {"pixel_values": (torch.arange(12, dtype=torch.float64).reshape(3, 2, 2) / (i + 3)).tolist(), "label": i % 2}
+    for i in range(4)
+]
+
+
+def _features(ids: list[int], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``anchor_features``, keeping the text of raw-text rows (a collator that tokenizes reads it)."""
+    return anchor_features(ids, rows) if "input_ids" in rows[0] else [{**rows[i], INDEX_COLUMN: i} for i in ids]
+
+# Audio-like rows: clips of different lengths as flat lists of Python floats (compared at sampled positions).
+CLIP_ROWS: list[dict[str, Any]] = [
+    {"input_values": [((i + 1) * (t + 1) % 7) / 7 for t in range(3000 + 500 * i)], "label": i % 2} for i in range(4)
+]
+
+
+def _pad_clips(rows):
+    """Right-pads float clips with 0.0, as a feature extractor's ``pad`` does."""
+    longest = max(len(r["input_values"]) for r in rows)
+    values = torch.tensor([r["input_values"] + [0.0] * (longest - len(r["input_values"])) for r in rows])
+    return {"input_values": values, "labels": torch.tensor([r["label"] for r in rows])}
+
+
+def _text_tokenizer(**kwargs):
+    from conftest import train_tokenizer
+
+    tok = train_tokenizer(["a b c"])
+    for key, value in kwargs.items():
+        setattr(tok, key, value)
+    return tok
+
+
+def _tokenize(tok, shuffle=None, augment=False):
+    """A collator that tokenizes raw text (the tokenize-in-the-collator recipe); ``shuffle`` reorders rows first,
+    ``augment`` replaces one random position of each row by ``[UNK]``."""
+
+    def tokenize_text(rows):
+        rows = shuffle(rows) if shuffle else rows
+        batch = tok([r["text"] for r in rows], padding=True, return_tensors="pt")
+        if augment:
+            ids = batch["input_ids"]
+            ids[torch.arange(len(rows)), torch.randint(ids.shape[1], (len(rows),))] = tok.unk_token_id
+        return {**batch, "labels": torch.tensor([r["label"] for r in rows])}
+
+    return tokenize_text
+
+
+def _pop_label(rows):
+    from transformers import default_data_collator
+
+    labels = [r.pop("label") for r in rows]  # mutates the dicts it is given, as some scripts' collators do
+    return {**default_data_collator(rows), "labels": torch.tensor(labels)}
+
+
+def _legit_collators():
+    from transformers import DataCollatorWithPadding, default_data_collator
+
+    def truncate(rows):
+        return default_data_collator([{k: v[:4] if k != "label" else v for k, v in r.items()} for r in rows])
+
+    return {
+        "left padding": (DataCollatorWithPadding(_text_tokenizer(padding_side="left")), ROWS),
+        "truncation to 4": (truncate, FIXED_ROWS),
+        "pops the label": (_pop_label, FIXED_ROWS),
+        "tokenizes raw text": (_tokenize(_text_tokenizer()), TEXT_ROWS),
+        "stacks float features": (default_data_collator, PIXEL_ROWS),
+        "pads float clips": (_pad_clips, CLIP_ROWS),
+    }
+
+
+@pytest.mark.parametrize("name", list(_legit_collators()))
+def test_user_collators_that_keep_the_order_pass_the_exact_check(name):
+    collate_fn, rows = _legit_collators()[name]
+    collator = DMixDataCollator(None, train_dataset=make_train_dataset(rows), partner_index=FIXED_INDEX,
+                                collate_fn=collate_fn)
+    batch = collator(_features([0, 1], rows))
+    assert batch[PARTNER_IDS_KEY].tolist() == [3, 2]
+    assert batch["labels"].tolist() == [rows[i]["label"] for i in (0, 1, 3, 2)]
+
+
+def _swap_first_and_last(rows):
+    return [rows[-1], *rows[1:-1], rows[0]]  # anchor 0 and the partner of anchor 1: both label 0
+
+
+@pytest.mark.parametrize("name, collate_fn, rows, pattern", [
+    ("moves rows of one label", lambda rows: __import__("transformers").default_data_collator(_swap_first_and_last(rows)),
+     FIXED_ROWS, r"row 0 of the batch it returned holds example 3 \(the partner of anchor 1\) \('input_ids'"),
+    ("moves float features", lambda rows: __import__("transformers").default_data_collator(_swap_first_and_last(rows)),
+     PIXEL_ROWS, r"row 0 .* holds example 3 .*'pixel_values'"),
+    ("moves float clips", lambda rows: _pad_clips(_swap_first_and_last(rows)), CLIP_ROWS,
+     r"row 0 .* holds example 3 .*'input_values'"),
+    ("tokenizes and sorts by length", _tokenize(_text_tokenizer(), lambda rs: sorted(rs, key=lambda r: len(r["text"]))),
+     TEXT_ROWS, (r"tokenize_text changed the order .* none of the features it returns passes through unchanged"
+                 r".*do not follow the order .*group_by_length=True")),
+    ("tokenizes and augments at random", _tokenize(_text_tokenizer(), augment=True), TEXT_ROWS, r"different batch for the same examples in the same order \(is it random\?\).*with_transform"),
+])
+def test_user_collator_that_reorders_rows_with_labels_in_order_is_refused(name, collate_fn, rows, pattern):
+    from hf_dmix.collator import CollatorLayoutError
+
+    collator = DMixDataCollator(None, train_dataset=make_train_dataset(rows), partner_index=FIXED_INDEX,
+                                collate_fn=collate_fn)
+    features = _features([0, 1], rows)
+    torch.manual_seed(0)  # the augmenting collator's draws: two calls differ (with these rows, almost surely)
+    with pytest.raises(CollatorLayoutError, match=pattern):
+        collator(features)
