@@ -39,17 +39,33 @@ from transformers import set_seed
 
 from hf_dmix.checkpoint import ResumeMismatchError
 from hf_dmix.cli.args import (  # noqa: F401 - the arguments and presets, importable from the script as before
-    PRESETS, DataArguments, HubArguments, ModelArguments, log_preset, parse_args,
+    PRESETS,
+    DataArguments,
+    HubArguments,
+    ModelArguments,
+    log_preset,
+    parse_args,
 )
 from hf_dmix.cli.inputs import INPUTS, resolve_modality
 from hf_dmix.cli.models import resolve_model_path  # noqa: F401 - used by benchmarks/*.py
 from hf_dmix.cli.outcome import check_outcome, log_data_diagnostics, majority_baseline  # noqa: F401
 from hf_dmix.cli.publish import (
-    card_metadata_from_args, check_access, check_hub_args, publish, push_only, save_model_and_card,
+    card_metadata_from_args,
+    check_access,
+    check_hub_args,
+    publish,
+    push_only,
+    save_model_and_card,
 )
 from hf_dmix.cli.report import build_results, predictions_csv, print_summary, write_report
 from hf_dmix.cli.training import (
-    TrainingStopped, build_trainer, evaluate, finish_distributed, partner_plots, resolve_resume, train,
+    TrainingStopped,
+    build_trainer,
+    evaluate,
+    finish_distributed,
+    partner_plots,
+    resolve_resume,
+    train,
 )
 from hf_dmix.data import DataError
 from hf_dmix.hub import HubError

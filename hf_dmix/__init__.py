@@ -37,17 +37,17 @@ from .geometry import (
     to_poincare_ball,
 )
 from .hub import DMixInfo, HubError, PushResult, dmix_record, load_dmix_info, push_to_hub
-from .mixing import SUPPORTED_MODEL_TYPES, HiddenStateMixer, fill_keyless_rows, union_mask
 from .indexer import PartnerIndexer
+from .mixing import SUPPORTED_MODEL_TYPES, HiddenStateMixer, fill_keyless_rows, union_mask
 from .partners import (
     PartnerIndex,
     PartnerSearch,
     build_partner_index,
-    search_partners,
     candidate_overlap,
     describe_partner_index,
     num_candidates,
     partner_statistics,
+    search_partners,
     top_tau_candidates,
     top_tau_thresholds,
 )
@@ -65,10 +65,11 @@ __all__ = [
     "HiddenStateMixer",
     "HubError",
     "PartnerIndex",
-    "PushResult",
     "PartnerIndexer",
     "PartnerSearch",
+    "PushResult",
     "ResumeMismatchError",
+    "__version__",
     "build_partner_index",
     "candidate_overlap",
     "data_diagnostics",
@@ -92,8 +93,8 @@ __all__ = [
     "pool",
     "prediction_collapse",
     "project",
-    "ranking_factors",
     "push_to_hub",
+    "ranking_factors",
     "render_model_card",
     "search_partners",
     "to_poincare_ball",
@@ -102,5 +103,4 @@ __all__ = [
     "top_tau_thresholds",
     "truncation_stats",
     "union_mask",
-    "__version__",
 ]

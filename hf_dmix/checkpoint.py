@@ -31,10 +31,9 @@ import os
 import re
 from typing import Any
 
+import numpy as np
 from torch import nn
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-
-import numpy as np
 from transformers.utils import logging
 
 from .collator import INDEX_COLUMN, DMixDataCollator

@@ -287,7 +287,7 @@ def example_texts(ds: Dataset) -> list[str]:
     """What identifies an example's text (duplicates, grouping): its text, and for a pair both texts."""
     if "text_pair" not in ds.column_names:
         return ds["text"][:]
-    return [f"{a}\n{b}" for a, b in zip(ds["text"], ds["text_pair"])]
+    return [f"{a}\n{b}" for a, b in zip(ds["text"], ds["text_pair"], strict=True)]
 
 
 def _text_split(
@@ -308,7 +308,7 @@ def _text_split(
             )
     texts = list(ds[text_columns[0]])
     for column in text_columns[1:]:
-        texts = [t + delimiter + v for t, v in zip(texts, ds[column])]
+        texts = [t + delimiter + v for t, v in zip(texts, ds[column], strict=True)]
     ids = []
     for i, v in enumerate(raw_labels):
         key = int(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else v
@@ -418,7 +418,7 @@ def load_classification_data(
         "handling": _duplicate_handling(need, group_duplicates),
     }
     info["label_counts"] = {
-        s: {label_names[k]: int(v) for k, v in sorted(zip(*np.unique(normalised[s]["label"], return_counts=True)))} for s in SPLITS
+        s: {label_names[k]: int(v) for k, v in sorted(zip(*np.unique(normalised[s]["label"], return_counts=True), strict=True))} for s in SPLITS
     }
     return LoadedData(DatasetDict(normalised), label_names, info)
 
@@ -474,7 +474,7 @@ def make_demo_dataset(num_per_class: int = 120, seed: int = 0) -> Dataset:
     rng = random.Random(seed)
     names = sorted(_DEMO_TOPICS)
     texts, labels = [], []
-    for label, topic in enumerate(names):
+    for topic in names:
         subjects, events = _DEMO_TOPICS[topic]
         for _ in range(num_per_class):
             text = f"{rng.choice(subjects)} {rng.choice(events)}"

@@ -231,7 +231,7 @@ def texts_of(dataset: Any, column: str, rows: range, pair_column: str | None = N
         if not len(rows):
             return []
         part = dataset.select(rows)
-        return list(part[column]) if pair_column is None else list(zip(part[column], part[pair_column]))
+        return list(part[column]) if pair_column is None else list(zip(part[column], part[pair_column], strict=True))
     if pair_column is None:
         return [dataset[i][column] for i in rows]
     return [(dataset[i][column], dataset[i][pair_column]) for i in rows]

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+
 @dataclass(frozen=True)
 class EncoderFamily:
     """Where DMIX hooks into one architecture family.

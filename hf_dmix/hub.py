@@ -27,7 +27,7 @@ from typing import Any
 
 from .cards import TAU_SWEEP_PLOT_NAME, card_metadata, display_name, hub_repo_id, render_model_card
 from .config import DMIX_FIELDS, DMixConfig
-from .io import write_atomic  # noqa: F401 - kept importable from here for older code
+from .io import write_atomic
 from .mixing import modality_of
 
 DMIX_CONFIG_NAME = "dmix_config.json"
@@ -285,7 +285,7 @@ def check_push_access(repo_id: str, token: str | None = None, private: bool | No
         raise HubError(f"Invalid Hub repository id {repo_id!r}: {str(err).splitlines()[0]}") from err
     try:
         return HfApi(token=token).create_repo(repo_id, private=private, exist_ok=True).repo_id
-    except Exception as err:  # noqa: BLE001 - only Hub/network failures are translated, the rest re-raised
+    except Exception as err:  # only Hub/network failures are translated, the rest re-raised
         hub = hub_error(err, f"Creating the Hub repository '{repo_id}'", repo_id, [token, get_token()])
         if hub is None:
             raise
@@ -461,7 +461,7 @@ def push_to_hub(
             stale, info = _commit(api, repo_id, blobs, revision, commit_message, merge_lora)
         except HubError:
             raise
-        except Exception as err:  # noqa: BLE001 - only Hub/network failures are translated, the rest re-raised
+        except Exception as err:  # only Hub/network failures are translated, the rest re-raised
             hub = hub_error(err, action, repo_id, secrets)
             if hub is None:
                 raise
@@ -664,7 +664,7 @@ def load_dmix_info(repo_id: str | os.PathLike, revision: str | None = None, toke
             results = None
     except HubError:
         raise
-    except Exception as err:  # noqa: BLE001 - only Hub/network failures are translated
+    except Exception as err:  # only Hub/network failures are translated
         from huggingface_hub import get_token
 
         hub = hub_error(err, action, repo_id, [token, get_token()])

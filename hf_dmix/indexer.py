@@ -15,9 +15,9 @@ What does not: the search itself (``partners.py``), embedding passes (``embeddin
 
 from __future__ import annotations
 
+import logging as py_logging
 import time
 from collections.abc import Callable, Iterator
-import logging as py_logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial

@@ -56,7 +56,7 @@ from .hubness import (  # noqa: F401
 )
 
 # The ranking (rules, moments, chunked top-τ selection) lives in ranking.py; re-exported here, where it was before.
-from .ranking import (  # noqa: F401
+from .ranking import (
     _KEY_RTOL,
     DEFAULT_MOMENT_REFERENCE,
     PARTNER_ORDERS,
@@ -127,7 +127,7 @@ class PartnerIndex:
         if self.candidates is not None:
             return self.candidates.shape[1]
         if self.thresholds is not None:
-            return int(round(self.expected_k))
+            return round(self.expected_k)
         return self.num_examples - 1
 
     @staticmethod
@@ -422,7 +422,7 @@ def candidate_overlap(a: PartnerIndex, b: PartnerIndex, chunk_rows: int = 4096) 
     if a.num_examples != b.num_examples or (both_lists and a.candidates_per_example != b.candidates_per_example):
         raise ValueError("candidate_overlap needs two indices over the same examples with the same k.")
     n, k = a.num_examples, a.candidates_per_example
-    if a.candidates is None and a.thresholds is None or b.candidates is None and b.thresholds is None:
+    if (a.candidates is None and a.thresholds is None) or (b.candidates is None and b.thresholds is None):
         return 1.0
     if a.thresholds is not None or b.thresholds is not None:
         # Threshold indices: exact membership rows for a fixed sample of anchors.

@@ -81,7 +81,7 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         resumed_checkpoint: the checkpoint folder the last ``train()`` resumed from (``None``: it started afresh).
     """
 
-    _tag_names = ["dmix", "mixup", "hf-dmix", "text-classification"]
+    _tag_names = ("dmix", "mixup", "hf-dmix", "text-classification")
 
     def __init__(
         self,
