@@ -17,7 +17,7 @@ import hashlib
 import os
 import random
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,17 +125,17 @@ def splits_from_column(
     whole = next(iter(raw.values()))
     if split_column not in whole.column_names:
         return None
-    to_split = {value: target for target, value in (names or {}).items() if value}
+    to_split: dict[str | None, str] = {value: target for target, value in (names or {}).items() if value}
     for target in SPLITS:
         to_split.setdefault(target, target)
-    for value, target in SPLIT_ALIASES.items():
-        to_split.setdefault(value, target)
+    for alias, target in SPLIT_ALIASES.items():
+        to_split.setdefault(alias, target)
     values = [None if v is None else str(v) for v in whole[split_column]]
     found = sorted({v for v in values if v is not None}) + ([None] if None in values else [])
     for value in found:
         if value not in to_split:
             raise DataError(
-                f"Column {split_column!r} has the value {value!r}; expected {sorted(to_split)} (train, validation or "
+                f"Column {split_column!r} has the value {value!r}; expected {sorted(k for k in to_split if k)} (train, validation or "
                 "test, or the values named by --train_split / --validation_split / --test_split)."
             )
     rows: dict[str, list[int]] = defaultdict(list)
@@ -178,8 +178,8 @@ def _label_names(train: Dataset, label_column: str) -> tuple[list[str], dict[Any
         uniq = sorted({int(v) for v in values})
         return [str(v) for v in uniq], {v: i for i, v in enumerate(uniq)}
     if kinds <= {str}:
-        uniq = sorted(set(values))
-        return uniq, {v: i for i, v in enumerate(uniq)}
+        names = sorted(set(values))
+        return names, {v: i for i, v in enumerate(names)}
     raise DataError(
         f"Label column {label_column!r} must hold class names (strings) or integer class ids; found {sorted(k.__name__ for k in kinds)}."
     )
@@ -187,19 +187,19 @@ def _label_names(train: Dataset, label_column: str) -> tuple[list[str], dict[Any
 
 def _official_splits(raw: Mapping[str, Dataset], names: Mapping[str, str | None]) -> dict[str, Dataset]:
     """The splits of ``raw`` that ``names`` (``train`` / ``validation`` / ``test`` -> a split name) select."""
-    if names["train"] not in raw:
-        raise DataError(
-            f"The dataset has no split {names['train']!r}; its splits are {list(raw)}. Set --train_split."
-        )
-    official = {"train": raw[names["train"]]}
+    train = names["train"]
+    if train is None or train not in raw:
+        raise DataError(f"The dataset has no split {train!r}; its splits are {list(raw)}. Set --train_split.")
+    official = {"train": raw[train]}
     for name in ("validation", "test"):
-        if names[name] and names[name] in raw:
-            official[name] = raw[names[name]]
+        split = names[name]
+        if split and split in raw:
+            official[name] = raw[split]
     return official
 
 
 def stratified_split(
-    texts: list[str], labels: list[int], validation_size: float, test_size: float, seed: int, group_duplicates: bool = True
+    texts: list[str], labels: Sequence[int | str], validation_size: float, test_size: float, seed: int, group_duplicates: bool = True
 ) -> dict[str, list[int]]:
     """Row indices of a stratified train / validation / test split.
 
@@ -212,7 +212,7 @@ def stratified_split(
     groups: dict[Any, list[int]] = defaultdict(list)
     for i, text in enumerate(texts):
         groups[text.strip() if group_duplicates else i].append(i)
-    by_label: dict[int, list[list[int]]] = defaultdict(list)
+    by_label: dict[int | str, list[list[int]]] = defaultdict(list)
     for rows in groups.values():
         by_label[labels[rows[0]]].append(rows)
     rng = random.Random(seed)

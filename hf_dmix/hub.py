@@ -456,7 +456,7 @@ def push_to_hub(
             repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
             if revision is not None and revision != "main":
                 api.create_branch(repo_id, branch=revision, exist_ok=True)
-            blobs = _staged_blobs(folder, files, repo_id, record, results, token, Path(tmp), merge_lora, card_metadata)
+            blobs = _staged_blobs(folder, files, repo_id, record or {}, results, token, Path(tmp), merge_lora, card_metadata)
             _scan_for_secrets({k: v for k, v in blobs.items() if k not in files}, secrets)
             stale, info = _commit(api, repo_id, blobs, revision, commit_message, merge_lora)
         except HubError:
@@ -550,8 +550,8 @@ def _card_for(
             card = ModelCard(text.decode("utf-8"))
         except Exception:  # noqa: BLE001 - not a parseable card: render a new one
             card = None
-        if card is not None and "dmix" in (card.data.tags or []):
-            if not merged and not overrides and card.data.model_name == repo_id:
+        if card is not None and "dmix" in (card.data.get("tags") or []):
+            if not merged and not overrides and card.data.get("model_name") == repo_id:
                 return text
             metadata = card_metadata(card)
     metadata.update(overrides or {})

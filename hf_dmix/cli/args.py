@@ -227,7 +227,7 @@ def parse_args(
     Returns the four dataclasses and the names of the arguments set explicitly (in the file or as flags).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(ARGUMENT_CLASSES)
+    parser = HfArgumentParser(ARGUMENT_CLASSES)  # type: ignore[arg-type]  # its DataClassType hint rejects classes
     file_config: dict[str, Any] = {}
     if argv and argv[0].endswith((".yaml", ".yml", ".json")):
         file_config = read_config_file(argv.pop(0), parser)
