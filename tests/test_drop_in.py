@@ -81,7 +81,8 @@ def test_run_classification_flow_at_its_defaults_mixes_with_default_data_collato
     assert len(batches) == 4
     train = trainer.train_dataset
     candidates = trainer.partner_index.candidates
-    for batch, (anchors, partners) in zip(batches, draws, strict=True):
+    # The data loader can collate (and so draw partners for) a batch ahead of the last trained one: zip truncates.
+    for batch, (anchors, partners) in zip(batches, draws, strict=False):
         assert batch["input_ids"].shape[0] == 8
         if pad_to_max_length == "true":
             assert batch["input_ids"].shape == (8, 24)
