@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 ACT = . $(VENV)/bin/activate
 
-.PHONY: setup demo test test-fast bench-table1 bench-tau bench-geometry bench-suite bench-hubness bench-beyond
+.PHONY: setup check format demo test test-fast bench-table1 bench-tau bench-geometry bench-suite bench-hubness bench-beyond
 
 # The set-up is done when .venv imports what README.md's set-up command installs: hf-dmix (installed, not just the
 # source folder: python -c puts the repository on sys.path), its test extras and the offline encoder. Checking that,
@@ -23,6 +23,12 @@ setup:  ## create .venv as README.md does (CPU torch wheel, hf-dmix with [test],
 
 demo: setup  ## short DMIX fine-tune, fully offline: MiniLM on the bundled SMS spam sample; prints metrics and the partner index
 	$(ACT) && HF_HUB_OFFLINE=1 accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no run_dmix.py configs/demo.yaml
+
+check: setup  ## ruff check, ruff format --check and mypy, as CI runs them before the tests
+	$(ACT) && .ci/lint.sh
+
+format: setup  ## apply ruff's safe fixes and the formatter to the whole tree (then review and commit)
+	$(ACT) && pip install --quiet "ruff==0.17.6" && scripts/format.sh
 
 test: setup  ## the whole suite, as CI runs it
 	$(ACT) && python -m pytest -m "slow or not slow"

@@ -41,8 +41,8 @@ def paired_test(a: dict[int, float], b: dict[int, float]) -> tuple[float, float,
         return float("nan"), float("nan"), len(seeds)
     x = [a[s] for s in seeds]
     y = [b[s] for s in seeds]
-    diff = sum(xi - yi for xi, yi in zip(x, y)) / len(seeds)
-    if all(xi == yi for xi, yi in zip(x, y)):
+    diff = sum(xi - yi for xi, yi in zip(x, y, strict=True)) / len(seeds)
+    if all(xi == yi for xi, yi in zip(x, y, strict=True)):
         return diff, 1.0, len(seeds)
     return diff, float(stats.ttest_rel(x, y).pvalue), len(seeds)
 

@@ -27,8 +27,15 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runs import (  # noqa: E402
-    ROOT, Job, load_records, mean_std, paired_ci, run_jobs, verdict, write_section,
+from _runs import (
+    ROOT,
+    Job,
+    load_records,
+    mean_std,
+    paired_ci,
+    run_jobs,
+    verdict,
+    write_section,
 )
 
 # dataset: (model, data flags, training flags). Chosen on the baseline's validation accuracy (see the report).

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runs import ROOT, load_records, write_json_atomic, write_section  # noqa: E402
-from suite import DATASETS, data_root, split_files  # noqa: E402
+from _runs import ROOT, load_records, write_json_atomic, write_section
+from suite import DATASETS, data_root, split_files
 
 RULES = {
     "paper, farthest (the paper)": {"rule": "paper", "order": "farthest"},
@@ -113,7 +113,7 @@ def summary(record: dict) -> str:
              "|---|---|---|---|---|"]
     for title in RULES:
         stats = [table[d][title] for d in datasets]
-        warn = [d for d, st in zip(datasets, stats) if hubness_warning(st)]
+        warn = [d for d, st in zip(datasets, stats, strict=True) if hubness_warning(st)]
         lines.append(f"| {title} | {rng([s['top1pct_slot_share'] for s in stats])} | "
                      f"{rng([s['distinct_candidate_share'] for s in stats], digits=0)} | "
                      f"{min(s['k_occurrence_skewness'] for s in stats):.2f} to {max(s['k_occurrence_skewness'] for s in stats):.2f} | "

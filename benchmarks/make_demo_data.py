@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runs import ROOT, data_dir  # noqa: E402
+from _runs import ROOT, data_dir
 
 sys.path.insert(0, str(ROOT))
-from hf_dmix.data import stratified_split, stratified_subsample  # noqa: E402
+from hf_dmix.data import stratified_split, stratified_subsample
 
 OUT = ROOT / "hf_dmix" / "demo_data"
 

@@ -20,12 +20,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _runs import ROOT, data_dir, write_section  # noqa: E402
+from _runs import ROOT, data_dir, write_section
 
-from hf_dmix.data import load_classification_data  # noqa: E402
-from hf_dmix.embeddings import embed_texts  # noqa: E402
-from hf_dmix.geometry import expmap0, project, to_poincare_ball  # noqa: E402
-from hf_dmix.partners import build_partner_index, candidate_overlap, partner_statistics  # noqa: E402
+from hf_dmix.data import load_classification_data
+from hf_dmix.embeddings import embed_texts
+from hf_dmix.geometry import expmap0, project, to_poincare_ball
+from hf_dmix.partners import build_partner_index, candidate_overlap, partner_statistics
 
 MAPPINGS = {
     "ours: centre, clip q0.99, median at 0.5 R": dict(center=True, clip_quantile=0.99, median_radius=0.5),

@@ -30,11 +30,9 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import run_dmix  # noqa: E402
-
-from hf_dmix import DMixConfig, DMixDataCollator, DMixTrainer  # noqa: E402
-from hf_dmix.data import make_demo_dataset  # noqa: E402
-
+import run_dmix
+from hf_dmix import DMixConfig, DMixDataCollator, DMixTrainer
+from hf_dmix.data import make_demo_dataset
 
 CLOCK = time.perf_counter
 
@@ -159,13 +157,13 @@ def main() -> None:
               f"{med(strategy, 'anchors_per_s'):.1f} | {100 * med(strategy, 'collator_share'):.1f} % | "
               f"{tokens[strategy]:.0f} |")
     if "hidden-ad" in results and "hidden" in results:
-        ad = [a["anchors_per_s"] / h["anchors_per_s"] for a, h in zip(results["hidden-ad"], results["hidden"])]
+        ad = [a["anchors_per_s"] / h["anchors_per_s"] for a, h in zip(results["hidden-ad"], results["hidden"], strict=True)]
         print(f"\nanchor-dominant anchors/s ÷ two-row DMIX anchors/s: {statistics.median(ad):.3f} (per repeat: "
               f"{', '.join(f'{r:.3f}' for r in ad)})")
     if "none" not in results or "hidden" not in results:
         return
-    ratio = [h["examples_per_s"] / p["examples_per_s"] for h, p in zip(results["hidden"], results["none"])]
-    anchors = [h["anchors_per_s"] / p["examples_per_s"] for h, p in zip(results["hidden"], results["none"])]
+    ratio = [h["examples_per_s"] / p["examples_per_s"] for h, p in zip(results["hidden"], results["none"], strict=True)]
+    anchors = [h["anchors_per_s"] / p["examples_per_s"] for h, p in zip(results["hidden"], results["none"], strict=True)]
     print(f"\nmixed examples/s ÷ plain examples/s: {statistics.median(ratio):.3f} (per repeat: "
           f"{', '.join(f'{r:.3f}' for r in ratio)}); anchors/s ÷ plain examples/s: {statistics.median(anchors):.3f}; "
           f"collator share of DMIX step time: {100 * med('hidden', 'collator_share'):.1f} %")

@@ -28,10 +28,18 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runs import (  # noqa: E402
-    ROOT, Job, load_records, mean_std, paired_ci, portable, run_jobs, verdict, write_json_atomic, write_section,
+from _runs import (
+    ROOT,
+    Job,
+    load_records,
+    mean_std,
+    paired_ci,
+    portable,
+    run_jobs,
+    verdict,
+    write_json_atomic,
+    write_section,
 )
-
 
 sys.path.insert(0, str(ROOT))
 

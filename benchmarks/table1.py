@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runs import ROOT, Job, data_dir, load_records, mean_std, paired_test, run_jobs, write_section  # noqa: E402
+from _runs import ROOT, Job, data_dir, load_records, mean_std, paired_test, run_jobs, write_section
 
 # The paper's ESSC column of Table 1 (F1, mBERT, average of 10 runs). The paper's DMIX row is the `dmix-paper`
 # preset (its literal rule); `dmix` is this library's default (centred rule), which the paper did not run.

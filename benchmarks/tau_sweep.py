@@ -18,8 +18,8 @@ import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runs import ROOT, Job, load_records, mean_std, run_jobs, write_section  # noqa: E402
-from table1 import add_run_arguments, base_flags  # noqa: E402
+from _runs import ROOT, Job, load_records, mean_std, run_jobs, write_section
+from table1 import add_run_arguments, base_flags
 
 TAUS = [0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0]
 

@@ -43,15 +43,16 @@ from .hub import PushResult, push_to_hub
 from .hub_errors import HubError
 from .mixing import SUPPORTED_MODEL_TYPES, HiddenStateMixer, fill_keyless_rows, union_mask
 from .indexer import PartnerIndexer
+from .mixing import SUPPORTED_MODEL_TYPES, HiddenStateMixer, fill_keyless_rows, union_mask
 from .partners import (
     PartnerIndex,
     PartnerSearch,
     build_partner_index,
-    search_partners,
     candidate_overlap,
     describe_partner_index,
     num_candidates,
     partner_statistics,
+    search_partners,
     top_tau_candidates,
     top_tau_thresholds,
 )
@@ -70,10 +71,11 @@ __all__ = [
     "HiddenStateMixer",
     "HubError",
     "PartnerIndex",
-    "PushResult",
     "PartnerIndexer",
     "PartnerSearch",
+    "PushResult",
     "ResumeMismatchError",
+    "__version__",
     "build_partner_index",
     "candidate_overlap",
     "data_diagnostics",
@@ -98,8 +100,8 @@ __all__ = [
     "pool",
     "prediction_collapse",
     "project",
-    "ranking_factors",
     "push_to_hub",
+    "ranking_factors",
     "render_model_card",
     "search_partners",
     "to_poincare_ball",
@@ -110,5 +112,4 @@ __all__ = [
     "truncation_stats",
     "undertraining_warning",
     "union_mask",
-    "__version__",
 ]

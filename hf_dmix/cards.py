@@ -469,7 +469,7 @@ def render_model_card(
     data_md = _data_description(results, dataset_ids)
     task = card_task(record)
     peft = _peft_context(record.get("peft"))
-    adapter = bool(peft) and not peft["merged"]
+    adapter = bool(peft and not peft["merged"])
     metrics_rows, metrics_note, eval_results = _metrics_section(
         results, validation_metrics, eval_results, task, dataset_ids[0] if dataset_ids else "custom",
         data_md or "custom data",
@@ -560,7 +560,7 @@ def _dataset_ids(datasets: str | Sequence[str] | None, results: Mapping[str, Any
     dataset_ids = _as_list(datasets, "datasets")
     if not dataset_ids:
         source = ((results or {}).get("data") or {}).get("source")
-        dataset_ids = [source] if hub_repo_id(source) and source not in LOCAL_DATASETS else []
+        dataset_ids = [source] if source and hub_repo_id(source) and source not in LOCAL_DATASETS else []
     for d in dataset_ids:
         if not hub_repo_id(d):
             raise ValueError(f"datasets: {d!r} is not a Hub dataset id.")
@@ -629,7 +629,7 @@ def card_metadata(card: ModelCard) -> dict[str, Any]:
     Used to render a card again from the files of an output folder — for another repository id, or for a merged
     LoRA model — without losing what only the card knows (language, license, datasets, extra tags, metrics).
     """
-    data = card.data
+    data: Any = card.data  # a ModelCardData: huggingface_hub types RepoCard.data as the CardData base class
     auto = set(BASE_TAGS) | TASK_TAGS | {"peft", "lora", "merged-lora"}
     return {
         "base_model": hub_repo_id(data.base_model if isinstance(data.base_model, str) else None),

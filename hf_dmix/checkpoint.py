@@ -31,12 +31,11 @@ import hashlib
 import json
 import os
 import re
-from typing import Any
-
-from torch import nn
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from torch import nn
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
 from .collator import DMixDataCollator
@@ -44,6 +43,39 @@ from .config import RESUME_FIELDS
 from .embeddings import weights_digest
 from .families import unwrap_model
 from .trainset import data_key, dataset_fingerprint, labels_of  # noqa: F401  (dataset_fingerprint: part of this API)
+
+if TYPE_CHECKING:
+    from transformers import Trainer
+
+    from .config import DMixConfig
+    from .indexer import IndexInputs, PartnerIndexer
+    from .loss import MixingSchedule
+    from .partners import PartnerIndex
+
+    class TrainerHost(Trainer):
+        """What ``DMixTrainer`` provides to its mixins (this module's and ``hub_mixin.py``'s), for the type checker."""
+
+        args: DMixConfig
+        model: nn.Module  # Trainer.__init__ has a model (given, or built by model_init) or raises
+        train_dataset: Any  # a datasets.Dataset (check_train_dataset: sized, indexable) or None
+        mix_layers: list[int]
+        num_encoder_layers: int
+        _mixing: bool
+        _indexer: PartnerIndexer
+        _schedule: MixingSchedule
+        _dmix_batches: int
+        _loss_offset: tuple[float, int] | None
+        _data_fingerprint: tuple[tuple, str] | None
+
+        @property
+        def partner_index(self) -> PartnerIndex | None: ...
+        @property
+        def partner_index_stats(self) -> dict[str, float]: ...
+        def _prepare_dmix(self) -> None: ...
+        def _index_inputs(self) -> IndexInputs: ...
+        def _new_schedule(self) -> MixingSchedule: ...
+else:
+    TrainerHost = object  # at run time the mixins are plain classes; DMixTrainer puts Trainer after them
 
 logger = logging.get_logger(__name__)
 
@@ -330,7 +362,7 @@ def last_complete_checkpoint(output_dir: str, need_dmix_state: bool) -> tuple[st
         ((int(m.group(1)), name) for name in os.listdir(output_dir) if (m := _CHECKPOINT_RE.match(name))),
         reverse=True,
     )
-    skipped = []
+    skipped: list[str] = []
     for _, name in steps:
         path = os.path.join(output_dir, name)
         if not os.path.isdir(path):
@@ -344,7 +376,7 @@ def last_complete_checkpoint(output_dir: str, need_dmix_state: bool) -> tuple[st
 # ---------------------------------------------------------------------- the trainer's checkpoint hooks
 
 
-class DMixCheckpointMixin:
+class DMixCheckpointMixin(TrainerHost):
     """``DMixTrainer``'s checkpoint hooks: the DMIX state saved with every checkpoint, and resuming from one.
 
     The host is a ``transformers.Trainer`` that also has ``_indexer`` (a :class:`~hf_dmix.indexer.PartnerIndexer`),
@@ -369,6 +401,8 @@ class DMixCheckpointMixin:
         A checkpoint whose fingerprint differs in any entry but ``index_digest`` is refused on resume.
         """
         dataset = self.train_dataset
+        if dataset is None:
+            raise ValueError("dmix_fingerprint describes a training set: this trainer has no train_dataset.")
         key = (id(dataset), data_key(dataset))
         if self._data_fingerprint is None or self._data_fingerprint[0] != key:
             self._data_fingerprint = (key, dataset_fingerprint(dataset, labels_of(dataset)))
@@ -431,7 +465,7 @@ class DMixCheckpointMixin:
             collator.seed, collator.batches_drawn = a.seed + 1_000_003 * a.process_index, 0
         mixing = self._mixing and self.partner_index is not None
         state = None if checkpoint is None else load_dmix_state(checkpoint, mixing=mixing)
-        if state is None:
+        if state is None or checkpoint is None:
             return
         # Data and settings first: a checkpoint of another run is refused before anything of it is installed.
         check_resume(checkpoint, state["fingerprint"], self.dmix_fingerprint())

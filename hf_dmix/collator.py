@@ -192,8 +192,10 @@ class FeaturePadder:
         keys = list(features[0])
         batch: dict[str, torch.Tensor] = {}
         padded_keys: list[str] = []
-        if self.extractor is not None and self.extractor.model_input_names[0] in keys:
-            padded_keys = [k for k in self.extractor.model_input_names if k in keys]
+        # model_input_names: declared by each concrete feature extractor class, not by SequenceFeatureExtractor.
+        names: list[str] = getattr(self.extractor, "model_input_names", [])
+        if self.extractor is not None and names and names[0] in keys:
+            padded_keys = [k for k in names if k in keys]
             padded = self.extractor.pad(
                 [{k: _as_array(f[k]) for k in padded_keys} for f in features],
                 padding=self.padding,

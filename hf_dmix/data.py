@@ -17,7 +17,7 @@ import hashlib
 import os
 import random
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -125,17 +125,17 @@ def splits_from_column(
     whole = next(iter(raw.values()))
     if split_column not in whole.column_names:
         return None
-    to_split = {value: target for target, value in (names or {}).items() if value}
+    to_split: dict[str | None, str] = {value: target for target, value in (names or {}).items() if value}
     for target in SPLITS:
         to_split.setdefault(target, target)
-    for value, target in SPLIT_ALIASES.items():
-        to_split.setdefault(value, target)
+    for alias, target in SPLIT_ALIASES.items():
+        to_split.setdefault(alias, target)
     values = [None if v is None else str(v) for v in whole[split_column]]
     found = sorted({v for v in values if v is not None}) + ([None] if None in values else [])
     for value in found:
         if value not in to_split:
             raise DataError(
-                f"Column {split_column!r} has the value {value!r}; expected {sorted(to_split)} (train, validation or "
+                f"Column {split_column!r} has the value {value!r}; expected {sorted(k for k in to_split if k)} (train, validation or "
                 "test, or the values named by --train_split / --validation_split / --test_split)."
             )
     rows: dict[str, list[int]] = defaultdict(list)
@@ -178,8 +178,8 @@ def _label_names(train: Dataset, label_column: str) -> tuple[list[str], dict[Any
         uniq = sorted({int(v) for v in values})
         return [str(v) for v in uniq], {v: i for i, v in enumerate(uniq)}
     if kinds <= {str}:
-        uniq = sorted(set(values))
-        return uniq, {v: i for i, v in enumerate(uniq)}
+        names = sorted(set(values))
+        return names, {v: i for i, v in enumerate(names)}
     raise DataError(
         f"Label column {label_column!r} must hold class names (strings) or integer class ids; found {sorted(k.__name__ for k in kinds)}."
     )
@@ -187,19 +187,19 @@ def _label_names(train: Dataset, label_column: str) -> tuple[list[str], dict[Any
 
 def _official_splits(raw: Mapping[str, Dataset], names: Mapping[str, str | None]) -> dict[str, Dataset]:
     """The splits of ``raw`` that ``names`` (``train`` / ``validation`` / ``test`` -> a split name) select."""
-    if names["train"] not in raw:
-        raise DataError(
-            f"The dataset has no split {names['train']!r}; its splits are {list(raw)}. Set --train_split."
-        )
-    official = {"train": raw[names["train"]]}
+    train = names["train"]
+    if train is None or train not in raw:
+        raise DataError(f"The dataset has no split {train!r}; its splits are {list(raw)}. Set --train_split.")
+    official = {"train": raw[train]}
     for name in ("validation", "test"):
-        if names[name] and names[name] in raw:
-            official[name] = raw[names[name]]
+        split = names[name]
+        if split and split in raw:
+            official[name] = raw[split]
     return official
 
 
 def stratified_split(
-    texts: list[str], labels: list[int], validation_size: float, test_size: float, seed: int, group_duplicates: bool = True
+    texts: list[str], labels: Sequence[int | str], validation_size: float, test_size: float, seed: int, group_duplicates: bool = True
 ) -> dict[str, list[int]]:
     """Row indices of a stratified train / validation / test split.
 
@@ -212,7 +212,7 @@ def stratified_split(
     groups: dict[Any, list[int]] = defaultdict(list)
     for i, text in enumerate(texts):
         groups[text.strip() if group_duplicates else i].append(i)
-    by_label: dict[int, list[list[int]]] = defaultdict(list)
+    by_label: dict[int | str, list[list[int]]] = defaultdict(list)
     for rows in groups.values():
         by_label[labels[rows[0]]].append(rows)
     rng = random.Random(seed)
@@ -287,7 +287,7 @@ def example_texts(ds: Dataset) -> list[str]:
     """What identifies an example's text (duplicates, grouping): its text, and for a pair both texts."""
     if "text_pair" not in ds.column_names:
         return ds["text"][:]
-    return [f"{a}\n{b}" for a, b in zip(ds["text"], ds["text_pair"])]
+    return [f"{a}\n{b}" for a, b in zip(ds["text"], ds["text_pair"], strict=True)]
 
 
 def _text_split(
@@ -308,7 +308,7 @@ def _text_split(
             )
     texts = list(ds[text_columns[0]])
     for column in text_columns[1:]:
-        texts = [t + delimiter + v for t, v in zip(texts, ds[column])]
+        texts = [t + delimiter + v for t, v in zip(texts, ds[column], strict=True)]
     ids = []
     for i, v in enumerate(raw_labels):
         key = int(v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else v
@@ -418,7 +418,7 @@ def load_classification_data(
         "handling": _duplicate_handling(need, group_duplicates),
     }
     info["label_counts"] = {
-        s: {label_names[k]: int(v) for k, v in sorted(zip(*np.unique(normalised[s]["label"], return_counts=True)))} for s in SPLITS
+        s: {label_names[k]: int(v) for k, v in sorted(zip(*np.unique(normalised[s]["label"], return_counts=True), strict=True))} for s in SPLITS
     }
     return LoadedData(DatasetDict(normalised), label_names, info)
 
@@ -474,7 +474,7 @@ def make_demo_dataset(num_per_class: int = 120, seed: int = 0) -> Dataset:
     rng = random.Random(seed)
     names = sorted(_DEMO_TOPICS)
     texts, labels = [], []
-    for label, topic in enumerate(names):
+    for topic in names:
         subjects, events = _DEMO_TOPICS[topic]
         for _ in range(num_per_class):
             text = f"{rng.choice(subjects)} {rng.choice(events)}"

@@ -164,7 +164,7 @@ def tokenizer_coverage(tokenizer: Any, token_counts: np.ndarray) -> dict[str, An
         out["unk_share"] = int(counts[unk_id]) / total if total and unk_id < len(counts) else 0.0
     tokens = tokenizer.convert_ids_to_tokens(present)
     single = sum(
-        int(counts[i]) for i, tok in zip(present, tokens) if i != unk_id and is_single_character(token_text(tokenizer, tok))
+        int(counts[i]) for i, tok in zip(present, tokens, strict=True) if i != unk_id and is_single_character(token_text(tokenizer, tok))
     )
     out["single_char_share"] = single / total if total else 0.0
     return out

@@ -231,7 +231,7 @@ def texts_of(dataset: Any, column: str, rows: range, pair_column: str | None = N
         if not len(rows):
             return []
         part = dataset.select(rows)
-        return list(part[column]) if pair_column is None else list(zip(part[column], part[pair_column]))
+        return list(part[column]) if pair_column is None else list(zip(part[column], part[pair_column], strict=True))
     if pair_column is None:
         return [dataset[i][column] for i in rows]
     return [(dataset[i][column], dataset[i][pair_column]) for i in rows]
@@ -275,11 +275,15 @@ def embed_training_set(
             )
         return emb
     if embedding_model is not None:
+        if texts is None:
+            raise ValueError("embedding_model needs texts, the function that returns the texts of given rows.")
         local = embed_texts(
             embedding_model, texts(rows), pooling=pooling, batch_size=batch_size, max_length=max_length,
             device=device, show_progress=show_progress,
         )
         return gather(local, n)
+    if model is None or feature_rows is None or collate is None:
+        raise ValueError("Without precomputed embeddings or an embedding_model, pass model, feature_rows and collate.")
     total = max(-(-len(rows) // batch_size), num_batches or 0)
     local = embed_batches(
         model, iter_feature_batches(feature_rows, rows, batch_size, collate, num_batches), pooling=pooling,

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+
 @dataclass(frozen=True)
 class EncoderFamily:
     """Where DMIX hooks into one architecture family.
@@ -106,13 +107,17 @@ def modality_of(model_type: str | None) -> str:
     return "text" if family is None else family.modality
 
 
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The ``transformers`` model under DDP/accelerate wrappers and PEFT adapters (the same module objects)."""
-    while hasattr(model, "module") and isinstance(model.module, nn.Module):  # DDP / DataParallel
-        model = model.module
-    if hasattr(model, "get_base_model"):  # PEFT
-        model = model.get_base_model()
-    return model
+def unwrap_model(model: nn.Module) -> Any:
+    """The ``transformers`` model under DDP/accelerate wrappers and PEFT adapters (the same module objects).
+
+    Typed ``Any``: its ``config`` and heads are attributes of the concrete class, which the caller does not know.
+    """
+    base: Any = model
+    while hasattr(base, "module") and isinstance(base.module, nn.Module):  # DDP / DataParallel
+        base = base.module
+    if hasattr(base, "get_base_model"):  # PEFT
+        base = base.get_base_model()
+    return base
 
 
 def resolve_family(model: nn.Module) -> EncoderFamily:
@@ -168,9 +173,12 @@ def _layerdrop_message(config: Any) -> str:
     )
 
 
-def _get_module(root: nn.Module, path: str) -> nn.Module:
-    """Follow a dotted path; through PEFT's ``ModulesToSaveWrapper`` it descends into the active trainable copy."""
-    module = root
+def _get_module(root: nn.Module, path: str) -> Any:
+    """Follow a dotted path; through PEFT's ``ModulesToSaveWrapper`` it descends into the active trainable copy.
+
+    Typed ``Any``: the module found is of the model's own class (a ``ModuleList`` of layers, an embedding module...).
+    """
+    module: Any = root
     for part in path.split("."):
         if not hasattr(module, part) and hasattr(module, "modules_to_save"):
             module = module.modules_to_save[module.active_adapters[0]]
@@ -188,7 +196,8 @@ def model_modality(model: Any) -> str | None:
     """``"text"``, ``"image"`` or ``"audio"`` for a model of a supported family, else ``None``."""
     if not isinstance(model, nn.Module):
         return None
-    family = _FAMILIES.get(getattr(getattr(unwrap_model(model), "config", None), "model_type", None))
+    model_type = getattr(getattr(unwrap_model(model), "config", None), "model_type", None)
+    family = _FAMILIES.get(model_type) if model_type else None
     return None if family is None else family.modality
 
 

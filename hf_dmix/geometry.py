@@ -276,7 +276,7 @@ def pairwise_distance(
         raise ValueError(f"Unknown metric {metric!r}; expected one of {METRICS}.")
     same = y is None
     xp = prepare_points(x, metric)
-    yp = xp if same else prepare_points(y, metric)
+    yp = xp if y is None else prepare_points(y, metric)
     blocks = []
     for start in range(0, xp.shape[0], chunk_rows):
         blocks.append(distance_block(xp[start : start + chunk_rows], yp, metric, curvature))

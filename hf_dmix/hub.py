@@ -61,7 +61,7 @@ def check_push_access(repo_id: str, token: str | None = None, private: bool | No
         raise HubError(f"Invalid Hub repository id {repo_id!r}: {str(err).splitlines()[0]}") from err
     try:
         return HfApi(token=token).create_repo(repo_id, private=private, exist_ok=True).repo_id
-    except Exception as err:  # noqa: BLE001 - only Hub/network failures are translated, the rest re-raised
+    except Exception as err:  # only Hub/network failures are translated, the rest re-raised
         hub = hub_error(err, f"Creating the Hub repository '{repo_id}'", repo_id, [token, get_token()])
         if hub is None:
             raise
@@ -232,12 +232,12 @@ def push_to_hub(
             repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
             if revision is not None and revision != "main":
                 api.create_branch(repo_id, branch=revision, exist_ok=True)
-            blobs = _staged_blobs(folder, files, repo_id, record, results, token, Path(tmp), merge_lora, card_metadata)
+            blobs = _staged_blobs(folder, files, repo_id, record or {}, results, token, Path(tmp), merge_lora, card_metadata)
             _scan_for_secrets({k: v for k, v in blobs.items() if k not in files}, secrets)
             stale, info = _commit(api, repo_id, blobs, revision, commit_message, merge_lora)
         except HubError:
             raise
-        except Exception as err:  # noqa: BLE001 - only Hub/network failures are translated, the rest re-raised
+        except Exception as err:  # only Hub/network failures are translated, the rest re-raised
             hub = hub_error(err, action, repo_id, secrets)
             if hub is None:
                 raise
@@ -326,8 +326,8 @@ def _card_for(
             card = ModelCard(text.decode("utf-8"))
         except Exception:  # noqa: BLE001 - not a parseable card: render a new one
             card = None
-        if card is not None and "dmix" in (card.data.tags or []):
-            if not merged and not overrides and card.data.model_name == repo_id:
+        if card is not None and "dmix" in (card.data.get("tags") or []):
+            if not merged and not overrides and card.data.get("model_name") == repo_id:
                 return text
             metadata = card_metadata(card)
     metadata.update(overrides or {})

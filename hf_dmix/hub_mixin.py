@@ -12,10 +12,15 @@ The host class is a ``transformers.Trainer`` that also has ``mix_layers``, ``num
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .checkpoint import TrainerHost
+else:
+    TrainerHost = object
 
 
-class DMixHubMixin:
+class DMixHubMixin(TrainerHost):
     """Model card, DMIX record and Hub-push hooks for ``DMixTrainer`` (see the module docstring)."""
 
     _CARD_METADATA_KEYS = ("language", "license", "tags", "finetuned_from", "dataset", "repo_id")
@@ -81,6 +86,7 @@ class DMixHubMixin:
         """
         if not self.is_world_process_zero():
             return
+        assert self.args.output_dir is not None  # TrainingArguments.__post_init__ sets its default
         self._write_model_card(
             self.args.output_dir,
             use_results=kwargs.pop("use_results", True),
@@ -144,7 +150,9 @@ class DMixHubMixin:
         if self.args.should_save:
             from .record import write_dmix_config
 
-            write_dmix_config(output_dir if output_dir is not None else self.args.output_dir, self.dmix_record())
+            folder = output_dir if output_dir is not None else self.args.output_dir
+            assert folder is not None  # TrainingArguments.__post_init__ sets its default
+            write_dmix_config(folder, self.dmix_record())
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         """Checkpoint pushes (``hub_strategy``) carry the DMIX card and ``dmix_config.json`` too.
@@ -162,6 +170,7 @@ class DMixHubMixin:
             from .record import README_NAME, write_dmix_config
 
             output_dir = self.args.output_dir
+            assert output_dir is not None  # TrainingArguments.__post_init__ sets its default
             write_dmix_config(output_dir, self.dmix_record())
             card = self._write_model_card(output_dir, use_results=False)
             shutil.copyfile(card, os.path.join(checkpoint_folder, README_NAME))

@@ -16,9 +16,9 @@ What does not: the search itself (``partners.py``), embedding passes (``embeddin
 from __future__ import annotations
 
 import hashlib
+import logging as py_logging
 import time
 from collections.abc import Callable, Iterator
-import logging as py_logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -65,6 +65,8 @@ class Sharding:
         """Concatenate every process's shard of an ``(n, ...)`` tensor, in rank order, on every process (CPU)."""
         if self.world_size == 1:
             return local
+        if self.gather_all is None:
+            raise ValueError(f"Sharding over {self.world_size} processes needs gather_all (an all-gather of tensors).")
         size = -(-n // self.world_size)
         # gather needs equal shapes: pad each shard to the common size and trim after.
         padded = local.new_zeros((size, *local.shape[1:]))
@@ -209,7 +211,7 @@ class PartnerIndexer:
     def ensure(self, inputs: IndexInputs) -> PartnerIndex:
         """The current index, rebuilt first when anything it depends on changed."""
         if self.index is None or self._key != self.index_key(inputs):
-            self.build(inputs)
+            return self.build(inputs)
         return self.index
 
     def build(self, inputs: IndexInputs, embeddings: torch.Tensor | None = None) -> PartnerIndex:
@@ -256,15 +258,15 @@ class PartnerIndexer:
     def _cosine_overlap(self, args: DMixConfig, emb: torch.Tensor | None, s: dict[str, float], n: int) -> None:
         """Would cosine have chosen the same candidates? If so, the geometry is not what DMIX adds here. Measured on
         ``partner_overlap_anchors`` sampled anchors (the same on every process; ``-1``: every anchor, ``0``: off)."""
-        anchors = args.partner_overlap_anchors
-        no_sets = self.index.thresholds is None and self.index.candidates is None  # "all others": nothing to compare
-        if args.partner_distance != "hyperbolic" or emb is None or anchors == 0 or no_sets:
+        anchors, index = args.partner_overlap_anchors, self.index
+        no_sets = index is None or (index.thresholds is None and index.candidates is None)  # "all others": no sets
+        if args.partner_distance != "hyperbolic" or emb is None or anchors == 0 or index is None or no_sets:
             return
         if anchors < 0 and n > _OVERLAP_MAX_EXAMPLES:
             return
-        k = self.index.candidates_per_example
+        k = index.candidates_per_example
         s["cosine_overlap"] = cosine_overlap(
-            self.index, emb.to(args.device), args.partner_order, max_anchors=None if anchors < 0 else anchors,
+            index, emb.to(args.device), args.partner_order, max_anchors=None if anchors < 0 else anchors,
             memory_bytes=args.partner_search_memory_mb * 2**20,
         )
         s["cosine_overlap_anchors"] = float(n if anchors < 0 else min(anchors, n))
@@ -284,10 +286,10 @@ class PartnerIndexer:
         previous = self.index
         emb = self.embed(inputs)
         check_embeddings(emb)
-        self.install(inputs, emb, epoch)
+        index = self.install(inputs, emb, epoch)
         record = {"epoch": float(epoch), "seconds": time.perf_counter() - start}
-        if previous is not None and previous.candidates is not None and self.index.candidates is not None:
-            record["candidates_kept"] = candidate_overlap(previous, self.index)
+        if previous is not None and previous.candidates is not None and index.candidates is not None:
+            record["candidates_kept"] = candidate_overlap(previous, index)
         # How the new index looks (the benchmarks compare it with the index of the untrained model).
         record.update({k: float(self.stats[k]) for k in ("same_label_share", "top1pct_slot_share")
                        if self.stats.get(k) is not None})
@@ -306,7 +308,7 @@ class PartnerIndexer:
         self._refreshed = embeddings
         self.build(inputs, embeddings=embeddings)
         self.refreshed_epoch = epoch
-        return self.index
+        return index
 
     def reset(self) -> None:
         """A new training run: forget its refreshes, so the index is built again from the embeddings of the weights
@@ -362,7 +364,7 @@ class PartnerIndexer:
             self.index, path=os.path.join(output_dir, "k_occurrence.png"),
             title=f"k-occurrence of the candidate sets ({what})",
         )
-        return {"partners": drawn, "k_occurrence": histogram}
+        return {"partners": drawn, "k_occurrence": histogram}  # type: ignore[dict-item]  # paths: no return_figure
 
 
 def embedding_collate(collate: Callable[[list[dict[str, Any]]], Any]) -> Callable[[list[dict[str, Any]]], dict]:

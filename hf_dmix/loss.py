@@ -65,7 +65,7 @@ class MixingSchedule:
 
     def state_dict(self) -> dict[str, Any]:
         """The generator's full bit-generator state (JSON-serialisable)."""
-        return self.rng.bit_generator.state
+        return dict(self.rng.bit_generator.state)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state

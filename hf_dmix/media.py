@@ -72,7 +72,7 @@ def _split_and_describe(
     if need:
         full = splits["train"]
         strata = full["stratum"] if "stratum" in full.column_names else None
-        keys = [f"{y}|{s}" for y, s in zip(full["label"], strata)] if strata else full["label"]
+        keys = [f"{y}|{s}" for y, s in zip(full["label"], strata, strict=True)] if strata else full["label"]
         # stratified_split groups identical texts; rows are never duplicates here, so each row is its own "text".
         idx = stratified_split([str(i) for i in range(len(full))], keys,
                                validation_size if "validation" in need else 0.0,
@@ -93,7 +93,7 @@ def _split_and_describe(
             raise DataError(f"The {s} split is empty after splitting; use more data or larger sizes.")
     info["sizes"] = {s: len(splits[s]) for s in SPLITS}
     info["label_counts"] = {
-        s: {label_names[k]: int(v) for k, v in zip(*np.unique(splits[s]["label"], return_counts=True))} for s in SPLITS
+        s: {label_names[k]: int(v) for k, v in zip(*np.unique(splits[s]["label"], return_counts=True), strict=True)} for s in SPLITS
     }
     info.update(extra_info or {})
     return LoadedData(DatasetDict({s: splits[s] for s in SPLITS}), label_names, info)

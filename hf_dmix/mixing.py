@@ -331,10 +331,8 @@ class HiddenStateMixer:
             if "attention_mask" in kwargs:
                 kwargs = dict(kwargs, attention_mask=combine(kwargs["attention_mask"]))
             elif len(args) > self.family.mask_arg:
-                args = list(args)
                 i = self.family.mask_arg
-                args[i] = combine(args[i])
-                args = tuple(args)
+                args = (*args[:i], combine(args[i]), *args[i + 1 :])
             if state.anchors_only and after:
                 hidden = args[0] if args else kwargs.get("hidden_states")
                 seq_len = hidden.shape[1] if isinstance(hidden, torch.Tensor) and hidden.ndim >= 2 else None

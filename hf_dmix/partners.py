@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -56,7 +56,7 @@ from .hubness import (  # noqa: F401
 )
 
 # The ranking (rules, moments, chunked top-τ selection) lives in ranking.py; re-exported here, where it was before.
-from .ranking import (  # noqa: F401
+from .ranking import (
     _KEY_RTOL,
     DEFAULT_MOMENT_REFERENCE,
     PARTNER_ORDERS,
@@ -127,7 +127,9 @@ class PartnerIndex:
         if self.candidates is not None:
             return self.candidates.shape[1]
         if self.thresholds is not None:
-            return int(round(self.expected_k))
+            if self.expected_k is None:
+                raise ValueError("A threshold PartnerIndex needs expected_k, the mean size of its candidate sets.")
+            return round(self.expected_k)
         return self.num_examples - 1
 
     @staticmethod
@@ -137,6 +139,8 @@ class PartnerIndex:
     def _ranker(self) -> Ranker:
         ranker = self.__dict__.get("_ranker_cache")
         if ranker is None:
+            if self.points is None:
+                raise ValueError("A threshold PartnerIndex needs the points its thresholds refer to.")
             ranker = Ranker(self.points, self.metric, self.curvature, self.order, self.rule, self.moments)
             self.__dict__["_ranker_cache"] = ranker
         return ranker
@@ -194,7 +198,8 @@ class PartnerIndex:
         return draw + (draw >= anchors).long()
 
     def _sample_by_rejection(self, anchors: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        share = max(self.expected_k, 1.0) / (self.num_examples - 1)
+        assert self.thresholds is not None  # called for threshold indices only
+        share = max(self.expected_k or 0.0, 1.0) / (self.num_examples - 1)
         draws = min(4096, max(8, math.ceil(4.0 / share)))  # ~e^-4 of anchors need a second round
         out = torch.empty_like(anchors)
         pending = torch.arange(anchors.numel())
@@ -322,7 +327,7 @@ def search_partners(
             memory_bytes=search.memory_bytes, show_progress=show_progress,
         )
         moments = (gather(mean, n), gather(std, n))
-    common = dict(
+    common: dict[str, Any] = dict(
         distance=search.distance, order=search.order, curvature=search.curvature, rows=rows,
         memory_bytes=search.memory_bytes, show_progress=show_progress, rule=search.rule, moments=moments,
     )
@@ -422,13 +427,14 @@ def candidate_overlap(a: PartnerIndex, b: PartnerIndex, chunk_rows: int = 4096) 
     if a.num_examples != b.num_examples or (both_lists and a.candidates_per_example != b.candidates_per_example):
         raise ValueError("candidate_overlap needs two indices over the same examples with the same k.")
     n, k = a.num_examples, a.candidates_per_example
-    if a.candidates is None and a.thresholds is None or b.candidates is None and b.thresholds is None:
+    if (a.candidates is None and a.thresholds is None) or (b.candidates is None and b.thresholds is None):
         return 1.0
     if a.thresholds is not None or b.thresholds is not None:
         # Threshold indices: exact membership rows for a fixed sample of anchors.
         probe = torch.randperm(n, generator=torch.Generator().manual_seed(2))[: min(n, 1024)]
         ma, mb = a.members(probe), b.members(probe)
         return float((ma & mb).sum()) / float(ma.sum().clamp_min(1))
+    assert a.candidates is not None and b.candidates is not None  # both lists: the other cases returned above
     total = 0
     for start in range(0, n, chunk_rows):
         rows = torch.arange(start, min(start + chunk_rows, n))

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .io import write_atomic
 from .hubness import k_occurrence, skewness
+from .io import write_atomic
 from .partners import PartnerIndex
 
 if TYPE_CHECKING:

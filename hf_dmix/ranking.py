@@ -16,12 +16,12 @@ thresholds and the draws go through the ranker.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from tqdm.auto import tqdm
 
-from .geometry import chunk_rows_for_budget, distance_from_gram, prepare_points, ranking_factors
+from .geometry import Metric, chunk_rows_for_budget, distance_from_gram, prepare_points, ranking_factors
 
 PartnerRule = Literal["paper", "centered", "mutual"]
 PARTNER_RULES: tuple[str, ...] = ("paper", "centered", "mutual")
@@ -66,7 +66,8 @@ def distance_moments(
     """
     n = points.shape[0]
     rows = range(n) if rows is None else rows
-    pts = prepare_points(points, metric)  # type: ignore[arg-type]
+    metric = cast(Metric, metric)  # a name geometry.py checks (ValueError for an unknown one)
+    pts = prepare_points(points, metric)
     sq = (pts * pts).sum(-1)
     cols = torch.arange(n, device=pts.device) if reference is None else reference.to(pts.device)
     ref, ref_sq = pts[cols], sq[cols]
@@ -111,11 +112,12 @@ class Ranker:
             raise ValueError(f"Unknown partner rule {rule!r}; expected one of {PARTNER_RULES}.")
         if rule != "paper" and moments is None:
             raise ValueError(f"The {rule!r} partner rule needs per-example distance moments (see distance_moments).")
-        self.points, self.metric, self.curvature, self.rule = points, metric, curvature, rule
+        # metric: a name geometry.py checks (ValueError for an unknown one)
+        self.points, self.metric, self.curvature, self.rule = points, cast(Metric, metric), curvature, rule
         self.sign = -1.0 if order == "nearest" else 1.0
         self._right_all: torch.Tensor | None = None
-        if rule != "paper":
-            self.prepared = prepare_points(points, metric)  # type: ignore[arg-type]
+        if rule != "paper" and moments is not None:  # (moments is not None: checked above)
+            self.prepared = prepare_points(points, self.metric)
             self.sq = (self.prepared * self.prepared).sum(-1)
             self.mean = moments[0].to(points.device, torch.float32)
             self.std = moments[1].to(points.device, torch.float32).clamp_min(_MIN_STD)
@@ -134,7 +136,7 @@ class Ranker:
             return left @ right.T
         cols = slice(None) if columns is None else columns
         x, y = self.prepared[rows], self.prepared[cols]
-        d = distance_from_gram(x @ y.T, self.sq[rows][:, None], self.sq[cols][None, :], self.metric, self.curvature)  # type: ignore[arg-type]
+        d = distance_from_gram(x @ y.T, self.sq[rows][:, None], self.sq[cols][None, :], self.metric, self.curvature)
         return self._transform(d, rows[:, None], cols if columns is None else columns[None, :])
 
     def pairs(self, anchors: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -246,7 +248,7 @@ def top_tau_thresholds(
     sampled = sample_size is not None and sample_size < n - 1
     if rule == "paper" and not sampled:
         ranker.right_all()  # exact: the right factors of all N examples, once
-    if sampled:
+    if sampled and sample_size is not None:
         share = k / (n - 1)
         kth = math.ceil(share * sample_size + recall_z * math.sqrt(sample_size * share * (1 - share)))
         kth = max(1, min(sample_size - 1, kth))

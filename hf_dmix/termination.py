@@ -46,7 +46,11 @@ class StopOnTermination(TrainerCallback):
             )
 
         signal.signal(signal.SIGTERM, handler)
-        return lambda: signal.signal(signal.SIGTERM, previous)
+
+        def restore() -> None:
+            signal.signal(signal.SIGTERM, previous)
+
+        return restore
 
     def requested(self, world_size: int, device: torch.device | str) -> str | None:
         """The signal that asked this run to stop, agreed by every process (any process's request counts)."""

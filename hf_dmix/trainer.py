@@ -82,7 +82,7 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         resumed_checkpoint: the checkpoint folder the last ``train()`` resumed from (``None``: it started afresh).
     """
 
-    _tag_names = ["dmix", "mixup", "hf-dmix", "text-classification"]
+    _tag_names = ("dmix", "mixup", "hf-dmix", "text-classification")
 
     def __init__(
         self,
@@ -139,9 +139,10 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         self.resumed_checkpoint: str | None = None
         self._termination = StopOnTermination()
         self.add_callback(self._termination)
-        if hasattr(self.model, "add_model_tags"):
+        add_model_tags = getattr(self.model, "add_model_tags", None)
+        if add_model_tags is not None:
             task = f"{model_modality(self.model) or 'text'}-classification"
-            self.model.add_model_tags([t if t != "text-classification" else task for t in self._tag_names])
+            add_model_tags([t if t != "text-classification" else task for t in self._tag_names])
 
     # ------------------------------------------------------------------ what the owners hold
 
@@ -160,7 +161,7 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
     def _set_signature_columns_if_needed(self) -> None:
         # Trainer drops every column the model's forward does not take; the collator needs the example index.
         super()._set_signature_columns_if_needed()
-        if INDEX_COLUMN not in self._signature_columns:
+        if self._signature_columns is not None and INDEX_COLUMN not in self._signature_columns:
             self._signature_columns.append(INDEX_COLUMN)
 
     def _link_collator(self) -> None:
@@ -195,7 +196,7 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         a = self.args
         return IndexInputs(
             args=a, dataset=self.train_dataset, model=self.model, collate=self.data_collator,
-            feature_columns=set(self._signature_columns) - {INDEX_COLUMN} if a.remove_unused_columns else None,
+            feature_columns=set(self._signature_columns or ()) - {INDEX_COLUMN} if a.remove_unused_columns else None,
             sharding=Sharding(a.world_size, a.process_index, lambda t: self.accelerator.gather(t.to(a.device))),
             device=a.device, show_progress=self.is_local_process_zero() and not a.disable_tqdm,
             weights=self._run_weights,
@@ -251,8 +252,9 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         if not self.is_world_process_zero():
             return {}
         id2label = getattr(unwrap_model(self.model).config, "id2label", None) or {}
-        plots = self._indexer.plot(output_dir or self.args.output_dir, self.args, labels_of(self.train_dataset),
-                                   id2label, max_points)
+        output_dir = output_dir or self.args.output_dir
+        assert output_dir is not None  # TrainingArguments.__post_init__ sets its default
+        plots = self._indexer.plot(output_dir, self.args, labels_of(self.train_dataset), id2label, max_points)
         log_images(self, plots)
         return plots
 
@@ -274,6 +276,7 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         self._index_feed.reset()
         self._run_weights, self._loss_offset = None, None
         resume = args[0] if args else kwargs.get("resume_from_checkpoint")
+        assert self.args.output_dir is not None  # TrainingArguments.__post_init__ sets its default
         self.resumed_checkpoint = resolve_resume(resume, self.args.output_dir, need_dmix_state=self._mixing)
         if args:
             args = (self.resumed_checkpoint, *args[1:])
@@ -333,7 +336,7 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
 
     def _run_epoch(self, *args: Any, **kwargs: Any):
         epoch = kwargs.get("epoch")
-        if self._mixing and self._indexer.refresh_due(epoch, self.args.partner_refresh_epochs):
+        if self._mixing and epoch is not None and self._indexer.refresh_due(epoch, self.args.partner_refresh_epochs):
             self.refresh_partner_index(epoch)
         return super()._run_epoch(*args, **kwargs)
 

@@ -11,9 +11,9 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from datasets import Dataset  # noqa: E402
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers  # noqa: E402
-from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedTokenizerFast  # noqa: E402
+from datasets import Dataset
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrainedTokenizerFast
 
 WORDS_POS = "good great fine happy love nice superb lovely".split()
 WORDS_NEG = "bad awful poor sad hate nasty terrible ugly".split()
@@ -123,7 +123,7 @@ def tokenizer(sentences):
     return train_tokenizer(sentences[0] + make_sentences(40, seed=1, num_labels=3)[0])
 
 
-@pytest.fixture()
+@pytest.fixture
 def train_dataset(sentences, tokenizer):
     texts, labels = sentences
     ds = Dataset.from_dict({"text": texts, "label": labels})
@@ -154,8 +154,8 @@ def metrics_from_predictions(path) -> dict[str, float]:
     truth, pred = [r["label"] for r in rows], [r["prediction"] for r in rows]
     f1s = []
     for c in sorted(set(truth)):
-        tp = sum(t == c and p == c for t, p in zip(truth, pred))
-        fp = sum(t != c and p == c for t, p in zip(truth, pred))
-        fn = sum(t == c and p != c for t, p in zip(truth, pred))
+        tp = sum(t == c and p == c for t, p in zip(truth, pred, strict=True))
+        fp = sum(t != c and p == c for t, p in zip(truth, pred, strict=True))
+        fn = sum(t == c and p != c for t, p in zip(truth, pred, strict=True))
         f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return {"macro_f1": sum(f1s) / len(f1s), "accuracy": sum(t == p for t, p in zip(truth, pred)) / len(rows), "rows": len(rows)}
+    return {"macro_f1": sum(f1s) / len(f1s), "accuracy": sum(t == p for t, p in zip(truth, pred, strict=True)) / len(rows), "rows": len(rows)}

@@ -18,9 +18,9 @@ import torch
 from torch.utils.data import SequentialSampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_modalities import _clip_dataset, _extractor, _image_dataset, build  # noqa: E402
+from test_modalities import _clip_dataset, _extractor, _image_dataset, build
 
-from hf_dmix import DMixConfig, DMixTrainer  # noqa: E402
+from hf_dmix import DMixConfig, DMixTrainer
 
 GLOBAL_BATCH = 8
 

@@ -17,10 +17,10 @@ import torch
 from torch.utils.data import SequentialSampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import make_sentences, tiny_model, train_tokenizer  # noqa: E402
-from datasets import Dataset  # noqa: E402
+from conftest import make_sentences, tiny_model, train_tokenizer
+from datasets import Dataset
 
-from hf_dmix import DMixConfig, DMixTrainer  # noqa: E402
+from hf_dmix import DMixConfig, DMixTrainer
 
 GLOBAL_BATCH = 8
 

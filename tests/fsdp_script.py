@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import make_sentences, tiny_model, train_tokenizer  # noqa: E402
-from datasets import Dataset  # noqa: E402
-from test_modalities import _clip_dataset, _extractor, _image_dataset, build  # noqa: E402
+from conftest import make_sentences, tiny_model, train_tokenizer
+from datasets import Dataset
+from test_modalities import _clip_dataset, _extractor, _image_dataset, build
 
-from hf_dmix import DMixConfig, DMixTrainer  # noqa: E402
-from hf_dmix.families import _get_module, resolve_family  # noqa: E402
+from hf_dmix import DMixConfig, DMixTrainer
+from hf_dmix.families import _get_module, resolve_family
 
 # 33 rows over 2 processes: shards of 17 and 16 rows, 5 and 4 embedding batches of 4 — unequal counts, padded.
 NUM_EXAMPLES, EMBEDDING_BATCH, ANCHORS = 33, 4, 4

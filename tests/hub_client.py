@@ -38,11 +38,11 @@ def _error(fn) -> str:
 
 def roundtrip(cfg: dict) -> dict:
     import torch
+    from conftest import make_sentences, tiny_model, train_tokenizer
     from datasets import Dataset
     from huggingface_hub import HfApi, ModelCard, hf_hub_download, snapshot_download
     from transformers import AutoModelForSequenceClassification, pipeline
 
-    from conftest import make_sentences, tiny_model, train_tokenizer
     from hf_dmix import DMixConfig, DMixTrainer, HubError, load_dmix_info, push_to_hub
     from hf_dmix.metrics import make_compute_metrics
 

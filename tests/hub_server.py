@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -55,12 +56,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 DEFAULT_GITATTRIBUTES = (
-    "*.bin filter=lfs diff=lfs merge=lfs -text\n"
-    "*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
-    "*.pt filter=lfs diff=lfs merge=lfs -text\n"
-    "*.h5 filter=lfs diff=lfs merge=lfs -text\n"
-    "*.onnx filter=lfs diff=lfs merge=lfs -text\n"
-).encode()
+    b"*.bin filter=lfs diff=lfs merge=lfs -text\n"
+    b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
+    b"*.pt filter=lfs diff=lfs merge=lfs -text\n"
+    b"*.h5 filter=lfs diff=lfs merge=lfs -text\n"
+    b"*.onnx filter=lfs diff=lfs merge=lfs -text\n"
+)
 NO_LFS = 1 << 62
 
 
@@ -272,7 +273,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "FakeHub/0.1"
     store: Store  # set on the subclass
     quiet = True
-    hub: "FakeHub | None" = None  # set on the subclass: live connections and the outage predicate
+    hub: FakeHub | None = None  # set on the subclass: live connections and the outage predicate
 
     def setup(self):
         super().setup()
@@ -289,12 +290,12 @@ class Handler(BaseHTTPRequestHandler):
                     self.hub._connections.discard(self.connection)
 
     # -- plumbing --------------------------------------------------------------------------
-    def log_message(self, fmt, *args):  # noqa: D401
+    def log_message(self, fmt, *args):
         if not self.quiet:
             sys.stderr.write("fake-hub: " + (fmt % args) + "\n")
 
     def base_url(self) -> str:
-        return f"http://{self.headers.get('Host') or '%s:%d' % self.server.server_address[:2]}"
+        return f"http://{self.headers.get('Host') or '{}:{}'.format(*self.server.server_address[:2])}"
 
     def read_body(self) -> bytes:
         if self._body is not None:
@@ -377,10 +378,8 @@ class Handler(BaseHTTPRequestHandler):
         if outage is not None and outage(self.command, urlsplit(self.path).path, self.headers):
             # Simulated outage: drop the connection without answering, as a server that just died would.
             self.close_connection = True
-            try:
+            with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             return
         try:
             parts = urlsplit(self.path)
@@ -976,7 +975,7 @@ class FakeHub:
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="fake-hub", daemon=True)
 
-    def start(self) -> "FakeHub":
+    def start(self) -> FakeHub:
         self._thread.start()
         return self
 
@@ -985,10 +984,8 @@ class FakeHub:
         self.httpd.server_close()
         with self._conn_lock:  # keep-alive connections would otherwise still be served by their threads
             for conn in list(self._connections):
-                try:
+                with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
         self._thread.join(timeout=5)
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -18,13 +18,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import make_sentences, tiny_model, train_tokenizer  # noqa: E402
-from datasets import Dataset  # noqa: E402
-from transformers import TrainerCallback  # noqa: E402
+from conftest import make_sentences, tiny_model, train_tokenizer
+from datasets import Dataset
+from transformers import TrainerCallback
 
-from hf_dmix import DMixConfig, DMixTrainer  # noqa: E402
-from hf_dmix.checkpoint import index_digest  # noqa: E402
-from hf_dmix.collator import PARTNER_IDS_KEY  # noqa: E402
+from hf_dmix import DMixConfig, DMixTrainer
+from hf_dmix.checkpoint import index_digest
+from hf_dmix.collator import PARTNER_IDS_KEY
 
 MAX_STEPS = 12
 SAVE_STEPS = 4

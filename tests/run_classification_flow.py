@@ -29,7 +29,8 @@ from transformers import (
     set_seed,
 )
 
-from hf_dmix import DMixConfig as TrainingArguments, DMixTrainer as Trainer
+from hf_dmix import DMixConfig as TrainingArguments
+from hf_dmix import DMixTrainer as Trainer
 
 
 @dataclass

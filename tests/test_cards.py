@@ -249,7 +249,7 @@ def test_config_pickles_without_the_token():
     assert args.hub_token == TOKEN
 
 
-@pytest.fixture()
+@pytest.fixture
 def trained(tmp_path, tokenizer, train_dataset):
     model = tiny_model("bert", vocab_size=tokenizer.vocab_size, id2label={0: "neg", 1: "pos"},
                        label2id={"neg": 0, "pos": 1})
@@ -371,7 +371,7 @@ def test_push_to_hub_refuses_unpublishable_folders(tmp_path, files, kwargs, patt
 
 
 def test_load_dmix_info_rejects_folders_and_ids_it_cannot_read(tmp_path):
-    with pytest.raises(HubError, match="has no dmix_config.json"):
+    with pytest.raises(HubError, match=r"has no dmix_config\.json"):
         load_dmix_info(tmp_path)
     with pytest.raises(HubError, match="neither a local folder nor a Hub repository id"):
         load_dmix_info("not/a/repo/id")

@@ -77,7 +77,7 @@ def test_dataset_fingerprint_follows_content_not_object_identity():
     assert dataset_fingerprint(a, [0, 1, 0]) == dataset_fingerprint(b, [0, 1, 0])
     # The same rows reached through a transform datasets cannot hash (a random datasets fingerprint) hash the same.
     mapped = Dataset.from_dict({**rows, "input_ids": [[0], [0], [0]]}).map(
-        lambda r, ids=iter(rows["input_ids"]): {"input_ids": next(ids)}
+        lambda r, ids=iter(rows["input_ids"]): {"input_ids": next(ids)}  # noqa: B008 - one iterator for all calls
     )
     assert dataset_fingerprint(mapped, [0, 1, 0]) == dataset_fingerprint(a, [0, 1, 0])
     changed = Dataset.from_dict({**rows, "input_ids": [[1, 2, 3], [4, 5], [7]]})
@@ -159,7 +159,7 @@ def test_threshold_indices_have_a_digest():
                                                                representation="thresholds", show_progress=False))
 
 
-@pytest.fixture()
+@pytest.fixture
 def small_data(tokenizer):
     from conftest import make_sentences
 

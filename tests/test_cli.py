@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_sentences, metrics_from_predictions, tiny_model, train_tokenizer
 
 from hf_dmix.diagnostics import prediction_collapse
-from conftest import make_sentences, metrics_from_predictions, tiny_model, train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -41,6 +41,11 @@ def tiny_model_dir(tmp_path_factory):
     return path
 
 
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
 def _base_args(model_dir, out_dir, *extra):
     return [
         "--model_name_or_path", str(model_dir),
@@ -58,11 +63,11 @@ def _base_args(model_dir, out_dir, *extra):
     ]
 
 
-@pytest.fixture()
+@pytest.fixture
 def string_label_csv(tmp_path):
     texts, labels = make_sentences(60, seed=3)
     names = ["positive", "negative"]
-    return _write_csv(tmp_path / "strings.csv", [{"sentence": t, "sentiment": names[y]} for t, y in zip(texts, labels)], ["sentence", "sentiment"])
+    return _write_csv(tmp_path / "strings.csv", [{"sentence": t, "sentiment": names[y]} for t, y in zip(texts, labels, strict=True)], ["sentence", "sentiment"])
 
 
 def test_string_labels_with_preset_and_outputs(tmp_path, tiny_model_dir, string_label_csv):
@@ -76,7 +81,7 @@ def test_string_labels_with_preset_and_outputs(tmp_path, tiny_model_dir, string_
     for key in ("macro_f1", "weighted_f1", "accuracy"):
         assert key in saved["metrics"]["validation"]
     # The reported test metrics are those of the written predictions (recomputed independently here).
-    rows = list(csv.DictReader(open(out / "predictions.csv", encoding="utf-8")))
+    rows = _read_csv(out / "predictions.csv")
     recomputed = metrics_from_predictions(out / "predictions.csv")
     assert saved["metrics"]["test"]["macro_f1"] == pytest.approx(recomputed["macro_f1"])
     assert saved["metrics"]["test"]["accuracy"] == pytest.approx(recomputed["accuracy"])
@@ -90,7 +95,7 @@ def test_string_labels_with_preset_and_outputs(tmp_path, tiny_model_dir, string_
     assert "transformers" in saved["versions"] and saved["wall_time_s"] > 0
     config = json.loads((out / "config.json").read_text())
     assert set(config["id2label"].values()) == {"negative", "positive"}
-    rows = list(csv.DictReader(open(out / "predictions.csv", encoding="utf-8")))
+    rows = _read_csv(out / "predictions.csv")
     assert len(rows) == saved["data"]["sizes"]["test"]
     assert {r["prediction"] for r in rows} <= {"negative", "positive"}
     assert not list(out.glob("*.tmp-*"))
@@ -114,7 +119,7 @@ def test_string_labels_with_preset_and_outputs(tmp_path, tiny_model_dir, string_
 
 def test_int_labels_and_yaml_config_with_override(tmp_path, tiny_model_dir):
     texts, labels = make_sentences(50, seed=4)
-    path = _write_csv(tmp_path / "ints.csv", [{"text": t, "label": y} for t, y in zip(texts, labels)], ["text", "label"])
+    path = _write_csv(tmp_path / "ints.csv", [{"text": t, "label": y} for t, y in zip(texts, labels, strict=True)], ["text", "label"])
     out = tmp_path / "out"
     config = tmp_path / "run.yaml"
     config.write_text(
@@ -203,8 +208,9 @@ def test_card_of_a_demo_run_names_its_dataset(tmp_path, tiny_model_dir):
 
 def test_demo_data_ships_as_package_data():
     """Every demo file (and its attribution) matches a package-data pattern, so wheels carry it."""
-    import tomllib
     from fnmatch import fnmatch
+
+    import tomllib
 
     from hf_dmix.data import DEMO_DATA_DIR, demo_data_files
 
@@ -291,7 +297,7 @@ def test_official_splits_from_files(tmp_path, tiny_model_dir):
     files = {}
     for split, seed in (("train", 1), ("validation", 2), ("test", 3)):
         texts, labels = make_sentences(20, seed=seed)
-        files[split] = _write_csv(tmp_path / f"{split}.csv", [{"text": t, "label": y} for t, y in zip(texts, labels)], ["text", "label"])
+        files[split] = _write_csv(tmp_path / f"{split}.csv", [{"text": t, "label": y} for t, y in zip(texts, labels, strict=True)], ["text", "label"])
     results = run_dmix.main(
         _base_args(tiny_model_dir, tmp_path / "out", "--train_file", str(files["train"]),
                    "--validation_file", str(files["validation"]), "--test_file", str(files["test"]))
@@ -362,7 +368,7 @@ def test_cli_trains_on_the_official_train_rows_of_a_split_column(tmp_path, tiny_
     saved = json.loads((out / "results.json").read_text())
     assert saved["data"]["official_splits"] == ["test", "train"]
     assert saved["data"]["sizes"]["test"] == 12 and saved["data"]["sizes"]["train"] + saved["data"]["sizes"]["validation"] == 48
-    predicted = {r["text"] for r in csv.DictReader(open(out / "predictions.csv", encoding="utf-8"))}
+    predicted = {r["text"] for r in _read_csv(out / "predictions.csv")}
     assert predicted == {r["text"] for r in _split_csv_rows() if r["split"] == "test"}
 
 
@@ -374,7 +380,7 @@ def test_stratified_split_keeps_duplicates_together_and_classes_balanced():
     for name, rows in split.items():
         for r in rows:
             assert where.setdefault(texts[r].strip(), name) == name  # every copy of a text in one split
-    assert sorted(sum(split.values(), [])) == list(range(200))
+    assert sorted(r for rows in split.values() for r in rows) == list(range(200))
     for name, share in (("test", 0.2), ("validation", 0.1)):
         for label in (0, 1):
             n = sum(labels[r] == label for r in split[name])
@@ -404,7 +410,7 @@ def test_missing_columns_are_listed(tmp_path, tiny_model_dir, string_label_csv):
 def test_empty_dataset_and_split(tmp_path, tiny_model_dir):
     empty = _write_csv(tmp_path / "empty.csv", [], ["text", "label"])
     texts, labels = make_sentences(20)
-    train = _write_csv(tmp_path / "train.csv", [{"text": t, "label": y} for t, y in zip(texts, labels)], ["text", "label"])
+    train = _write_csv(tmp_path / "train.csv", [{"text": t, "label": y} for t, y in zip(texts, labels, strict=True)], ["text", "label"])
     with pytest.raises(DataError, match="empty"):
         run_dmix.main(_base_args(tiny_model_dir, tmp_path, "--train_file", str(empty)))
     with pytest.raises(DataError, match="validation split is empty"):
@@ -413,7 +419,7 @@ def test_empty_dataset_and_split(tmp_path, tiny_model_dir):
 
 def test_unseen_label_in_test(tmp_path, tiny_model_dir):
     texts, labels = make_sentences(20)
-    train = _write_csv(tmp_path / "train.csv", [{"text": t, "label": ["pos", "neg"][y]} for t, y in zip(texts, labels)], ["text", "label"])
+    train = _write_csv(tmp_path / "train.csv", [{"text": t, "label": ["pos", "neg"][y]} for t, y in zip(texts, labels, strict=True)], ["text", "label"])
     test = _write_csv(tmp_path / "test.csv", [{"text": "a movie", "label": "pos"}, {"text": "the plot", "label": "neutral"}], ["text", "label"])
     _expect_error(
         _base_args(tiny_model_dir, tmp_path, "--train_file", str(train), "--test_file", str(test)),
@@ -628,7 +634,7 @@ def test_cli_text_from_several_columns(tmp_path, tiny_model_dir, monkeypatch):
     from hf_dmix.data import load_classification_data
 
     texts, labels = make_sentences(60, seed=4)
-    rows = [{"title": t.split()[0], "body": " ".join(t.split()[1:]) or "x", "label": y} for t, y in zip(texts, labels)]
+    rows = [{"title": t.split()[0], "body": " ".join(t.split()[1:]) or "x", "label": y} for t, y in zip(texts, labels, strict=True)]
     train = _write_csv(tmp_path / "train.csv", rows, ["title", "body", "label"])
     data = load_classification_data(train_file=str(train), text_column="title,body")
     assert sorted(t for s in ("train", "validation", "test") for t in data.splits[s]["text"]) == \
@@ -649,7 +655,7 @@ def test_cli_sentence_pairs_are_tokenized_and_embedded_as_pairs(tmp_path, tiny_m
 
     texts, labels = make_sentences(60, seed=5)
     rows = [{"sentence1": t, "sentence2": texts[(i + 7) % len(texts)], "label": y}
-            for i, (t, y) in enumerate(zip(texts, labels))]
+            for i, (t, y) in enumerate(zip(texts, labels, strict=True))]
     train = _write_csv(tmp_path / "pairs.csv", rows, ["sentence1", "sentence2", "label"])
     seen = {}
     original = PartnerIndexer.embed

@@ -165,7 +165,7 @@ def test_modality_is_inferred_from_the_model_and_contradictions_are_errors(tmp_p
 
 def test_fsdd_without_the_file_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.delenv("DMIX_DATA_DIR", raising=False)
-    with pytest.raises(DataError, match="fsdd.parquet not found in .*--data_dir"):
+    with pytest.raises(DataError, match=r"fsdd\.parquet not found in .*--data_dir"):
         run_dmix.main(_args(tmp_path / "out", "--model_name_or_path", "config:ast-tiny", "--dataset_name", "fsdd",
                             "--data_dir", str(tmp_path / "nowhere")))
 

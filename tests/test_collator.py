@@ -184,14 +184,14 @@ def test_random_draws_fetch_the_right_rows_and_are_reproducible(tokenizer, train
     n = len(train_dataset)
     ids = [0, 5, 9, 17]
     features = [{k: train_dataset[i][k] for k in ("input_ids", "attention_mask", "label")} for i in ids]
-    features = [{**f, INDEX_COLUMN: i} for f, i in zip(features, ids)]
+    features = [{**f, INDEX_COLUMN: i} for f, i in zip(features, ids, strict=True)]
 
     def run(seed: int) -> list[dict[str, torch.Tensor]]:
         collator = DMixDataCollator(tokenizer, train_dataset=train_dataset, partner_index=PartnerIndex(n), seed=seed)
         return [collator(features) for _ in range(3)]
 
     first, again, other = run(5), run(5), run(6)
-    for a, b in zip(first, again):
+    for a, b in zip(first, again, strict=True):
         for key in a:
             assert torch.equal(a[key], b[key]), key
     draws = [b[PARTNER_IDS_KEY].tolist() for b in first]
@@ -200,8 +200,8 @@ def test_random_draws_fetch_the_right_rows_and_are_reproducible(tokenizer, train
     for batch in first:
         partners = batch[PARTNER_IDS_KEY].tolist()
         assert batch["input_ids"].shape[0] == 2 * len(ids)
-        assert all(p != a for p, a in zip(partners, ids))
-        for j, (a, p) in enumerate(zip(ids, partners)):
+        assert all(p != a for p, a in zip(partners, ids, strict=True))
+        for j, (a, p) in enumerate(zip(ids, partners, strict=True)):
             assert unpadded(batch, j) == train_dataset[a]["input_ids"]
             assert unpadded(batch, len(ids) + j) == train_dataset[p]["input_ids"]
             assert batch["labels"][j] == train_dataset[a]["label"]
@@ -238,7 +238,7 @@ def test_dataloader_workers_draw_different_partners(tokenizer) -> None:
     worker0, worker1 = draws[0::2], draws[1::2]
     assert worker0 != worker1  # workers seeded alike would draw identical sequences for identical anchors
     for batch_draws in draws:
-        assert all(p != a for p, a in zip(batch_draws, range(5)))
+        assert all(p != a for p, a in zip(batch_draws, range(5), strict=True))
     # In the main process the seed alone decides the draws.
     dataset = _RepeatingAnchors(rows, length=10, period=5)
     main = torch.utils.data.DataLoader(dataset, batch_size=5, num_workers=0, collate_fn=collator)
@@ -260,9 +260,8 @@ FIXED_ROWS: list[dict[str, Any]] = [
 
 
 def _user_collators():
-    from transformers import DataCollatorWithPadding, default_data_collator
-
     from conftest import train_tokenizer
+    from transformers import DataCollatorWithPadding, default_data_collator
 
     tok = train_tokenizer(["zero one two three"])
     return {

@@ -197,7 +197,7 @@ def _csv(path, texts, labels):
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["text", "label"])
-        writer.writerows(zip(texts, labels))
+        writer.writerows(zip(texts, labels, strict=True))
     return str(path)
 
 
@@ -307,7 +307,7 @@ def test_near_collapse_on_real_labels():
 
 
 def test_texts_shared_by_validation_and_test_only_are_not_called_trained_on():
-    texts, labels = _sample("essc_sample.csv")
+    texts, _ = _sample("essc_sample.csv")
     unique = list(dict.fromkeys(t.strip() for t in texts))  # the sample repeats some messages, as the SMS data do
     train, validation, test = unique[:300], unique[300:340], unique[340:]
     test = [validation[0], validation[1]] + test  # two validation messages also in test, none in train

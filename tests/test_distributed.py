@@ -69,7 +69,7 @@ def test_accelerate_config_launches_two_processes(tmp_path):
     tiny_model("bert", vocab_size=tokenizer.vocab_size).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     data = tmp_path / "data.csv"
-    data.write_text("text,label\n" + "".join(f"{t},{['neg', 'pos'][y]}\n" for t, y in zip(texts, labels)))
+    data.write_text("text,label\n" + "".join(f"{t},{['neg', 'pos'][y]}\n" for t, y in zip(texts, labels, strict=True)))
     out = tmp_path / "out"
     run_script(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(HERE.parent / "accelerate_config.yaml"),

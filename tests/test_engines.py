@@ -14,7 +14,7 @@ from hf_dmix import DMixConfig, DMixTrainer
 from hf_dmix.engines import deepspeed_zero_stage
 
 
-@pytest.fixture()
+@pytest.fixture
 def data(tokenizer):
     texts, labels = make_sentences(24, seed=7)
     return Dataset.from_dict({"text": texts, "label": labels}).map(lambda b: tokenizer(b["text"]), batched=True)

@@ -152,7 +152,7 @@ def assets(workdir, hub):
     with open(data, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["text", "label"])
-        writer.writerows([t, "positive" if y == 0 else "negative"] for t, y in zip(texts, labels))
+        writer.writerows([t, "positive" if y == 0 else "negative"] for t, y in zip(texts, labels, strict=True))
     plot = workdir / "sweep.png"
     plot.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really an image, but a file the card must point to")
     return {"base": base, "data": data, "plot": plot}
@@ -237,7 +237,7 @@ def test_roundtrip_same_bytes_logits_labels_and_card(hub, roundtrip):
     out, snapshot = Path(roundtrip["output_dir"]), Path(roundtrip["snapshot_dir"])
     pulled = {k: v for k, v in _local_files(snapshot).items()
               if not k.startswith((".cache/", "last-checkpoint/")) and k != ".gitattributes"}
-    assert MODEL_FILES | DMIX_FILES <= set(pulled)
+    assert set(pulled) >= MODEL_FILES | DMIX_FILES
     local = _local_files(out)
     for name, data in pulled.items():
         assert data == local[name], f"{name} differs between the output folder and the snapshot"
@@ -279,7 +279,7 @@ def test_private_repo_readable_by_owner_only(hub, roundtrip):
     assert hub.store.repos[f"model:{repo}"]["private"] is True
     private = roundtrip["private"]
     assert private["owner_info"] is True and private["owner_listing"] is True
-    assert MODEL_FILES | DMIX_FILES <= set(private["owner_snapshot"])
+    assert set(private["owner_snapshot"]) >= MODEL_FILES | DMIX_FILES
     assert private["owner_load_dmix_info"] == 0.5
     assert private["other_info"] == "RepositoryNotFoundError"
     assert private["anonymous_info"] == "RepositoryNotFoundError"
@@ -334,7 +334,7 @@ def test_cli_lora_adapter_and_merged_pushes(hub, runs, publish):
 
     assert publish["merged_push"]["hub"]["merged_lora"] is True
     merged = hub.files(f"{ALICE}/cli-lora-merged")
-    assert MODEL_FILES | DMIX_FILES <= set(merged)
+    assert set(merged) >= MODEL_FILES | DMIX_FILES
     assert not any(name.startswith("adapter_") for name in merged)
     header, body = _card(merged["README.md"])
     assert header["library_name"] == "transformers" and header["base_model"] == f"{ALICE}/tiny-base"
@@ -402,7 +402,7 @@ def test_push_again_after_the_faults_without_retraining(hub, runs, publish):
     assert publish["retry"]["hub"]["repo_id"] == f"{CAROL}/fault-run"
     assert runs["hashes"]["fault_after"] == runs["hashes"]["fault"]
     pushed, local = hub.files(f"{CAROL}/fault-run"), _local_files(runs["fault"])
-    assert MODEL_FILES | DMIX_FILES <= set(pushed)
+    assert set(pushed) >= MODEL_FILES | DMIX_FILES
     assert all(pushed[name] == local[name] for name in pushed if name != ".gitattributes")  # the card included
     assert "Data:" not in runs["procs"]["publish"].stderr  # --push_only loaded no data and trained nothing
 

@@ -13,7 +13,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import ARCHITECTURES, tiny_model
-from transformers.masking_utils import create_bidirectional_mask
 from mixing_helpers import (
     ATOL,
     assert_ratio_one_keeps_and_zero_swaps,
@@ -22,6 +21,7 @@ from mixing_helpers import (
     mixed_logits,
     rows,
 )
+from transformers.masking_utils import create_bidirectional_mask
 
 from hf_dmix.mixing import (
     SUPPORTED_MODEL_TYPES,
@@ -507,7 +507,7 @@ def _unsupported_models():
 @pytest.mark.parametrize("name", ["gpt2", "t5"])
 def test_unsupported_architecture_names_supported_families(name):
     model = _unsupported_models()[name]()
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match=name) as info:
         HiddenStateMixer(model)
     message = str(info.value)
     assert name in message
@@ -573,7 +573,7 @@ def test_site_outside_range_is_rejected():
     for bad in (-1, n + 2, 100):
         with pytest.raises(ValueError, match=rf"\[0, {n + 1}\]"):
             mixer.activate(bad, 0.5, 2)
-        with pytest.raises(ValueError), mixer.mixing(bad, 0.5, 2):
+        with pytest.raises(ValueError, match=rf"\[0, {n + 1}\]"), mixer.mixing(bad, 0.5, 2):
             pass
         assert mixer.state.site is None
     for good in (0, n + 1):

@@ -16,6 +16,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
+from mixing_helpers import (
+    ATOL,
+    assert_ratio_one_keeps_and_zero_swaps,
+    hook_counts,
+    logits_of,
+    mixed_logits,
+)
 from transformers import (
     AutoConfig,
     AutoModelForAudioClassification,
@@ -25,13 +32,6 @@ from transformers import (
     Wav2Vec2FeatureExtractor,
 )
 from transformers.masking_utils import create_bidirectional_mask
-from mixing_helpers import (
-    ATOL,
-    assert_ratio_one_keeps_and_zero_swaps,
-    hook_counts,
-    logits_of,
-    mixed_logits,
-)
 
 from hf_dmix import DMixConfig, DMixDataCollator, DMixTrainer
 from hf_dmix.embeddings import embed_batches
@@ -391,7 +391,7 @@ def test_media_gradient_checkpointing_gives_the_same_gradients(case):
 
 def test_layerdrop_is_rejected_for_hidden_mixing():
     model = build("wav2vec2", layerdrop=0.1)
-    with pytest.raises(ValueError, match="layerdrop=0.1"):
+    with pytest.raises(ValueError, match=r"layerdrop=0\.1"):
         check_mixing_settings(model, "hidden")
     check_mixing_settings(model, "input")  # layers skipped after the site do not stop the mixing
     check_mixing_settings(model, "sentence")
@@ -417,7 +417,7 @@ def test_weighted_layer_sum_only_with_sentence_mixing():
 def test_swin_is_rejected_with_the_supported_families():
     model = SwinForImageClassification(SwinConfig(image_size=16, patch_size=4, embed_dim=8, depths=[1, 1],
                                                   num_heads=[2, 2], window_size=2, num_labels=2))
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match="AutoModelForImageClassification") as info:
         HiddenStateMixer(model)
     message = str(info.value)
     for family in ("ViT (vit)", "DeiT (deit)", "wav2vec2 (wav2vec2)", "HuBERT (hubert)",
@@ -429,7 +429,7 @@ def test_deit_with_teacher_is_rejected_with_a_hint():
     from transformers import DeiTForImageClassificationWithTeacher
 
     config = AutoConfig.for_model("deit", num_labels=2, **CASES["deit"][2])
-    with pytest.raises(ValueError, match="DeiTForImageClassification.from_pretrained"):
+    with pytest.raises(ValueError, match=r"DeiTForImageClassification\.from_pretrained"):
         HiddenStateMixer(DeiTForImageClassificationWithTeacher(config))
 
 
@@ -456,7 +456,7 @@ def test_collator_pads_audio_anchors_and_partners_together(kind):
     assert batch["input_values"].shape == (4, 400) and batch["input_values"].dtype == torch.float32
     assert batch["attention_mask"].sum(1).tolist() == [300, 120, 400, 50]
     assert batch["labels"].tolist() == [0, 1, 2, 0] and batch["dmix_partner_ids"].tolist() == [2, 3]
-    for row, clip in zip(batch["input_values"], [clips[0], clips[1], clips[2], clips[3]]):
+    for row, clip in zip(batch["input_values"], [clips[0], clips[1], clips[2], clips[3]], strict=True):
         torch.testing.assert_close(row[: len(clip)], torch.from_numpy(clip))
         assert (row[len(clip):] == 0).all()
     plain = collator([{k: v for k, v in dataset[i].items() if k != "dmix_index"} for i in (0, 1)])  # evaluation
@@ -553,7 +553,7 @@ def _args(tmp_path, **overrides) -> DMixConfig:
 def _check_run(trainer: RecordingTrainer, eval_size: int) -> None:
     train_calls = [c for c in trainer.calls if c[0]]
     assert len(train_calls) == 4
-    for training, rows_, partnered, site, loss in train_calls:
+    for _training, rows_, partnered, site, loss in train_calls:
         assert rows_ == 8 and partnered and site is not None and np.isfinite(loss)  # 2B rows, every one mixed
     assert trainer.partner_index is not None and trainer.partner_index.candidates is not None
     trainer.calls.clear()

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import math
+
 import pytest
 import torch
 
 import hf_dmix.partners as partners_mod
 from hf_dmix.geometry import to_poincare_ball
-from hf_dmix.partners import PartnerIndex, build_partner_index, describe_partner_index, num_candidates, partner_statistics
+from hf_dmix.partners import (
+    PartnerIndex,
+    build_partner_index,
+    describe_partner_index,
+    num_candidates,
+    partner_statistics,
+)
 
 N = 25
 DRAWS_PER_ANCHOR = 600
@@ -144,7 +151,7 @@ def test_metrics_and_orders_select_different_sets() -> None:
         index = build_partner_index(points, N, distance=d, tau=0.3, show_progress=False)
         assert [index.candidate_set(i) for i in range(N)] == sets[(d, "farthest")]
         # Farthest and nearest are disjoint for τ < 0.5.
-        assert all(not (a & b) for a, b in zip(sets[(d, "farthest")], sets[(d, "nearest")]))
+        assert all(not (a & b) for a, b in zip(sets[(d, "farthest")], sets[(d, "nearest")], strict=True))
     assert sets[("hyperbolic", "farthest")] != sets[("euclidean", "farthest")]
     assert sets[("hyperbolic", "farthest")] != sets[("cosine", "farthest")]
     assert sets[("euclidean", "farthest")] != sets[("cosine", "farthest")]
@@ -294,7 +301,7 @@ def test_sample_is_reproducible_with_seeded_generator() -> None:
     c = index.sample(anchors, torch.Generator().manual_seed(8))
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
-    for i, p in zip(anchors.tolist(), a.tolist()):
+    for i, p in zip(anchors.tolist(), a.tolist(), strict=True):
         assert p in index.candidate_set(i)
 
 

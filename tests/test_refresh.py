@@ -34,7 +34,7 @@ class RecordingCollator(DMixDataCollator):
         return batch
 
 
-@pytest.fixture()
+@pytest.fixture
 def data(tokenizer):
     texts, labels = make_sentences(24, seed=7)
     return Dataset.from_dict({"text": texts, "label": labels}).map(lambda b: tokenizer(b["text"]), batched=True)
@@ -78,10 +78,10 @@ def test_partners_change_at_refresh_epochs_and_only_then(tmp_path, tokenizer, da
     for i, (index, anchors, partners) in enumerate(draws):
         expected = initial if i < 12 else refreshed
         assert torch.equal(index.candidates, expected), i
-        for anchor, partner in zip(anchors, partners):
+        for anchor, partner in zip(anchors, partners, strict=True):
             assert partner in expected[anchor].tolist(), (i, anchor, partner)
     # The refresh really moved some anchor's row: a partner drawn after it need not be a candidate before it.
-    assert any(p not in initial[a].tolist() for _, anchors, partners in draws[12:] for a, p in zip(anchors, partners))
+    assert any(p not in initial[a].tolist() for _, anchors, partners in draws[12:] for a, p in zip(anchors, partners, strict=True))
 
 
 def test_without_refresh_the_index_never_changes(tmp_path, tokenizer, data):

@@ -98,7 +98,7 @@ def test_resumed_run_ends_with_the_same_log_and_metrics(runs):
     tmp, _, _ = runs
     full, resumed = _final(tmp / "full"), _final(tmp / "killed")
     assert [h["step"] for h in resumed["history"]] == [h["step"] for h in full["history"]]
-    for a, b in zip(resumed["history"], full["history"]):
+    for a, b in zip(resumed["history"], full["history"], strict=True):
         assert abs(a["loss"] - b["loss"]) <= LOSS_TOLERANCE * max(1.0, abs(b["loss"])), (a, b)
     for key in ("eval_loss", "eval_accuracy", "eval_macro_f1"):
         if key in full["metrics"]:
@@ -190,6 +190,6 @@ def test_sigterm_saves_a_checkpoint_stops_and_resumes_exactly(runs, tmp_path):
     full = _trace(tmp / "full.jsonl")
     resumed = _trace(trace)
     assert [t["step"] for t in resumed] == list(range(1, 13))  # nothing lost, nothing repeated
-    for a, b in zip(resumed, full):
+    for a, b in zip(resumed, full, strict=True):
         assert (a["partners"], a["site"], a["ratio"]) == (b["partners"], b["site"], b["ratio"])
         assert abs(a["loss"] - b["loss"]) <= LOSS_TOLERANCE

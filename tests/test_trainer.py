@@ -169,7 +169,7 @@ def test_embedding_model_option(tmp_path, tokenizer, train_dataset):
     assert not torch.allclose(emb, own)
     bad = _args(tmp_path, embedding_model=str(encoder_dir), embedding_text_column="sentence")
     trainer = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=bad, train_dataset=train_dataset, processing_class=tokenizer)
-    with pytest.raises(ValueError, match="'sentence'.*'text'"):
+    with pytest.raises(ValueError, match=r"'sentence'.*'text'"):
         trainer.compute_sentence_embeddings()
 
 
@@ -240,7 +240,7 @@ def test_missing_labels(tmp_path, tokenizer, train_dataset):
 
 def test_float_labels_rejected(tmp_path, tokenizer, train_dataset):
     ds = train_dataset.remove_columns("label").add_column("label", [0.5] * len(train_dataset))
-    with pytest.raises(ValueError, match="integer class ids.*0.5"):
+    with pytest.raises(ValueError, match=r"integer class ids.*0\.5"):
         DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path), train_dataset=ds, processing_class=tokenizer)
 
 
@@ -376,7 +376,7 @@ def test_hyperbolic_index_reports_cosine_overlap(tmp_path, tokenizer, train_data
     emb = trainer.compute_sentence_embeddings()
     cosine = top_tau_candidates(emb, k, "cosine")
     hyper = trainer.partner_index.candidates
-    shared = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(hyper, cosine))
+    shared = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(hyper, cosine, strict=True))
     assert stats["cosine_overlap"] == pytest.approx(shared / (len(train_dataset) * k))
 
 
@@ -702,7 +702,7 @@ def test_the_public_search_gives_exactly_the_trainers_index(tmp_path, tokenizer,
         assert torch.equal(index.thresholds, public.thresholds)
         assert index.expected_k == public.expected_k
         if public.moments is not None:
-            assert all(torch.equal(a, b) for a, b in zip(index.moments, public.moments))
+            assert all(torch.equal(a, b) for a, b in zip(index.moments, public.moments, strict=True))
     else:
         assert torch.equal(index.candidates, public.candidates)  # same lists, in the same order
 

@@ -17,8 +17,15 @@ from datasets import DatasetDict
 from ..data import DataError, LoadedData, demo_data_files, load_classification_data, stratified_subsample
 from ..diagnostics import data_diagnostics
 from ..media import (
-    CONFIG_PREFIX, DIGITS_TEST_SIZE, config_model_type, count_parameters, fsdd_path, load_audio_data,
-    load_digits_data, load_image_data, preprocess,
+    CONFIG_PREFIX,
+    DIGITS_TEST_SIZE,
+    config_model_type,
+    count_parameters,
+    fsdd_path,
+    load_audio_data,
+    load_digits_data,
+    load_image_data,
+    preprocess,
 )
 from ..mixing import modality_of
 from .args import logger
@@ -146,7 +153,7 @@ class TextInputs(Inputs):
     def _encode(self, data: LoadedData, processor, data_args) -> DatasetDict:
         def tokenize(batch):
             # A sentence pair goes to the tokenizer as (text, text_pair), as run_glue.py passes it.
-            pair = batch["text_pair"] if "text_pair" in batch else None
+            pair = batch.get("text_pair")
             return processor(batch["text"], pair, truncation=True, max_length=data_args.max_seq_length)
 
         return data.splits.map(tokenize, batched=True, desc="Tokenizing")

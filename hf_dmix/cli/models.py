@@ -14,7 +14,11 @@ from typing import Any
 
 from ..data import DataError, LoadedData
 from ..media import (
-    CONFIG_PREFIX, MODEL_CONFIGS, build_model_from_config, parse_overrides, processor_for,
+    CONFIG_PREFIX,
+    MODEL_CONFIGS,
+    build_model_from_config,
+    parse_overrides,
+    processor_for,
 )
 
 # Installed-package models (``package:NAME``) whose Hub id is known: published cards name it as the base model.

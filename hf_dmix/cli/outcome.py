@@ -16,7 +16,6 @@ import numpy as np
 from ..diagnostics import collapse_warnings, majority_baseline, outcome_diagnostics
 from .args import logger
 
-
 __all__ = ["check_outcome", "describe_majority_baseline", "log_data_diagnostics", "majority_baseline"]
 
 

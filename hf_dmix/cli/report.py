@@ -109,7 +109,7 @@ def predictions_csv(test_rows, row_key: str, test_output, label_names: list[str]
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow([row_key, "label", "prediction", *[f"p_{n}" for n in label_names]])
-    for key, label, p in zip(test_rows[row_key], test_rows["label"], probs):
+    for key, label, p in zip(test_rows[row_key], test_rows["label"], probs, strict=True):
         writer.writerow([key, label_names[label], label_names[int(np.argmax(p))], *[f"{x:.6f}" for x in p]])
     return buf.getvalue()
 

@@ -40,9 +40,9 @@ class DmixClassification(evaluate.Metric):
             denom = 2 * tp + fp + fn
             f1s.append(0.0 if denom == 0 else 2 * tp / denom)
             support.append(np.sum(ref == c))
-        f1s, support = np.asarray(f1s, dtype=np.float64), np.asarray(support, dtype=np.float64)
+        f1, weight = np.asarray(f1s, dtype=np.float64), np.asarray(support, dtype=np.float64)
         return {
             "accuracy": float(np.mean(pred == ref)) if len(ref) else 0.0,
-            "macro_f1": float(f1s.mean()) if len(f1s) else 0.0,
-            "weighted_f1": float((f1s * support).sum() / support.sum()) if support.sum() else 0.0,
+            "macro_f1": float(f1.mean()) if len(f1) else 0.0,
+            "weighted_f1": float((f1 * weight).sum() / weight.sum()) if weight.sum() else 0.0,
         }
