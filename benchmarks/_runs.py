@@ -28,7 +28,15 @@ def data_dir(cli_value: str | None) -> Path:
 
 
 from hf_dmix.grid import (  # noqa: E402,F401 - the one grid engine, shared with `hf-dmix compare`
-    Job, load_records, make_record, mean_std, paired_ci, portable, run_jobs, verdict, write_json_atomic,
+    Job,
+    load_records,
+    make_record,
+    mean_std,
+    paired_ci,
+    portable,
+    run_jobs,
+    verdict,
+    write_json_atomic,
 )
 
 

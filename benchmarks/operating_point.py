@@ -18,11 +18,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runs import ROOT, load_records, run_jobs  # noqa: E402
-from suite import DATASETS, data_root, split_files  # noqa: E402
+from _runs import ROOT, load_records, run_jobs
+from suite import DATASETS, data_root, split_files
 
-from hf_dmix.compare import choose_recipes, comparison_jobs, search_jobs  # noqa: E402
-from hf_dmix.grid import Job  # noqa: E402
+from hf_dmix.compare import choose_recipes, comparison_jobs, search_jobs
+from hf_dmix.grid import Job
 
 LEARNING_RATES = (5e-5, 1e-4, 2e-4)
 SEARCH_SEEDS = (0, 1, 2)
@@ -84,7 +84,7 @@ def build_jobs(args: argparse.Namespace, records: list[dict]) -> list:
     for size in args.sizes:
         per = _by_dataset(records, str(size))
         _, extend = default_rule(per, {d: c for (d, s), (_, _, c, _) in chosen_all.items() if s == size})
-        for (name, s), (prefix, base, chosen, kw) in chosen_all.items():
+        for (_name, s), (prefix, base, chosen, kw) in chosen_all.items():
             if s != size:
                 continue
             seeds = {**GRID_SEEDS, **({extend: range(10)} if extend else {})}
@@ -117,7 +117,7 @@ def main() -> None:
             break
         batch = todo[: max(1, args.parallel)]
         results = run_jobs(batch, parallel=args.parallel, keep_going=True, progress=False)
-        failed |= {j.name for j, r in zip(batch, results) if r is None}
+        failed |= {j.name for j, r in zip(batch, results, strict=True) if r is None}
         done += len(batch)
     if args.dry_run:
         jobs = build_jobs(args, load_records(args.records_dir))

@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runs import ROOT, load_records, mean_std, paired_ci, verdict, write_section  # noqa: E402
-from operating_point import GRID_SEEDS, LEARNING_RATES, SEARCH_SEEDS  # noqa: E402
-from suite import DATASETS  # noqa: E402
+from _runs import ROOT, load_records, mean_std, paired_ci, verdict, write_section
+from operating_point import LEARNING_RATES, SEARCH_SEEDS
+from suite import DATASETS
 
-from hf_dmix.compare import LABELS, SEARCHED, SETTINGS, cells, choose_recipes, paired_rows, recipe_for  # noqa: E402
+from hf_dmix.compare import LABELS, SEARCHED, SETTINGS, cells, choose_recipes, paired_rows
 
 REPORT = ROOT / "docs" / "results" / "operating-point.md"
 DEFAULT = "dmix-centered"

@@ -18,7 +18,6 @@ from ._version import __version__
 from .cards import render_model_card
 from .checkpoint import ResumeMismatchError, last_complete_checkpoint
 from .collator import DMixDataCollator
-from .layout import CollatorLayoutError
 from .config import DMixConfig
 from .convergence import final_training_loss, training_summary, undertraining_warning
 from .diagnostics import (
@@ -41,8 +40,8 @@ from .geometry import (
 )
 from .hub import PushResult, push_to_hub
 from .hub_errors import HubError
-from .mixing import SUPPORTED_MODEL_TYPES, HiddenStateMixer, fill_keyless_rows, union_mask
 from .indexer import PartnerIndexer
+from .layout import CollatorLayoutError
 from .mixing import SUPPORTED_MODEL_TYPES, HiddenStateMixer, fill_keyless_rows, union_mask
 from .partners import (
     PartnerIndex,
@@ -59,7 +58,6 @@ from .partners import (
 from .plotting import k_occurrence, plot_k_occurrence, plot_partners
 from .record import DMixInfo, dmix_record, load_dmix_info
 from .trainer import DMixTrainer
-
 
 __all__ = [
     "SUPPORTED_MODEL_TYPES",

@@ -42,7 +42,7 @@ from .collator import DMixDataCollator
 from .config import RESUME_FIELDS
 from .embeddings import weights_digest
 from .families import unwrap_model
-from .trainset import data_key, dataset_fingerprint, labels_of  # noqa: F401  (dataset_fingerprint: part of this API)
+from .trainset import data_key, dataset_fingerprint, labels_of
 
 if TYPE_CHECKING:
     from transformers import Trainer
@@ -66,6 +66,8 @@ if TYPE_CHECKING:
         _dmix_batches: int
         _loss_offset: tuple[float, int] | None
         _data_fingerprint: tuple[tuple, str] | None
+        _run_weights: str | None
+        resumed_checkpoint: str | None
 
         @property
         def partner_index(self) -> PartnerIndex | None: ...
@@ -433,7 +435,7 @@ class DMixCheckpointMixin(TrainerHost):
         needs_embeddings = self.args.partner_search_settings().needs_points(len(self.train_dataset))
         if self._indexer.has_embeddings(inputs) or not needs_embeddings:
             return recorded
-        raise starting_weights_error(self.resumed_checkpoint, recorded, current)
+        raise starting_weights_error(str(self.resumed_checkpoint), recorded, current)
 
     def dmix_state(self) -> dict[str, Any]:
         """The DMIX part of a checkpoint: the stream positions, the loss sum so far and :meth:`dmix_fingerprint`."""

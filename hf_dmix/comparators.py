@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     start = time.time()
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser((ModelArguments, DataArguments, ComparatorArguments))
+    parser = HfArgumentParser((ModelArguments, DataArguments, ComparatorArguments))  # type: ignore[arg-type]
     model_args, data_args, comp, _unused = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     set_seed(comp.seed)
     data = INPUTS["text"].load_data(data_args, explicit_keys(argv, {}))

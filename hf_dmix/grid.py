@@ -23,7 +23,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,17 +226,17 @@ def load_records(folder: str | os.PathLike) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
 
 
-def choose_value(scores: dict[Any, Iterable[float]], candidates: Sequence[Any]) -> tuple[Any, dict[Any, float]] | None:
+def choose_value(scores: Mapping[Any, Iterable[float]], candidates: Sequence[Any]) -> tuple[Any, dict[Any, float]]:
     """The candidate with the highest mean score (e.g. a learning rate by its mean validation macro-F1 over seeds);
-    on an exact tie the one listed first in ``candidates``. ``None`` unless every candidate has scores.
+    on an exact tie the one listed first in ``candidates``. Returns the choice and the mean of every candidate.
 
-    Returns the choice and the mean of every candidate.
+    Raises ``ValueError`` naming a candidate without scores (a choice among incomplete runs would not be the rule's).
     """
     means = {}
     for value in candidates:
         values = list(scores.get(value, []))
         if not values:
-            return None
+            raise ValueError(f"no scores for candidate {value!r}; every candidate of {list(candidates)} needs some")
         means[value] = sum(values) / len(values)
     best = max(candidates, key=lambda v: (means[v], -list(candidates).index(v)))
     return best, means

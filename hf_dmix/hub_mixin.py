@@ -102,8 +102,8 @@ class DMixHubMixin(TrainerHost):
         import os
 
         from .cards import TAU_SWEEP_PLOT_NAME, hub_repo_id, render_model_card
-        from .record import README_NAME, RESULTS_NAME
         from .io import write_atomic
+        from .record import README_NAME, RESULTS_NAME
 
         meta = {**getattr(self, "_card_metadata", {}), **{k: v for k, v in given.items() if v is not None}}
         tags = meta.get("tags") or []

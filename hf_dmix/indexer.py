@@ -308,7 +308,8 @@ class PartnerIndexer:
         self._refreshed = embeddings
         self.build(inputs, embeddings=embeddings)
         self.refreshed_epoch = epoch
-        return index
+        assert self.index is not None  # build() just set it
+        return self.index
 
     def reset(self) -> None:
         """A new training run: forget its refreshes, so the index is built again from the embeddings of the weights

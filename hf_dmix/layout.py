@@ -179,7 +179,8 @@ def _match(example: _Example, row: list | torch.Tensor) -> tuple | None:
 
 def _examples(key: str, value: torch.Tensor, rows: Sequence[Mapping[str, Any]]) -> list[_Example] | None:
     examples = [_example(r[key], value.dtype) for r in rows]
-    return None if any(e is None for e in examples) else examples
+    known = [e for e in examples if e is not None]
+    return None if len(known) < len(examples) else known
 
 
 def _rows_hold_their_examples(key: str, value: torch.Tensor, rows: Sequence[Mapping[str, Any]], name: str) -> bool:
@@ -194,7 +195,7 @@ def _rows_hold_their_examples(key: str, value: torch.Tensor, rows: Sequence[Mapp
     flat = value.detach().cpu().reshape(len(rows), -1)
     # Integer features given as lists are compared as Python lists (one .tolist(), no tensor per row).
     out = flat.tolist() if all(isinstance(e.data, list) for e in examples) else flat
-    found = [_match(e, o) for e, o in zip(examples, out)]
+    found = [_match(e, o) for e, o in zip(examples, out, strict=True)]
     padding = Counter(f for f in found if f is not None and len(f) == 2).most_common(1)
     usual = {_SAME, _TRUNCATED} | ({padding[0][0]} if padding else set())
     wrong = [i for i, f in enumerate(found) if f not in usual]
@@ -222,7 +223,9 @@ def _single_out(batch: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], key
     """Whether the values of ``keys`` differ between any two rows (then each row's example is known)."""
     if not keys:
         return False
-    per_key = [_examples(k, batch[k], rows) for k in keys]
+    per_key = [e for e in (_examples(k, batch[k], rows) for k in keys) if e is not None]
+    if len(per_key) < len(keys):
+        return False
     seen = {tuple(examples[i].key() for examples in per_key) for i in range(len(rows))}
     return len(seen) == len(rows)
 

@@ -147,7 +147,7 @@ class Ranker:
             return torch.einsum("bd,bmd->bm", left, right.view(*candidates.shape, -1))
         x, y = self.prepared[anchors], self.prepared[candidates]
         gram = torch.einsum("bd,bmd->bm", x, y)
-        d = distance_from_gram(gram, self.sq[anchors][:, None], self.sq[candidates], self.metric, self.curvature)  # type: ignore[arg-type]
+        d = distance_from_gram(gram, self.sq[anchors][:, None], self.sq[candidates], self.metric, self.curvature)
         return self._transform(d, anchors[:, None], candidates)
 
     def _transform(self, d: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor | slice) -> torch.Tensor:

@@ -249,7 +249,7 @@ def load_dmix_info(repo_id: str | os.PathLike, revision: str | None = None, toke
             results = None
     except HubError:
         raise
-    except Exception as err:  # noqa: BLE001 - only Hub/network failures are translated
+    except Exception as err:
         from huggingface_hub import get_token
 
         hub = hub_error(err, action, repo_id, [token, get_token()])

@@ -72,11 +72,12 @@ def _to_tensorboard(callback: Any, trainer: Any, images: Mapping[str, str]) -> N
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # transformers falls back to tensorboardX the same way
-            from tensorboardX import SummaryWriter
+            from tensorboardX import SummaryWriter  # type: ignore[no-redef]
         from transformers.integrations.integration_utils import default_logdir
 
         log_dir = getattr(callback, "logging_dir", None) or os.path.join(trainer.args.output_dir, default_logdir())
         writer = SummaryWriter(log_dir=log_dir)
+    assert writer is not None  # the callback's, or the one made above
     for name, path in images.items():
         writer.add_image(f"dmix/{name}", _read_png(path), trainer.state.global_step, dataformats="HWC")
     writer.flush()
@@ -106,7 +107,7 @@ IMAGE_SENDERS: dict[str, Callable[[Any, Any, Mapping[str, str]], None]] = {
 def log_images(trainer: Any, images: Mapping[str, str]) -> list[str]:
     """Send the pictures (name -> PNG path) to every tracker of ``trainer`` that has a sender, as ``dmix/NAME`` at the
     current global step; the names of the trackers reached. Main process only (the caller's concern)."""
-    reached = []
+    reached: list[str] = []
     if not images:
         return reached
     for callback in trainer.callback_handler.callbacks:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
+from conftest import tiny_model
 from safetensors.torch import load_file
 from transformers import EarlyStoppingCallback, TrainerCallback
 
-from conftest import tiny_model
 from hf_dmix import DMixConfig, DMixDataCollator, DMixTrainer
 from hf_dmix.checkpoint import DMIX_STATE_NAME, read_state
 
@@ -27,7 +28,7 @@ def _metrics_that_peak_at_epoch_two():
 class _LastEpochWeights(TrainerCallback):
     """Keeps a copy of the weights at the end of the last epoch (before the best model is loaded back)."""
 
-    weights: dict = {}
+    weights: ClassVar[dict] = {}
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         type(self).weights = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import make_sentences, tiny_model, train_tokenizer
+
 from hf_dmix.compare import choose_recipes, main, parse_compare_args, summary_table
 
 DATA = Path(__file__).resolve().parent / "data"

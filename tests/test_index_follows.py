@@ -112,7 +112,7 @@ class _StopAt(TrainerCallback):
         return control
 
 
-@pytest.fixture()
+@pytest.fixture
 def small_data(tokenizer):
     texts, labels = make_sentences(24, seed=7)
     return Dataset.from_dict({"text": texts, "label": labels}).map(lambda b: tokenizer(b["text"]), batched=True)
@@ -200,7 +200,7 @@ def test_the_tokenize_in_the_collator_recipe_trains(tmp_path, tokenizer, train_d
     texts, labels = sentences
     raw = Dataset.from_dict({"text": texts, "label": labels})
     if kind == "torch":
-        raw = Rows([{"text": t, "label": y} for t, y in zip(texts, labels)])
+        raw = Rows([{"text": t, "label": y} for t, y in zip(texts, labels, strict=True)])
 
     def collate(features):  # raw text rows in, model inputs out: the script tokenizes in its collator
         batch = tokenizer([f["text"] for f in features], padding=True, truncation=True, max_length=32,

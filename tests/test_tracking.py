@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import make_sentences, tiny_model, train_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]

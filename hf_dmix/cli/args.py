@@ -205,16 +205,18 @@ HELP_GROUPS: dict[str, str] = {
     "publishing": "Publishing to the Hub (HubArguments; with --push_to_hub / --hub_model_id / --hub_token).",
 }
 for _cls, _group in ((ModelArguments, "model"), (DataArguments, "data"), (HubArguments, "publishing")):
-    _cls._argument_group_name = _group  # HfArgumentParser puts a dataclass with this attribute in its own group
+    _cls._argument_group_name = _group  # type: ignore[union-attr]  # HfArgumentParser puts a dataclass with this attribute in its own group
 _FILE_SOURCES = ("train_file", "validation_file", "test_file")
 
 
 def build_parser() -> HfArgumentParser:
     """The parser of every flag, its ``--help`` in the sections of :data:`HELP_GROUPS` (model, data, DMIX, training,
     publishing). The usage line names ``sys.argv[0]`` (``run_dmix.py``, or ``hf-dmix train``)."""
-    parser = HfArgumentParser(ARGUMENT_CLASSES, description="Fine-tune and evaluate a classifier with DMIX. A YAML or "
-                              "JSON file of defaults may come first; flags override it.")
-    groups = {title: next((g for g in parser._action_groups if g.title == title), None) for title in HELP_GROUPS}
+    description = ("Fine-tune and evaluate a classifier with DMIX. A YAML or JSON file of defaults may come first; "
+                   "flags override it.")
+    # transformers' DataClassType hint rejects dataclass classes, which it takes.
+    parser = HfArgumentParser(ARGUMENT_CLASSES, description=description)  # type: ignore[arg-type]
+    groups = {g.title: g for g in parser._action_groups if g.title in HELP_GROUPS}
     for title in ("DMIX", "training"):
         groups[title] = parser.add_argument_group(title, HELP_GROUPS[title])
     for title in ("model", "data", "publishing"):

@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     set_up_logging(training_args)
     repo_id = check_hub_args(model_args, training_args, hub_args)
     if hub_args.push_only:
+        assert repo_id is not None  # check_hub_args refuses --push_only without --hub_model_id
         return push_only(training_args, hub_args, repo_id)
     repo_id = check_access(repo_id, training_args)
     log_preset(data_args, training_args, explicit)
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     is_main = trainer.is_world_process_zero()
     if is_main:
         out = training_args.output_dir
+        assert out is not None  # TrainingArguments.__post_init__ sets its default
         write_report(out, results, predictions_csv(data.splits["test"], inputs.row_key, evaluation.predictions["test"],
                                                    data.label_names))
         save_model_and_card(trainer, out, model_args, hub_args)
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finish_distributed()
     if repo_id is not None and is_main:
         trainer.wait_for_hub_pushes()  # a late checkpoint upload must not overwrite the final model
-        results["hub"] = publish(training_args.output_dir, repo_id, training_args, hub_args, after_training=True)
+        results["hub"] = publish(training_args.output_dir or "", repo_id, training_args, hub_args, after_training=True)
     return results
 
 
