@@ -16,11 +16,13 @@ from operating_point import LEARNING_RATES, SEARCH_SEEDS
 from suite import DATASETS
 
 from hf_dmix.compare import LABELS, SEARCHED, SETTINGS, cells, choose_recipes, paired_rows
+from hf_dmix.convergence import undertraining_warning
 
 REPORT = ROOT / "docs" / "results" / "operating-point.md"
 DEFAULT = "dmix-centered"
 CANDIDATES = ("dmix-centered-nearest", "dmix-paper")
 COMPARATORS = ("probe", "setfit")
+NUM_LABELS = {"essc": 2, "trec6": 6, "sst2": 2, "mr": 2, "subj": 2}
 
 
 def _by_dataset(records: list[dict], size: str) -> dict[str, list[dict]]:
@@ -168,7 +170,9 @@ def report(records: list[dict]) -> tuple[str, str]:
     search, chosen_all = search_table(per)
     grid, verdicts = grid_tables(per, chosen_all)
     rule4, _ = default_rule(per, chosen_all)
-    warned = sum(1 for r in records if r.get("undertraining_warning"))
+    # Recomputed from each recorded curve with the library's current rule (R7), so every record is judged alike.
+    warned = sum(1 for r in records if r.get("loss_curve") and undertraining_warning(
+        [{"step": s, "loss": v} for s, v in r["loss_curve"]], NUM_LABELS[r["benchmark_meta"]["dataset"]]))
     head = headline(verdicts, per, chosen_all)
     status = (f"{len(records)} records: {stage1} of the {planned1} stage-1 (search) runs; stage 1 complete on "
               f"{len(chosen_all)} of {len(DATASETS)} datasets. {warned} of them ended with the under-training warning.")

@@ -18,9 +18,12 @@ from typing import Any
 
 __all__ = ["UNDERTRAINED_LOSS_SHARE", "final_training_loss", "loss_curve", "training_summary", "undertraining_warning"]
 
-# The threshold of rule R7 in docs/results/operating-point-plan.md, fixed before the grid's runs: a training loss above
-# 90 % of a uniform prediction's ln(C) means the model has barely moved from chance on its own training data.
-UNDERTRAINED_LOSS_SHARE = 0.9
+# Rule R7 of docs/results/operating-point-plan.md (amendment 2): a training loss at the end above 80 % of a uniform
+# prediction's ln(C) means the model has barely moved from chance on its own training data. The plan first said 90 %;
+# the run the warning exists for (TREC-6, lr 2e-5, 4 epochs, 300 examples) ends at 89.1 %, so 90 % missed it. A model
+# that fits its data ends far lower even with mixing (the mixed loss of a perfect fit is E[H(r)] on cross-label pairs,
+# a fraction of ln C for r ~ Beta(0.2, 0.2)).
+UNDERTRAINED_LOSS_SHARE = 0.8
 # The end of training is the last tenth of the logged steps (at least one logged value).
 FINAL_FRACTION = 0.1
 
@@ -47,7 +50,7 @@ def undertraining_warning(log_history: Sequence[Mapping[str, Any]], num_labels: 
     loss of a uniform prediction over ``num_labels`` classes, naming the fix; ``None`` otherwise.
 
     The mixed loss of a mixup step is never 0, but for the ratios ``Beta(0.2, 0.2)`` draws (mostly near 0 or 1) a
-    model that fits its data ends far below 90 % of ln(C), so the same threshold applies with and without mixing.
+    model that fits its data ends far below 80 % of ln(C), so the same threshold applies with and without mixing.
     """
     if num_labels < 2:
         raise ValueError(f"num_labels must be at least 2, got {num_labels}")
