@@ -201,6 +201,46 @@ def test_card_of_a_demo_run_names_its_dataset(tmp_path, tiny_model_dir):
     assert f"on {dataset['name']}" in card or f"| {dataset['name']}" in card
 
 
+def test_a_python_run_in_a_cli_runs_folder_never_quotes_its_results(tmp_path, tiny_model_dir):
+    """Issue 21, defect 6: ``create_model_card`` (which ``push_to_hub`` calls) quoted any ``results.json`` in
+    ``output_dir``: after a CLI run in the same folder, a Python run's card showed that run's test macro-F1, its data
+    ("local files: pairs.csv") and its split sizes. Both files carry the run's id; the card quotes only its own."""
+    import yaml
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from hf_dmix import DMixConfig, DMixTrainer, load_dmix_info
+
+    texts, labels = make_sentences(60, seed=8)
+    data = _write_csv(tmp_path / "pairs.csv", [{"text": t, "label": y} for t, y in zip(texts, labels)], ["text", "label"])
+    out = tmp_path / "out"
+    cli = run_dmix.main(_base_args(tiny_model_dir, out, "--train_file", str(data), "--tau", "0.5"))
+    cli_card = (out / "README.md").read_text(encoding="utf-8")
+    assert "local files: pairs.csv" in cli_card and "model-index" in cli_card  # the CLI's card quotes its own run
+    cli_record = json.loads((out / "dmix_config.json").read_text())
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    train = Dataset.from_dict({"text": texts[:24], "label": labels[:24]}).map(
+        lambda b: tokenizer(b["text"], truncation=True, max_length=24), batched=True, remove_columns=["text"])
+    args = DMixConfig(output_dir=str(out), max_steps=1, per_device_train_batch_size=4, use_cpu=True,
+                      report_to="none", disable_tqdm=True, save_strategy="no", tau=0.5)
+    trainer = DMixTrainer(model=AutoModelForSequenceClassification.from_pretrained(tiny_model_dir), args=args,
+                          train_dataset=train, processing_class=tokenizer)
+    trainer.train()
+    trainer.save_model()
+    trainer.create_model_card()
+    card = (out / "README.md").read_text(encoding="utf-8")
+    header = yaml.safe_load(card[4:].split("\n---\n", 1)[0])
+    assert "model-index" not in header and "No evaluation results were recorded" in card  # none of its own
+    # Nothing the CLI's card took from its results.json: metrics rows, the data, the split sizes.
+    quoted = [line for line in cli_card.splitlines() if line.startswith(("| test |", "| validation |", "| examples ("))
+              or "pairs.csv" in line]
+    assert len(quoted) >= 4 and not [line for line in quoted if line in card] and "pairs.csv" not in card
+    assert cli["run_id"] == cli_record["run_id"] != trainer.run_id
+    assert json.loads((out / "dmix_config.json").read_text())["run_id"] == trainer.run_id
+    assert load_dmix_info(out).results is None  # the folder's results.json is not this model's either
+
+
 def test_demo_data_ships_as_package_data():
     """Every demo file (and its attribution) matches a package-data pattern, so wheels carry it."""
     import tomllib

@@ -77,6 +77,7 @@ def build_results(
     test_labels = evaluation.labels["test"]
     used_sizes = {s: len(encoded[s]) for s in ("train", "validation", "test")}
     return {
+        "run_id": trainer.run_id,  # the same id as dmix_config.json's: the card quotes only its own run's results
         "preset": data_args.preset,
         "modality": inputs.modality,
         "model": model_args.model_name_or_path,
