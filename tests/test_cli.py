@@ -721,6 +721,38 @@ def test_cli_sentence_pairs_are_tokenized_and_embedded_as_pairs(tmp_path, tiny_m
     assert args.embedding_text_pair_column == "text_pair"
 
 
+def test_predictions_of_sentence_pairs_hold_both_texts(tmp_path, tiny_model_dir):
+    """Issue 21, defect 8: with ``--text_pair_column``, predictions.csv wrote only the first text of each pair."""
+    texts, labels = make_sentences(60, seed=6)
+    rows = [{"premise": t, "hypothesis": f"second {i} " + texts[(i + 3) % 60], "label": y}
+            for i, (t, y) in enumerate(zip(texts, labels))]
+    train = _write_csv(tmp_path / "pairs.csv", rows, ["premise", "hypothesis", "label"])
+    out = tmp_path / "out"
+    results = run_dmix.main(_base_args(tiny_model_dir, out, "--train_file", str(train), "--text_column", "premise",
+                                       "--text_pair_column", "hypothesis", "--preset", "baseline"))
+    predicted = list(csv.DictReader(open(out / "predictions.csv", encoding="utf-8")))
+    assert list(predicted[0])[:4] == ["text", "text_pair", "label", "prediction"]
+    assert len(predicted) == results["data"]["used_sizes"]["test"]
+    second_of = {r["premise"]: r["hypothesis"] for r in rows}
+    assert all(r["text_pair"] == second_of[r["text"]] for r in predicted)
+
+
+@pytest.mark.parametrize("preset", ["mixup", "sentence-mixup"])
+def test_mixup_presets_log_no_partner_rule_or_order(tmp_path, tiny_model_dir, string_label_csv, caplog, preset):
+    """Issue 21, defect 8: ``--preset mixup`` / ``sentence-mixup`` logged "random, centered rule, farthest, tau=1.0":
+    a rule and an order that do not apply to uniformly drawn partners."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="hf_dmix")
+    run_dmix.main(_base_args(tiny_model_dir, tmp_path / "out", "--train_file", str(string_label_csv),
+                             "--text_column", "sentence", "--label_column", "sentiment", "--preset", preset,
+                             "--max_steps", "1"))
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("DMIX partner index (")]
+    named = line.split("):")[0]
+    assert "rule" not in named and "farthest" not in named and "nearest" not in named, line
+    assert "every other example" in named and "candidates per example out of" in line
+
+
 def test_embedding_model_embeds_sentence_pairs_as_pairs(tmp_path):
     # With a separate encoder, the pair columns go to its tokenizer together, as text_pair.
     import torch
