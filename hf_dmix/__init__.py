@@ -14,6 +14,8 @@ HuBERT, AST) classifiers are supported; for images and audio pass the feature ex
 inputs) where text passes the tokenizer.
 """
 
+# First: importing compat checks the installed transformers (a clear error, not a silently skipped override).
+from .compat import SUPPORTED_TRANSFORMERS, check_transformers
 from .cards import render_model_card
 from .checkpoint import ResumeMismatchError, last_complete_checkpoint
 from .collator import DMixDataCollator
@@ -58,6 +60,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SUPPORTED_MODEL_TYPES",
+    "SUPPORTED_TRANSFORMERS",
+    "check_transformers",
     "DMixConfig",
     "DMixDataCollator",
     "DMixInfo",
