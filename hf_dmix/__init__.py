@@ -14,10 +14,12 @@ HuBERT, AST) classifiers are supported; for images and audio pass the feature ex
 inputs) where text passes the tokenizer.
 """
 
+# First: importing compat checks the installed transformers (a clear error, not a silently skipped override).
 from ._version import __version__
 from .cards import render_model_card
 from .checkpoint import ResumeMismatchError, last_complete_checkpoint
 from .collator import DMixDataCollator
+from .compat import SUPPORTED_TRANSFORMERS, check_transformers
 from .config import DMixConfig
 from .convergence import final_training_loss, training_summary, undertraining_warning
 from .diagnostics import (
@@ -61,6 +63,7 @@ from .trainer import DMixTrainer
 
 __all__ = [
     "SUPPORTED_MODEL_TYPES",
+    "SUPPORTED_TRANSFORMERS",
     "CollatorLayoutError",
     "DMixConfig",
     "DMixDataCollator",
@@ -76,6 +79,7 @@ __all__ = [
     "__version__",
     "build_partner_index",
     "candidate_overlap",
+    "check_transformers",
     "data_diagnostics",
     "describe_partner_index",
     "dmix_record",

@@ -623,6 +623,18 @@ def _card_tags(task: CardTask, peft: Mapping[str, Any] | None, adapter: bool, ta
     return all_tags
 
 
+def results_of_run(record: Any, results: Any) -> Mapping[str, Any] | None:
+    """``results`` if it is the ``results.json`` of the run that wrote ``record`` (``dmix_config.json``), else ``None``.
+
+    A run stamps both files with one ``run_id`` (``DMixTrainer.run_id``); an output folder reused by another run may
+    still hold an earlier run's ``results.json``, whose metrics, data and split sizes are not this model's. Files from
+    before run ids (neither has one) are kept: there is nothing to tell them apart by.
+    """
+    if not isinstance(results, Mapping) or not isinstance(record, Mapping):
+        return None
+    return results if record.get("run_id") == results.get("run_id") else None
+
+
 def card_metadata(card: ModelCard) -> dict[str, Any]:
     """The metadata of a rendered DMIX card, as keyword arguments of :func:`render_model_card`.
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cards import TAU_SWEEP_PLOT_NAME, card_metadata, display_name, render_model_card
+from .cards import TAU_SWEEP_PLOT_NAME, card_metadata, display_name, render_model_card, results_of_run
 from .hub_errors import HubError, hub_error
 from .record import DMIX_CONFIG_NAME, README_NAME, RESULTS_NAME, read_json
 
@@ -184,7 +185,8 @@ def push_to_hub(
     """Publish the output folder of a DMIX run to the Hub, in one commit, without changing the folder.
 
     Uploads the model (``model.safetensors`` + ``config.json``) or the LoRA adapter (``adapter_model.safetensors`` +
-    ``adapter_config.json``), the tokenizer, ``dmix_config.json``, ``results.json`` (when present), a τ-sweep plot
+    ``adapter_config.json``), the tokenizer, ``dmix_config.json``, ``results.json`` (when present and of the run that
+    wrote ``dmix_config.json``: the same ``run_id``), a τ-sweep plot
     (``tau_sweep.png``, when present), ``training_args.bin`` and the DMIX card as ``README.md``. The folder's
     ``README.md`` is published as is when it is this repository's DMIX card; otherwise (no card, another repository
     id, a merged LoRA model) the card is rendered again from the folder's files, keeping the existing card's
@@ -222,6 +224,10 @@ def push_to_hub(
     _check_publishable(folder, files, merge_lora)
     record = read_json(folder / DMIX_CONFIG_NAME)
     results = read_json(folder / RESULTS_NAME)
+    if results is not None and results_of_run(record, results) is None:
+        # An earlier run's results.json left in a reused folder is not this model's: neither pushed nor quoted.
+        logging.getLogger(__name__).warning(f"{folder / RESULTS_NAME} is another run's (run_id): not published.")
+        files.pop(RESULTS_NAME, None)
     secrets = [token, get_token()]
     _scan_for_secrets(files, secrets)
 
@@ -315,25 +321,34 @@ def _card_for(
     merged: bool,
     overrides: Mapping[str, Any] | None = None,
 ) -> bytes:
-    """The README.md to publish: the folder's own card if it is this repository's DMIX card, else a new rendering."""
+    """The README.md to publish: the folder's own card if it is this repository's DMIX card, else a new rendering.
+
+    When ``results`` is another run's (:func:`~hf_dmix.cards.results_of_run`), the folder's card may quote it: the
+    card is rendered again, without those results and without the metrics of the folder's card.
+    """
     from huggingface_hub import ModelCard
 
     path = folder / README_NAME
     metadata: dict[str, Any] = {}
+    own_results = results_of_run(record, results)
+    stale = results is not None and own_results is None
     if path.is_file():
         text = path.read_bytes()
         try:
             card = ModelCard(text.decode("utf-8"))
         except Exception:  # noqa: BLE001 - not a parseable card: render a new one
             card = None
-        if card is not None and "dmix" in (card.data.get("tags") or []):
-            if not merged and not overrides and card.data.get("model_name") == repo_id:
+        if card is not None and "dmix" in (card.data.tags or []):
+            if not merged and not overrides and not stale and card.data.model_name == repo_id:
                 return text
             metadata = card_metadata(card)
+            if stale:  # what the folder's card took from that results.json
+                metadata.pop("eval_results", None)
+                metadata.pop("datasets", None)
     metadata.update(overrides or {})
     plot = TAU_SWEEP_PLOT_NAME if (folder / TAU_SWEEP_PLOT_NAME).is_file() else None
     try:
-        card = render_model_card(record, results, repo_id=repo_id, tau_sweep_plot=plot, **metadata)
+        card = render_model_card(record, own_results, repo_id=repo_id, tau_sweep_plot=plot, **metadata)
     except ValueError as err:
         raise HubError(f"Cannot render the model card from {folder}: {err}") from err
     return str(card).encode("utf-8")

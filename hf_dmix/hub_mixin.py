@@ -12,6 +12,8 @@ The host class is a ``transformers.Trainer`` that also has ``mix_layers``, ``num
 
 from __future__ import annotations
 
+import logging
+import uuid
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -19,11 +21,29 @@ if TYPE_CHECKING:
 else:
     TrainerHost = object
 
+logger = logging.getLogger(__name__)
+
 
 class DMixHubMixin(TrainerHost):
     """Model card, DMIX record and Hub-push hooks for ``DMixTrainer`` (see the module docstring)."""
 
     _CARD_METADATA_KEYS = ("language", "license", "tags", "finetuned_from", "dataset", "repo_id")
+
+    @property
+    def run_id(self) -> str:
+        """The id of this trainer's current run: new for every ``train()`` (one is made on first use before that).
+
+        ``dmix_config.json`` and the CLI's ``results.json`` carry it; the card quotes a ``results.json`` only when its
+        ``run_id`` is this one, so an earlier run's results left in ``output_dir`` never appear in this run's card.
+        """
+        if getattr(self, "_run_id", None) is None:
+            self._run_id = uuid.uuid4().hex
+        return self._run_id
+
+    def train(self, *args: Any, **kwargs: Any):
+        # Every train() is a run of its own (a second train(), a resume, a hyperparameter search): a new id.
+        self._run_id = uuid.uuid4().hex
+        return super().train(*args, **kwargs)
 
     def set_model_card_metadata(self, **metadata: Any) -> None:
         """Defaults for :meth:`create_model_card`, used by every card this trainer writes (checkpoint pushes too).
@@ -48,7 +68,7 @@ class DMixHubMixin(TrainerHost):
         from .record import dmix_record
 
         base_model = base_model or getattr(self, "_card_metadata", {}).get("finetuned_from")
-        return dmix_record(
+        record = dmix_record(
             self.args,
             self.model,
             mix_layers=self.mix_layers if self._mixing else None,
@@ -57,6 +77,7 @@ class DMixHubMixin(TrainerHost):
             base_model=base_model,
             embedding_source=self._indexer.source(self.args),
         )
+        return {**record, "run_id": self.run_id}
 
     def create_model_card(
         self,
@@ -75,8 +96,8 @@ class DMixHubMixin(TrainerHost):
 
         Replaces ``Trainer``'s generic card (``push_to_hub`` calls it before uploading). The card is rendered from
         the packaged template (:func:`hf_dmix.cards.render_model_card`): base model, datasets, languages, tags, the
-        ``model-index`` (test metrics of ``output_dir/results.json`` when present, else the last evaluation during
-        training), the DMIX and training hyperparameters, the label names, usage snippets and the DMIX citation;
+        ``model-index`` (test metrics of ``output_dir/results.json`` when that file is this run's — its ``run_id``
+        is :attr:`run_id` —, else the last evaluation during training), the DMIX and training hyperparameters, the label names, usage snippets and the DMIX citation;
         ``output_dir/tau_sweep.png`` is embedded when present. Nothing is fetched from the Hub.
 
         Arguments not given fall back to :meth:`set_model_card_metadata`. ``tasks``, ``dataset_tags`` and
@@ -101,24 +122,30 @@ class DMixHubMixin(TrainerHost):
         import json
         import os
 
-        from .cards import TAU_SWEEP_PLOT_NAME, hub_repo_id, render_model_card
+        from .cards import TAU_SWEEP_PLOT_NAME, hub_repo_id, render_model_card, results_of_run
         from .io import write_atomic
         from .record import README_NAME, RESULTS_NAME
 
         meta = {**getattr(self, "_card_metadata", {}), **{k: v for k, v in given.items() if v is not None}}
         tags = meta.get("tags") or []
         tags = [tags] if isinstance(tags, str) else list(tags)
+        finetuned_from = meta.get("finetuned_from")
+        record = self.dmix_record(finetuned_from)
         results = None
         results_path = os.path.join(output_dir, RESULTS_NAME)
         if use_results and os.path.isfile(results_path):
             with open(results_path, encoding="utf-8") as f:
-                results = json.load(f)
+                found = json.load(f)
+            results = results_of_run(record, found)
+            if results is None:
+                other = found.get("run_id") if isinstance(found, dict) else None
+                logger.warning(f"{results_path} is not this run's (its run_id: {other!r}, this run: {self.run_id!r}): "
+                               "the model card does not quote it.")
         repo_id = next(
             (r for r in (meta.get("repo_id"), self.hub_model_id, self.args.hub_model_id) if hub_repo_id(r)), None
         )
-        finetuned_from = meta.get("finetuned_from")
         card = render_model_card(
-            self.dmix_record(finetuned_from),
+            record,
             results,
             repo_id=repo_id,
             base_model=hub_repo_id(finetuned_from),

@@ -415,10 +415,18 @@ def show_summary(args: DMixConfig, message: str) -> bool:
     return True
 
 
+def _search_named(args: DMixConfig) -> str:
+    """The partner search as the settings that took effect: random partners or ``tau = 1`` rank nothing, so no rule,
+    order or distance applies (``DMixConfig.effective_dmix_settings`` decides, as for ``results.json``)."""
+    if "partner_rule" not in args.effective_dmix_settings():
+        return "every other example, uniformly: Mixup partners"
+    return f"{args.partner_distance}, {args.partner_rule} rule, {args.partner_order}, tau={args.tau}"
+
+
 def _log_line(args: DMixConfig, s: dict[str, float], n: int) -> str:
     return (
-        f"DMIX partner index ({args.partner_distance}, {args.partner_rule} rule, {args.partner_order}, "
-        f"tau={args.tau}): {int(s['candidates_per_example'])} candidates per example out of {n - 1}; "
+        f"DMIX partner index ({_search_named(args)}): {int(s['candidates_per_example'])} candidates per example out "
+        f"of {n - 1}; "
         f"{s['distinct_candidate_share']:.1%} of the training set appears as a candidate; the most frequent 1% "
         f"of examples hold {s['top1pct_slot_share']:.1%} of candidate slots (random: "
         f"{s['random_top1pct_slot_share']:.1%}); k-occurrence skewness {s['k_occurrence_skewness']:.2f} (random: "

@@ -86,6 +86,7 @@ def roundtrip(cfg: dict) -> dict:
         return {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
 
     results = {
+        "run_id": trainer.run_id,  # this run's results: the card quotes them (another run's it would not)
         "metrics": {
             "test": strip(trainer.predict(test, metric_key_prefix="test").metrics, "test_"),
             "validation": strip(trainer.evaluate(dev, metric_key_prefix="validation"), "validation_"),

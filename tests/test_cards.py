@@ -306,7 +306,10 @@ def test_trainer_model_card_is_offline_main_process_only_and_uses_results(traine
     assert "`tiny-bert` (a local model)" in body and "/home/someone" not in body
 
     results = {"metrics": {"test": {"macro_f1": 0.625, "accuracy": 0.75, "weighted_f1": 0.6}}}
-    (out / "results.json").write_text(json.dumps(results))
+    (out / "results.json").write_text(json.dumps(results))  # no run id: not this run's
+    trained.create_model_card()
+    assert "model-index" not in _split(readme.read_text())[0]
+    (out / "results.json").write_text(json.dumps({**results, "run_id": trained.run_id}))
     (out / "tau_sweep.png").write_bytes(b"\x89PNG")
     trained.create_model_card()
     header, body = _split(readme.read_text())
@@ -329,6 +332,54 @@ def test_lora_record(tmp_path, tokenizer, train_dataset):
     assert record["peft"]["merged"] is False and record["base_model"] == "org/base"
     header, _ = _split(render_model_card(record, None))
     assert header["library_name"] == "peft" and header["base_model"] == "org/base"
+
+
+class _RecordingHubApi:
+    """Stands in for ``huggingface_hub.HfApi`` in ``push_to_hub``: keeps the commit instead of sending it."""
+
+    commits: list = []
+
+    def __init__(self, token=None):
+        pass
+
+    def create_repo(self, repo_id, **kwargs):
+        return type("Repo", (), {"repo_id": repo_id})()
+
+    def list_repo_files(self, repo_id, revision=None):
+        return []
+
+    def create_commit(self, repo_id, operations, **kwargs):
+        self.commits.append({op.path_in_repo: op.path_or_fileobj for op in operations})
+        return type("Info", (), {"commit_url": f"hub/{repo_id}/commit/1", "oid": "1"})()
+
+
+def test_push_of_a_reused_folder_publishes_no_other_runs_results(trained, monkeypatch):
+    """Issue 21, defect 6: a folder that holds another run's results.json and card (an earlier CLI run, say) publishes
+    this run's model without them: results.json stays local and the card is rendered again without its metrics/data."""
+    import huggingface_hub
+
+    out = Path(trained.args.output_dir)
+    trained.save_model()
+    record = json.loads((out / "dmix_config.json").read_text())
+    stale = {"run_id": "0" * 32, "metrics": {"test": {"macro_f1": 0.9876, "accuracy": 0.99, "weighted_f1": 0.98}},
+             "data": {"source": {"train_file": "/data/pairs.csv"}, "used_sizes": {"train": 480, "test": 60}}}
+    (out / "results.json").write_text(json.dumps(stale))
+    other_card = render_model_card({**record, "run_id": stale["run_id"]}, stale, repo_id="alice/tiny-dmix")
+    (out / "README.md").write_text(str(other_card))
+    assert "0.9876" in str(other_card) and "pairs.csv" in str(other_card)
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", _RecordingHubApi)
+    monkeypatch.setattr(_RecordingHubApi, "commits", [])
+    push_to_hub(out, "alice/tiny-dmix", token=TOKEN)
+    (pushed,) = _RecordingHubApi.commits
+    card = pushed["README.md"].decode()
+    assert "results.json" not in pushed and "dmix_config.json" in pushed and "model.safetensors" in pushed
+    assert "0.9876" not in card and "pairs.csv" not in card and "model-index" not in _split(card)[0]
+    assert load_dmix_info(out).results is None and record["run_id"] == trained.run_id
+
+    (out / "results.json").write_text(json.dumps({**stale, "run_id": trained.run_id}))  # this run's: published
+    push_to_hub(out, "alice/tiny-dmix", token=TOKEN)
+    assert "results.json" in _RecordingHubApi.commits[-1] and "0.9876" in _RecordingHubApi.commits[-1]["README.md"].decode()
 
 
 # ---------------------------------------------------------------------- push_to_hub refuses before any request

@@ -206,6 +206,46 @@ def test_card_of_a_demo_run_names_its_dataset(tmp_path, tiny_model_dir):
     assert f"on {dataset['name']}" in card or f"| {dataset['name']}" in card
 
 
+def test_a_python_run_in_a_cli_runs_folder_never_quotes_its_results(tmp_path, tiny_model_dir):
+    """Issue 21, defect 6: ``create_model_card`` (which ``push_to_hub`` calls) quoted any ``results.json`` in
+    ``output_dir``: after a CLI run in the same folder, a Python run's card showed that run's test macro-F1, its data
+    ("local files: pairs.csv") and its split sizes. Both files carry the run's id; the card quotes only its own."""
+    import yaml
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from hf_dmix import DMixConfig, DMixTrainer, load_dmix_info
+
+    texts, labels = make_sentences(60, seed=8)
+    data = _write_csv(tmp_path / "pairs.csv", [{"text": t, "label": y} for t, y in zip(texts, labels)], ["text", "label"])
+    out = tmp_path / "out"
+    cli = run_dmix.main(_base_args(tiny_model_dir, out, "--train_file", str(data), "--tau", "0.5"))
+    cli_card = (out / "README.md").read_text(encoding="utf-8")
+    assert "local files: pairs.csv" in cli_card and "model-index" in cli_card  # the CLI's card quotes its own run
+    cli_record = json.loads((out / "dmix_config.json").read_text())
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    train = Dataset.from_dict({"text": texts[:24], "label": labels[:24]}).map(
+        lambda b: tokenizer(b["text"], truncation=True, max_length=24), batched=True, remove_columns=["text"])
+    args = DMixConfig(output_dir=str(out), max_steps=1, per_device_train_batch_size=4, use_cpu=True,
+                      report_to="none", disable_tqdm=True, save_strategy="no", tau=0.5)
+    trainer = DMixTrainer(model=AutoModelForSequenceClassification.from_pretrained(tiny_model_dir), args=args,
+                          train_dataset=train, processing_class=tokenizer)
+    trainer.train()
+    trainer.save_model()
+    trainer.create_model_card()
+    card = (out / "README.md").read_text(encoding="utf-8")
+    header = yaml.safe_load(card[4:].split("\n---\n", 1)[0])
+    assert "model-index" not in header and "No evaluation results were recorded" in card  # none of its own
+    # Nothing the CLI's card took from its results.json: metrics rows, the data, the split sizes.
+    quoted = [line for line in cli_card.splitlines() if line.startswith(("| test |", "| validation |", "| examples ("))
+              or "pairs.csv" in line]
+    assert len(quoted) >= 4 and not [line for line in quoted if line in card] and "pairs.csv" not in card
+    assert cli["run_id"] == cli_record["run_id"] != trainer.run_id
+    assert json.loads((out / "dmix_config.json").read_text())["run_id"] == trainer.run_id
+    assert load_dmix_info(out).results is None  # the folder's results.json is not this model's either
+
+
 def test_demo_data_ships_as_package_data():
     """Every demo file (and its attribution) matches a package-data pattern, so wheels carry it."""
     from fnmatch import fnmatch
@@ -685,6 +725,38 @@ def test_cli_sentence_pairs_are_tokenized_and_embedded_as_pairs(tmp_path, tiny_m
     _, _, args, _, _ = run_dmix.parse_args(_base_args(tiny_model_dir, out, "--train_file", str(train),
                                                         "--text_pair_column", "sentence2"))
     assert args.embedding_text_pair_column == "text_pair"
+
+
+def test_predictions_of_sentence_pairs_hold_both_texts(tmp_path, tiny_model_dir):
+    """Issue 21, defect 8: with ``--text_pair_column``, predictions.csv wrote only the first text of each pair."""
+    texts, labels = make_sentences(60, seed=6)
+    rows = [{"premise": t, "hypothesis": f"second {i} " + texts[(i + 3) % 60], "label": y}
+            for i, (t, y) in enumerate(zip(texts, labels))]
+    train = _write_csv(tmp_path / "pairs.csv", rows, ["premise", "hypothesis", "label"])
+    out = tmp_path / "out"
+    results = run_dmix.main(_base_args(tiny_model_dir, out, "--train_file", str(train), "--text_column", "premise",
+                                       "--text_pair_column", "hypothesis", "--preset", "baseline"))
+    predicted = list(csv.DictReader(open(out / "predictions.csv", encoding="utf-8")))
+    assert list(predicted[0])[:4] == ["text", "text_pair", "label", "prediction"]
+    assert len(predicted) == results["data"]["used_sizes"]["test"]
+    second_of = {r["premise"]: r["hypothesis"] for r in rows}
+    assert all(r["text_pair"] == second_of[r["text"]] for r in predicted)
+
+
+@pytest.mark.parametrize("preset", ["mixup", "sentence-mixup"])
+def test_mixup_presets_log_no_partner_rule_or_order(tmp_path, tiny_model_dir, string_label_csv, caplog, preset):
+    """Issue 21, defect 8: ``--preset mixup`` / ``sentence-mixup`` logged "random, centered rule, farthest, tau=1.0":
+    a rule and an order that do not apply to uniformly drawn partners."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="hf_dmix")
+    run_dmix.main(_base_args(tiny_model_dir, tmp_path / "out", "--train_file", str(string_label_csv),
+                             "--text_column", "sentence", "--label_column", "sentiment", "--preset", preset,
+                             "--max_steps", "1"))
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("DMIX partner index (")]
+    named = line.split("):")[0]
+    assert "rule" not in named and "farthest" not in named and "nearest" not in named, line
+    assert "every other example" in named and "candidates per example out of" in line
 
 
 def test_embedding_model_embeds_sentence_pairs_as_pairs(tmp_path):

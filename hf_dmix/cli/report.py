@@ -72,6 +72,7 @@ def build_results(
     test_labels = evaluation.labels["test"]
     used_sizes = {s: len(encoded[s]) for s in ("train", "validation", "test")}
     return {
+        "run_id": trainer.run_id,  # the same id as dmix_config.json's: the card quotes only its own run's results
         "preset": data_args.preset,
         "modality": inputs.modality,
         "model": model_args.model_name_or_path,
@@ -101,16 +102,18 @@ def build_results(
 
 
 def predictions_csv(test_rows, row_key: str, test_output, label_names: list[str]) -> str:
-    """``predictions.csv``: one row per test example (its text, or its id for images and clips), the true label,
-    the predicted one and the probability of every class."""
+    """``predictions.csv``: one row per test example (its text — both texts of a sentence pair, as ``text`` and
+    ``text_pair`` — or its id for images and clips), the true label, the predicted one and the probability of every
+    class."""
     import torch
 
     probs = torch.softmax(torch.as_tensor(test_output.predictions), dim=-1).numpy()
+    keys = [row_key] + (["text_pair"] if row_key == "text" and "text_pair" in test_rows.column_names else [])
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow([row_key, "label", "prediction", *[f"p_{n}" for n in label_names]])
-    for key, label, p in zip(test_rows[row_key], test_rows["label"], probs, strict=True):
-        writer.writerow([key, label_names[label], label_names[int(np.argmax(p))], *[f"{x:.6f}" for x in p]])
+    writer.writerow([*keys, "label", "prediction", *[f"p_{n}" for n in label_names]])
+    for *key, label, p in zip(*(test_rows[k] for k in keys), test_rows["label"], probs, strict=True):
+        writer.writerow([*key, label_names[label], label_names[int(np.argmax(p))], *[f"{x:.6f}" for x in p]])
     return buf.getvalue()
 
 
