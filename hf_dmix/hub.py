@@ -338,9 +338,11 @@ def _card_for(
             card = ModelCard(text.decode("utf-8"))
         except Exception:  # noqa: BLE001 - not a parseable card: render a new one
             card = None
-        if card is not None and "dmix" in (card.data.tags or []):
-            if not merged and not overrides and not stale and card.data.model_name == repo_id:
+        data: Any = card.data if card is not None else None  # a ModelCardData (typed as its CardData base)
+        if data is not None and "dmix" in (data.tags or []):
+            if not merged and not overrides and not stale and data.model_name == repo_id:
                 return text
+            assert card is not None  # data came from it
             metadata = card_metadata(card)
             if stale:  # what the folder's card took from that results.json
                 metadata.pop("eval_results", None)

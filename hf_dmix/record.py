@@ -227,7 +227,8 @@ def load_dmix_info(repo_id: str | os.PathLike, revision: str | None = None, toke
         record = read_json(local / DMIX_CONFIG_NAME)
         if record is None:
             raise HubError(f"{local} has no {DMIX_CONFIG_NAME}: it is not the output folder of a DMIX run.")
-        results = results_of_run(record, read_json(local / RESULTS_NAME))  # an earlier run's: not this model's
+        own = results_of_run(record, read_json(local / RESULTS_NAME))  # an earlier run's: not this model's
+        results = dict(own) if own is not None else None
         return DMixInfo(repo_id=os.fspath(repo_id), revision=None, record=record, results=results)
     if not isinstance(repo_id, str) or not hub_repo_id(repo_id):
         raise HubError(f"{repo_id!r} is neither a local folder nor a Hub repository id ('namespace/name').")

@@ -10,6 +10,7 @@ import json
 import math
 import pickle
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -337,7 +338,7 @@ def test_lora_record(tmp_path, tokenizer, train_dataset):
 class _RecordingHubApi:
     """Stands in for ``huggingface_hub.HfApi`` in ``push_to_hub``: keeps the commit instead of sending it."""
 
-    commits: list = []
+    commits: ClassVar[list] = []
 
     def __init__(self, token=None):
         pass

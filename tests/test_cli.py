@@ -217,7 +217,7 @@ def test_a_python_run_in_a_cli_runs_folder_never_quotes_its_results(tmp_path, ti
     from hf_dmix import DMixConfig, DMixTrainer, load_dmix_info
 
     texts, labels = make_sentences(60, seed=8)
-    data = _write_csv(tmp_path / "pairs.csv", [{"text": t, "label": y} for t, y in zip(texts, labels)], ["text", "label"])
+    data = _write_csv(tmp_path / "pairs.csv", [{"text": t, "label": y} for t, y in zip(texts, labels, strict=True)], ["text", "label"])
     out = tmp_path / "out"
     cli = run_dmix.main(_base_args(tiny_model_dir, out, "--train_file", str(data), "--tau", "0.5"))
     cli_card = (out / "README.md").read_text(encoding="utf-8")
@@ -731,12 +731,13 @@ def test_predictions_of_sentence_pairs_hold_both_texts(tmp_path, tiny_model_dir)
     """Issue 21, defect 8: with ``--text_pair_column``, predictions.csv wrote only the first text of each pair."""
     texts, labels = make_sentences(60, seed=6)
     rows = [{"premise": t, "hypothesis": f"second {i} " + texts[(i + 3) % 60], "label": y}
-            for i, (t, y) in enumerate(zip(texts, labels))]
+            for i, (t, y) in enumerate(zip(texts, labels, strict=True))]
     train = _write_csv(tmp_path / "pairs.csv", rows, ["premise", "hypothesis", "label"])
     out = tmp_path / "out"
     results = run_dmix.main(_base_args(tiny_model_dir, out, "--train_file", str(train), "--text_column", "premise",
                                        "--text_pair_column", "hypothesis", "--preset", "baseline"))
-    predicted = list(csv.DictReader(open(out / "predictions.csv", encoding="utf-8")))
+    with open(out / "predictions.csv", encoding="utf-8") as f:
+        predicted = list(csv.DictReader(f))
     assert list(predicted[0])[:4] == ["text", "text_pair", "label", "prediction"]
     assert len(predicted) == results["data"]["used_sizes"]["test"]
     second_of = {r["premise"]: r["hypothesis"] for r in rows}
