@@ -42,8 +42,20 @@ from hf_dmix.cli.train import main, set_up_logging
 
 # Importable from the script as before (tests and benchmarks/*.py use them).
 __all__ = [
-    "PRESETS", "DataArguments", "HubArguments", "ModelArguments", "check_outcome", "log_data_diagnostics", "log_preset",
-    "main", "majority_baseline", "parse_args", "resolve_modality", "resolve_model_path", "run", "set_up_logging",
+    "PRESETS",
+    "DataArguments",
+    "HubArguments",
+    "ModelArguments",
+    "check_outcome",
+    "log_data_diagnostics",
+    "log_preset",
+    "main",
+    "majority_baseline",
+    "parse_args",
+    "resolve_modality",
+    "resolve_model_path",
+    "run",
+    "set_up_logging",
 ]
 
 

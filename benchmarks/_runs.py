@@ -61,7 +61,7 @@ def write_section(path: Path, marker: str, body: str) -> None:
     text = path.read_text() if path.exists() else ""
     block = f"{start}\n{body.rstrip()}\n{end}"
     if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +76,4 @@ def read_section(path: Path, marker: str) -> str | None:
     text = path.read_text() if path.exists() else ""
     if start not in text or end not in text:
         return None
-    return text[text.index(start) + len(start): text.index(end)].strip("\n")
-
-
+    return text[text.index(start) + len(start) : text.index(end)].strip("\n")

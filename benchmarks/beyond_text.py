@@ -40,10 +40,16 @@ from _runs import (
 
 # dataset: (model, data flags, training flags). Chosen on the baseline's validation accuracy (see the report).
 DATASETS: dict[str, tuple[str, dict[str, object], dict[str, object]]] = {
-    "digits": ("config:vit-tiny", {"dataset_name": "digits"},
-               {"num_train_epochs": 15, "learning_rate": 1e-3, "per_device_train_batch_size": 32, "warmup_steps": 40}),
-    "fsdd": ("config:ast-tiny", {"dataset_name": "fsdd"},
-             {"num_train_epochs": 6, "learning_rate": 2e-3, "per_device_train_batch_size": 32, "warmup_steps": 40}),
+    "digits": (
+        "config:vit-tiny",
+        {"dataset_name": "digits"},
+        {"num_train_epochs": 15, "learning_rate": 1e-3, "per_device_train_batch_size": 32, "warmup_steps": 40},
+    ),
+    "fsdd": (
+        "config:ast-tiny",
+        {"dataset_name": "fsdd"},
+        {"num_train_epochs": 6, "learning_rate": 2e-3, "per_device_train_batch_size": 32, "warmup_steps": 40},
+    ),
 }
 SETTINGS: dict[str, dict[str, object]] = {
     "baseline": {"preset": "baseline"},
@@ -53,25 +59,34 @@ SETTINGS: dict[str, dict[str, object]] = {
 }
 DESCRIPTION = {
     "digits": "scikit-learn digits (8×8, 10 classes), stratified 1,259 / 179 / 359 split (seed 42); "
-              "`config:vit-tiny` (ViT, 4 layers, hidden 64, 2×2 patches, 136,650 parameters, random init)",
+    "`config:vit-tiny` (ViT, 4 layers, hidden 64, 2×2 patches, 136,650 parameters, random init)",
     "fsdd": "FSDD (8 kHz spoken digits, 10 classes), official test split (recording index 0–4, 300 clips), validation "
-            "= 10 % of train stratified by digit × speaker (seed 42): 2,460 / 240 / 300; `config:ast-tiny` (AST on 32 "
-            "log-mel bins × 100 frames, 4 layers, hidden 64, 8×8 patches, 142,282 parameters, random init)",
+    "= 10 % of train stratified by digit × speaker (seed 42): 2,460 / 240 / 300; `config:ast-tiny` (AST on 32 "
+    "log-mel bins × 100 frames, 4 layers, hidden 64, 8×8 patches, 142,282 parameters, random init)",
 }
 
 
 def data_dir(cli_value: str | None) -> Path:
     path = Path(cli_value or os.environ.get("DMIX_DATA_DIR") or ROOT.parent / "shared" / "data")
     if not (path / "fsdd.parquet").is_file():
-        sys.exit(f"fsdd.parquet not found in {path}. Pass --data-dir DIR or set DMIX_DATA_DIR to the folder holding it "
-                 "(the Free Spoken Digit Dataset as one Parquet file; see ../shared/data/README.md).")
+        sys.exit(
+            f"fsdd.parquet not found in {path}. Pass --data-dir DIR or set DMIX_DATA_DIR to the folder holding it "
+            "(the Free Spoken Digit Dataset as one Parquet file; see ../shared/data/README.md)."
+        )
     return path
 
 
 def build_jobs(args: argparse.Namespace) -> list[Job]:
     common = {
-        "per_device_eval_batch_size": 256, "weight_decay": 0.01, "eval_strategy": "no", "save_strategy": "no",
-        "save_model": "false", "report_to": "none", "disable_tqdm": "true", "logging_steps": 50, "split_seed": 42,
+        "per_device_eval_batch_size": 256,
+        "weight_decay": 0.01,
+        "eval_strategy": "no",
+        "save_strategy": "no",
+        "save_model": "false",
+        "report_to": "none",
+        "disable_tqdm": "true",
+        "logging_steps": 50,
+        "split_seed": 42,
         "use_cpu": "true",
     }
     jobs = []
@@ -83,8 +98,15 @@ def build_jobs(args: argparse.Namespace) -> list[Job]:
             for setting in args.settings:
                 flags = {"model_name_or_path": model, **data, **common, **training, **SETTINGS[setting], "seed": seed}
                 meta = {"dataset": name, "setting": setting, "seed": seed}
-                jobs.append(Job(f"{name}-{setting}-seed{seed}", flags, Path(args.runs_dir) / "runs", meta,
-                                Path(args.records_dir)))
+                jobs.append(
+                    Job(
+                        f"{name}-{setting}-seed{seed}",
+                        flags,
+                        Path(args.runs_dir) / "runs",
+                        meta,
+                        Path(args.records_dir),
+                    )
+                )
     return jobs
 
 
@@ -108,8 +130,10 @@ def _ci_text(ci: dict) -> str:
 
 
 def _vs_mixup(per: dict, setting: str, metric: str = "accuracy") -> dict:
-    return paired_ci({s: _pct(r, "test", metric) for s, r in per[setting].items()},
-                     {s: _pct(r, "test", metric) for s, r in per.get("mixup", {}).items()})
+    return paired_ci(
+        {s: _pct(r, "test", metric) for s, r in per[setting].items()},
+        {s: _pct(r, "test", metric) for s, r in per.get("mixup", {}).items()},
+    )
 
 
 def _index_means(runs: dict) -> dict[str, float]:
@@ -121,7 +145,10 @@ def _index_means(runs: dict) -> dict[str, float]:
 def summary(cells: dict) -> str:
     """The generated summary README quotes: per dataset, each setting's test accuracy against Mixup (paired by seed,
     95 % interval; win / tie / loss by the interval), and what the partner index looked like."""
-    lines = ["| dataset | setting | test accuracy (%) | Δ vs Mixup [95 % CI], p | verdict | seeds |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| dataset | setting | test accuracy (%) | Δ vs Mixup [95 % CI], p | verdict | seeds |",
+        "|---|---|---|---|---|---|",
+    ]
     sentences = []
     for name in [d for d in DATASETS if d in cells]:
         per = cells[name]
@@ -131,7 +158,9 @@ def summary(cells: dict) -> str:
                 lines.append(f"| {name} | {setting} | {m:.2f} ± {sd:.2f} | — | — | {len(per[setting])} |")
                 continue
             ci = _vs_mixup(per, setting)
-            lines.append(f"| {name} | {setting} | {m:.2f} ± {sd:.2f} | {_ci_text(ci)} | {verdict(ci)} | {len(per[setting])} |")
+            lines.append(
+                f"| {name} | {setting} | {m:.2f} ± {sd:.2f} | {_ci_text(ci)} | {verdict(ci)} | {len(per[setting])} |"
+            )
             if setting.startswith("dmix"):
                 word = {"win": "beats", "loss": "is worse than", "tie": "ties"}[verdict(ci)]
                 sentences.append(f"- {name}: `{setting}` {word} Mixup (Δ {_ci_text(ci)} points of test accuracy).")
@@ -142,7 +171,8 @@ def summary(cells: dict) -> str:
                     f"- {name}, `{setting}` index (mean over seeds; for `dmix-refresh` the index in use at the end): "
                     f"{100 * idx['same_label_share']:.1f} % of candidates share the anchor's label (random partners "
                     f"{100 * idx['random_same_label_share']:.1f} %); the most frequent 1 % of examples hold "
-                    f"{100 * idx['top1pct_slot_share']:.1f} % of candidate slots (random {100 * idx['random_top1pct_slot_share']:.1f} %).")
+                    f"{100 * idx['top1pct_slot_share']:.1f} % of candidate slots (random {100 * idx['random_top1pct_slot_share']:.1f} %)."
+                )
     return "\n".join(lines + [""] + sentences)
 
 
@@ -151,26 +181,41 @@ def report(results: list[dict]) -> str:
     cells = collect(results)
     devices = sorted({r["device"] for r in results})
     total = sum(r["wall_time_s"] for r in results)
-    lines = [f"{len(results)} recorded runs on {', '.join(devices)}, {total / 60:.1f} min of run time in total. Mean ± sd "
-             "over seeds; Δ = mean paired difference to Mixup (points) with its 95 % interval (Student t over seeds) "
-             "and the paired t-test p; verdict: win / loss when the interval lies entirely above / below 0, else tie. "
-             "Wall time is `wall_time_s` of each record (data loading, preprocessing, partner search, training, "
-             "evaluation); other jobs may share the cores, so the minimum is the best estimate of an unloaded run.",
-             "", "<!-- beyond-summary:start -->", summary(cells), "<!-- beyond-summary:end -->"]
+    lines = [
+        f"{len(results)} recorded runs on {', '.join(devices)}, {total / 60:.1f} min of run time in total. Mean ± sd "
+        "over seeds; Δ = mean paired difference to Mixup (points) with its 95 % interval (Student t over seeds) "
+        "and the paired t-test p; verdict: win / loss when the interval lies entirely above / below 0, else tie. "
+        "Wall time is `wall_time_s` of each record (data loading, preprocessing, partner search, training, "
+        "evaluation); other jobs may share the cores, so the minimum is the best estimate of an unloaded run.",
+        "",
+        "<!-- beyond-summary:start -->",
+        summary(cells),
+        "<!-- beyond-summary:end -->",
+    ]
     for name in [d for d in DATASETS if d in cells]:
         per = cells[name]
         _, _, training = DATASETS[name]
-        lines += ["", f"### {name}", "", DESCRIPTION[name] + ". Training: " + ", ".join(
-            f"{k} {v}" for k, v in training.items()) + ", weight decay 0.01, α = 0.2.", "",
+        lines += [
+            "",
+            f"### {name}",
+            "",
+            DESCRIPTION[name]
+            + ". Training: "
+            + ", ".join(f"{k} {v}" for k, v in training.items())
+            + ", weight decay 0.01, α = 0.2.",
+            "",
             "| setting | test macro-F1 (%) | Δ vs Mixup [95 % CI], p | validation accuracy (%) | wall time per run (s): mean (min) |",
-            "|---|---|---|---|---|"]
+            "|---|---|---|---|---|",
+        ]
         for setting in [s for s in SETTINGS if s in per]:
             runs = per[setting]
             m, sd = mean_std([_pct(r, "test", "macro_f1") for r in runs.values()])
             delta = "—" if setting == "mixup" or "mixup" not in per else _ci_text(_vs_mixup(per, setting, "macro_f1"))
             val = mean_std([_pct(r, "validation", "accuracy") for r in runs.values()])[0]
             walls = [r["wall_time_s"] for r in runs.values()]
-            lines.append(f"| {setting} | {m:.2f} ± {sd:.2f} | {delta} | {val:.2f} | {sum(walls) / len(walls):.0f} ({min(walls):.0f}) |")
+            lines.append(
+                f"| {setting} | {m:.2f} ± {sd:.2f} | {delta} | {val:.2f} | {sum(walls) / len(walls):.0f} ({min(walls):.0f}) |"
+            )
         lines += refresh_lines(per)
     return "\n".join(lines)
 
@@ -184,13 +229,18 @@ def refresh_lines(per: dict) -> list[str]:
     secs = sum(x.get("seconds", 0.0) for x in refreshes) / len(refreshes)
     last = [r["partner_refreshes"][-1].get("same_label_share") for r in runs.values() if r.get("partner_refreshes")]
     last = [x for x in last if x is not None]
-    return ["", f"`dmix-refresh`: {len(refreshes) / len(runs):.0f} refreshes per run, {secs:.1f} s each on average; "
-            f"same-label share of the last refreshed index {100 * sum(last) / max(1, len(last)):.1f} % (mean over seeds)."]
+    return [
+        "",
+        f"`dmix-refresh`: {len(refreshes) / len(runs):.0f} refreshes per run, {secs:.1f} s each on average; "
+        f"same-label share of the last refreshed index {100 * sum(last) / max(1, len(last)):.1f} % (mean over seeds).",
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", default=None, help="folder of fsdd.parquet (default: $DMIX_DATA_DIR or ../shared/data)")
+    parser.add_argument(
+        "--data-dir", default=None, help="folder of fsdd.parquet (default: $DMIX_DATA_DIR or ../shared/data)"
+    )
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--seeds", type=int, default=5)
@@ -198,8 +248,11 @@ def main() -> None:
     parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "beyond-text"))
     parser.add_argument("--report", default=str(ROOT / "docs" / "results" / "beyond-text.md"))
     parser.add_argument("--report-only", action="store_true", help="summarise the recorded runs; train nothing")
-    parser.add_argument("--records-dir", default=str(ROOT / "benchmarks" / "results" / "beyond-text"),
-                        help="committed folder of one small JSON record per finished run; reports read only these")
+    parser.add_argument(
+        "--records-dir",
+        default=str(ROOT / "benchmarks" / "results" / "beyond-text"),
+        help="committed folder of one small JSON record per finished run; reports read only these",
+    )
     args = parser.parse_args()
 
     records = Path(args.records_dir)
@@ -211,6 +264,7 @@ def main() -> None:
     write_section(Path(args.report), "beyond-text", report(results))
     write_section(ROOT / "README.md", "beyond-summary", summary(collect(results)))
     print(report(results))
+
 
 if __name__ == "__main__":
     main()

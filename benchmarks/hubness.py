@@ -42,7 +42,9 @@ def train_split(name: str, root: Path, work: Path):
 
     files = split_files(name, root, work)
     data = load_classification_data(
-        train_file=files["train_file"], validation_file=files.get("validation_file"), test_file=files.get("test_file"),
+        train_file=files["train_file"],
+        validation_file=files.get("validation_file"),
+        test_file=files.get("test_file"),
         split_seed=42,
     )
     return data.splits["train"], data.label_names
@@ -103,21 +105,29 @@ def summary(record: dict) -> str:
 
     def rng(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
         lo, hi = scale * min(values), scale * max(values)
-        return f"{lo:.{digits}f} %" if f"{lo:.{digits}f}" == f"{hi:.{digits}f}" else f"{lo:.{digits}f}–{hi:.{digits}f} %"
+        return (
+            f"{lo:.{digits}f} %" if f"{lo:.{digits}f}" == f"{hi:.{digits}f}" else f"{lo:.{digits}f}–{hi:.{digits}f} %"
+        )
 
     rand_top = [table[d][first]["random_top1pct_slot_share"] for d in datasets]
     rand_cov = [table[d][first]["random_distinct_candidate_share"] for d in datasets]
-    lines = [f"τ = {record['tau']}, full training splits of {', '.join(datasets)}; random partners with the same k: "
-             f"top 1 % hold {rng(rand_top)} of candidate slots, {rng(rand_cov, digits=0)} of each training set is a "
-             "candidate.", "", "| rule | top-1 % slot share | ever a candidate | k-occurrence skewness | datasets that warn |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"τ = {record['tau']}, full training splits of {', '.join(datasets)}; random partners with the same k: "
+        f"top 1 % hold {rng(rand_top)} of candidate slots, {rng(rand_cov, digits=0)} of each training set is a "
+        "candidate.",
+        "",
+        "| rule | top-1 % slot share | ever a candidate | k-occurrence skewness | datasets that warn |",
+        "|---|---|---|---|---|",
+    ]
     for title in RULES:
         stats = [table[d][title] for d in datasets]
         warn = [d for d, st in zip(datasets, stats, strict=True) if hubness_warning(st)]
-        lines.append(f"| {title} | {rng([s['top1pct_slot_share'] for s in stats])} | "
-                     f"{rng([s['distinct_candidate_share'] for s in stats], digits=0)} | "
-                     f"{min(s['k_occurrence_skewness'] for s in stats):.2f} to {max(s['k_occurrence_skewness'] for s in stats):.2f} | "
-                     f"{len(warn)} of {len(datasets)}{(' (' + ', '.join(warn) + ')') if warn else ''} |")
+        lines.append(
+            f"| {title} | {rng([s['top1pct_slot_share'] for s in stats])} | "
+            f"{rng([s['distinct_candidate_share'] for s in stats], digits=0)} | "
+            f"{min(s['k_occurrence_skewness'] for s in stats):.2f} to {max(s['k_occurrence_skewness'] for s in stats):.2f} | "
+            f"{len(warn)} of {len(datasets)}{(' (' + ', '.join(warn) + ')') if warn else ''} |"
+        )
     return "\n".join(lines)
 
 
@@ -159,14 +169,25 @@ def main() -> None:
             if name == args.plot_dataset and title in ("paper, farthest (the paper)", args.plot_rule):
                 tag = "paper" if title.startswith("paper, farthest") else rule["rule"] + "-" + rule["order"]
                 out = ROOT / "docs" / "results"
-                plot_partners(points, index, labels, label_names, path=str(out / f"{name}_partners_{tag}.png"),
-                              title=f"{name.upper()} training set in the Poincaré disk, {title} rule, τ = {args.tau}")
-                plot_k_occurrence(index, path=str(out / f"{name}_k_occurrence_{tag}.png"),
-                                  title=f"{name.upper()}: k-occurrence, {title} rule, τ = {args.tau}")
+                plot_partners(
+                    points,
+                    index,
+                    labels,
+                    label_names,
+                    path=str(out / f"{name}_partners_{tag}.png"),
+                    title=f"{name.upper()} training set in the Poincaré disk, {title} rule, τ = {args.tau}",
+                )
+                plot_k_occurrence(
+                    index,
+                    path=str(out / f"{name}_k_occurrence_{tag}.png"),
+                    title=f"{name.upper()}: k-occurrence, {title} rule, τ = {args.tau}",
+                )
         print(name, {t: fmt(s) for t, s in table[name].items()}, flush=True)
 
-    write_json_atomic(record_path(args.tau), {"tau": args.tau, "model": args.model, "max_length": args.max_length,
-                                              "statistics": table})
+    write_json_atomic(
+        record_path(args.tau),
+        {"tau": args.tau, "model": args.model, "max_length": args.max_length, "statistics": table},
+    )
     publish(load_records(record_path(args.tau).parent), Path(args.report))
 
 

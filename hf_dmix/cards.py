@@ -41,12 +41,27 @@ class CardTask:
 
 # One row per modality (the modality comes from the model type: hf_dmix.mixing.modality_of).
 CARD_TASKS: dict[str, CardTask] = {
-    "text": CardTask("text-classification", "Text Classification", "AutoModelForSequenceClassification",
-                     '"Replace me by any text you\'d like to classify."', "sentence"),
-    "image": CardTask("image-classification", "Image Classification", "AutoModelForImageClassification",
-                      '"path/or/url/of/an/image.png"', "image"),
-    "audio": CardTask("audio-classification", "Audio Classification", "AutoModelForAudioClassification",
-                      '"path/of/a/clip.wav"', "clip"),
+    "text": CardTask(
+        "text-classification",
+        "Text Classification",
+        "AutoModelForSequenceClassification",
+        '"Replace me by any text you\'d like to classify."',
+        "sentence",
+    ),
+    "image": CardTask(
+        "image-classification",
+        "Image Classification",
+        "AutoModelForImageClassification",
+        '"path/or/url/of/an/image.png"',
+        "image",
+    ),
+    "audio": CardTask(
+        "audio-classification",
+        "Audio Classification",
+        "AutoModelForAudioClassification",
+        '"path/of/a/clip.wav"',
+        "clip",
+    ),
 }
 TASK_TAGS: frozenset[str] = frozenset(t.pipeline_tag for t in CARD_TASKS.values())
 # (key in results.json, Hub metric type, display name). Values are stored unrounded, so they equal results.json.
@@ -92,9 +107,23 @@ _WHERE = {
     "sentence": "at the sentence vector entering the classifier",
 }
 _TRAINING_ORDER = (
-    "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
-    "world_size", "total_train_batch_size", "weight_decay", "warmup_steps", "lr_scheduler_type", "optim",
-    "max_grad_norm", "label_smoothing_factor", "seed", "bf16", "fp16", "max_seq_length",
+    "learning_rate",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "world_size",
+    "total_train_batch_size",
+    "weight_decay",
+    "warmup_steps",
+    "lr_scheduler_type",
+    "optim",
+    "max_grad_norm",
+    "label_smoothing_factor",
+    "seed",
+    "bf16",
+    "fp16",
+    "max_seq_length",
 )
 
 
@@ -179,7 +208,11 @@ def _check_record(record: Mapping[str, Any]) -> None:
     if not isinstance(record, Mapping):
         raise ValueError(f"record must be a mapping (the content of dmix_config.json), got {type(record).__name__}.")
     settings = record.get("dmix")
-    missing = [k for k in ("mix_strategy", "partner_distance", "tau", "partner_order", "mix_alpha") if k not in (settings or {})]
+    missing = [
+        k
+        for k in ("mix_strategy", "partner_distance", "tau", "partner_order", "mix_alpha")
+        if k not in (settings or {})
+    ]
     if not isinstance(settings, Mapping) or missing:
         raise ValueError(
             f"record['dmix'] must hold the DMIX settings; missing {missing or 'everything'}. Build records with "
@@ -226,8 +259,9 @@ def _summary(settings: Mapping[str, Any], record: Mapping[str, Any], base_md: st
     else:
         rule = settings.get("partner_rule", "paper")
         ranked = (
-            "" if rule == "paper" else
-            f", ranked by the hub-robust **{rule}** rule (each distance re-referenced by per-example distance statistics)"
+            ""
+            if rule == "paper"
+            else f", ranked by the hub-robust **{rule}** rule (each distance re-referenced by per-example distance statistics)"
         )
         partner = (
             f"a partner drawn uniformly from its top-τ = {_fmt(settings['tau'])} **{settings['partner_order']}** "
@@ -260,7 +294,9 @@ def _embeddings(settings: Mapping[str, Any], record: Mapping[str, Any]) -> str:
     if source == "precomputed":
         return "precomputed embeddings passed to `DMixTrainer(sentence_embeddings=...)`"
     if source == "embedding_model" or settings.get("embedding_model"):
-        return f"{pooling}-pooled last hidden state of `{display_name(settings.get('embedding_model'))}` over the raw text"
+        return (
+            f"{pooling}-pooled last hidden state of `{display_name(settings.get('embedding_model'))}` over the raw text"
+        )
     return (
         f"{pooling}-pooled last hidden state of the model being fine-tuned, at its pretrained weights (computed once, "
         "before training)"
@@ -278,9 +314,13 @@ def _ball_mapping(settings: Mapping[str, Any]) -> str:
         steps.append("centred (mean subtracted)")
     q = settings.get("ball_clip_quantile", 0.99)
     steps.append(f"norms capped at the {_fmt(q)} quantile" if float(q) < 1.0 else "norms not capped")
-    steps.append(f"rescaled so that the median norm lands at {_fmt(settings.get('ball_median_radius', 0.5))} of the radius")
+    steps.append(
+        f"rescaled so that the median norm lands at {_fmt(settings.get('ball_median_radius', 0.5))} of the radius"
+    )
     return (
-        "embeddings " + ", ".join(steps) + f", then mapped into the Poincaré ball of curvature −{_fmt(settings.get('curvature', 1.0))} "
+        "embeddings "
+        + ", ".join(steps)
+        + f", then mapped into the Poincaré ball of curvature −{_fmt(settings.get('curvature', 1.0))} "
         "with the exponential map at the origin"
     )
 
@@ -307,29 +347,40 @@ def _partner_rows(stats: Mapping[str, Any]) -> list[tuple[str, str]]:
     if "candidates_per_example" in stats:
         of = f" of {int(stats['num_examples']) - 1}" if "num_examples" in stats else ""
         rows.append(("candidates per example", f"{int(stats['candidates_per_example'])}{of}"))
+
     def random(key: str, fmt: Any = None) -> str:
         value = stats.get("random_" + key)
         return "" if value is None else f" (random partners: {(fmt or _pct)(value)})"
 
     if "k_occurrence_skewness" in stats:
-        rows.append((
-            "k-occurrence skewness (hubness)",
-            f"{stats['k_occurrence_skewness']:.2f}" + random("k_occurrence_skewness", lambda v: f"{v:.2f}"),
-        ))
+        rows.append(
+            (
+                "k-occurrence skewness (hubness)",
+                f"{stats['k_occurrence_skewness']:.2f}" + random("k_occurrence_skewness", lambda v: f"{v:.2f}"),
+            )
+        )
     if "distinct_candidate_share" in stats:
-        rows.append((
-            "share of the training set that is ever a candidate",
-            _pct(stats["distinct_candidate_share"]) + random("distinct_candidate_share"),
-        ))
+        rows.append(
+            (
+                "share of the training set that is ever a candidate",
+                _pct(stats["distinct_candidate_share"]) + random("distinct_candidate_share"),
+            )
+        )
     if "top1pct_slot_share" in stats:
-        rows.append((
-            "candidate slots held by the most frequent 1 % of examples",
-            _pct(stats["top1pct_slot_share"]) + random("top1pct_slot_share"),
-        ))
+        rows.append(
+            (
+                "candidate slots held by the most frequent 1 % of examples",
+                _pct(stats["top1pct_slot_share"]) + random("top1pct_slot_share"),
+            )
+        )
     if "same_label_share" in stats:
-        rows.append(("candidates with the anchor's label", _pct(stats["same_label_share"]) + random("same_label_share")))
+        rows.append(
+            ("candidates with the anchor's label", _pct(stats["same_label_share"]) + random("same_label_share"))
+        )
     if stats.get("degenerate"):
-        rows.append(("warning", "candidate sets concentrated or narrow beyond random partners of the same k (figures above)"))
+        rows.append(
+            ("warning", "candidate sets concentrated or narrow beyond random partners of the same k (figures above)")
+        )
     if "cosine_overlap" in stats:
         chance = f" (chance: {_pct(stats['cosine_overlap_chance'])})" if "cosine_overlap_chance" in stats else ""
         rows.append(("overlap with the cosine top-τ sets", _pct(stats["cosine_overlap"]) + chance))
@@ -348,7 +399,12 @@ def _data_rows(results: Mapping[str, Any] | None, data_md: str | None) -> list[t
         rows.append(("dataset", _cell(data_md)))
     sizes = data.get("used_sizes") or data.get("sizes")
     if isinstance(sizes, Mapping):
-        rows.append(("examples (train / validation / test)", " / ".join(str(sizes.get(s, "—")) for s in ("train", "validation", "test"))))
+        rows.append(
+            (
+                "examples (train / validation / test)",
+                " / ".join(str(sizes.get(s, "—")) for s in ("train", "validation", "test")),
+            )
+        )
     if data.get("split_method"):
         rows.append(("split", f"{_cell(data['split_method'])}, seed {data.get('split_seed')}"))
     elif data.get("official_splits"):
@@ -367,8 +423,12 @@ def _diagnostic_rows(diag: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows = []
     truncation = diag.get("truncation") or {}
     if truncation:
-        rows.append((f"texts longer than {diag.get('max_seq_length', 'the max')} tokens (truncated)",
-                     _per_split(truncation, "truncated_share")))
+        rows.append(
+            (
+                f"texts longer than {diag.get('max_seq_length', 'the max')} tokens (truncated)",
+                _per_split(truncation, "truncated_share"),
+            )
+        )
         if isinstance(truncation.get("train"), Mapping) and "p95_tokens" in truncation["train"]:
             rows.append(("95th-percentile text length (train)", f"{truncation['train']['p95_tokens']} tokens"))
     coverage = diag.get("tokenizer_coverage") or {}
@@ -393,12 +453,16 @@ def _collapse_note(results: Mapping[str, Any] | None) -> str | None:
     split = collapse.get("split", "test")
     share = collapse.get("prediction_share", 1.0)
     if share >= 1.0:
-        note = (f"every {split} prediction is `{_cell(collapse.get('class'))}` although the {split} set has several "
-                "classes: this model predicts one class")
+        note = (
+            f"every {split} prediction is `{_cell(collapse.get('class'))}` although the {split} set has several "
+            "classes: this model predicts one class"
+        )
     else:
-        note = (f"{100 * share:.1f} % of the {split} predictions are `{_cell(collapse.get('class'))}`, a class that is "
-                f"{100 * collapse.get('label_share', 0.0):.1f} % of the {split} labels: this model nearly always "
-                "predicts one class")
+        note = (
+            f"{100 * share:.1f} % of the {split} predictions are `{_cell(collapse.get('class'))}`, a class that is "
+            f"{100 * collapse.get('label_share', 0.0):.1f} % of the {split} labels: this model nearly always "
+            "predicts one class"
+        )
     baseline = (results or {}).get("majority_baseline")
     if split == "test" and isinstance(baseline, Mapping) and "accuracy" in baseline:
         note += (
@@ -471,7 +535,11 @@ def render_model_card(
     peft = _peft_context(record.get("peft"))
     adapter = bool(peft and not peft["merged"])
     metrics_rows, metrics_note, eval_results = _metrics_section(
-        results, validation_metrics, eval_results, task, dataset_ids[0] if dataset_ids else "custom",
+        results,
+        validation_metrics,
+        eval_results,
+        task,
+        dataset_ids[0] if dataset_ids else "custom",
         data_md or "custom data",
     )
     title = repo_id.split("/")[-1] if repo_id else f"DMIX {task.pipeline_tag.split('-')[0]} classifier"
@@ -551,7 +619,7 @@ def _base_model(record: Mapping[str, Any], repo_id: str | None, base_model: str 
     if base_id:
         return base_id, f"[{base_id}](https://huggingface.co/{base_id})"
     if local_name.startswith("config:"):  # run_dmix.py --model_name_or_path config:NAME
-        return None, f"a `{local_name[len('config:'):]}` model built from its config (random initial weights)"
+        return None, f"a `{local_name[len('config:') :]}` model built from its config (random initial weights)"
     return None, f"`{local_name}` (a local model)"
 
 
@@ -594,8 +662,13 @@ def _metrics_section(
     if index_metrics:
         entries = [
             EvalResult(
-                task_type=task.pipeline_tag, task_name=task.task_name, dataset_type=dataset_type,
-                dataset_name=dataset_name, dataset_split=index_split, metric_type=metric_type, metric_name=name,
+                task_type=task.pipeline_tag,
+                task_name=task.task_name,
+                dataset_type=dataset_type,
+                dataset_name=dataset_name,
+                dataset_split=index_split,
+                metric_type=metric_type,
+                metric_name=name,
                 metric_value=index_metrics[key],
             )
             for key, metric_type, name in CARD_METRICS
@@ -605,18 +678,22 @@ def _metrics_section(
     if eval_results:
         entries = list(eval_results)
         by_name = {r.metric_name: r.metric_value for r in entries}
-        rows = [{
-            "split": entries[0].dataset_split or "—",
-            "examples": "—",
-            **{k: _metric(by_name.get(name)) for k, _, name in CARD_METRICS},
-        }]
+        rows = [
+            {
+                "split": entries[0].dataset_split or "—",
+                "examples": "—",
+                **{k: _metric(by_name.get(name)) for k, _, name in CARD_METRICS},
+            }
+        ]
         return rows, "Metrics as published with this model.", entries
     return rows, note, None
 
 
 def _card_tags(task: CardTask, peft: Mapping[str, Any] | None, adapter: bool, tags: Sequence[str]) -> list[str]:
     """``dmix``, ``mixup``, ``hf-dmix``, the task, ``peft``/``lora`` (or ``lora``/``merged-lora``), then ``tags``."""
-    all_tags = [*BASE_TAGS, task.pipeline_tag] + (["peft", "lora"] if adapter else ["lora", "merged-lora"] if peft else [])
+    all_tags = [*BASE_TAGS, task.pipeline_tag] + (
+        ["peft", "lora"] if adapter else ["lora", "merged-lora"] if peft else []
+    )
     for tag in _as_list(list(tags), "tags"):
         if tag not in all_tags:
             all_tags.append(tag)

@@ -113,8 +113,15 @@ def index_digest(index: Any) -> str | None:
 
 
 def run_fingerprint(
-    args: Any, *, train_examples: int, train_data: str, embeddings: str, base_model: str | None,
-    mix_layers: list[int], index: Any, embeddings_from: str | None = None,
+    args: Any,
+    *,
+    train_examples: int,
+    train_data: str,
+    embeddings: str,
+    base_model: str | None,
+    mix_layers: list[int],
+    index: Any,
+    embeddings_from: str | None = None,
 ) -> dict[str, Any]:
     """What a run's partner index and DMIX streams depend on, by name (stored in checkpoints, compared on resume).
 
@@ -275,7 +282,9 @@ def read_state(checkpoint_dir: str) -> dict[str, Any] | None:
         try:
             state = json.load(f)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON ({err}); the checkpoint is damaged. Resume from an earlier one.") from None
+            raise ValueError(
+                f"{path} is not valid JSON ({err}); the checkpoint is damaged. Resume from an earlier one."
+            ) from None
     if state.get("format") != STATE_FORMAT:
         raise ValueError(
             f"{path} has DMIX state format {state.get('format')!r}; this version of hf-dmix reads format {STATE_FORMAT}."
@@ -338,10 +347,14 @@ def resolve_resume(resume_from_checkpoint: str | bool | None, output_dir: str, n
 def incomplete_reason(path: str, need_dmix_state: bool) -> str:
     """Why :func:`is_complete_checkpoint` rejects a folder, in words."""
     if not os.path.isfile(os.path.join(path, _TRAINER_STATE_NAME)):
-        return (f"it is incomplete (no {_TRAINER_STATE_NAME}, which Trainer writes last), most likely because the run "
-                "was killed while writing it")
-    return (f"it is incomplete for a DMIX run (no {DMIX_STATE_NAME}): it was written by plain Trainer, a run without "
-            "mixing or an older hf-dmix")
+        return (
+            f"it is incomplete (no {_TRAINER_STATE_NAME}, which Trainer writes last), most likely because the run "
+            "was killed while writing it"
+        )
+    return (
+        f"it is incomplete for a DMIX run (no {DMIX_STATE_NAME}): it was written by plain Trainer, a run without "
+        "mixing or an older hf-dmix"
+    )
 
 
 def is_complete_checkpoint(path: str, need_dmix_state: bool) -> bool:
@@ -409,8 +422,12 @@ class DMixCheckpointMixin(TrainerHost):
         if self._data_fingerprint is None or self._data_fingerprint[0] != key:
             self._data_fingerprint = (key, dataset_fingerprint(dataset, labels_of(dataset)))
         return run_fingerprint(
-            self.args, train_examples=len(dataset), train_data=self._data_fingerprint[1],
-            embeddings=self._indexer.source(self.args), mix_layers=self.mix_layers, index=self.partner_index,
+            self.args,
+            train_examples=len(dataset),
+            train_data=self._data_fingerprint[1],
+            embeddings=self._indexer.source(self.args),
+            mix_layers=self.mix_layers,
+            index=self.partner_index,
             embeddings_from=self._indexer.origin(self.args, self.model, self._run_weights),
             base_model=getattr(getattr(unwrap_model(self.model), "config", None), "_name_or_path", None),
         )
@@ -441,7 +458,9 @@ class DMixCheckpointMixin(TrainerHost):
         """The DMIX part of a checkpoint: the stream positions, the loss sum so far and :meth:`dmix_fingerprint`."""
         before = self._loss_offset[0] if self._loss_offset else 0.0
         unlogged = getattr(self, "_tr_loss", None)
-        loss_sum = before + getattr(self, "_total_loss_scalar", 0.0) + (float(unlogged) if unlogged is not None else 0.0)
+        loss_sum = (
+            before + getattr(self, "_total_loss_scalar", 0.0) + (float(unlogged) if unlogged is not None else 0.0)
+        )
         return {
             "batches_consumed": self._dmix_batches,
             "refreshed_epoch": self._indexer.refreshed_epoch,
@@ -454,7 +473,9 @@ class DMixCheckpointMixin(TrainerHost):
         # dmix_state.json first, for every checkpoint (save_only_model too): Trainer writes trainer_state.json last,
         # so a checkpoint folder that has one has both.
         if self.args.should_save and self.train_dataset is not None:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
             refreshed = self._indexer.current_embeddings if self._indexer.refreshed_epoch is not None else None
             save_dmix_state(folder, self.dmix_state(), refreshed)
         super()._save_checkpoint(model, trial)

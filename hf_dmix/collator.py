@@ -80,8 +80,12 @@ class DMixDataCollator:
 
     def __post_init__(self) -> None:
         if self.return_tensors != "pt":
-            raise ValueError(f"DMixDataCollator returns PyTorch tensors only; got return_tensors={self.return_tensors!r}.")
-        self._pad = self.collate_fn or make_padder(self.tokenizer, self.padding, self.max_length, self.pad_to_multiple_of)
+            raise ValueError(
+                f"DMixDataCollator returns PyTorch tensors only; got return_tensors={self.return_tensors!r}."
+            )
+        self._pad = self.collate_fn or make_padder(
+            self.tokenizer, self.padding, self.max_length, self.pad_to_multiple_of
+        )
 
     def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if not features:
@@ -148,15 +152,19 @@ class DMixDataCollator:
 # ---------------------------------------------------------------------------------------------------- padding
 
 
-def make_padder(processor: Any, padding: bool | str = True, max_length: int | None = None,
-                pad_to_multiple_of: int | None = None):
+def make_padder(
+    processor: Any, padding: bool | str = True, max_length: int | None = None, pad_to_multiple_of: int | None = None
+):
     """The function that turns a list of examples into a batch of PyTorch tensors, chosen by the processing class.
 
     A tokenizer gets ``DataCollatorWithPadding`` (text, unchanged); anything else a :class:`FeaturePadder`.
     """
     if isinstance(processor, PreTrainedTokenizerBase):
         return DataCollatorWithPadding(
-            processor, padding=padding, max_length=max_length, pad_to_multiple_of=pad_to_multiple_of,
+            processor,
+            padding=padding,
+            max_length=max_length,
+            pad_to_multiple_of=pad_to_multiple_of,
             return_tensors="pt",
         )
     return FeaturePadder(processor, padding=padding, max_length=max_length, pad_to_multiple_of=pad_to_multiple_of)

@@ -62,8 +62,13 @@ def _scores(predictions: np.ndarray, labels: list[int]) -> dict[str, float]:
     return {k: float(v) for k, v in load_metric().compute(predictions=predictions, references=labels).items()}
 
 
-def linear_probe(model_path: str, splits: Any, c_grid: list[float], max_length: int, batch_size: int = 64,
-                 ) -> dict[str, Any]:
+def linear_probe(
+    model_path: str,
+    splits: Any,
+    c_grid: list[float],
+    max_length: int,
+    batch_size: int = 64,
+) -> dict[str, Any]:
     """Fit the probe on ``splits["train"]`` for each ``C``; keep the best on validation; score validation and test.
 
     Returns ``{"metrics": {split: scores}, "chosen_c": C, "validation_macro_f1_by_c": {C: score}}``.
@@ -76,12 +81,17 @@ def linear_probe(model_path: str, splits: Any, c_grid: list[float], max_length: 
     names = ("train", "validation", "test")
     texts = [_texts(splits[name]) for name in names]
     # One pass over all three splits: the encoder is loaded once.
-    x = embed_texts(model_path, [t for part in texts for t in part], batch_size=batch_size, max_length=max_length,
-                    show_progress=False).double()
+    x = embed_texts(
+        model_path,
+        [t for part in texts for t in part],
+        batch_size=batch_size,
+        max_length=max_length,
+        show_progress=False,
+    ).double()
     # Unit length, as the encoder's sentence-embedding pipeline gives them; guarded against an all-zero row.
     x = (x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)).numpy()
     bounds = np.cumsum([0] + [len(t) for t in texts])
-    emb = {name: x[bounds[i]:bounds[i + 1]] for i, name in enumerate(names)}
+    emb = {name: x[bounds[i] : bounds[i + 1]] for i, name in enumerate(names)}
     labels = {name: list(splits[name]["label"]) for name in emb}
     fitted, val_scores = {}, {}
     for c in sorted(c_grid):
@@ -94,16 +104,29 @@ def linear_probe(model_path: str, splits: Any, c_grid: list[float], max_length: 
     return {"metrics": metrics, "chosen_c": chosen, "validation_macro_f1_by_c": {str(c): m for c, m in means.items()}}
 
 
-def setfit_run(model_path: str, splits: Any, seed: int, max_steps: int, max_length: int, output_dir: str,
-               ) -> dict[str, Any]:
+def setfit_run(
+    model_path: str,
+    splits: Any,
+    seed: int,
+    max_steps: int,
+    max_length: int,
+    output_dir: str,
+) -> dict[str, Any]:
     """SetFit on ``splits["train"]`` (default arguments but ``max_steps``), scored on validation and test."""
     try:
         from setfit import SetFitModel, Trainer, TrainingArguments
     except ImportError as err:
         raise ImportError("The setfit comparator needs SetFit: pip install setfit (or hf-dmix[bench]).") from err
     model = SetFitModel.from_pretrained(model_path)
-    args = TrainingArguments(max_steps=max_steps, seed=seed, report_to="none", show_progress_bar=False,
-                             max_length=max_length, save_strategy="no", output_dir=output_dir)
+    args = TrainingArguments(
+        max_steps=max_steps,
+        seed=seed,
+        report_to="none",
+        show_progress_bar=False,
+        max_length=max_length,
+        save_strategy="no",
+        output_dir=output_dir,
+    )
     if "text_pair" in splits["train"].column_names:
         raise ValueError("The setfit comparator takes single texts; --text_pair_column is not supported by it.")
     Trainer(model=model, args=args, train_dataset=splits["train"].select_columns(["text", "label"])).train()
@@ -138,15 +161,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if comp.comparator == "probe":
         outcome = linear_probe(path, data.splits, comp.probe_c, data_args.max_seq_length, comp.embedding_batch_size)
     else:
-        outcome = setfit_run(path, data.splits, comp.seed, comp.setfit_max_steps, data_args.max_seq_length,
-                             os.path.join(comp.output_dir, "setfit-checkpoints"))
+        outcome = setfit_run(
+            path,
+            data.splits,
+            comp.seed,
+            comp.setfit_max_steps,
+            data_args.max_seq_length,
+            os.path.join(comp.output_dir, "setfit-checkpoints"),
+        )
     results = {
         "comparator": {"name": comp.comparator, **{k: v for k, v in outcome.items() if k != "metrics"}},
         "model": model_args.model_name_or_path,
         "seed": comp.seed,
         "metrics": outcome["metrics"],
-        "data": {**data.split_info, "label_names": data.label_names,
-                 "used_sizes": {s: len(data.splits[s]) for s in ("train", "validation", "test")}},
+        "data": {
+            **data.split_info,
+            "label_names": data.label_names,
+            "used_sizes": {s: len(data.splits[s]) for s in ("train", "validation", "test")},
+        },
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "world_size": 1,
@@ -154,8 +186,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     os.makedirs(comp.output_dir, exist_ok=True)
     write_atomic(os.path.join(comp.output_dir, "results.json"), json.dumps(results, indent=1, default=str) + "\n")
-    print(f"{comp.comparator}: validation macro-F1 {results['metrics']['validation']['macro_f1']:.4f}, "
-          f"test macro-F1 {results['metrics']['test']['macro_f1']:.4f}")
+    print(
+        f"{comp.comparator}: validation macro-F1 {results['metrics']['validation']['macro_f1']:.4f}, "
+        f"test macro-F1 {results['metrics']['test']['macro_f1']:.4f}"
+    )
     return results
 
 

@@ -78,25 +78,49 @@ def recipe_flags(lr: float, max_epochs: float, patience: int) -> dict[str, Any]:
     return {**RECIPE, "learning_rate": lr, "num_train_epochs": max_epochs, "early_stopping_patience": patience}
 
 
-def _job(name: str, base: dict[str, Any], setting: str, lr: float, seed: int, max_epochs: float, patience: int,
-         runs: Path, records: Path, meta: dict[str, Any]) -> Job:
+def _job(
+    name: str,
+    base: dict[str, Any],
+    setting: str,
+    lr: float,
+    seed: int,
+    max_epochs: float,
+    patience: int,
+    runs: Path,
+    records: Path,
+    meta: dict[str, Any],
+) -> Job:
     flags = {**base, **SETTINGS[setting], **recipe_flags(lr, max_epochs, patience), "seed": seed}
     meta = {**meta, "setting": setting, "seed": seed, "learning_rate": lr}
     return Job(f"{name}-{setting}-{_lr_tag(lr)}-seed{seed}", flags, runs, meta, records)
 
 
-def search_jobs(name: str, base: dict[str, Any], *, learning_rates: Sequence[float], seeds: Sequence[int],
-                max_epochs: float, patience: int, runs: Path, records: Path,
-                meta: dict[str, Any] | None = None) -> list[Job]:
+def search_jobs(
+    name: str,
+    base: dict[str, Any],
+    *,
+    learning_rates: Sequence[float],
+    seeds: Sequence[int],
+    max_epochs: float,
+    patience: int,
+    runs: Path,
+    records: Path,
+    meta: dict[str, Any] | None = None,
+) -> list[Job]:
     """Stage 1: every searched setting × learning rate × seed on the data of ``base`` (seed-major order)."""
     return [
         _job(name, base, setting, lr, seed, max_epochs, patience, runs, records, {**(meta or {}), "stage": "search"})
-        for seed in seeds for setting in SEARCHED for lr in learning_rates
+        for seed in seeds
+        for setting in SEARCHED
+        for lr in learning_rates
     ]
 
 
-def choose_recipes(records: Sequence[dict[str, Any]], learning_rates: Sequence[float], seeds: Sequence[int],
-                   ) -> dict[str, dict[str, Any]] | None:
+def choose_recipes(
+    records: Sequence[dict[str, Any]],
+    learning_rates: Sequence[float],
+    seeds: Sequence[int],
+) -> dict[str, dict[str, Any]] | None:
     """Rule R1: per searched setting, the learning rate with the best mean validation macro-F1 over ``seeds`` (exact
     ties: the smaller rate, listed first). ``None`` until every search run of these records exists.
 
@@ -122,16 +146,37 @@ def recipe_for(setting: str, chosen: dict[str, dict[str, Any]]) -> float:
     return chosen[setting if setting in SEARCHED else "mixup"]["learning_rate"]
 
 
-def comparison_jobs(name: str, base: dict[str, Any], chosen: dict[str, dict[str, Any]], *,
-                    settings_seeds: dict[str, Sequence[int]], max_epochs: float, patience: int, runs: Path,
-                    records: Path, meta: dict[str, Any] | None = None) -> list[Job]:
+def comparison_jobs(
+    name: str,
+    base: dict[str, Any],
+    chosen: dict[str, dict[str, Any]],
+    *,
+    settings_seeds: dict[str, Sequence[int]],
+    max_epochs: float,
+    patience: int,
+    runs: Path,
+    records: Path,
+    meta: dict[str, Any] | None = None,
+) -> list[Job]:
     """Stage 2: each setting at its chosen learning rate on its seeds (seed-major). Runs the search already made
     have the same name and flags, so they count as done."""
     all_seeds = sorted({s for seeds in settings_seeds.values() for s in seeds})
     return [
-        _job(name, base, setting, recipe_for(setting, chosen), seed, max_epochs, patience, runs, records,
-             {**(meta or {}), "stage": "grid"})
-        for seed in all_seeds for setting, seeds in settings_seeds.items() if seed in seeds
+        _job(
+            name,
+            base,
+            setting,
+            recipe_for(setting, chosen),
+            seed,
+            max_epochs,
+            patience,
+            runs,
+            records,
+            {**(meta or {}), "stage": "grid"},
+        )
+        for seed in all_seeds
+        for setting, seeds in settings_seeds.items()
+        if seed in seeds
     ]
 
 
@@ -140,8 +185,11 @@ def f1(record: dict[str, Any], split: str) -> float:
     return 100 * record["metrics"][split]["macro_f1"]
 
 
-def cells(records: Sequence[dict[str, Any]], chosen: dict[str, dict[str, Any]], split: str = "test",
-          ) -> dict[str, dict[int, float]]:
+def cells(
+    records: Sequence[dict[str, Any]],
+    chosen: dict[str, dict[str, Any]],
+    split: str = "test",
+) -> dict[str, dict[int, float]]:
     """``{setting: {seed: macro-F1 (%)}}`` of the runs at each setting's chosen learning rate."""
     out: dict[str, dict[int, float]] = {}
     for r in records:
@@ -183,27 +231,33 @@ def verdict_sentence(setting: str, vs_plain: dict[str, Any] | None, vs_mixup: di
     return f"{LABELS.get(setting, setting)} " + " and ".join(parts) + "."
 
 
-def summary_table(test: dict[str, dict[int, float]], chosen: dict[str, dict[str, Any]],
-                  comparators: dict[str, dict[int, float]]) -> tuple[list[str], list[str]]:
+def summary_table(
+    test: dict[str, dict[int, float]], chosen: dict[str, dict[str, Any]], comparators: dict[str, dict[int, float]]
+) -> tuple[list[str], list[str]]:
     """The markdown table of a comparison and its generated sentences (from the paired rows alone)."""
     from .grid import mean_std
 
     vs_plain, vs_mixup = paired_rows(test, "baseline"), paired_rows(test, "mixup")
-    lines = ["| setting | learning rate | test macro-F1 (%) | seeds | Δ vs plain [95 % CI] | Δ vs Mixup [95 % CI] |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| setting | learning rate | test macro-F1 (%) | seeds | Δ vs plain [95 % CI] | Δ vs Mixup [95 % CI] |",
+        "|---|---|---|---|---|---|",
+    ]
     for setting in [s for s in SETTINGS if s in test]:
         m, sd = mean_std(list(test[setting].values()))
         cols = []
         for rows in (vs_plain, vs_mixup):
             row = rows.get(setting)
             cols.append(f"{_fmt(row)} {row['verdict']}" if row else "—")
-        lines.append(f"| {LABELS[setting]} | {recipe_for(setting, chosen):g} | {m:.2f} ± {sd:.2f} | "
-                     f"{len(test[setting])} | {cols[0]} | {cols[1]} |")
+        lines.append(
+            f"| {LABELS[setting]} | {recipe_for(setting, chosen):g} | {m:.2f} ± {sd:.2f} | "
+            f"{len(test[setting])} | {cols[0]} | {cols[1]} |"
+        )
     for name, values in comparators.items():
         m, sd = mean_std(list(values.values()))
         lines.append(f"| {LABELS.get(name, name)} | — | {m:.2f} ± {sd:.2f} | {len(values)} | — | — |")
-    sentences = [s for s in (verdict_sentence(x, vs_plain.get(x), vs_mixup.get(x)) for x in test
-                             if x != "baseline") if s]
+    sentences = [
+        s for s in (verdict_sentence(x, vs_plain.get(x), vs_mixup.get(x)) for x in test if x != "baseline") if s
+    ]
     return lines, sentences
 
 
@@ -232,8 +286,15 @@ def _run_flags(tokens: Sequence[str]) -> dict[str, Any]:
 
 
 # Set per run by the protocol: a value passed for them would be overridden without notice, so it is refused.
-_PROTOCOL_FLAGS = {"seed", "learning_rate", "num_train_epochs", "output_dir", *RECIPE, "early_stopping_patience",
-                   *{k for s in SETTINGS.values() for k in s}}
+_PROTOCOL_FLAGS = {
+    "seed",
+    "learning_rate",
+    "num_train_epochs",
+    "output_dir",
+    *RECIPE,
+    "early_stopping_patience",
+    *{k for s in SETTINGS.values() for k in s},
+}
 
 
 def parse_compare_args(argv: Sequence[str]) -> tuple[Any, dict[str, Any]]:
@@ -241,30 +302,42 @@ def parse_compare_args(argv: Sequence[str]) -> tuple[Any, dict[str, Any]]:
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="hf-dmix compare", description=__doc__.split("\n\n")[0], allow_abbrev=False,
+        prog="hf-dmix compare",
+        description=__doc__.split("\n\n")[0],
+        allow_abbrev=False,
         epilog="Every other --flag is a flag of the training command (model, data, lengths, batch size ...) and is "
-               "passed to every run, e.g. --model_name_or_path, --train_file, --text_column, --max_seq_length.")
+        "passed to every run, e.g. --model_name_or_path, --train_file, --text_column, --max_seq_length.",
+    )
     parser.add_argument("--output_dir", required=True, help="records/, runs/, compare.md and compare.json go here")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per setting at the chosen recipe (default 5)")
     parser.add_argument("--search_seeds", type=int, default=2, help="seeds of the learning-rate search (default 2)")
     parser.add_argument("--learning_rates", type=float, nargs="+", default=list(DEFAULT_LEARNING_RATES))
     parser.add_argument("--max_epochs", type=float, default=15.0, help="epochs at most; the best epoch is kept")
     parser.add_argument("--patience", type=int, default=3, help="epochs without improvement before stopping")
-    parser.add_argument("--settings", nargs="+", default=["baseline", "mixup", "dmix-centered"],
-                        choices=list(SETTINGS), help="baseline and mixup are always run (they are compared against)")
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        default=["baseline", "mixup", "dmix-centered"],
+        choices=list(SETTINGS),
+        help="baseline and mixup are always run (they are compared against)",
+    )
     parser.add_argument("--no_probe", action="store_true", help="skip the frozen-embedding linear probe")
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
     args, rest = parser.parse_known_args(list(argv))
     flags = _run_flags(rest)
     clash = sorted(set(flags) & _PROTOCOL_FLAGS)
     if clash:
-        parser.error(f"{', '.join('--' + c for c in clash)} are set by the comparison itself (per setting, seed and "
-                     "learning rate); use --learning_rates / --max_epochs / --patience / --settings instead.")
+        parser.error(
+            f"{', '.join('--' + c for c in clash)} are set by the comparison itself (per setting, seed and "
+            "learning rate); use --learning_rates / --max_epochs / --patience / --settings instead."
+        )
     if "model_name_or_path" not in flags:
         parser.error("--model_name_or_path is required (passed to every run).")
     if args.search_seeds < 1 or args.seeds < 2:
-        parser.error(f"--seeds must be at least 2 (a paired interval needs two) and --search_seeds at least 1; got "
-                     f"--seeds {args.seeds} --search_seeds {args.search_seeds}.")
+        parser.error(
+            f"--seeds must be at least 2 (a paired interval needs two) and --search_seeds at least 1; got "
+            f"--seeds {args.seeds} --search_seeds {args.search_seeds}."
+        )
     args.settings = list(dict.fromkeys(["baseline", "mixup", *args.settings]))
     return args, flags
 
@@ -291,18 +364,35 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"Chosen on validation for {LABELS[setting]}: learning rate {c['learning_rate']:g} ({means})")
     jobs = comparison_jobs("run", base, chosen, settings_seeds={s: range(args.seeds) for s in args.settings}, **kw)
     if not args.no_probe:
-        jobs.append(Job("probe", {**base, "comparator": "probe"}, runs, {"setting": "probe", "seed": 0}, records,
-                        command=[sys.executable, "-m", "hf_dmix.comparators"]))
+        jobs.append(
+            Job(
+                "probe",
+                {**base, "comparator": "probe"},
+                runs,
+                {"setting": "probe", "seed": 0},
+                records,
+                command=[sys.executable, "-m", "hf_dmix.comparators"],
+            )
+        )
     print(f"Stage 2: {len(jobs)} runs at the chosen recipes")
     run_jobs(jobs, parallel=args.parallel)
     recs = load_records(records)
     test = {s: v for s, v in cells(recs, chosen).items() if s in args.settings}
-    comparators = {r["benchmark_meta"]["setting"]: {0: f1(r, "test")} for r in recs
-                   if r.get("benchmark_meta", {}).get("setting") == "probe"}
+    comparators = {
+        r["benchmark_meta"]["setting"]: {0: f1(r, "test")}
+        for r in recs
+        if r.get("benchmark_meta", {}).get("setting") == "probe"
+    }
     lines, sentences = summary_table(test, chosen, comparators)
     text = "\n".join(["# Does DMIX help on this data?", "", *lines, "", *[f"- {s}" for s in sentences], ""])
-    summary = {"chosen": chosen, "test_macro_f1": test, "comparators": comparators, "sentences": sentences,
-               "vs_plain": paired_rows(test, "baseline"), "vs_mixup": paired_rows(test, "mixup")}
+    summary = {
+        "chosen": chosen,
+        "test_macro_f1": test,
+        "comparators": comparators,
+        "sentences": sentences,
+        "vs_plain": paired_rows(test, "baseline"),
+        "vs_mixup": paired_rows(test, "mixup"),
+    }
     write_atomic(out / "compare.md", text)
     write_json_atomic(out / "compare.json", json.loads(json.dumps(summary, default=str)))
     print("\n" + text)

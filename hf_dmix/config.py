@@ -35,23 +35,39 @@ BALL_FIELDS: tuple[str, ...] = ("curvature", "ball_median_radius", "ball_clip_qu
 # What the sentence embeddings depend on, besides the training set and where they come from (the model's weights,
 # an encoder, precomputed). embedding_batch_size is not here: it changes only the padding of the embedding batches.
 EMBEDDING_FIELDS: tuple[str, ...] = (
-    "embedding_model", "embedding_text_column", "embedding_text_pair_column", "embedding_pooling", "embedding_max_length",
+    "embedding_model",
+    "embedding_text_column",
+    "embedding_text_pair_column",
+    "embedding_pooling",
+    "embedding_max_length",
 )
 SEARCH_FIELDS: tuple[str, ...] = ("partner_search", "partner_search_sample_size", "partner_index_max_mb")
 # Settings of how the work is done, which change no number of the index or of training (partner_overlap_anchors: only
 # how many anchors a logged diagnostic, the hyperbolic-vs-cosine overlap, is measured on).
 RESOURCE_FIELDS: tuple[str, ...] = (
-    "embedding_batch_size", "partner_search_memory_mb", "save_on_sigterm", "partner_overlap_anchors",
+    "embedding_batch_size",
+    "partner_search_memory_mb",
+    "save_on_sigterm",
+    "partner_overlap_anchors",
 )
 # Everything the partner index depends on besides the embeddings' source and the training set: a change rebuilds it.
 INDEX_FIELDS: tuple[str, ...] = (*PARTNER_FIELDS, *BALL_FIELDS, *EMBEDDING_FIELDS, *SEARCH_FIELDS, "seed")
 # Everything a checkpoint's DMIX streams and index depend on (with mix_layers resolved): a resume must agree on it.
 RESUME_FIELDS: tuple[str, ...] = (
-    "mix_strategy", "mix_alpha", "anchor_dominant", "partner_refresh_epochs", *INDEX_FIELDS,
+    "mix_strategy",
+    "mix_alpha",
+    "anchor_dominant",
+    "partner_refresh_epochs",
+    *INDEX_FIELDS,
 )
 # The settings a run records as having shaped it (results.json, see DMixConfig.effective_dmix_settings).
 EFFECTIVE_FIELDS: tuple[str, ...] = (
-    *MIXING_FIELDS, *PARTNER_FIELDS, "partner_refresh_epochs", *BALL_FIELDS, *EMBEDDING_FIELDS, *SEARCH_FIELDS,
+    *MIXING_FIELDS,
+    *PARTNER_FIELDS,
+    "partner_refresh_epochs",
+    *BALL_FIELDS,
+    *EMBEDDING_FIELDS,
+    *SEARCH_FIELDS,
 )
 
 
@@ -268,7 +284,9 @@ class DMixConfig(TrainingArguments):
     )
     embedding_text_pair_column: str | None = field(
         default=None,
-        metadata={"help": "Second raw-text column of a sentence pair, passed to --embedding_model's tokenizer as text_pair."},
+        metadata={
+            "help": "Second raw-text column of a sentence pair, passed to --embedding_model's tokenizer as text_pair."
+        },
     )
     embedding_pooling: str = field(
         default="mean",
@@ -338,7 +356,9 @@ class DMixConfig(TrainingArguments):
         existing config without constructing a new one).
         """
         if self.partner_index_max_mb < 0:
-            raise ValueError(f"partner_index_max_mb must be >= 0 (0 = always thresholds), got {self.partner_index_max_mb!r}.")
+            raise ValueError(
+                f"partner_index_max_mb must be >= 0 (0 = always thresholds), got {self.partner_index_max_mb!r}."
+            )
         _check_choice("mix_strategy", self.mix_strategy, MIX_STRATEGIES)
         _check_choice("partner_distance", self.partner_distance, PARTNER_DISTANCES)
         _check_choice("partner_order", self.partner_order, PARTNER_ORDERS)
@@ -354,7 +374,9 @@ class DMixConfig(TrainingArguments):
         if not 0.0 < self.ball_median_radius < 1.0:
             raise ValueError(f"ball_median_radius must lie in (0, 1), got {self.ball_median_radius!r}.")
         if not 0.5 < self.ball_clip_quantile <= 1.0:
-            raise ValueError(f"ball_clip_quantile must lie in (0.5, 1] (1 disables clipping), got {self.ball_clip_quantile!r}.")
+            raise ValueError(
+                f"ball_clip_quantile must lie in (0.5, 1] (1 disables clipping), got {self.ball_clip_quantile!r}."
+            )
         if self.mix_layers is not None:
             layers = list(self.mix_layers)
             if not layers or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in layers):
@@ -373,7 +395,10 @@ class DMixConfig(TrainingArguments):
                 f"{self.embedding_model!r} is a fixed encoder whose embeddings never change. Drop one of the two."
             )
         for name in (
-            "embedding_batch_size", "embedding_max_length", "partner_search_memory_mb", "partner_search_sample_size",
+            "embedding_batch_size",
+            "embedding_max_length",
+            "partner_search_memory_mb",
+            "partner_search_sample_size",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}.")
@@ -404,8 +429,14 @@ class DMixConfig(TrainingArguments):
             return {"mix_strategy": "none"}
         drop: set[str] = set()
         if self.partner_distance == "random" or self.tau >= 1.0:
-            drop |= {*BALL_FIELDS, *EMBEDDING_FIELDS, *SEARCH_FIELDS, "partner_order", "partner_rule",
-                     "partner_refresh_epochs"}
+            drop |= {
+                *BALL_FIELDS,
+                *EMBEDDING_FIELDS,
+                *SEARCH_FIELDS,
+                "partner_order",
+                "partner_rule",
+                "partner_refresh_epochs",
+            }
         elif self.partner_distance != "hyperbolic":
             drop |= set(BALL_FIELDS)
         if self.embedding_model is None:
@@ -418,10 +449,17 @@ class DMixConfig(TrainingArguments):
     def partner_search_settings(self) -> PartnerSearch:
         """The :class:`~hf_dmix.partners.PartnerSearch` these settings describe (what the trainer searches with)."""
         return PartnerSearch(
-            distance=self.partner_distance, tau=self.tau, order=self.partner_order, rule=self.partner_rule,
-            curvature=self.curvature, mode=self.partner_search, sample_size=self.partner_search_sample_size,
-            moment_reference_size=self.partner_search_sample_size, max_list_bytes=self.partner_index_max_mb * 2**20,
-            memory_bytes=self.partner_search_memory_mb * 2**20, seed=self.seed,
+            distance=self.partner_distance,
+            tau=self.tau,
+            order=self.partner_order,
+            rule=self.partner_rule,
+            curvature=self.curvature,
+            mode=self.partner_search,
+            sample_size=self.partner_search_sample_size,
+            moment_reference_size=self.partner_search_sample_size,
+            max_list_bytes=self.partner_index_max_mb * 2**20,
+            memory_bytes=self.partner_search_memory_mb * 2**20,
+            seed=self.seed,
         )
 
     # --- Pickling without secrets (training_args.bin) ---

@@ -75,7 +75,9 @@ def training_summary(state: Any) -> dict[str, Any]:
     history = state.log_history
     best_epoch = None
     if state.best_global_step is not None:
-        evals = [e for e in history if e.get("step") == state.best_global_step and any(k.startswith("eval_") for k in e)]
+        evals = [
+            e for e in history if e.get("step") == state.best_global_step and any(k.startswith("eval_") for k in e)
+        ]
         best_epoch = evals[-1].get("epoch") if evals else None
     return {
         "epochs_trained": state.epoch,

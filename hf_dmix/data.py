@@ -66,7 +66,9 @@ def _load_raw(
     from datasets import load_dataset
 
     if dataset_name and data_files:
-        raise DataError("Pass either --dataset_name (a Hub id) or local --train_file/--validation_file/--test_file, not both.")
+        raise DataError(
+            "Pass either --dataset_name (a Hub id) or local --train_file/--validation_file/--test_file, not both."
+        )
     if data_files:
         for split, path in data_files.items():
             if not os.path.isfile(path):
@@ -86,7 +88,9 @@ def _load_raw(
                 raise DataError(f"Could not read --{split}_file {path!r}: {err}") from err
         return DatasetDict(loaded)
     if not dataset_name:
-        raise DataError("No data: pass --dataset_name (a Hub dataset id) or --train_file (a local CSV/JSON/Parquet file).")
+        raise DataError(
+            "No data: pass --dataset_name (a Hub dataset id) or --train_file (a local CSV/JSON/Parquet file)."
+        )
     if os.path.isdir(dataset_name) or os.path.isfile(dataset_name):
         if os.path.isfile(dataset_name):
             return load_dataset(_builder_for(dataset_name), data_files={"train": dataset_name})
@@ -164,7 +168,9 @@ def _checked_labels(
             raise DataError(f"The {name} split lacks the column(s) {missing}; it has {ds.column_names}.")
     label_names, to_id = _label_names(official["train"], label_column)
     if len(label_names) < 2:
-        raise DataError(f"The training labels have only {len(label_names)} class ({label_names}); classification needs at least 2.")
+        raise DataError(
+            f"The training labels have only {len(label_names)} class ({label_names}); classification needs at least 2."
+        )
     return label_names, to_id
 
 
@@ -199,7 +205,12 @@ def _official_splits(raw: Mapping[str, Dataset], names: Mapping[str, str | None]
 
 
 def stratified_split(
-    texts: list[str], labels: Sequence[int | str], validation_size: float, test_size: float, seed: int, group_duplicates: bool = True
+    texts: list[str],
+    labels: Sequence[int | str],
+    validation_size: float,
+    test_size: float,
+    seed: int,
+    group_duplicates: bool = True,
 ) -> dict[str, list[int]]:
     """Row indices of a stratified train / validation / test split.
 
@@ -208,7 +219,9 @@ def stratified_split(
     seeded random order, so each split receives about its share of every class.
     """
     if not (0 <= validation_size < 1 and 0 <= test_size < 1 and validation_size + test_size < 1):
-        raise DataError(f"validation_size and test_size must be in [0, 1) with a sum below 1, got {validation_size} and {test_size}.")
+        raise DataError(
+            f"validation_size and test_size must be in [0, 1) with a sum below 1, got {validation_size} and {test_size}."
+        )
     groups: dict[Any, list[int]] = defaultdict(list)
     for i, text in enumerate(texts):
         groups[text.strip() if group_duplicates else i].append(i)
@@ -276,8 +289,10 @@ def _duplicate_handling(carved: list[str], group_duplicates: bool) -> str:
     if not carved:
         return "official splits, used as given (duplicates across them are not removed)"
     what = " and ".join(carved) + " carved out of train"
-    what += " with identical texts kept in one split" if group_duplicates else (
-        " without grouping identical texts (--group_duplicates false)"
+    what += (
+        " with identical texts kept in one split"
+        if group_duplicates
+        else (" without grouping identical texts (--group_duplicates false)")
     )
     official = [s for s in ("validation", "test") if s not in carved]
     return what + "".join(f"; the official {s} split used as given" for s in official)
@@ -291,8 +306,14 @@ def example_texts(ds: Dataset) -> list[str]:
 
 
 def _text_split(
-    ds: Dataset, name: str, text_columns: str | list[str], label_column: str, to_id: Mapping[Any, int],
-    label_names: list[str], text_pair_column: str | None = None, delimiter: str = " ",
+    ds: Dataset,
+    name: str,
+    text_columns: str | list[str],
+    label_column: str,
+    to_id: Mapping[Any, int],
+    label_names: list[str],
+    text_pair_column: str | None = None,
+    delimiter: str = " ",
 ) -> Dataset:
     """One split as columns ``text`` (several columns joined with ``delimiter``), ``text_pair`` (sentence pairs only)
     and ``label`` (ids); empty texts and labels unknown to train are errors."""
@@ -324,7 +345,11 @@ def _text_split(
 
 
 def _carve_out_of_train(
-    splits: dict[str, Dataset], need: list[str], validation_size: float, test_size: float, split_seed: int,
+    splits: dict[str, Dataset],
+    need: list[str],
+    validation_size: float,
+    test_size: float,
+    split_seed: int,
     group_duplicates: bool,
 ) -> dict[str, Any]:
     """Carve the ``need``ed splits out of ``splits["train"]`` (in place); how it was done, for ``split_info``."""
@@ -341,7 +366,9 @@ def _carve_out_of_train(
     for s in need:
         splits[s] = full.select(idx[s])
     return {
-        "split_method": "stratified by label, duplicate texts kept together" if group_duplicates else "stratified by label",
+        "split_method": "stratified by label, duplicate texts kept together"
+        if group_duplicates
+        else "stratified by label",
         "split_seed": split_seed,
         "validation_size": validation_size if "validation" in need else None,
         "test_size": test_size if "test" in need else None,
@@ -399,8 +426,9 @@ def load_classification_data(
     label_names, to_id = _checked_labels(official, [c for c, _ in columns if c != label_column], label_column)
 
     normalised = {
-        name: _text_split(ds, name, text_columns, label_column, to_id, label_names, text_pair_column,
-                          text_column_delimiter)
+        name: _text_split(
+            ds, name, text_columns, label_column, to_id, label_names, text_pair_column, text_column_delimiter
+        )
         for name, ds in official.items()
     }
     info: dict[str, Any] = {"source": dataset_name or data_files, "official_splits": sorted(official)}
@@ -411,14 +439,22 @@ def load_classification_data(
         info.update(_carve_out_of_train(normalised, need, validation_size, test_size, split_seed, group_duplicates))
     for s in SPLITS:
         if len(normalised[s]) == 0:
-            raise DataError(f"The {s} split is empty after splitting {len(normalised['train'])} rows; use more data or larger sizes.")
+            raise DataError(
+                f"The {s} split is empty after splitting {len(normalised['train'])} rows; use more data or larger sizes."
+            )
     info["sizes"] = {s: len(normalised[s]) for s in SPLITS}
     info["duplicates"] = {
-        **duplicate_stats({s: example_texts(normalised[s]) for s in SPLITS}, {s: normalised[s]["label"][:] for s in SPLITS}),
+        **duplicate_stats(
+            {s: example_texts(normalised[s]) for s in SPLITS}, {s: normalised[s]["label"][:] for s in SPLITS}
+        ),
         "handling": _duplicate_handling(need, group_duplicates),
     }
     info["label_counts"] = {
-        s: {label_names[k]: int(v) for k, v in sorted(zip(*np.unique(normalised[s]["label"], return_counts=True), strict=True))} for s in SPLITS
+        s: {
+            label_names[k]: int(v)
+            for k, v in sorted(zip(*np.unique(normalised[s]["label"], return_counts=True), strict=True))
+        }
+        for s in SPLITS
     }
     return LoadedData(DatasetDict(normalised), label_names, info)
 
@@ -446,18 +482,36 @@ def demo_data_files() -> dict[str, str]:
 _DEMO_TOPICS = {
     "sports": (
         ["the striker", "our goalkeeper", "the home team", "the coach", "the young sprinter", "the captain"],
-        ["scored twice in the final", "won the championship", "broke the national record", "was injured in training",
-         "signed a new contract with the club", "lost the match on penalties"],
+        [
+            "scored twice in the final",
+            "won the championship",
+            "broke the national record",
+            "was injured in training",
+            "signed a new contract with the club",
+            "lost the match on penalties",
+        ],
     ),
     "business": (
         ["the central bank", "shares of the retailer", "the startup", "the oil company", "investors", "the factory"],
-        ["raised interest rates again", "fell sharply after the report", "announced record quarterly profits",
-         "cut two hundred jobs", "expanded into new markets", "reported weaker sales than expected"],
+        [
+            "raised interest rates again",
+            "fell sharply after the report",
+            "announced record quarterly profits",
+            "cut two hundred jobs",
+            "expanded into new markets",
+            "reported weaker sales than expected",
+        ],
     ),
     "science": (
         ["researchers", "the space agency", "a new telescope", "biologists", "the physics team", "the lab"],
-        ["discovered a distant planet", "sequenced the genome of the plant", "measured the particle mass precisely",
-         "launched a probe to the moon", "published results on climate models", "observed a rare cell behaviour"],
+        [
+            "discovered a distant planet",
+            "sequenced the genome of the plant",
+            "measured the particle mass precisely",
+            "launched a probe to the moon",
+            "published results on climate models",
+            "observed a rare cell behaviour",
+        ],
     ),
 }
 

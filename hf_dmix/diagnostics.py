@@ -164,7 +164,9 @@ def tokenizer_coverage(tokenizer: Any, token_counts: np.ndarray) -> dict[str, An
         out["unk_share"] = int(counts[unk_id]) / total if total and unk_id < len(counts) else 0.0
     tokens = tokenizer.convert_ids_to_tokens(present)
     single = sum(
-        int(counts[i]) for i, tok in zip(present, tokens, strict=True) if i != unk_id and is_single_character(token_text(tokenizer, tok))
+        int(counts[i])
+        for i, tok in zip(present, tokens, strict=True)
+        if i != unk_id and is_single_character(token_text(tokenizer, tok))
     )
     out["single_char_share"] = single / total if total else 0.0
     return out
@@ -284,7 +286,9 @@ def data_warnings(diagnostics: Mapping[str, Any]) -> list[str]:
     truncation = diagnostics.get("truncation") or {}
     high = {s: t for s, t in truncation.items() if t["truncated_share"] > TRUNCATION_WARN_SHARE}
     if high:
-        shares = ", ".join(f"{s} {_pct(t['truncated_share'])} ({t['truncated']} of {t['texts']})" for s, t in high.items())
+        shares = ", ".join(
+            f"{s} {_pct(t['truncated_share'])} ({t['truncated']} of {t['texts']})" for s, t in high.items()
+        )
         p95 = max(t["p95_tokens"] for t in high.values())
         limit = diagnostics.get("model_max_length")
         if limit is not None and p95 > limit:
@@ -407,8 +411,10 @@ def collapse_warning(
     if prediction_share >= 1.0:
         what = f"All {rows} {split} predictions are class {class_name!r} although the {split} labels have {labels_present} classes"
     else:
-        what = (f"{100 * prediction_share:.1f} % of the {rows} {split} predictions are class {class_name!r}, which is "
-                f"only {100 * (label_share or 0.0):.1f} % of the {split} labels ({labels_present} classes)")
+        what = (
+            f"{100 * prediction_share:.1f} % of the {rows} {split} predictions are class {class_name!r}, which is "
+            f"only {100 * (label_share or 0.0):.1f} % of the {split} labels ({labels_present} classes)"
+        )
     return (
         f"{what}: the model (nearly) always predicts one class and learned little that separates them. The majority "
         f"baseline of the {split} set scores accuracy {baseline['accuracy']:.4f}, macro-F1 {baseline['macro_f1']:.4f}. "
@@ -427,8 +433,16 @@ def collapse_warnings(
         if cls is None:
             continue
         present = len({int(y) for y in labels[split]})
-        out.append(collapse_warning(split, label_names[cls], len(predictions[split]), present,
-                                    majority_baseline(labels[split]), **_shares(predictions[split], labels[split], cls)))
+        out.append(
+            collapse_warning(
+                split,
+                label_names[cls],
+                len(predictions[split]),
+                present,
+                majority_baseline(labels[split]),
+                **_shares(predictions[split], labels[split], cls),
+            )
+        )
     return out
 
 

@@ -278,15 +278,24 @@ def embed_training_set(
         if texts is None:
             raise ValueError("embedding_model needs texts, the function that returns the texts of given rows.")
         local = embed_texts(
-            embedding_model, texts(rows), pooling=pooling, batch_size=batch_size, max_length=max_length,
-            device=device, show_progress=show_progress,
+            embedding_model,
+            texts(rows),
+            pooling=pooling,
+            batch_size=batch_size,
+            max_length=max_length,
+            device=device,
+            show_progress=show_progress,
         )
         return gather(local, n)
     if model is None or feature_rows is None or collate is None:
         raise ValueError("Without precomputed embeddings or an embedding_model, pass model, feature_rows and collate.")
     total = max(-(-len(rows) // batch_size), num_batches or 0)
     local = embed_batches(
-        model, iter_feature_batches(feature_rows, rows, batch_size, collate, num_batches), pooling=pooling,
-        total=total, show_progress=show_progress, keep=len(rows),
+        model,
+        iter_feature_batches(feature_rows, rows, batch_size, collate, num_batches),
+        pooling=pooling,
+        total=total,
+        show_progress=show_progress,
+        keep=len(rows),
     )
     return gather(local, n)

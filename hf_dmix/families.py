@@ -80,21 +80,36 @@ _FAMILIES: dict[str, EncoderFamily] = {
     # images (AutoModelForImageClassification)
     "vit": EncoderFamily("ViT", "vit.embeddings", "vit.layers", "classifier", modality="image"),
     "deit": EncoderFamily(
-        "DeiT", "deit.embeddings", "deit.layers", "classifier", modality="image",
+        "DeiT",
+        "deit.embeddings",
+        "deit.layers",
+        "classifier",
+        modality="image",
         hint=" Distilled DeiT checkpoints load as DeiTForImageClassificationWithTeacher (two heads, one fed by the "
         "distillation token); DMIX needs DeiTForImageClassification.from_pretrained(name).",
     ),
     # audio (AutoModelForAudioClassification)
     "wav2vec2": EncoderFamily(
-        "wav2vec2", "wav2vec2.encoder.dropout", "wav2vec2.encoder.layers", "classifier", modality="audio",
+        "wav2vec2",
+        "wav2vec2.encoder.dropout",
+        "wav2vec2.encoder.layers",
+        "classifier",
+        modality="audio",
         frame_mask=_SPEECH_FRAME_MASK,
     ),
     "hubert": EncoderFamily(
-        "HuBERT", "hubert.encoder.dropout", "hubert.encoder.layers", "classifier", modality="audio",
+        "HuBERT",
+        "hubert.encoder.dropout",
+        "hubert.encoder.layers",
+        "classifier",
+        modality="audio",
         frame_mask=_SPEECH_FRAME_MASK,
     ),
     "audio-spectrogram-transformer": EncoderFamily(
-        "AST", "audio_spectrogram_transformer.embeddings", "audio_spectrogram_transformer.layers", "classifier.dense",
+        "AST",
+        "audio_spectrogram_transformer.embeddings",
+        "audio_spectrogram_transformer.layers",
+        "classifier.dense",
         modality="audio",
     ),
 }

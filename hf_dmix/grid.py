@@ -32,8 +32,17 @@ from typing import Any
 from .io import write_atomic
 
 __all__ = [
-    "Job", "choose_value", "load_records", "make_record", "mean_std", "paired_ci", "portable", "run_jobs",
-    "train_command", "verdict", "write_json_atomic",
+    "Job",
+    "choose_value",
+    "load_records",
+    "make_record",
+    "mean_std",
+    "paired_ci",
+    "portable",
+    "run_jobs",
+    "train_command",
+    "verdict",
+    "write_json_atomic",
 ]
 
 # The repository root when the package runs from a source checkout (``run_dmix.py`` beside it); in an installed
@@ -127,7 +136,10 @@ def _run_one(job: Job, parallel: int) -> dict[str, Any]:
 
 
 def run_jobs(
-    jobs: Sequence[Job], parallel: int = 1, keep_going: bool = False, progress: bool = True,
+    jobs: Sequence[Job],
+    parallel: int = 1,
+    keep_going: bool = False,
+    progress: bool = True,
     on_done: Callable[[Job, dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any] | None]:
     """Run every job that has no record (``parallel`` at a time) and return all results in job order.
@@ -138,8 +150,9 @@ def run_jobs(
     from tqdm.auto import tqdm
 
     todo = [j for j in jobs if j.cached() is None]
-    print(f"{len(jobs) - len(todo)} of {len(jobs)} runs recorded; running {len(todo)} ({parallel} at a time).",
-          flush=True)
+    print(
+        f"{len(jobs) - len(todo)} of {len(jobs)} runs recorded; running {len(todo)} ({parallel} at a time).", flush=True
+    )
     started, failures = time.time(), []
     bar = tqdm(total=len(todo), unit="run", disable=not progress or not todo, dynamic_ncols=True)
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
@@ -156,8 +169,12 @@ def run_jobs(
                 bar.write(f"FAILED {err}")
                 continue
             f1 = results.get("metrics", {}).get("test", {}).get("macro_f1")
-            bar.write(f"{job.name}: test macro-F1 {f1:.4f} ({results.get('wall_time_s', 0):.0f} s; "
-                      f"{time.time() - started:.0f} s elapsed)" if f1 is not None else f"{job.name}: done")
+            bar.write(
+                f"{job.name}: test macro-F1 {f1:.4f} ({results.get('wall_time_s', 0):.0f} s; "
+                f"{time.time() - started:.0f} s elapsed)"
+                if f1 is not None
+                else f"{job.name}: done"
+            )
             if on_done is not None:
                 on_done(job, results)
     bar.close()
@@ -168,9 +185,22 @@ def run_jobs(
 
 # What a record keeps of a run's results.json: enough to recompute every figure of a report, small enough to commit
 # one per run (a few KB). Predictions, logs, training arguments and plots stay in the (ignored) runs folder.
-RECORD_KEYS = ("benchmark_flags", "benchmark_meta", "seed", "model", "dmix", "metrics", "majority_baseline",
-               "partner_index", "partner_index_warning", "partner_refreshes", "device", "world_size", "wall_time_s",
-               "comparator")
+RECORD_KEYS = (
+    "benchmark_flags",
+    "benchmark_meta",
+    "seed",
+    "model",
+    "dmix",
+    "metrics",
+    "majority_baseline",
+    "partner_index",
+    "partner_index_warning",
+    "partner_refreshes",
+    "device",
+    "world_size",
+    "wall_time_s",
+    "comparator",
+)
 # What a record keeps of the training summary (``hf_dmix.convergence.training_summary``).
 TRAIN_KEYS = ("epochs_trained", "best_epoch", "best_metric", "final_train_loss", "loss_curve", "undertraining_warning")
 

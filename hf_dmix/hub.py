@@ -37,8 +37,14 @@ DEFAULT_EXCLUDE: tuple[str, ...] = ("checkpoint-*", "_*", ".*", "runs", "*.tmp-*
 # Files that define what a repository *is* (full model vs. adapter): stale ones left over from an earlier push of the
 # other kind are deleted in the same commit, or transformers would load the wrong thing.
 _MODEL_FILES: tuple[str, ...] = (
-    "config.json", "model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json",
-    "pytorch_model*.bin", "adapter_config.json", "adapter_model.safetensors", "adapter_model.bin",
+    "config.json",
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model*.bin",
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "adapter_model.bin",
 )
 _WEIGHT_SUFFIXES = (".safetensors",)
 
@@ -107,10 +113,14 @@ def _check_publishable(folder: Path, files: Mapping[str, Path], merge_lora: bool
     adapter = "adapter_config.json" in files
     if adapter:
         if "adapter_model.safetensors" not in files:
-            raise HubError(f"{folder} has adapter_config.json but no adapter_model.safetensors: save the adapter with safetensors.")
+            raise HubError(
+                f"{folder} has adapter_config.json but no adapter_model.safetensors: save the adapter with safetensors."
+            )
     else:
         if "config.json" not in files:
-            raise HubError(f"{folder} holds no model (no config.json or adapter_config.json): save the model there first.")
+            raise HubError(
+                f"{folder} holds no model (no config.json or adapter_config.json): save the model there first."
+            )
         if "model.safetensors" not in files and "model.safetensors.index.json" not in files:
             found = sorted(f for f in files if f.endswith((".bin", ".pt", ".pth")))
             raise HubError(
@@ -118,7 +128,9 @@ def _check_publishable(folder: Path, files: Mapping[str, Path], merge_lora: bool
                 "Save the model with save_pretrained (safetensors is the default)."
             )
     if merge_lora and not adapter:
-        raise HubError(f"merge_lora=True, but {folder} holds a full model, not a LoRA adapter (no adapter_config.json).")
+        raise HubError(
+            f"merge_lora=True, but {folder} holds a full model, not a LoRA adapter (no adapter_config.json)."
+        )
     return "adapter" if adapter else "model"
 
 
@@ -134,7 +146,9 @@ def _scan_for_secrets(blobs: Mapping[str, Path | bytes], secrets: Sequence[str |
         else:
             data = blob
         if any(n in data for n in needles):
-            raise HubError(f"Refusing to publish {rel}: it contains your Hub token. Remove the token from it and push again.")
+            raise HubError(
+                f"Refusing to publish {rel}: it contains your Hub token. Remove the token from it and push again."
+            )
 
 
 def _merge_lora(folder: Path, record: Mapping[str, Any], token: str | None, into: Path) -> list[str]:
@@ -161,10 +175,13 @@ def _merge_lora(folder: Path, record: Mapping[str, Any], token: str | None, into
         from huggingface_hub import get_token
 
         hub = hub_error(err, "Loading the base model to merge the LoRA adapter", str(base), [token, get_token()])
-        raise (hub or HubError(
-            f"Could not load the base model {display_name(base)!r} (adapter_config.json base_model_name_or_path) to "
-            f"merge the LoRA adapter: {str(err).splitlines()[0]}"
-        )) from err
+        raise (
+            hub
+            or HubError(
+                f"Could not load the base model {display_name(base)!r} (adapter_config.json base_model_name_or_path) to "
+                f"merge the LoRA adapter: {str(err).splitlines()[0]}"
+            )
+        ) from err
     merged = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
     merged.save_pretrained(str(into))
     return sorted(p.name for p in into.iterdir() if p.is_file())
@@ -238,7 +255,9 @@ def push_to_hub(
             repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
             if revision is not None and revision != "main":
                 api.create_branch(repo_id, branch=revision, exist_ok=True)
-            blobs = _staged_blobs(folder, files, repo_id, record or {}, results, token, Path(tmp), merge_lora, card_metadata)
+            blobs = _staged_blobs(
+                folder, files, repo_id, record or {}, results, token, Path(tmp), merge_lora, card_metadata
+            )
             _scan_for_secrets({k: v for k, v in blobs.items() if k not in files}, secrets)
             stale, info = _commit(api, repo_id, blobs, revision, commit_message, merge_lora)
         except HubError:
@@ -248,8 +267,14 @@ def push_to_hub(
             if hub is None:
                 raise
             raise hub from None
-    return PushResult(repo_id=repo_id, commit_url=str(info.commit_url), commit_oid=str(info.oid),
-                      files=tuple(sorted(blobs)), deleted=tuple(stale), merged_lora=merge_lora)
+    return PushResult(
+        repo_id=repo_id,
+        commit_url=str(info.commit_url),
+        commit_oid=str(info.oid),
+        files=tuple(sorted(blobs)),
+        deleted=tuple(stale),
+        merged_lora=merge_lora,
+    )
 
 
 def _checked_push_args(
@@ -260,7 +285,9 @@ def _checked_push_args(
 
     folder = Path(output_dir)
     if not folder.is_dir():
-        raise HubError(f"Output folder {os.fspath(output_dir)!r} does not exist; train first or pass the folder of a run.")
+        raise HubError(
+            f"Output folder {os.fspath(output_dir)!r} does not exist; train first or pass the folder of a run."
+        )
     if not isinstance(repo_id, str) or not repo_id.strip():
         raise HubError(f"repo_id must be 'namespace/name' or 'name', got {repo_id!r}.")
     try:
@@ -276,8 +303,15 @@ def _checked_push_args(
 
 
 def _staged_blobs(
-    folder: Path, files: Mapping[str, Path], repo_id: str, record: Mapping[str, Any], results: Mapping[str, Any] | None,
-    token: str | None, tmp: Path, merge_lora: bool, card_metadata: Mapping[str, Any] | None,
+    folder: Path,
+    files: Mapping[str, Path],
+    repo_id: str,
+    record: Mapping[str, Any],
+    results: Mapping[str, Any] | None,
+    token: str | None,
+    tmp: Path,
+    merge_lora: bool,
+    card_metadata: Mapping[str, Any] | None,
 ) -> dict[str, Path | bytes]:
     """What the commit holds: the folder's files, the merged model in place of a LoRA adapter, and the card."""
     blobs: dict[str, Path | bytes] = dict(files)
@@ -292,8 +326,14 @@ def _staged_blobs(
     return blobs
 
 
-def _commit(api: Any, repo_id: str, blobs: Mapping[str, Path | bytes], revision: str | None,
-            commit_message: str | None, merge_lora: bool) -> tuple[list[str], Any]:
+def _commit(
+    api: Any,
+    repo_id: str,
+    blobs: Mapping[str, Path | bytes],
+    revision: str | None,
+    commit_message: str | None,
+    merge_lora: bool,
+) -> tuple[list[str], Any]:
     """One commit of ``blobs`` that also deletes model files of the other kind; the deleted names and its info."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 

@@ -23,7 +23,9 @@ def _is_network_error(err: BaseException) -> bool:
     if isinstance(err, (ConnectionError, TimeoutError)):
         return True
     names = {c.__name__ for c in type(err).__mro__}
-    return bool(names & {"TransportError", "NetworkError", "ConnectError", "ConnectionError", "TimeoutException", "Timeout"})
+    return bool(
+        names & {"TransportError", "NetworkError", "ConnectError", "ConnectionError", "TimeoutException", "Timeout"}
+    )
 
 
 def _endpoint() -> str:

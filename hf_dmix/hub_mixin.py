@@ -139,8 +139,10 @@ class DMixHubMixin(TrainerHost):
             results = results_of_run(record, found)
             if results is None:
                 other = found.get("run_id") if isinstance(found, dict) else None
-                logger.warning(f"{results_path} is not this run's (its run_id: {other!r}, this run: {self.run_id!r}): "
-                               "the model card does not quote it.")
+                logger.warning(
+                    f"{results_path} is not this run's (its run_id: {other!r}, this run: {self.run_id!r}): "
+                    "the model card does not quote it."
+                )
         repo_id = next(
             (r for r in (meta.get("repo_id"), self.hub_model_id, self.args.hub_model_id) if hub_repo_id(r)), None
         )
@@ -154,7 +156,9 @@ class DMixHubMixin(TrainerHost):
             license=meta.get("license"),
             tags=tags,
             validation_metrics=self._last_eval_metrics(),
-            tau_sweep_plot=TAU_SWEEP_PLOT_NAME if os.path.isfile(os.path.join(output_dir, TAU_SWEEP_PLOT_NAME)) else None,
+            tau_sweep_plot=TAU_SWEEP_PLOT_NAME
+            if os.path.isfile(os.path.join(output_dir, TAU_SWEEP_PLOT_NAME))
+            else None,
         )
         path = os.path.join(output_dir, README_NAME)
         write_atomic(path, str(card))
@@ -163,7 +167,7 @@ class DMixHubMixin(TrainerHost):
     def _last_eval_metrics(self) -> dict[str, float]:
         """The metrics of the last evaluation during training, without the ``eval_`` prefix."""
         for entry in reversed(self.state.log_history):
-            metrics = {k[len("eval_"):]: v for k, v in entry.items() if k.startswith("eval_")}
+            metrics = {k[len("eval_") :]: v for k, v in entry.items() if k.startswith("eval_")}
             if any(k in metrics for k in ("macro_f1", "accuracy", "weighted_f1")):
                 return metrics
         return {}

@@ -47,7 +47,9 @@ def skewness(counts: torch.Tensor) -> float:
     return 0.0 if sd <= 0 else float(((x - x.mean()) ** 3).mean() / sd**3)
 
 
-def k_occurrence(index: Any, max_anchors: int | None = None, memory_bytes: int = 256 * 2**20, seed: int = 0) -> torch.Tensor:
+def k_occurrence(
+    index: Any, max_anchors: int | None = None, memory_bytes: int = 256 * 2**20, seed: int = 0
+) -> torch.Tensor:
     """How many candidate sets each example belongs to (its *k-occurrence*).
 
     * lists: a ``bincount`` of the ``(N, k)`` table — exact, ``O(N·k)``.
@@ -214,7 +216,8 @@ def describe_partner_index(stats: dict[str, float]) -> str:
         share = stats["distinct_candidate_share"]
         # Rounded down: "100.0%" for 99.96% would hide the examples that are never a partner.
         parts.append(
-            "every example is a candidate of some anchor" if share >= 1.0
+            "every example is a candidate of some anchor"
+            if share >= 1.0
             else f"{math.floor(share * 1000) / 10:.1f}% of the training set is a candidate of some anchor"
         )
     if "same_label_share" in stats:
@@ -226,8 +229,11 @@ def describe_partner_index(stats: dict[str, float]) -> str:
         parts.append(
             f"{stats['cosine_overlap']:.1%} of candidates are also in the cosine top-τ set "
             f"(chance {stats['cosine_overlap_chance']:.1%}"
-            + (f"; on {int(stats['cosine_overlap_anchors'])} sampled anchors)"
-               if stats.get("cosine_overlap_anchors", stats["num_examples"]) < stats["num_examples"] else ")")
+            + (
+                f"; on {int(stats['cosine_overlap_anchors'])} sampled anchors)"
+                if stats.get("cosine_overlap_anchors", stats["num_examples"]) < stats["num_examples"]
+                else ")"
+            )
         )
     text = "; ".join(parts) + "."
     if "estimated_from_examples" in stats:
@@ -296,6 +302,7 @@ def hubness_warning(stats: dict[str, float], rule: str = "paper") -> str | None:
         + ("; the rest is never drawn as a partner" if uncovered else "")
     )
     return (
-        "DMIX candidate sets differ from random partners with the same k: " + "; ".join(findings)
+        "DMIX candidate sets differ from random partners with the same k: "
+        + "; ".join(findings)
         + f". If that is not intended: {fix}."
     )

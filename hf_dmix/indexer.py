@@ -72,8 +72,12 @@ class Sharding:
         padded = local.new_zeros((size, *local.shape[1:]))
         padded[: local.shape[0]] = local
         gathered = self.gather_all(padded).cpu()
-        return torch.cat([gathered[r * size : r * size + len(range(r * size, min((r + 1) * size, n)))]
-                          for r in range(self.world_size)])
+        return torch.cat(
+            [
+                gathered[r * size : r * size + len(range(r * size, min((r + 1) * size, n)))]
+                for r in range(self.world_size)
+            ]
+        )
 
 
 @dataclass
@@ -179,12 +183,19 @@ class PartnerIndexer:
         if self.source(args) == "model":
             check_model_inputs(dataset, inputs.feature_columns)
         return embed_training_set(
-            len(dataset), precomputed=self.sentence_embeddings, embedding_model=args.embedding_model,
-            texts=partial(texts_of, base, args.embedding_text_column,
-                          pair_column=args.embedding_text_pair_column), model=inputs.model,
-            feature_rows=feature_rows(dataset, inputs.feature_columns), collate=embedding_collate(inputs.collate),
-            pooling=args.embedding_pooling, batch_size=args.embedding_batch_size, max_length=args.embedding_max_length,
-            device=inputs.device, rows=inputs.sharding.rows(len(dataset)), gather=inputs.sharding.gather,
+            len(dataset),
+            precomputed=self.sentence_embeddings,
+            embedding_model=args.embedding_model,
+            texts=partial(texts_of, base, args.embedding_text_column, pair_column=args.embedding_text_pair_column),
+            model=inputs.model,
+            feature_rows=feature_rows(dataset, inputs.feature_columns),
+            collate=embedding_collate(inputs.collate),
+            pooling=args.embedding_pooling,
+            batch_size=args.embedding_batch_size,
+            max_length=args.embedding_max_length,
+            device=inputs.device,
+            rows=inputs.sharding.rows(len(dataset)),
+            gather=inputs.sharding.gather,
             show_progress=inputs.show_progress,
             # Every process makes the same number of forward calls: with a sharded model (FSDP2) each is a collective.
             num_batches=-(-inputs.sharding.shard_size(len(dataset)) // args.embedding_batch_size),
@@ -227,7 +238,11 @@ class PartnerIndexer:
         # Kept for pictures (plot): the space the candidates were chosen in, on the CPU.
         self.points = None if points is None else points.detach().float().cpu()
         self.index = search_partners(
-            points, n, search, rows=inputs.sharding.rows(n), gather=inputs.sharding.gather,
+            points,
+            n,
+            search,
+            rows=inputs.sharding.rows(n),
+            gather=inputs.sharding.gather,
             show_progress=inputs.show_progress,
         )
         self._describe(inputs, emb)
@@ -238,8 +253,11 @@ class PartnerIndexer:
         if args.partner_distance != "hyperbolic":
             return emb
         return to_poincare_ball(
-            emb, curvature=args.curvature, median_radius=args.ball_median_radius,
-            clip_quantile=args.ball_clip_quantile, center=args.ball_center,
+            emb,
+            curvature=args.curvature,
+            median_radius=args.ball_median_radius,
+            clip_quantile=args.ball_clip_quantile,
+            center=args.ball_center,
         )
 
     def _describe(self, inputs: IndexInputs, emb: torch.Tensor | None) -> None:
@@ -266,7 +284,10 @@ class PartnerIndexer:
             return
         k = index.candidates_per_example
         s["cosine_overlap"] = cosine_overlap(
-            index, emb.to(args.device), args.partner_order, max_anchors=None if anchors < 0 else anchors,
+            index,
+            emb.to(args.device),
+            args.partner_order,
+            max_anchors=None if anchors < 0 else anchors,
             memory_bytes=args.partner_search_memory_mb * 2**20,
         )
         s["cosine_overlap_anchors"] = float(n if anchors < 0 else min(anchors, n))
@@ -276,8 +297,14 @@ class PartnerIndexer:
 
     def refresh_due(self, epoch: int | None, every: int) -> bool:
         """Whether epoch ``epoch`` starts with a refresh (every ``every``-th epoch, once, when an index exists)."""
-        return (epoch is not None and self.index is not None and every > 0 and epoch > 0 and epoch % every == 0
-                and self.refreshed_epoch != epoch)
+        return (
+            epoch is not None
+            and self.index is not None
+            and every > 0
+            and epoch > 0
+            and epoch % every == 0
+            and self.refreshed_epoch != epoch
+        )
 
     def refresh(self, inputs: IndexInputs, epoch: int) -> dict[str, float]:
         """Embed the training set with the model as trained so far and rebuild the index from it (see
@@ -291,14 +318,23 @@ class PartnerIndexer:
         if previous is not None and previous.candidates is not None and index.candidates is not None:
             record["candidates_kept"] = candidate_overlap(previous, index)
         # How the new index looks (the benchmarks compare it with the index of the untrained model).
-        record.update({k: float(self.stats[k]) for k in ("same_label_share", "top1pct_slot_share")
-                       if self.stats.get(k) is not None})
+        record.update(
+            {
+                k: float(self.stats[k])
+                for k in ("same_label_share", "top1pct_slot_share")
+                if self.stats.get(k) is not None
+            }
+        )
         self.refreshes.append(record)
         logger.info(
             f"DMIX partner refresh at the start of epoch {epoch}: embedding pass, partner search and index "
             f"statistics took "
             f"{record['seconds']:.1f} s"
-            + (f"; {record['candidates_kept']:.1%} of each example's candidates stayed." if "candidates_kept" in record else ".")
+            + (
+                f"; {record['candidates_kept']:.1%} of each example's candidates stayed."
+                if "candidates_kept" in record
+                else "."
+            )
         )
         return record
 
@@ -341,8 +377,9 @@ class PartnerIndexer:
 
     # ------------------------------------------------------------------ pictures
 
-    def plot(self, output_dir: str, args: DMixConfig, labels: torch.Tensor | None, label_names: dict,
-             max_points: int = 5000) -> dict[str, str]:
+    def plot(
+        self, output_dir: str, args: DMixConfig, labels: torch.Tensor | None, label_names: dict, max_points: int = 5000
+    ) -> dict[str, str]:
         """``partners.png`` and ``k_occurrence.png`` of the current index in ``output_dir`` (see
         ``DMixTrainer.plot_partner_index``); ``{}`` when there is nothing to draw."""
         import os
@@ -357,12 +394,18 @@ class PartnerIndexer:
         space = "Poincaré distance" if hyperbolic else f"{args.partner_distance} distance"
         what = f"{args.partner_rule} rule, {args.partner_order}, τ = {args.tau}, {space}"
         drawn = plot_partners(
-            self.points if hyperbolic else _unit_ball(self.points), self.index, labels, names,
-            path=os.path.join(output_dir, "partners.png"), curvature=args.curvature if hyperbolic else 1.0,
-            title=f"Training set and DMIX candidates ({what})", max_points=max_points,
+            self.points if hyperbolic else _unit_ball(self.points),
+            self.index,
+            labels,
+            names,
+            path=os.path.join(output_dir, "partners.png"),
+            curvature=args.curvature if hyperbolic else 1.0,
+            title=f"Training set and DMIX candidates ({what})",
+            max_points=max_points,
         )
         histogram = plot_k_occurrence(
-            self.index, path=os.path.join(output_dir, "k_occurrence.png"),
+            self.index,
+            path=os.path.join(output_dir, "k_occurrence.png"),
             title=f"k-occurrence of the candidate sets ({what})",
         )
         return {"partners": drawn, "k_occurrence": histogram}  # type: ignore[dict-item]  # paths: no return_figure
@@ -431,9 +474,15 @@ def _log_line(args: DMixConfig, s: dict[str, float], n: int) -> str:
         f"of examples hold {s['top1pct_slot_share']:.1%} of candidate slots (random: "
         f"{s['random_top1pct_slot_share']:.1%}); k-occurrence skewness {s['k_occurrence_skewness']:.2f} (random: "
         f"{s['random_k_occurrence_skewness']:.2f})"
-        + (f"; same-label share {s['same_label_share']:.1%} (random: {s['random_same_label_share']:.1%})"
-           if "same_label_share" in s else "")
-        + (f"; the hyperbolic candidate sets share {s['cosine_overlap']:.1%} of their members with the cosine "
-           f"top-tau sets ({s['cosine_overlap_chance']:.1%} by chance; {int(s['cosine_overlap_anchors'])} anchors)."
-           if "cosine_overlap" in s else ".")
+        + (
+            f"; same-label share {s['same_label_share']:.1%} (random: {s['random_same_label_share']:.1%})"
+            if "same_label_share" in s
+            else ""
+        )
+        + (
+            f"; the hyperbolic candidate sets share {s['cosine_overlap']:.1%} of their members with the cosine "
+            f"top-tau sets ({s['cosine_overlap_chance']:.1%} by chance; {int(s['cosine_overlap_anchors'])} anchors)."
+            if "cosine_overlap" in s
+            else "."
+        )
     )

@@ -46,8 +46,9 @@ def collator_name(collate_fn: Any) -> str:
     return getattr(collate_fn, "__name__", None) or type(collate_fn).__name__
 
 
-def check_pair_layout(batch: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], collate_fn: Callable,
-                      probe: bool = True) -> None:
+def check_pair_layout(
+    batch: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], collate_fn: Callable, probe: bool = True
+) -> None:
     """Refuse a batch in which some row does not hold the example at its position of ``rows`` (anchors, partners).
 
     ``batch`` is what ``collate_fn`` returned for ``rows``. ``probe``: allow the re-collation probe (step 4 of the
@@ -168,8 +169,8 @@ def _match(example: _Example, row: list | torch.Tensor) -> tuple | None:
         return _SAME if _equal(data, row[::step]) else None
     if n > m:  # the collator truncated: the model sees what is left, compare that
         right = _equal(data[: -(-m // step)], row[::step])
-        return _TRUNCATED if right or (step == 1 and _equal(data[n - m:], row)) else None
-    for side, held, rest in (("right", row[:n], row[n:]), ("left", row[m - n:], row[: m - n])):
+        return _TRUNCATED if right or (step == 1 and _equal(data[n - m :], row)) else None
+    for side, held, rest in (("right", row[:n], row[n:]), ("left", row[m - n :], row[: m - n])):
         if _equal(data, held[::step]):
             pad = _constant(rest)
             if pad is not None:
@@ -247,14 +248,13 @@ def _probe(batch: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], collate_
         "it returns a different batch for the same examples in the same order (is it random?), so DMIX cannot tell "
         "which row holds which example. Move random augmentation into the dataset (dataset.with_transform) so the "
         "collator is deterministic, or pass a feature through unchanged (a tokenized training set with input_ids)."
-        if random else
-        "its rows do not follow the order of the examples it is given (it sorts or reorders them), so DMIX would mix "
+        if random
+        else "its rows do not follow the order of the examples it is given (it sorts or reorders them), so DMIX would mix "
         f"pairs that were never drawn. {_FIX}"
     )
     raise CollatorLayoutError(
         f"The data collator {name} changed the order of the examples, or DMIX cannot tell: none of the features it "
-        "returns passes through unchanged, so DMIX collated the same examples in another order to compare, and "
-        + why
+        "returns passes through unchanged, so DMIX collated the same examples in another order to compare, and " + why
     )
 
 
@@ -269,7 +269,11 @@ def _permuted(batch: Mapping[str, Any], other: Mapping[str, Any], order: torch.T
             return False
         theirs = theirs.detach().cpu()
         # Floats: a collator that normalizes with batch statistics sums in another order when the rows move.
-        same = torch.allclose(theirs, ours, rtol=1e-5, atol=1e-6) if ours.is_floating_point() else torch.equal(theirs, ours)
+        same = (
+            torch.allclose(theirs, ours, rtol=1e-5, atol=1e-6)
+            if ours.is_floating_point()
+            else torch.equal(theirs, ours)
+        )
         if not same:
             return False
     return True

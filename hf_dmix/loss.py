@@ -47,8 +47,15 @@ class MixingSchedule:
         anchor_dominant: draws are reported as ``max(r, 1 − r)`` (see :meth:`sample`).
     """
 
-    def __init__(self, strategy: str, mix_layers: list[int], num_layers: int, alpha: float, seed: int,
-                 anchor_dominant: bool = False) -> None:
+    def __init__(
+        self,
+        strategy: str,
+        mix_layers: list[int],
+        num_layers: int,
+        alpha: float,
+        seed: int,
+        anchor_dominant: bool = False,
+    ) -> None:
         self.strategy, self.mix_layers, self.num_layers = strategy, list(mix_layers), num_layers
         self.alpha, self.anchor_dominant = alpha, anchor_dominant
         self.rng = np.random.default_rng(seed)
@@ -78,7 +85,11 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: f
 
 
 def mixup_loss(
-    logits: torch.Tensor, labels: torch.Tensor, ratio: float, num_anchors: int, anchors_only: bool = False,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    ratio: float,
+    num_anchors: int,
+    anchors_only: bool = False,
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """``r·CE(y_own) + (1 − r)·CE(y_pair)``: the cross-entropy of the interpolated label (paper eq. 2 on labels).

@@ -43,8 +43,15 @@ FSDD_FILE = "fsdd.parquet"
 
 
 def _split_and_describe(
-    official: Mapping[str, Dataset], input_column: str, label_column: str, validation_size: float,
-    test_size: float, split_seed: int, source: Any, strata_column: str | None = None, id_column: str | None = None,
+    official: Mapping[str, Dataset],
+    input_column: str,
+    label_column: str,
+    validation_size: float,
+    test_size: float,
+    split_seed: int,
+    source: Any,
+    strata_column: str | None = None,
+    id_column: str | None = None,
     extra_info: Mapping[str, Any] | None = None,
 ) -> LoadedData:
     """Map labels to ids, carve missing validation/test splits out of train, and describe the result."""
@@ -59,8 +66,11 @@ def _split_and_describe(
                     f"Label {v!r} in the {name} split (row {i}) never occurs in train; train has {label_names}."
                 )
             ids.append(to_id[key])
-        row_ids = [str(x) for x in ds[id_column]] if id_column and id_column in ds.column_names else [
-            f"{name}-{i}" for i in range(len(ds))]
+        row_ids = (
+            [str(x) for x in ds[id_column]]
+            if id_column and id_column in ds.column_names
+            else [f"{name}-{i}" for i in range(len(ds))]
+        )
         out = ds.select_columns([input_column]).add_column("label", ids).add_column("id", row_ids)
         if strata_column and strata_column in ds.column_names:
             out = out.add_column("stratum", [str(x) for x in ds[strata_column]])
@@ -74,26 +84,34 @@ def _split_and_describe(
         strata = full["stratum"] if "stratum" in full.column_names else None
         keys = [f"{y}|{s}" for y, s in zip(full["label"], strata, strict=True)] if strata else full["label"]
         # stratified_split groups identical texts; rows are never duplicates here, so each row is its own "text".
-        idx = stratified_split([str(i) for i in range(len(full))], keys,
-                               validation_size if "validation" in need else 0.0,
-                               test_size if "test" in need else 0.0, split_seed, group_duplicates=False)
+        idx = stratified_split(
+            [str(i) for i in range(len(full))],
+            keys,
+            validation_size if "validation" in need else 0.0,
+            test_size if "test" in need else 0.0,
+            split_seed,
+            group_duplicates=False,
+        )
         splits["train"] = full.select(idx["train"])
         for s in need:
             splits[s] = full.select(idx[s])
-        info.update({
-            "split_method": "stratified by label" + (f" x {strata_column}" if strata else ""),
-            "split_seed": split_seed,
-            "validation_size": validation_size if "validation" in need else None,
-            "test_size": test_size if "test" in need else None,
-            "split_fingerprint": hashlib.sha256(repr(idx).encode()).hexdigest()[:16],
-        })
+        info.update(
+            {
+                "split_method": "stratified by label" + (f" x {strata_column}" if strata else ""),
+                "split_seed": split_seed,
+                "validation_size": validation_size if "validation" in need else None,
+                "test_size": test_size if "test" in need else None,
+                "split_fingerprint": hashlib.sha256(repr(idx).encode()).hexdigest()[:16],
+            }
+        )
     splits = {s: (ds.remove_columns("stratum") if "stratum" in ds.column_names else ds) for s, ds in splits.items()}
     for s in SPLITS:
         if len(splits[s]) == 0:
             raise DataError(f"The {s} split is empty after splitting; use more data or larger sizes.")
     info["sizes"] = {s: len(splits[s]) for s in SPLITS}
     info["label_counts"] = {
-        s: {label_names[k]: int(v) for k, v in zip(*np.unique(splits[s]["label"], return_counts=True), strict=True)} for s in SPLITS
+        s: {label_names[k]: int(v) for k, v in zip(*np.unique(splits[s]["label"], return_counts=True), strict=True)}
+        for s in SPLITS
     }
     info.update(extra_info or {})
     return LoadedData(DatasetDict({s: splits[s] for s in SPLITS}), label_names, info)
@@ -112,12 +130,24 @@ def load_digits_data(
     digits = load_digits()
     grey = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
     images = np.repeat(grey[..., None], 3, axis=-1)  # H×W×3: what an image processor (and pipeline) expects
-    full = Dataset.from_dict({
-        "image": list(images), "label": [str(int(y)) for y in digits.target], "index": list(range(len(images))),
-    })
-    return _split_and_describe({"train": full}, "image", "label", validation_size, test_size, split_seed,
-                               source="digits", id_column="index",
-                               extra_info={"description": DIGITS_SOURCE, "image_size": [8, 8]})
+    full = Dataset.from_dict(
+        {
+            "image": list(images),
+            "label": [str(int(y)) for y in digits.target],
+            "index": list(range(len(images))),
+        }
+    )
+    return _split_and_describe(
+        {"train": full},
+        "image",
+        "label",
+        validation_size,
+        test_size,
+        split_seed,
+        source="digits",
+        id_column="index",
+        extra_info={"description": DIGITS_SOURCE, "image_size": [8, 8]},
+    )
 
 
 def read_wav(data: bytes) -> tuple[np.ndarray, int]:
@@ -149,8 +179,12 @@ def fsdd_path(data_dir: str | None) -> str:
 
 
 def _official_splits(
-    files: Mapping[str, str] | None, dataset_name: str | None, dataset_config_name: str | None,
-    split_column: str | None, input_column: str, modality: str,
+    files: Mapping[str, str] | None,
+    dataset_name: str | None,
+    dataset_config_name: str | None,
+    split_column: str | None,
+    input_column: str,
+    modality: str,
 ) -> dict:
     """The dataset's own splits (per-split files, its named splits, or the values of ``split_column``), checked to
     have a training split whose columns include ``input_column``."""
@@ -161,8 +195,10 @@ def _official_splits(
     if "train" not in official:
         raise DataError(f"No training split: the data have the splits {sorted(raw)}.")
     if input_column not in official["train"].column_names:
-        raise DataError(f"{modality.capitalize()} column {input_column!r} (--{modality}_column) not found; the data "
-                        f"have the columns {official['train'].column_names}.")
+        raise DataError(
+            f"{modality.capitalize()} column {input_column!r} (--{modality}_column) not found; the data "
+            f"have the columns {official['train'].column_names}."
+        )
     return official
 
 
@@ -205,17 +241,27 @@ def load_audio_data(
         return {"audio": arrays}
 
     for name, ds in official.items():
-        official[name] = ds.map(decode, batched=True, remove_columns=[audio_column], desc=f"Decoding {name} audio",
-                                keep_in_memory=True)
+        official[name] = ds.map(
+            decode, batched=True, remove_columns=[audio_column], desc=f"Decoding {name} audio", keep_in_memory=True
+        )
     if "sampling_rate" in official["train"].column_names:
         rates |= {int(r) for ds in official.values() for r in ds["sampling_rate"]}
     if len(rates) > 1:
         raise DataError(f"The clips have different sampling rates {sorted(rates)}; resample them to one rate first.")
     rate = rates.pop() if rates else None
     source = dataset_name or dict(files or {})
-    return _split_and_describe(official, "audio", label_column, validation_size, test_size, split_seed, source=source,
-                               strata_column=strata_column, id_column=id_column,
-                               extra_info={"sampling_rate": rate})
+    return _split_and_describe(
+        official,
+        "audio",
+        label_column,
+        validation_size,
+        test_size,
+        split_seed,
+        source=source,
+        strata_column=strata_column,
+        id_column=id_column,
+        extra_info={"sampling_rate": rate},
+    )
 
 
 def load_image_data(
@@ -235,8 +281,15 @@ def load_image_data(
     official = _official_splits(files, dataset_name, dataset_config_name, split_column, image_column, "image")
     if image_column != "image":
         official = {s: ds.rename_column(image_column, "image") for s, ds in official.items()}
-    return _split_and_describe(official, "image", label_column, validation_size, test_size, split_seed,
-                               source=dataset_name or dict(files or {}))
+    return _split_and_describe(
+        official,
+        "image",
+        label_column,
+        validation_size,
+        test_size,
+        split_seed,
+        source=dataset_name or dict(files or {}),
+    )
 
 
 # ------------------------------------------------------------------------------------------ models from a config
@@ -247,30 +300,80 @@ def load_image_data(
 # The parameter counts are those of a 10-class head (digits, FSDD).
 MODEL_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     # 8×8 images in 2×2 patches: 16 patches + [CLS]; 136,650 parameters.
-    "vit-tiny": ("vit", dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128,
-                             patch_size=2)),
-    "deit-tiny": ("deit", dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128,
-                               patch_size=2, architectures=["DeiTForImageClassification"])),
+    "vit-tiny": (
+        "vit",
+        dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128, patch_size=2),
+    ),
+    "deit-tiny": (
+        "deit",
+        dict(
+            hidden_size=64,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=128,
+            patch_size=2,
+            architectures=["DeiTForImageClassification"],
+        ),
+    ),
     # 32 log-mel bins × 100 frames (1 s at a 10 ms hop) in non-overlapping 8×8 patches: 4 × 12 = 48 patches; 142,282.
-    "ast-tiny": ("audio-spectrogram-transformer", dict(
-        hidden_size=64, num_hidden_layers=4, num_attention_heads=4, intermediate_size=128, num_mel_bins=32,
-        max_length=100, patch_size=8, frequency_stride=8, time_stride=8)),
+    "ast-tiny": (
+        "audio-spectrogram-transformer",
+        dict(
+            hidden_size=64,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=128,
+            num_mel_bins=32,
+            max_length=100,
+            patch_size=8,
+            frequency_stride=8,
+            time_stride=8,
+        ),
+    ),
     # Raw waveform: three conv layers (stride 5·2·2 = 20 samples, 2.5 ms at 8 kHz), 3 transformer layers; 130,650.
-    "wav2vec2-tiny": ("wav2vec2", dict(
-        hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128, conv_dim=(32, 32, 32),
-        conv_stride=(5, 2, 2), conv_kernel=(10, 3, 3), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-        feat_extract_norm="layer", classifier_proj_size=64, layerdrop=0.0, mask_time_prob=0.0)),
-    "hubert-tiny": ("hubert", dict(
-        hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128, conv_dim=(32, 32, 32),
-        conv_stride=(5, 2, 2), conv_kernel=(10, 3, 3), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-        feat_extract_norm="layer", classifier_proj_size=64, layerdrop=0.0, mask_time_prob=0.0)),
+    "wav2vec2-tiny": (
+        "wav2vec2",
+        dict(
+            hidden_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            intermediate_size=128,
+            conv_dim=(32, 32, 32),
+            conv_stride=(5, 2, 2),
+            conv_kernel=(10, 3, 3),
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=4,
+            feat_extract_norm="layer",
+            classifier_proj_size=64,
+            layerdrop=0.0,
+            mask_time_prob=0.0,
+        ),
+    ),
+    "hubert-tiny": (
+        "hubert",
+        dict(
+            hidden_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            intermediate_size=128,
+            conv_dim=(32, 32, 32),
+            conv_stride=(5, 2, 2),
+            conv_kernel=(10, 3, 3),
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=4,
+            feat_extract_norm="layer",
+            classifier_proj_size=64,
+            layerdrop=0.0,
+            mask_time_prob=0.0,
+        ),
+    ),
 }
 CONFIG_PREFIX = "config:"
 
 
 def config_model_type(name: str) -> str:
     """The ``model_type`` of ``config:NAME`` (a :data:`MODEL_CONFIGS` key or a supported image/audio model type)."""
-    key = name[len(CONFIG_PREFIX):] if name.startswith(CONFIG_PREFIX) else name
+    key = name[len(CONFIG_PREFIX) :] if name.startswith(CONFIG_PREFIX) else name
     if key in MODEL_CONFIGS:
         return MODEL_CONFIGS[key][0]
     if modality_of(key) != "text":
@@ -297,8 +400,13 @@ def parse_overrides(text: str | None) -> dict[str, Any]:
     return value
 
 
-def build_model_from_config(name: str, label_names: Sequence[str], overrides: Mapping[str, Any] | None = None,
-                            image_size: int | None = None, seed: int = 0):
+def build_model_from_config(
+    name: str,
+    label_names: Sequence[str],
+    overrides: Mapping[str, Any] | None = None,
+    image_size: int | None = None,
+    seed: int = 0,
+):
     """A randomly initialised classifier of ``config:NAME`` with the dataset's labels (float32)."""
     import torch
     import transformers
@@ -306,7 +414,7 @@ def build_model_from_config(name: str, label_names: Sequence[str], overrides: Ma
 
     from .mixing import _FAMILIES
 
-    key = name[len(CONFIG_PREFIX):] if name.startswith(CONFIG_PREFIX) else name
+    key = name[len(CONFIG_PREFIX) :] if name.startswith(CONFIG_PREFIX) else name
     model_type = config_model_type(name)
     kwargs = dict(MODEL_CONFIGS[key][1]) if key in MODEL_CONFIGS else {}
     if image_size is not None and modality_of(model_type) == "image":
@@ -314,8 +422,13 @@ def build_model_from_config(name: str, label_names: Sequence[str], overrides: Ma
     kwargs.update(overrides or {})
     id2label = dict(enumerate(label_names))
     try:
-        config = AutoConfig.for_model(model_type, num_labels=len(label_names), id2label=id2label,
-                                      label2id={v: k for k, v in id2label.items()}, **kwargs)
+        config = AutoConfig.for_model(
+            model_type,
+            num_labels=len(label_names),
+            id2label=id2label,
+            label2id={v: k for k, v in id2label.items()},
+            **kwargs,
+        )
     except (TypeError, ValueError) as err:
         raise DataError(f"Could not build the {model_type} config of {name!r}: {err}") from err
     auto = getattr(transformers, _FAMILIES[model_type].auto_class)
@@ -353,12 +466,18 @@ def processor_for(model, model_path: str | None, sampling_rate: int | None = Non
     if config.model_type == "audio-spectrogram-transformer":
         from transformers import ASTFeatureExtractor
 
-        return ASTFeatureExtractor(sampling_rate=sampling_rate or 16000, num_mel_bins=config.num_mel_bins,
-                                   max_length=config.max_length)
+        return ASTFeatureExtractor(
+            sampling_rate=sampling_rate or 16000, num_mel_bins=config.num_mel_bins, max_length=config.max_length
+        )
     from transformers import Wav2Vec2FeatureExtractor
 
-    return Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=sampling_rate or 16000, padding_value=0.0,
-                                    do_normalize=True, return_attention_mask=True)
+    return Wav2Vec2FeatureExtractor(
+        feature_size=1,
+        sampling_rate=sampling_rate or 16000,
+        padding_value=0.0,
+        do_normalize=True,
+        return_attention_mask=True,
+    )
 
 
 def preprocess(splits: DatasetDict, processor, modality: str, sampling_rate: int | None = None) -> DatasetDict:
@@ -366,17 +485,20 @@ def preprocess(splits: DatasetDict, processor, modality: str, sampling_rate: int
     for speech extractors, no padding: the collator pads each batch) plus ``label``."""
 
     if modality == "image":
+
         def apply(batch):
             images = [np.asarray(im, dtype=np.uint8) for im in batch["image"]]
             return {"pixel_values": list(processor(images, return_tensors="np")["pixel_values"])}
 
         column = "image"
     else:
+
         def apply(batch):
             clips = [np.asarray(c, dtype=np.float32) for c in batch["audio"]]
             out = processor(clips, sampling_rate=sampling_rate or processor.sampling_rate, return_tensors=None)
             return {"input_values": [np.asarray(v, dtype=np.float32) for v in out["input_values"]]}
 
         column = "audio"
-    return splits.map(apply, batched=True, batch_size=256, remove_columns=[column, "id"], keep_in_memory=True,
-                      desc="Preprocessing")
+    return splits.map(
+        apply, batched=True, batch_size=256, remove_columns=[column, "id"], keep_in_memory=True, desc="Preprocessing"
+    )

@@ -261,8 +261,10 @@ class PartnerSearch:
 
     def __post_init__(self) -> None:
         for name, value, choices in (
-            ("distance", self.distance, PARTNER_DISTANCES), ("order", self.order, PARTNER_ORDERS),
-            ("rule", self.rule, PARTNER_RULES), ("search mode", self.mode, PARTNER_SEARCH_MODES),
+            ("distance", self.distance, PARTNER_DISTANCES),
+            ("order", self.order, PARTNER_ORDERS),
+            ("rule", self.rule, PARTNER_RULES),
+            ("search mode", self.mode, PARTNER_SEARCH_MODES),
         ):
             if value not in choices:
                 raise ValueError(f"Unknown partner {name} {value!r}; expected one of {choices}.")
@@ -323,20 +325,40 @@ def search_partners(
         # Each process describes its shard against the same reference set; the shards are gathered.
         reference = reference_sample(n, search.moment_reference_size, seed=search.seed)
         mean, std = distance_moments(
-            points, search.distance, search.curvature, rows=rows, reference=reference,
-            memory_bytes=search.memory_bytes, show_progress=show_progress,
+            points,
+            search.distance,
+            search.curvature,
+            rows=rows,
+            reference=reference,
+            memory_bytes=search.memory_bytes,
+            show_progress=show_progress,
         )
         moments = (gather(mean, n), gather(std, n))
     common: dict[str, Any] = dict(
-        distance=search.distance, order=search.order, curvature=search.curvature, rows=rows,
-        memory_bytes=search.memory_bytes, show_progress=show_progress, rule=search.rule, moments=moments,
+        distance=search.distance,
+        order=search.order,
+        curvature=search.curvature,
+        rows=rows,
+        memory_bytes=search.memory_bytes,
+        show_progress=show_progress,
+        rule=search.rule,
+        moments=moments,
     )
     sampled = search.is_sampled(n)
     if not sampled and n * k * 4 <= search.max_list_bytes:
         return PartnerIndex(num_examples=n, candidates=gather(top_tau_candidates(points, k, **common), n))
-    local = top_tau_thresholds(points, k, **common, sample_size=search.sample_size if sampled else None, seed=search.seed)
+    local = top_tau_thresholds(
+        points, k, **common, sample_size=search.sample_size if sampled else None, seed=search.seed
+    )
     return threshold_index(
-        points, gather(local, n), search.distance, search.order, search.curvature, k, sampled, rule=search.rule,
+        points,
+        gather(local, n),
+        search.distance,
+        search.order,
+        search.curvature,
+        k,
+        sampled,
+        rule=search.rule,
         moments=moments,
     )
 
@@ -385,11 +407,17 @@ def build_partner_index(
         A :class:`PartnerIndex`. With lists, ties at the τ boundary are broken arbitrarily but consistently.
     """
     search = PartnerSearch(
-        distance=distance, tau=tau, order=order, rule=rule, curvature=curvature,
+        distance=distance,
+        tau=tau,
+        order=order,
+        rule=rule,
+        curvature=curvature,
         mode="exact" if sample_size is None else "sampled",
         sample_size=DEFAULT_MOMENT_REFERENCE if sample_size is None else sample_size,
         moment_reference_size=moment_reference_size,
-        max_list_bytes=math.inf if representation == "lists" else 0, memory_bytes=memory_bytes, seed=seed,
+        max_list_bytes=math.inf if representation == "lists" else 0,
+        memory_bytes=memory_bytes,
+        seed=seed,
     )
     return search_partners(points, num_examples, search, moments=moments, show_progress=show_progress)
 
@@ -407,8 +435,14 @@ def threshold_index(
 ) -> PartnerIndex:
     """A threshold :class:`PartnerIndex`; for sampled thresholds the mean set size is measured on 256 anchors."""
     index = PartnerIndex(
-        num_examples=points.shape[0], thresholds=thresholds.cpu(), points=points.detach().float().cpu(),
-        metric=distance, curvature=curvature, order=order, expected_k=float(k), rule=rule,
+        num_examples=points.shape[0],
+        thresholds=thresholds.cpu(),
+        points=points.detach().float().cpu(),
+        metric=distance,
+        curvature=curvature,
+        order=order,
+        expected_k=float(k),
+        rule=rule,
         moments=None if moments is None else (moments[0].cpu(), moments[1].cpu()),
     )
     if sampled:

@@ -274,8 +274,16 @@ def _draw_examples(
     cmap = colormaps["tab10" if len(classes) <= 10 else "tab20"] if len(classes) <= 20 else None
     if cmap is None:
         # Too many classes for a readable legend: one continuous colour scale instead of one entry each.
-        ax.scatter(*xy[others].T, s=10, c=labels[drawn].numpy(), cmap="viridis", alpha=0.55, linewidths=0,
-                   label=f"examples ({len(classes)} classes, coloured by id)", zorder=2)
+        ax.scatter(
+            *xy[others].T,
+            s=10,
+            c=labels[drawn].numpy(),
+            cmap="viridis",
+            alpha=0.55,
+            linewidths=0,
+            label=f"examples ({len(classes)} classes, coloured by id)",
+            zorder=2,
+        )
         return
     for i, cls in enumerate(classes):
         rows = drawn[labels[drawn] == cls].numpy()
@@ -289,22 +297,58 @@ def _draw_marks(
     """The anchor's candidates as rings and the hubs as black-edged stars."""
     shown = len(drawn_candidates)
     k_text = f"{k}" if shown == k else f"{k}, {shown} drawn"
-    ax.scatter(*xy[drawn_candidates.numpy()].T, s=42, facecolors="none", edgecolors="crimson", linewidths=0.9,
-               label=f"candidates of the anchor (k = {k_text})", zorder=3, gid="candidates")
+    ax.scatter(
+        *xy[drawn_candidates.numpy()].T,
+        s=42,
+        facecolors="none",
+        edgecolors="crimson",
+        linewidths=0.9,
+        label=f"candidates of the anchor (k = {k_text})",
+        zorder=3,
+        gid="candidates",
+    )
     if len(hubs):
-        ax.scatter(*xy[hubs.numpy()].T, s=170, marker="*", facecolors="gold", edgecolors="black", linewidths=0.9,
-                   label=f"hubs: top {100 * hub_share:g}% by k-occurrence ({len(hubs)})", zorder=4, gid="hubs")
+        ax.scatter(
+            *xy[hubs.numpy()].T,
+            s=170,
+            marker="*",
+            facecolors="gold",
+            edgecolors="black",
+            linewidths=0.9,
+            label=f"hubs: top {100 * hub_share:g}% by k-occurrence ({len(hubs)})",
+            zorder=4,
+            gid="hubs",
+        )
 
 
 def _draw_anchor(ax: Any, xy: torch.Tensor, anchor: int, occurrence: int) -> None:
     """The anchor as a large cross, labelled towards the disk's centre, where there is room, whatever its quadrant."""
-    ax.scatter([xy[anchor, 0]], [xy[anchor, 1]], s=260, marker="X", color="crimson", edgecolors="black",
-               linewidths=1.0, label=f"anchor #{anchor} (k-occurrence {occurrence})", zorder=5, gid="anchor")
+    ax.scatter(
+        [xy[anchor, 0]],
+        [xy[anchor, 1]],
+        s=260,
+        marker="X",
+        color="crimson",
+        edgecolors="black",
+        linewidths=1.0,
+        label=f"anchor #{anchor} (k-occurrence {occurrence})",
+        zorder=5,
+        gid="anchor",
+    )
     anchor_xy = (float(xy[anchor, 0]), float(xy[anchor, 1]))
     offset = (-55.0 if anchor_xy[0] > 0 else 55.0, -45.0 if anchor_xy[1] > 0 else 45.0)
-    ax.annotate(f"anchor #{anchor}", xy=anchor_xy, xytext=offset, textcoords="offset points", fontsize=11,
-                ha="center", va="center", arrowprops=dict(arrowstyle="->", color="black", linewidth=1.0),
-                bbox=dict(boxstyle="round,pad=0.25", facecolor="white", alpha=0.85), zorder=6)
+    ax.annotate(
+        f"anchor #{anchor}",
+        xy=anchor_xy,
+        xytext=offset,
+        textcoords="offset points",
+        fontsize=11,
+        ha="center",
+        va="center",
+        arrowprops=dict(arrowstyle="->", color="black", linewidth=1.0),
+        bbox=dict(boxstyle="round,pad=0.25", facecolor="white", alpha=0.85),
+        zorder=6,
+    )
 
 
 def plot_partners(
@@ -381,8 +425,10 @@ def plot_partners(
     if title is None:
         drawn_note = "" if len(drawn) == n else f", {len(drawn)} drawn"
         # No-break spaces keep "N = 300" on one line when the title wraps.
-        title = (f"DMIX candidate sets in the Poincaré disk (c\u00a0=\u00a0{curvature:g}): N\u00a0=\u00a0{n}"
-                 f"{drawn_note}, k\u00a0=\u00a0{index.candidates_per_example} candidates per example")
+        title = (
+            f"DMIX candidate sets in the Poincaré disk (c\u00a0=\u00a0{curvature:g}): N\u00a0=\u00a0{n}"
+            f"{drawn_note}, k\u00a0=\u00a0{index.candidates_per_example} candidates per example"
+        )
     _set_title(fig, title)
     path = _save_png(fig, path)
     return (path, fig) if return_figure else path
@@ -407,9 +453,14 @@ def _draw_uniform(ax: Any, n: int, k: float, low: int, high: int, width: int) ->
     expected = torch.histogram(support, bins=uniform_edges, weight=n * pmf).hist
     uniform_skew = (1 - 2 * p) / sd if sd > 0 else float("nan")
     uniform_skew_text = "n/a" if math.isnan(uniform_skew) else f"{uniform_skew:.2f}"
-    uniform = ax.stairs(expected.numpy(), uniform_edges.numpy(), color="black", linewidth=1.4,
-                        label=f"uniform random sets: Binomial(N−1, k/(N−1)) (skewness {uniform_skew_text})",
-                        gid="uniform")
+    uniform = ax.stairs(
+        expected.numpy(),
+        uniform_edges.numpy(),
+        color="black",
+        linewidth=1.4,
+        label=f"uniform random sets: Binomial(N−1, k/(N−1)) (skewness {uniform_skew_text})",
+        gid="uniform",
+    )
     return uniform, expected
 
 
@@ -459,8 +510,18 @@ def plot_k_occurrence(
     hist = torch.histogram(counts.double(), bins=edges).hist
     skew_text = "n/a, all equal" if counts.min() == counts.max() else f"{skewness(counts):.2f}"
     ax = fig.add_subplot()
-    bars = ax.bar(edges[:-1].numpy(), hist.numpy(), width=width, align="edge", color="tab:blue", alpha=0.75,
-           edgecolor="white", linewidth=0.4, label=f"this index (skewness {skew_text})", gid="histogram")
+    bars = ax.bar(
+        edges[:-1].numpy(),
+        hist.numpy(),
+        width=width,
+        align="edge",
+        color="tab:blue",
+        alpha=0.75,
+        edgecolor="white",
+        linewidth=0.4,
+        label=f"this index (skewness {skew_text})",
+        gid="histogram",
+    )
 
     uniform, expected = _draw_uniform(ax, n, k, low, high, width)
     mean = ax.axvline(k, color="crimson", linestyle="--", linewidth=1.2, label=f"mean = k = {k:.4g}")
@@ -475,10 +536,15 @@ def plot_k_occurrence(
     ax.grid(alpha=0.3)
     ax.legend(handles=[bars, uniform, mean], fontsize=9, loc="upper right")
     if title is None:
-        estimate = "" if max_anchors is None or index.thresholds is None or max_anchors >= n else (
-            f", estimated from {max_anchors} anchors")
-        title = (f"Hubness of the DMIX candidate sets: k-occurrence of N\u00a0=\u00a0{n} examples, "
-                 f"k\u00a0=\u00a0{k:.4g}{estimate}")
+        estimate = (
+            ""
+            if max_anchors is None or index.thresholds is None or max_anchors >= n
+            else (f", estimated from {max_anchors} anchors")
+        )
+        title = (
+            f"Hubness of the DMIX candidate sets: k-occurrence of N\u00a0=\u00a0{n} examples, "
+            f"k\u00a0=\u00a0{k:.4g}{estimate}"
+        )
     _set_title(fig, title)
     path = _save_png(fig, path)
     return (path, fig) if return_figure else path

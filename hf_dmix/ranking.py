@@ -132,7 +132,11 @@ class Ranker:
         """``(len(rows), len(columns))`` keys (``columns=None``: every example)."""
         if self.rule == "paper":
             left = self.sign * ranking_factors(self.points[rows], self.metric, self.curvature)[0]
-            right = self.right_all() if columns is None else ranking_factors(self.points[columns], self.metric, self.curvature)[1]
+            right = (
+                self.right_all()
+                if columns is None
+                else ranking_factors(self.points[columns], self.metric, self.curvature)[1]
+            )
             return left @ right.T
         cols = slice(None) if columns is None else columns
         x, y = self.prepared[rows], self.prepared[cols]

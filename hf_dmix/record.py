@@ -27,9 +27,20 @@ DMIX_CONFIG_NAME = "dmix_config.json"
 RESULTS_NAME = "results.json"
 README_NAME = "README.md"
 _TRAINING_KEYS = (
-    "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
-    "weight_decay", "warmup_steps", "lr_scheduler_type", "optim", "max_grad_norm", "label_smoothing_factor", "seed",
-    "bf16", "fp16",
+    "learning_rate",
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "weight_decay",
+    "warmup_steps",
+    "lr_scheduler_type",
+    "optim",
+    "max_grad_norm",
+    "label_smoothing_factor",
+    "seed",
+    "bf16",
+    "fp16",
 )
 # The training settings :meth:`DMixInfo.to_dmix_config` carries over (precision flags depend on the hardware: not these).
 _REPRODUCE_KEYS = tuple(k for k in _TRAINING_KEYS if k not in ("bf16", "fp16"))
@@ -94,7 +105,9 @@ def dmix_record(
     config = _base_config(model)
     peft_cfg = _peft_config(model) if model is not None else None
     if base_model is None:
-        base_model = getattr(peft_cfg, "base_model_name_or_path", None) or getattr(config, "_name_or_path", None) or None
+        base_model = (
+            getattr(peft_cfg, "base_model_name_or_path", None) or getattr(config, "_name_or_path", None) or None
+        )
     label_names = None
     if config is not None and getattr(config, "id2label", None):
         label_names = [str(config.id2label[i]) for i in sorted(int(k) for k in config.id2label)]
@@ -150,6 +163,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise HubError(f"{path.name} in {path.parent} is not valid JSON ({err}); fix or remove it.") from err
+
 
 @dataclass(frozen=True)
 class DMixInfo:

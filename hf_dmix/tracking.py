@@ -93,8 +93,10 @@ def _to_trackio(callback: Any, trainer: Any, images: Mapping[str, str]) -> None:
 
     if context_vars.current_run.get() is None:
         callback.setup(trainer.args, trainer.state, trainer.model)
-    trackio.log({f"dmix/{name}": trackio.Image(path, caption=name) for name, path in images.items()},
-                step=trainer.state.global_step)
+    trackio.log(
+        {f"dmix/{name}": trackio.Image(path, caption=name) for name, path in images.items()},
+        step=trainer.state.global_step,
+    )
 
 
 # Callback class name (as transformers names it) -> how that tracker receives pictures. One entry per tracker.

@@ -112,8 +112,15 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
             data_collator = DMixDataCollator(processing_class)
         elif not isinstance(data_collator, DMixDataCollator):
             data_collator = wrap_collator(data_collator, processing_class)
-        super().__init__(model=model, args=args, data_collator=data_collator, train_dataset=train_dataset,
-                         eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )
         self._indexed_dataset = self.train_dataset if self._mixing else None
         self._link_collator()
         # Trainer built the model from model_init when none was given: check whichever model we now hold.
@@ -195,10 +202,14 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         self._set_signature_columns_if_needed()
         a = self.args
         return IndexInputs(
-            args=a, dataset=self.train_dataset, model=self.model, collate=self.data_collator,
+            args=a,
+            dataset=self.train_dataset,
+            model=self.model,
+            collate=self.data_collator,
             feature_columns=set(self._signature_columns or ()) - {INDEX_COLUMN} if a.remove_unused_columns else None,
             sharding=Sharding(a.world_size, a.process_index, lambda t: self.accelerator.gather(t.to(a.device))),
-            device=a.device, show_progress=self.is_local_process_zero() and not a.disable_tqdm,
+            device=a.device,
+            show_progress=self.is_local_process_zero() and not a.disable_tqdm,
             weights=self._run_weights,
         )
 

@@ -158,4 +158,8 @@ def metrics_from_predictions(path) -> dict[str, float]:
         fp = sum(t != c and p == c for t, p in zip(truth, pred, strict=True))
         fn = sum(t == c and p != c for t, p in zip(truth, pred, strict=True))
         f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return {"macro_f1": sum(f1s) / len(f1s), "accuracy": sum(t == p for t, p in zip(truth, pred, strict=True)) / len(rows), "rows": len(rows)}
+    return {
+        "macro_f1": sum(f1s) / len(f1s),
+        "accuracy": sum(t == p for t, p in zip(truth, pred, strict=True)) / len(rows),
+        "rows": len(rows),
+    }

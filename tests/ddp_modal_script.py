@@ -47,10 +47,24 @@ def run(case: str, out: Path, world: int) -> None:
     # Deterministic partners (one nearest candidate each, by the paper rule) and a plain-SGD step, so the 2-rank run
     # must equal the single-process run over the same global batch.
     args = DMixConfig(
-        output_dir=str(out / f"trainer-{case}"), use_cpu=True, report_to="none", save_strategy="no",
-        disable_tqdm=True, seed=0, per_device_train_batch_size=GLOBAL_BATCH // world, max_steps=3, optim="sgd",
-        learning_rate=0.5, max_grad_norm=0.0, lr_scheduler_type="constant", weight_decay=0.0,
-        partner_distance="cosine", partner_order="nearest", tau=1 / (len(dataset) - 1), partner_rule="paper", embedding_batch_size=8,
+        output_dir=str(out / f"trainer-{case}"),
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        per_device_train_batch_size=GLOBAL_BATCH // world,
+        max_steps=3,
+        optim="sgd",
+        learning_rate=0.5,
+        max_grad_norm=0.0,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        partner_distance="cosine",
+        partner_order="nearest",
+        tau=1 / (len(dataset) - 1),
+        partner_rule="paper",
+        embedding_batch_size=8,
     )
     initial = {k: v.detach().clone() for k, v in model.named_parameters()}
     trainer = SequentialDMixTrainer(model=model, args=args, train_dataset=dataset, processing_class=processing)

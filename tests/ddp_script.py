@@ -38,7 +38,12 @@ def main(out: Path) -> None:
     tokenizer = train_tokenizer(texts)
     dataset = Dataset.from_dict({"text": texts, "label": labels}).map(lambda b: tokenizer(b["text"]), batched=True)
     common = dict(
-        output_dir=str(out / "trainer"), use_cpu=True, report_to="none", save_strategy="no", disable_tqdm=True, seed=0,
+        output_dir=str(out / "trainer"),
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
         per_device_train_batch_size=GLOBAL_BATCH // world,
     )
 
@@ -58,8 +63,17 @@ def main(out: Path) -> None:
     # the 2-rank run must equal the single-process run over the same global batch.
     model = tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=3)
     args = DMixConfig(
-        **common, max_steps=3, optim="sgd", learning_rate=0.5, max_grad_norm=0.0, lr_scheduler_type="constant",
-        weight_decay=0.0, partner_distance="cosine", partner_order="nearest", tau=1 / (len(dataset) - 1), partner_rule="paper",
+        **common,
+        max_steps=3,
+        optim="sgd",
+        learning_rate=0.5,
+        max_grad_norm=0.0,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        partner_distance="cosine",
+        partner_order="nearest",
+        tau=1 / (len(dataset) - 1),
+        partner_rule="paper",
     )
     initial = {k: v.detach().clone() for k, v in model.named_parameters()}
     trainer = SequentialDMixTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)

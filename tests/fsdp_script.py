@@ -52,10 +52,19 @@ def shard(model: torch.nn.Module) -> None:
 def run(case: str, out: Path, world: int) -> None:
     model, dataset, tokenizer = data(case)
     args = DMixConfig(
-        output_dir=str(out / f"trainer-{case}"), use_cpu=True, report_to="none", save_strategy="no",
-        disable_tqdm=True, seed=0, per_device_train_batch_size=ANCHORS, partner_distance="cosine",
-        partner_order="nearest", tau=1 / (NUM_EXAMPLES - 1), partner_rule="paper",
-        embedding_batch_size=EMBEDDING_BATCH, mix_layers=[2],
+        output_dir=str(out / f"trainer-{case}"),
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        per_device_train_batch_size=ANCHORS,
+        partner_distance="cosine",
+        partner_order="nearest",
+        tau=1 / (NUM_EXAMPLES - 1),
+        partner_rule="paper",
+        embedding_batch_size=EMBEDDING_BATCH,
+        mix_layers=[2],
     )
     if world > 1:
         shard(model)  # after DMixConfig: it set up the gloo process group
@@ -84,14 +93,28 @@ def run(case: str, out: Path, world: int) -> None:
         plain = model(**{k: v for k, v in batch.items() if k not in ("labels", "dmix_partner_ids")}).logits
     rank = args.process_index
     torch.save(
-        {"embeddings": embeddings, "candidates": index.candidates, "partner_ids": batch["dmix_partner_ids"],
-         "loss": loss.detach(), "logits": outputs.logits.detach(), "plain_logits": plain, "grads": grads},
+        {
+            "embeddings": embeddings,
+            "candidates": index.candidates,
+            "partner_ids": batch["dmix_partner_ids"],
+            "loss": loss.detach(),
+            "logits": outputs.logits.detach(),
+            "plain_logits": plain,
+            "grads": grads,
+        },
         out / f"{case}_rank{rank}_of{world}.pt",
     )
-    (out / f"{case}_rank{rank}_of{world}.json").write_text(json.dumps({
-        "world_size": args.world_size, "dtensor_params": sharded.count("DTensor"), "params": len(sharded), "plain_params": plain_params,
-        "fsdp_layers": sum(type(m).__name__.startswith("FSDP") for m in model.modules()),
-    }))
+    (out / f"{case}_rank{rank}_of{world}.json").write_text(
+        json.dumps(
+            {
+                "world_size": args.world_size,
+                "dtensor_params": sharded.count("DTensor"),
+                "params": len(sharded),
+                "plain_params": plain_params,
+                "fsdp_layers": sum(type(m).__name__.startswith("FSDP") for m in model.modules()),
+            }
+        )
+    )
 
 
 def main(out: Path) -> None:

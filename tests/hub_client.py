@@ -50,20 +50,43 @@ def roundtrip(cfg: dict) -> dict:
     texts, labels = make_sentences(48, seed=0)
     tokenizer = train_tokenizer(texts + TEXTS)
     names = ["negative", "positive"]
-    model = tiny_model("bert", vocab_size=tokenizer.vocab_size, id2label=dict(enumerate(names)),
-                       label2id={n: i for i, n in enumerate(names)})
+    model = tiny_model(
+        "bert",
+        vocab_size=tokenizer.vocab_size,
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+    )
     data = Dataset.from_dict({"text": texts, "label": [1 - y for y in labels]})  # label 1 = positive words
     data = data.map(lambda b: tokenizer(b["text"], truncation=True, max_length=32), batched=True)
     train, dev, test = data.select(range(32)), data.select(range(32, 40)), data.select(range(40, 48))
     out = work / "roundtrip-out"
     args = DMixConfig(
-        output_dir=str(out), max_steps=4, per_device_train_batch_size=4, per_device_eval_batch_size=16,
-        learning_rate=1e-3, tau=0.5, use_cpu=True, report_to="none", disable_tqdm=True,
-        eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2,
-        push_to_hub=True, hub_model_id=repo, hub_token=alice, hub_strategy="checkpoint",
+        output_dir=str(out),
+        max_steps=4,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=16,
+        learning_rate=1e-3,
+        tau=0.5,
+        use_cpu=True,
+        report_to="none",
+        disable_tqdm=True,
+        eval_strategy="steps",
+        eval_steps=2,
+        save_strategy="steps",
+        save_steps=2,
+        push_to_hub=True,
+        hub_model_id=repo,
+        hub_token=alice,
+        hub_strategy="checkpoint",
     )
-    trainer = DMixTrainer(model=model, args=args, train_dataset=train, eval_dataset=dev, processing_class=tokenizer,
-                          compute_metrics=make_compute_metrics())
+    trainer = DMixTrainer(
+        model=model,
+        args=args,
+        train_dataset=train,
+        eval_dataset=dev,
+        processing_class=tokenizer,
+        compute_metrics=make_compute_metrics(),
+    )
     trainer.set_model_card_metadata(language="en", license="apache-2.0")
     trainer.train()
     trainer.wait_for_hub_pushes()
@@ -83,7 +106,7 @@ def roundtrip(cfg: dict) -> dict:
 
     # The final push: results.json first, then Trainer.push_to_hub (save, DMIX card, upload).
     def strip(metrics: dict, prefix: str) -> dict:
-        return {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
+        return {k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix)}
 
     results = {
         "run_id": trainer.run_id,  # this run's results: the card quotes them (another run's it would not)
@@ -118,8 +141,13 @@ def roundtrip(cfg: dict) -> dict:
         ],
     }
     info = load_dmix_info(repo, token=alice)
-    report["info"] = {"settings": info.settings, "label_names": info.label_names, "metrics": info.metrics("test"),
-                      "revision": info.revision, "tau": info.to_dmix_config(str(work / "repro")).tau}
+    report["info"] = {
+        "settings": info.settings,
+        "label_names": info.label_names,
+        "metrics": info.metrics("test"),
+        "revision": info.revision,
+        "tau": info.to_dmix_config(str(work / "repro")).tau,
+    }
 
     # Private repositories: readable with the owner's token, invisible to another token and to anonymous users.
     private = cfg["private_repo"]
@@ -129,7 +157,9 @@ def roundtrip(cfg: dict) -> dict:
     other = HfApi(token=bob)
     report["private"] = {
         "owner_info": owner.model_info(private).private,
-        "owner_snapshot": sorted(os.listdir(snapshot_download(private, token=alice, local_dir=str(work / "private-owner")))),
+        "owner_snapshot": sorted(
+            os.listdir(snapshot_download(private, token=alice, local_dir=str(work / "private-owner")))
+        ),
         "owner_listing": private in [m.id for m in owner.list_models(author=private.split("/")[0])],
         "owner_load_dmix_info": load_dmix_info(private, token=alice).settings["tau"],
         "other_info": _error(lambda: other.model_info(private)),
@@ -182,8 +212,9 @@ def publish(cfg: dict) -> dict:
     from hf_dmix import HubError, load_dmix_info
 
     token = ["--hub_token", cfg["token"]]
-    report["merged_push"] = run_dmix.main(["--push_only", "--output_dir", cfg["lora_dir"], "--hub_model_id", merged,
-                                           "--merge_lora_before_push", *token])
+    report["merged_push"] = run_dmix.main(
+        ["--push_only", "--output_dir", cfg["lora_dir"], "--hub_model_id", merged, "--merge_lora_before_push", *token]
+    )
     report["merged_pipeline"] = [p["label"] for p in pipeline("text-classification", model=merged)(TEXTS)]
     with torch.no_grad():
         merged_logits = AutoModelForSequenceClassification.from_pretrained(merged).eval()(**batch).logits

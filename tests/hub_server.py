@@ -33,6 +33,7 @@ without a client), and ``FakeHub.outage`` — a predicate ``(method, path, heade
 server that went away (the connection is closed without a response), to test what a client does when the Hub dies in
 the middle of a push.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -483,7 +484,9 @@ class Handler(BaseHTTPRequestHandler):
             if not name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}", name):
                 raise HttpError(400, f"Invalid repo name: {name!r}")
             if not st.can_write_namespace(user, namespace):
-                raise HttpError(403, f"You don't have the rights to create a {repo_type} under the namespace {namespace}")
+                raise HttpError(
+                    403, f"You don't have the rights to create a {repo_type} under the namespace {namespace}"
+                )
             private = body.get("visibility") == "private" or bool(body.get("private"))
             with st.lock:
                 if st.key(repo_type, repo_id) in st.repos:
@@ -773,7 +776,12 @@ class Handler(BaseHTTPRequestHandler):
                 if existing is not None:
                     remote_oid = existing["sha256"] if existing["lfs"] else existing["git_oid"]
                 out.append(
-                    {"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": remote_oid}
+                    {
+                        "path": f["path"],
+                        "uploadMode": "lfs" if lfs else "regular",
+                        "shouldIgnore": False,
+                        "oid": remote_oid,
+                    }
                 )
             commit_oid = repo["branches"].get(rev)
         return self.send_json({"files": out, "commitOid": commit_oid})
@@ -1000,8 +1008,15 @@ class FakeHub:
             tree = dict(repo["commits"][parent]["files"])
             tree.update({path: st.put_bytes(data) for path, data in files.items()})
             oid = st.new_commit_oid()
-            repo["commits"][oid] = {"id": oid, "parents": [parent], "title": "seed", "message": "", "author": namespace,
-                                    "date": _now(), "files": tree}
+            repo["commits"][oid] = {
+                "id": oid,
+                "parents": [parent],
+                "title": "seed",
+                "message": "",
+                "author": namespace,
+                "date": _now(),
+                "files": tree,
+            }
             repo["branches"]["main"] = oid
             st.save()
         return oid
@@ -1045,7 +1060,9 @@ def main(argv=None):
     a = p.parse_args(argv)
     users = dict(u.split(":", 1) for u in a.user) or {"user": "hf_fake_token"}
     orgs = {o.split(":", 1)[0]: o.split(":", 1)[1].split(",") for o in a.org}
-    hub = FakeHub(users=users, orgs=orgs, data_dir=a.data_dir, port=a.port, lfs_threshold=a.lfs_threshold, quiet=not a.verbose)
+    hub = FakeHub(
+        users=users, orgs=orgs, data_dir=a.data_dir, port=a.port, lfs_threshold=a.lfs_threshold, quiet=not a.verbose
+    )
     print(f"FAKE_HUB_READY {hub.url}", flush=True)
     try:
         hub.httpd.serve_forever()

@@ -18,8 +18,9 @@ def logits_of(model, batch: dict[str, torch.Tensor], **kwargs) -> torch.Tensor:
         return model(**batch, **kwargs).logits
 
 
-def mixed_logits(model, mixer: HiddenStateMixer, batch, site: int, ratio: float, num_anchors: int,
-                 anchors_only: bool = False) -> torch.Tensor:
+def mixed_logits(
+    model, mixer: HiddenStateMixer, batch, site: int, ratio: float, num_anchors: int, anchors_only: bool = False
+) -> torch.Tensor:
     with torch.no_grad(), mixer.mixing(site, ratio, num_anchors, anchors_only=anchors_only):
         return model(**batch).logits
 

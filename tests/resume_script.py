@@ -47,8 +47,12 @@ class TracingTrainer(DMixTrainer):
             site, ratio = self._last_mixing
             value = loss[0] if isinstance(loss, tuple) else loss
             line = {
-                "step": self.state.global_step + 1, "partners": partners.tolist(), "site": site, "ratio": ratio,
-                "loss": float(value.detach()), "index": index_digest(self.data_collator.partner_index),
+                "step": self.state.global_step + 1,
+                "partners": partners.tolist(),
+                "site": site,
+                "ratio": ratio,
+                "loss": float(value.detach()),
+                "index": index_digest(self.data_collator.partner_index),
             }
             with open(self.trace_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(line) + "\n")
@@ -92,28 +96,54 @@ def main() -> None:
     data = Dataset.from_dict({"text": texts, "label": labels}).map(lambda b: tokenizer(b["text"]), batched=True)
     train, evaluation = data.select(range(a.train_size)), data.select(range(a.train_size, len(data)))
     args = DMixConfig(
-        output_dir=a.out, use_cpu=True, report_to="none", disable_tqdm=True, seed=a.seed, data_seed=a.seed,
-        max_steps=a.max_steps, partner_refresh_epochs=a.refresh_epochs, per_device_train_batch_size=4, per_device_eval_batch_size=16, learning_rate=1e-3,
-        save_strategy="steps", save_steps=SAVE_STEPS, logging_steps=1, eval_strategy="no", tau=a.tau,
-        mix_strategy="hidden", dataloader_num_workers=0,
+        output_dir=a.out,
+        use_cpu=True,
+        report_to="none",
+        disable_tqdm=True,
+        seed=a.seed,
+        data_seed=a.seed,
+        max_steps=a.max_steps,
+        partner_refresh_epochs=a.refresh_epochs,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=16,
+        learning_rate=1e-3,
+        save_strategy="steps",
+        save_steps=SAVE_STEPS,
+        logging_steps=1,
+        eval_strategy="no",
+        tau=a.tau,
+        mix_strategy="hidden",
+        dataloader_num_workers=0,
     )
     trainer = TracingTrainer(
         model=tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=3),
-        args=args, train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
-        callbacks=[KillAt(a.kill_at_step)] if a.kill_at_step else (
-            [KillAt(a.sigterm_at_step, signal.SIGTERM)] if a.sigterm_at_step else None
-        ),
+        args=args,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+        callbacks=[KillAt(a.kill_at_step)]
+        if a.kill_at_step
+        else ([KillAt(a.sigterm_at_step, signal.SIGTERM)] if a.sigterm_at_step else None),
     )
     trainer.trace_path = a.trace
     result = trainer.train(resume_from_checkpoint=True if a.resume else None)
     if trainer.stopped_by_signal:
-        Path(a.out, "stopped.json").write_text(json.dumps({"signal": trainer.stopped_by_signal, "step": trainer.state.global_step}))
+        Path(a.out, "stopped.json").write_text(
+            json.dumps({"signal": trainer.stopped_by_signal, "step": trainer.state.global_step})
+        )
         return
     metrics = trainer.evaluate()
     history = [e for e in trainer.state.log_history if "loss" in e]
     Path(a.out, "final.json").write_text(
-        json.dumps({"metrics": metrics, "history": history, "refreshes": [r["epoch"] for r in trainer.partner_refreshes],
-                    "train_loss": result.training_loss, "resumed_from": trainer.resumed_checkpoint})
+        json.dumps(
+            {
+                "metrics": metrics,
+                "history": history,
+                "refreshes": [r["epoch"] for r in trainer.partner_refreshes],
+                "train_loss": result.training_loss,
+                "resumed_from": trainer.resumed_checkpoint,
+            }
+        )
     )
 
 

@@ -77,8 +77,9 @@ def main(argv: list[str] | None = None):
     label_list.sort()
     num_labels = len(label_list)
 
-    config = AutoConfig.from_pretrained(model_args.model_name_or_path, num_labels=num_labels,
-                                        finetuning_task="text-classification")
+    config = AutoConfig.from_pretrained(
+        model_args.model_name_or_path, num_labels=num_labels, finetuning_task="text-classification"
+    )
     config.problem_type = "single_label_classification"
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
     model = AutoModelForSequenceClassification.from_pretrained(model_args.model_name_or_path, config=config)

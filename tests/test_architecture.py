@@ -123,8 +123,13 @@ for name in {names!r}:
         failed[name] = repr(err)
 print(json.dumps({{"failed": failed, "init_ran": hasattr(package, "DMixTrainer")}}))
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
-                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result == {"failed": {}, "init_ran": False}
@@ -134,7 +139,8 @@ def test_only_the_partner_indexer_writes_the_collators_index():
     import re
 
     writers = sorted(
-        path.name for path in PACKAGE.rglob("*.py")
+        path.name
+        for path in PACKAGE.rglob("*.py")
         if re.search(r"\.partner_index\s*=[^=]", path.read_text(encoding="utf-8"))
     )
     assert writers == ["indexer.py"]
@@ -160,8 +166,10 @@ _LONG_MODULES = {"cards.py"}
 
 
 def test_modules_are_at_most_500_lines_unless_documented_as_one_concept():
-    long = {path.relative_to(PACKAGE).as_posix(): len(path.read_text(encoding="utf-8").splitlines())
-            for path in sorted(PACKAGE.rglob("*.py"))}
+    long = {
+        path.relative_to(PACKAGE).as_posix(): len(path.read_text(encoding="utf-8").splitlines())
+        for path in sorted(PACKAGE.rglob("*.py"))
+    }
     over = {name: n for name, n in long.items() if n > 500 and name not in _LONG_MODULES}
     assert over == {}
     documented = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8").split("## Module sizes")[-1]

@@ -39,14 +39,32 @@ last_epoch = _LastEpochWeights
 
 def _trainer(tmp_path, train_dataset, tokenizer, **overrides):
     args = DMixConfig(
-        output_dir=str(tmp_path / "out"), num_train_epochs=6, per_device_train_batch_size=8, learning_rate=1e-3,
-        eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="macro_f1",
-        save_only_model=True, save_total_limit=1, report_to="none", use_cpu=True, seed=0, disable_tqdm=True,
-        mix_strategy="hidden", partner_distance="euclidean", tau=0.5, **overrides,
+        output_dir=str(tmp_path / "out"),
+        num_train_epochs=6,
+        per_device_train_batch_size=8,
+        learning_rate=1e-3,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        load_best_model_at_end=True,
+        metric_for_best_model="macro_f1",
+        save_only_model=True,
+        save_total_limit=1,
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+        mix_strategy="hidden",
+        partner_distance="euclidean",
+        tau=0.5,
+        **overrides,
     )
     return DMixTrainer(
-        model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=args, train_dataset=train_dataset,
-        eval_dataset=train_dataset, data_collator=DMixDataCollator(tokenizer), compute_metrics=_metrics_that_peak_at_epoch_two(),
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=train_dataset,
+        data_collator=DMixDataCollator(tokenizer),
+        compute_metrics=_metrics_that_peak_at_epoch_two(),
         callbacks=[EarlyStoppingCallback(early_stopping_patience=2), _LastEpochWeights()],
     )
 
@@ -81,7 +99,9 @@ def test_resuming_from_the_best_checkpoint_continues_its_draws(tmp_path, train_d
     fresh.train(resume_from_checkpoint=best)
     best_step = json.loads((Path(best) / "trainer_state.json").read_text())["global_step"]
     # The state's history starts with the checkpoint's own (steps up to the best); the resumed steps follow it.
-    resumed = {e["step"]: e["dmix/ratio"] for e in fresh.state.log_history if "dmix/ratio" in e and e["step"] > best_step}
+    resumed = {
+        e["step"]: e["dmix/ratio"] for e in fresh.state.log_history if "dmix/ratio" in e and e["step"] > best_step
+    }
     # The resumed run draws the same mixing ratios the uninterrupted run drew at the same steps: the best
     # checkpoint's DMIX state, not the last epoch's, was restored.
     assert min(resumed) == best_step + 1

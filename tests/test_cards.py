@@ -78,8 +78,13 @@ def test_template_is_package_data():
 def test_full_model_card_header_and_body():
     results = EXAMPLE.EXAMPLE_RESULTS
     card = render_model_card(
-        _record(), results, repo_id="alice/essc-dmix", datasets="ucirvine/sms_spam", language=["en"],
-        license="apache-2.0", tags=["spam"],
+        _record(),
+        results,
+        repo_id="alice/essc-dmix",
+        datasets="ucirvine/sms_spam",
+        language=["en"],
+        license="apache-2.0",
+        tags=["spam"],
     )
     header, body = _split(card)
     assert header["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
@@ -94,13 +99,16 @@ def test_full_model_card_header_and_body():
     assert result["dataset"] == {"name": "ucirvine/sms_spam", "type": "ucirvine/sms_spam", "split": "test"}
     test = results["metrics"]["test"]
     assert {m["name"]: (m["type"], m["value"]) for m in result["metrics"]} == {
-        "Macro-F1": ("f1", test["macro_f1"]), "Weighted-F1": ("f1", test["weighted_f1"]),
+        "Macro-F1": ("f1", test["macro_f1"]),
+        "Weighted-F1": ("f1", test["weighted_f1"]),
         "Accuracy": ("accuracy", test["accuracy"]),
     }
     # huggingface_hub parses the same metadata back.
     parsed = ModelCard(str(card)).data
     assert {r.metric_name: r.metric_value for r in parsed.eval_results} == {
-        "Macro-F1": test["macro_f1"], "Weighted-F1": test["weighted_f1"], "Accuracy": test["accuracy"]
+        "Macro-F1": test["macro_f1"],
+        "Weighted-F1": test["weighted_f1"],
+        "Accuracy": test["accuracy"],
     }
 
     assert "| test | 558 | 0.9822 | 0.9946 | 0.9946 |" in body
@@ -108,19 +116,40 @@ def test_full_model_card_header_and_body():
     assert "| 0 | ham |" in body and "| 1 | spam |" in body
     assert 'pipeline("text-classification", model="alice/essc-dmix")' in body
     assert 'load_dmix_info("alice/essc-dmix")' in body
-    for row in ("| `mix_strategy` | hidden |", "| `mix_layers` | 1, 2, 3, 4, 5, 6 |", "| `mix_alpha` | 0.2 |",
-                "| `partner_distance` | hyperbolic |", "| `tau` | 0.3 |", "| `partner_order` | farthest |",
-                "| `curvature` | 1 |", "| `ball_median_radius` | 0.5 |", "| `ball_clip_quantile` | 0.99 |",
-                "| `learning_rate` | 2e-05 |", "| `per_device_train_batch_size` | 8 |", "| `seed` | 0 |"):
+    for row in (
+        "| `mix_strategy` | hidden |",
+        "| `mix_layers` | 1, 2, 3, 4, 5, 6 |",
+        "| `mix_alpha` | 0.2 |",
+        "| `partner_distance` | hyperbolic |",
+        "| `tau` | 0.3 |",
+        "| `partner_order` | farthest |",
+        "| `curvature` | 1 |",
+        "| `ball_median_radius` | 0.5 |",
+        "| `ball_clip_quantile` | 0.99 |",
+        "| `learning_rate` | 2e-05 |",
+        "| `per_device_train_batch_size` | 8 |",
+        "| `seed` | 0 |",
+    ):
         assert row in body, row
     assert "mean-pooled last hidden state of the model being fine-tuned, at its pretrained weights" in body
     assert "Poincaré ball of curvature −1" in body and "capped at the 0.99 quantile" in body
-    assert "| candidates per example | 1337 of 4457 |" in body and "| candidates with the anchor's label | 72.0 % (random partners: 77.0 %) |" in body
+    assert (
+        "| candidates per example | 1337 of 4457 |" in body
+        and "| candidates with the anchor's label | 72.0 % (random partners: 77.0 %) |" in body
+    )
     assert "| k-occurrence skewness (hubness) | 0.53 (random partners: 0.01) |" in body and "degenerate" not in body
     assert "top-τ = 0.3 **farthest** training examples by **hyperbolic** distance" in body
     assert DMIX_CITATION in body
-    for needle in ("DMIX: Distance Constrained Interpolative Mixup", "Sawhney, Ramit", "Thakkar, Megh", "Pandit, Shrey",
-                   "Mukherjee, Debdoot", "Flek, Lucie", "Multilingual Representation Learning (MRL)", "2021"):
+    for needle in (
+        "DMIX: Distance Constrained Interpolative Mixup",
+        "Sawhney, Ramit",
+        "Thakkar, Megh",
+        "Pandit, Shrey",
+        "Mukherjee, Debdoot",
+        "Flek, Lucie",
+        "Multilingual Representation Learning (MRL)",
+        "2021",
+    ):
         assert needle in body
     assert "- transformers 5.24.0" in body
     assert "τ sweep" not in body  # no plot given
@@ -137,8 +166,15 @@ def test_tau_sweep_plot_is_embedded_only_when_given():
 # ---------------------------------------------------------------------- PEFT variants
 
 
-LORA = {"peft_type": "LORA", "r": 4, "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": ["value", "query"],
-        "modules_to_save": ["classifier", "score"], "merged": False}
+LORA = {
+    "peft_type": "LORA",
+    "r": 4,
+    "lora_alpha": 16,
+    "lora_dropout": 0.1,
+    "target_modules": ["value", "query"],
+    "modules_to_save": ["classifier", "score"],
+    "merged": False,
+}
 
 
 def test_lora_adapter_card_names_the_base_model_and_how_to_load_it():
@@ -156,7 +192,9 @@ def test_lora_adapter_card_names_the_base_model_and_how_to_load_it():
 
 
 def test_merged_lora_card_is_a_plain_transformers_card():
-    card = render_model_card(_record(peft={**LORA, "merged": True}), EXAMPLE.EXAMPLE_RESULTS, repo_id="alice/essc-merged")
+    card = render_model_card(
+        _record(peft={**LORA, "merged": True}), EXAMPLE.EXAMPLE_RESULTS, repo_id="alice/essc-merged"
+    )
     header, body = _split(card)
     assert header["library_name"] == "transformers" and {"lora", "merged-lora"} <= set(header["tags"])
     assert "**LoRA, merged.**" in body and "model_kwargs" not in body
@@ -203,8 +241,14 @@ def test_metrics_fall_back_to_validation_then_to_the_existing_card():
         ({"mix_strategy": "none"}, ["**without mixup**", "Plain fine-tuning", "none (no mixup)"]),
         ({"partner_distance": "random", "tau": 1.0}, ["vanilla Mixup", "none needed (partners are drawn uniformly)"]),
         ({"partner_distance": "euclidean"}, ["euclidean distances are computed on the raw embeddings"]),
-        ({"mix_strategy": "sentence", "partner_order": "nearest"}, ["sentence vector entering the classifier", "**nearest**"]),
-        ({"embedding_model": "/models/encoder", "embedding_source": "embedding_model"}, ["of `encoder` over the raw text"]),
+        (
+            {"mix_strategy": "sentence", "partner_order": "nearest"},
+            ["sentence vector entering the classifier", "**nearest**"],
+        ),
+        (
+            {"embedding_model": "/models/encoder", "embedding_source": "embedding_model"},
+            ["of `encoder` over the raw text"],
+        ),
         ({"embedding_source": "precomputed"}, ["DMixTrainer(sentence_embeddings=...)"]),
         ({"ball_clip_quantile": 1.0, "ball_center": False}, ["norms not capped"]),
     ],
@@ -226,7 +270,11 @@ def test_card_describes_each_setting(changes, needles):
         ({}, {"datasets": ["./data"]}, r"datasets: './data' is not a Hub dataset id"),
         ({}, {"license": "my license"}, r"license must be a Hub license id"),
         ({}, {"language": ["en", ""]}, r"language must be non-empty strings"),
-        ({}, {"validation_metrics": {"macro_f1": math.nan}}, r"validation_metrics\['macro_f1'\] must be a finite number"),
+        (
+            {},
+            {"validation_metrics": {"macro_f1": math.nan}},
+            r"validation_metrics\['macro_f1'\] must be a finite number",
+        ),
     ],
 )
 def test_bad_inputs_are_rejected_with_the_value_named(record_changes, kwargs, pattern):
@@ -252,11 +300,21 @@ def test_config_pickles_without_the_token():
 
 @pytest.fixture
 def trained(tmp_path, tokenizer, train_dataset):
-    model = tiny_model("bert", vocab_size=tokenizer.vocab_size, id2label={0: "neg", 1: "pos"},
-                       label2id={"neg": 0, "pos": 1})
+    model = tiny_model(
+        "bert", vocab_size=tokenizer.vocab_size, id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1}
+    )
     args = DMixConfig(
-        output_dir=str(tmp_path / "out"), max_steps=2, save_strategy="steps", save_steps=1, per_device_train_batch_size=4,
-        learning_rate=1e-3, use_cpu=True, report_to="none", disable_tqdm=True, tau=0.5, hub_token=TOKEN,
+        output_dir=str(tmp_path / "out"),
+        max_steps=2,
+        save_strategy="steps",
+        save_steps=1,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        use_cpu=True,
+        report_to="none",
+        disable_tqdm=True,
+        tau=0.5,
+        hub_token=TOKEN,
         hub_model_id="alice/tiny-dmix",
     )
     trainer = DMixTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer)
@@ -325,8 +383,10 @@ def test_trainer_model_card_is_offline_main_process_only_and_uses_results(traine
 def test_lora_record(tmp_path, tokenizer, train_dataset):
     from peft import LoraConfig, get_peft_model
 
-    model = get_peft_model(tiny_model("bert", vocab_size=tokenizer.vocab_size),
-                           LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["query", "value"]))
+    model = get_peft_model(
+        tiny_model("bert", vocab_size=tokenizer.vocab_size),
+        LoraConfig(task_type="SEQ_CLS", r=2, target_modules=["query", "value"]),
+    )
     args = DMixConfig(output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none", mix_strategy="none")
     record = hf_dmix.dmix_record(args, model, base_model="org/base")
     assert record["peft"]["r"] == 2 and record["peft"]["target_modules"] == ["query", "value"]
@@ -362,8 +422,11 @@ def test_push_of_a_reused_folder_publishes_no_other_runs_results(trained, monkey
     out = Path(trained.args.output_dir)
     trained.save_model()
     record = json.loads((out / "dmix_config.json").read_text())
-    stale = {"run_id": "0" * 32, "metrics": {"test": {"macro_f1": 0.9876, "accuracy": 0.99, "weighted_f1": 0.98}},
-             "data": {"source": {"train_file": "/data/pairs.csv"}, "used_sizes": {"train": 480, "test": 60}}}
+    stale = {
+        "run_id": "0" * 32,
+        "metrics": {"test": {"macro_f1": 0.9876, "accuracy": 0.99, "weighted_f1": 0.98}},
+        "data": {"source": {"train_file": "/data/pairs.csv"}, "used_sizes": {"train": 480, "test": 60}},
+    }
     (out / "results.json").write_text(json.dumps(stale))
     other_card = render_model_card({**record, "run_id": stale["run_id"]}, stale, repo_id="alice/tiny-dmix")
     (out / "README.md").write_text(str(other_card))
@@ -380,7 +443,10 @@ def test_push_of_a_reused_folder_publishes_no_other_runs_results(trained, monkey
 
     (out / "results.json").write_text(json.dumps({**stale, "run_id": trained.run_id}))  # this run's: published
     push_to_hub(out, "alice/tiny-dmix", token=TOKEN)
-    assert "results.json" in _RecordingHubApi.commits[-1] and "0.9876" in _RecordingHubApi.commits[-1]["README.md"].decode()
+    assert (
+        "results.json" in _RecordingHubApi.commits[-1]
+        and "0.9876" in _RecordingHubApi.commits[-1]["README.md"].decode()
+    )
 
 
 # ---------------------------------------------------------------------- push_to_hub refuses before any request
@@ -397,19 +463,42 @@ def _folder(tmp_path, files: dict[str, bytes]) -> Path:
 @pytest.mark.parametrize(
     "files, kwargs, pattern",
     [
-        ({"config.json": b"{}", "model.safetensors": b"x"}, {}, r"has no dmix_config.json: it is not the output folder"),
-        ({"dmix_config.json": b"{}", "config.json": b"{}", "pytorch_model.bin": b"x"}, {},
-         r"has no safetensors weights \(model.safetensors\); found \['pytorch_model.bin'\]"),
+        (
+            {"config.json": b"{}", "model.safetensors": b"x"},
+            {},
+            r"has no dmix_config.json: it is not the output folder",
+        ),
+        (
+            {"dmix_config.json": b"{}", "config.json": b"{}", "pytorch_model.bin": b"x"},
+            {},
+            r"has no safetensors weights \(model.safetensors\); found \['pytorch_model.bin'\]",
+        ),
         ({"dmix_config.json": b"{}", "tokenizer.json": b"{}"}, {}, r"holds no model"),
-        ({"dmix_config.json": b"{}", "config.json": b"{}", "model.safetensors": b"x"}, {"merge_lora": True},
-         r"merge_lora=True, but .* holds a full model"),
-        ({"dmix_config.json": b"{}", "config.json": b"{}", "model.safetensors": b"x"}, {"repo_id": "bad repo/id!"},
-         r"Invalid repo id 'bad repo/id!'"),
-        ({"dmix_config.json": b"{}", "config.json": b"{}", "model.safetensors": b"x",
-          "notes.txt": f"my token is {TOKEN}".encode()}, {"token": TOKEN},
-         r"Refusing to publish notes.txt: it contains your Hub token"),
-        ({"dmix_config.json": b"{not json", "config.json": b"{}", "model.safetensors": b"x"}, {},
-         r"dmix_config.json in .* is not valid JSON"),
+        (
+            {"dmix_config.json": b"{}", "config.json": b"{}", "model.safetensors": b"x"},
+            {"merge_lora": True},
+            r"merge_lora=True, but .* holds a full model",
+        ),
+        (
+            {"dmix_config.json": b"{}", "config.json": b"{}", "model.safetensors": b"x"},
+            {"repo_id": "bad repo/id!"},
+            r"Invalid repo id 'bad repo/id!'",
+        ),
+        (
+            {
+                "dmix_config.json": b"{}",
+                "config.json": b"{}",
+                "model.safetensors": b"x",
+                "notes.txt": f"my token is {TOKEN}".encode(),
+            },
+            {"token": TOKEN},
+            r"Refusing to publish notes.txt: it contains your Hub token",
+        ),
+        (
+            {"dmix_config.json": b"{not json", "config.json": b"{}", "model.safetensors": b"x"},
+            {},
+            r"dmix_config.json in .* is not valid JSON",
+        ),
     ],
 )
 def test_push_to_hub_refuses_unpublishable_folders(tmp_path, files, kwargs, pattern):
@@ -433,7 +522,10 @@ def test_card_shows_the_degenerate_index_warning():
     record = _record()
     record["partner_index"] = {**record["partner_index"], "top1pct_slot_share": 0.033, "degenerate": True}
     _, body = _split(render_model_card(record, None, repo_id="alice/essc-dmix"))
-    assert "| warning | candidate sets concentrated or narrow beyond random partners of the same k (figures above) |" in body
+    assert (
+        "| warning | candidate sets concentrated or narrow beyond random partners of the same k (figures above) |"
+        in body
+    )
     assert "| candidate slots held by the most frequent 1 % of examples | 3.3 % (random partners: 1.0 %) |" in body
 
 
@@ -449,7 +541,9 @@ def test_card_shows_the_data_checks_and_a_collapse():
     assert "| unknown tokens | train 0.0 %, validation 0.0 %, test 0.0 % |" in body
     assert "| duplicate texts | 289 texts occur more than once; 0 in more than one split (validation and test" in body
     assert "- Texts longer than --max_seq_length 64 tokens are truncated: train 25.0 % (3 of 12)." in body
-    assert ("**Warning:** every test prediction is `ham` although the test set has several classes: this model "
-            "predicts one class and scores what the majority-class baseline scores (accuracy 0.8656, macro-F1 0.4640).") in body
+    assert (
+        "**Warning:** every test prediction is `ham` although the test set has several classes: this model "
+        "predicts one class and scores what the majority-class baseline scores (accuracy 0.8656, macro-F1 0.4640)."
+    ) in body
     _, clean = _split(render_model_card(_record(), EXAMPLE.EXAMPLE_RESULTS, repo_id="alice/essc-dmix"))
     assert "**Warning:**" not in clean and "checks of the data before training found" not in clean

@@ -122,7 +122,9 @@ def test_resume_true_without_a_complete_checkpoint_is_a_clear_error(tmp_path, tr
 
     args = DMixConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=2, disable_tqdm=True)
     trainer = DMixTrainer(
-        model=tiny_model(vocab_size=tokenizer.vocab_size), args=args, train_dataset=train_dataset,
+        model=tiny_model(vocab_size=tokenizer.vocab_size),
+        args=args,
+        train_dataset=train_dataset,
         processing_class=tokenizer,
     )
     (tmp_path / "checkpoint-3").mkdir()  # killed before anything was written
@@ -137,15 +139,24 @@ def test_dataset_fingerprint_hashes_image_and_audio_inputs():
     """Not only token ids: pixel values, audio samples and raw columns of any dataset are part of the hash."""
     pixels = {"pixel_values": [[[0.1, 0.2], [0.3, 0.4]], [[0.5, 0.6], [0.7, 0.8]]], "label": [0, 1]}
     other = {"pixel_values": [[[0.1, 0.2], [0.3, 0.4]], [[0.5, 0.6], [0.7, 0.9]]], "label": [0, 1]}
-    assert dataset_fingerprint(Dataset.from_dict(pixels), [0, 1]) == dataset_fingerprint(Dataset.from_dict(pixels), [0, 1])
-    assert dataset_fingerprint(Dataset.from_dict(pixels), [0, 1]) != dataset_fingerprint(Dataset.from_dict(other), [0, 1])
-    clips = [{"input_values": torch.tensor([0.0, 0.5, 1.0]), "label": 0}, {"input_values": torch.tensor([1.0, 0.5]), "label": 1}]
+    assert dataset_fingerprint(Dataset.from_dict(pixels), [0, 1]) == dataset_fingerprint(
+        Dataset.from_dict(pixels), [0, 1]
+    )
+    assert dataset_fingerprint(Dataset.from_dict(pixels), [0, 1]) != dataset_fingerprint(
+        Dataset.from_dict(other), [0, 1]
+    )
+    clips = [
+        {"input_values": torch.tensor([0.0, 0.5, 1.0]), "label": 0},
+        {"input_values": torch.tensor([1.0, 0.5]), "label": 1},
+    ]
     changed = [dict(clips[0]), {"input_values": torch.tensor([1.0, 0.25]), "label": 1}]
     assert dataset_fingerprint(clips, [0, 1]) == dataset_fingerprint([dict(c) for c in clips], [0, 1])
     assert dataset_fingerprint(clips, [0, 1]) != dataset_fingerprint(changed, [0, 1])
     images = {"image": [{"bytes": b"\x89PNG-a", "path": None}, {"bytes": b"\x89PNG-b", "path": None}], "label": [0, 1]}
     swapped = {"image": [{"bytes": b"\x89PNG-a", "path": None}, {"bytes": b"\x89PNG-c", "path": None}], "label": [0, 1]}
-    assert dataset_fingerprint(Dataset.from_dict(images), [0, 1]) != dataset_fingerprint(Dataset.from_dict(swapped), [0, 1])
+    assert dataset_fingerprint(Dataset.from_dict(images), [0, 1]) != dataset_fingerprint(
+        Dataset.from_dict(swapped), [0, 1]
+    )
 
 
 def test_threshold_indices_have_a_digest():
@@ -155,8 +166,9 @@ def test_threshold_indices_have_a_digest():
     a = build_partner_index(points, 30, "euclidean", tau=0.3, representation="thresholds", show_progress=False)
     b = build_partner_index(points, 30, "euclidean", tau=0.5, representation="thresholds", show_progress=False)
     assert index_digest(a) is not None and index_digest(a) != index_digest(b)
-    assert index_digest(a) == index_digest(build_partner_index(points.clone(), 30, "euclidean", tau=0.3,
-                                                               representation="thresholds", show_progress=False))
+    assert index_digest(a) == index_digest(
+        build_partner_index(points.clone(), 30, "euclidean", tau=0.3, representation="thresholds", show_progress=False)
+    )
 
 
 @pytest.fixture
@@ -173,13 +185,28 @@ def _trainer(out, tokenizer, data, callbacks=None, **kw):
     from hf_dmix import DMixConfig, DMixTrainer
 
     settings = dict(
-        output_dir=str(out), use_cpu=True, report_to="none", disable_tqdm=True, seed=0, per_device_train_batch_size=4,
-        max_steps=8, save_strategy="steps", save_steps=4, logging_steps=1, learning_rate=1e-3, tau=0.3,
+        output_dir=str(out),
+        use_cpu=True,
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
+        per_device_train_batch_size=4,
+        max_steps=8,
+        save_strategy="steps",
+        save_steps=4,
+        logging_steps=1,
+        learning_rate=1e-3,
+        tau=0.3,
         dataloader_num_workers=0,
     )
     settings.update(kw)
-    return DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=1), args=DMixConfig(**settings),
-                       train_dataset=data, processing_class=tokenizer, callbacks=callbacks)
+    return DMixTrainer(
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=1),
+        args=DMixConfig(**settings),
+        train_dataset=data,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
 
 
 class _StopAt:
@@ -233,7 +260,9 @@ def test_a_refreshed_checkpoint_of_another_training_set_is_refused_clearly(tmp_p
     _trainer(tmp_path, tokenizer, small_data, partner_refresh_epochs=1, save_steps=8).train()
     assert json.loads((tmp_path / "checkpoint-8" / DMIX_STATE_NAME).read_text())["refreshed_epoch"] == 1
     smaller = small_data.select(range(20))
-    with pytest.raises(ValueError, match=r"Cannot resume from .*checkpoint-8.*train_examples: checkpoint=24, this run=20"):
+    with pytest.raises(
+        ValueError, match=r"Cannot resume from .*checkpoint-8.*train_examples: checkpoint=24, this run=20"
+    ):
         _trainer(tmp_path, tokenizer, smaller, partner_refresh_epochs=1, save_steps=8, max_steps=10).train(
             resume_from_checkpoint=True
         )

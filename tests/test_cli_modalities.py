@@ -65,17 +65,46 @@ def write_fsdd_like(path: Path, labels: int = 3, speakers: int = 2, per_speaker:
         for s in range(speakers):
             for index in range(per_speaker):
                 clip = _clip(label, rng)
-                rows.append({"file": f"{label}_spk{s}_{index}.wav", "label": label, "speaker": f"spk{s}",
-                             "index": index, "split": "test" if index < 2 else "train", "sampling_rate": RATE,
-                             "num_samples": len(clip), "wav": _wav_bytes(clip)})
+                rows.append(
+                    {
+                        "file": f"{label}_spk{s}_{index}.wav",
+                        "label": label,
+                        "speaker": f"spk{s}",
+                        "index": index,
+                        "split": "test" if index < 2 else "train",
+                        "sampling_rate": RATE,
+                        "num_samples": len(clip),
+                        "wav": _wav_bytes(clip),
+                    }
+                )
     pq.write_table(pa.Table.from_pylist(rows), path)
     return path
 
 
 def _args(out: Path, *extra: str) -> list[str]:
-    return ["--output_dir", str(out), "--max_steps", "3", "--per_device_train_batch_size", "4",
-            "--per_device_eval_batch_size", "16", "--use_cpu", "true", "--report_to", "none", "--save_strategy", "no",
-            "--disable_tqdm", "true", "--learning_rate", "1e-3", "--embedding_batch_size", "16", *extra]
+    return [
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "3",
+        "--per_device_train_batch_size",
+        "4",
+        "--per_device_eval_batch_size",
+        "16",
+        "--use_cpu",
+        "true",
+        "--report_to",
+        "none",
+        "--save_strategy",
+        "no",
+        "--disable_tqdm",
+        "true",
+        "--learning_rate",
+        "1e-3",
+        "--embedding_batch_size",
+        "16",
+        *extra,
+    ]
 
 
 def _card_header(out: Path) -> dict:
@@ -105,8 +134,21 @@ def _check_outputs(out: Path, modality: str, results: dict) -> dict:
 def test_image_cli_on_digits(tmp_path):
     pytest.importorskip("sklearn")
     out = tmp_path / "vit"
-    results = run_dmix.main(_args(out, "--model_name_or_path", "config:vit-tiny", "--dataset_name", "digits",
-                                  "--preset", "dmix", "--max_train_samples", "80", "--max_eval_samples", "40"))
+    results = run_dmix.main(
+        _args(
+            out,
+            "--model_name_or_path",
+            "config:vit-tiny",
+            "--dataset_name",
+            "digits",
+            "--preset",
+            "dmix",
+            "--max_train_samples",
+            "80",
+            "--max_eval_samples",
+            "40",
+        )
+    )
     saved = _check_outputs(out, "image", results)
     assert saved["model_type"] == "vit" and saved["dmix"]["partner_distance"] == "hyperbolic"
     # The fixed split of the 1,797 digits (20 % test, 10 % validation, stratified, seed 42) before subsampling.
@@ -126,12 +168,28 @@ def test_image_cli_on_digits(tmp_path):
 def test_audio_cli_on_generated_clips(tmp_path, model, source):
     data = write_fsdd_like(tmp_path / "fsdd.parquet")
     out = tmp_path / model
-    where = ["--dataset_name", "fsdd", "--data_dir", str(tmp_path)] if source == "dataset_name" else [
-        "--train_file", str(data)]
+    where = (
+        ["--dataset_name", "fsdd", "--data_dir", str(tmp_path)]
+        if source == "dataset_name"
+        else ["--train_file", str(data)]
+    )
     overrides = {"ast-tiny": {"max_length": 24, "num_mel_bins": 16, "num_hidden_layers": 2}}.get(
-        model, {"num_hidden_layers": 2})
-    results = run_dmix.main(_args(out, "--model_name_or_path", f"config:{model}", *where, "--preset", "dmix",
-                                  "--model_config_overrides", json.dumps(overrides), "--tau", "0.5"))
+        model, {"num_hidden_layers": 2}
+    )
+    results = run_dmix.main(
+        _args(
+            out,
+            "--model_name_or_path",
+            f"config:{model}",
+            *where,
+            "--preset",
+            "dmix",
+            "--model_config_overrides",
+            json.dumps(overrides),
+            "--tau",
+            "0.5",
+        )
+    )
     saved = _check_outputs(out, "audio", results)
     # The official split by recording index (0–1: test), validation carved from train by label x speaker.
     assert saved["data"]["sizes"]["test"] == 12 and saved["data"]["sampling_rate"] == RATE
@@ -166,16 +224,34 @@ def test_modality_is_inferred_from_the_model_and_contradictions_are_errors(tmp_p
 def test_fsdd_without_the_file_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.delenv("DMIX_DATA_DIR", raising=False)
     with pytest.raises(DataError, match=r"fsdd\.parquet not found in .*--data_dir"):
-        run_dmix.main(_args(tmp_path / "out", "--model_name_or_path", "config:ast-tiny", "--dataset_name", "fsdd",
-                            "--data_dir", str(tmp_path / "nowhere")))
+        run_dmix.main(
+            _args(
+                tmp_path / "out",
+                "--model_name_or_path",
+                "config:ast-tiny",
+                "--dataset_name",
+                "fsdd",
+                "--data_dir",
+                str(tmp_path / "nowhere"),
+            )
+        )
 
 
 def test_model_config_overrides_must_be_a_json_object(tmp_path):
     pytest.importorskip("sklearn")
     for bad, pattern in (("{not json", "not valid JSON"), ("[2]", "must be a JSON object")):
         with pytest.raises(DataError, match=pattern):
-            run_dmix.main(_args(tmp_path / "out", "--model_name_or_path", "config:vit-tiny", "--dataset_name", "digits",
-                                "--model_config_overrides", bad))
+            run_dmix.main(
+                _args(
+                    tmp_path / "out",
+                    "--model_name_or_path",
+                    "config:vit-tiny",
+                    "--dataset_name",
+                    "digits",
+                    "--model_config_overrides",
+                    bad,
+                )
+            )
 
 
 def test_read_wav_round_trip():
@@ -187,7 +263,9 @@ def test_read_wav_round_trip():
 
 def test_config_models_have_the_stated_sizes():
     labels = [str(d) for d in range(10)]
-    sizes = {name: count_parameters(build_model_from_config(f"config:{name}", labels, image_size=8))
-             for name in MODEL_CONFIGS}
+    sizes = {
+        name: count_parameters(build_model_from_config(f"config:{name}", labels, image_size=8))
+        for name in MODEL_CONFIGS
+    }
     # The sizes README.md and docs/results/beyond-text.md state (10-class heads, 8×8 images for the vision models).
     assert sizes["vit-tiny"] == 136_650 and sizes["ast-tiny"] == 142_282 and sizes["wav2vec2-tiny"] == 130_650

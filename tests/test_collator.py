@@ -254,8 +254,12 @@ def test_dataloader_workers_draw_different_partners(tokenizer) -> None:
 
 # The same rows padded to a fixed length, as run_classification.py's padding="max_length" leaves them.
 FIXED_ROWS: list[dict[str, Any]] = [
-    {**r, "input_ids": r["input_ids"] + [0] * (6 - len(r["input_ids"])),
-     "attention_mask": r["attention_mask"] + [0] * (6 - len(r["attention_mask"]))} for r in ROWS
+    {
+        **r,
+        "input_ids": r["input_ids"] + [0] * (6 - len(r["input_ids"])),
+        "attention_mask": r["attention_mask"] + [0] * (6 - len(r["attention_mask"])),
+    }
+    for r in ROWS
 ]
 
 
@@ -275,8 +279,9 @@ def _user_collators():
 @pytest.mark.parametrize("name", list(_user_collators()))
 def test_user_collator_builds_the_pair_batch_and_dmix_attaches_partners(name):
     collate_fn, rows, length = _user_collators()[name]
-    collator = DMixDataCollator(None, train_dataset=make_train_dataset(rows), partner_index=FIXED_INDEX,
-                                collate_fn=collate_fn)
+    collator = DMixDataCollator(
+        None, train_dataset=make_train_dataset(rows), partner_index=FIXED_INDEX, collate_fn=collate_fn
+    )
     batch = collator(anchor_features([0, 1], rows))
     assert batch[PARTNER_IDS_KEY].tolist() == [3, 2]
     assert batch["labels"].tolist() == [0, 1, 1, 0]  # anchors 0, 1, then partners 3, 2
@@ -290,18 +295,25 @@ def test_user_collator_builds_the_pair_batch_and_dmix_attaches_partners(name):
     assert set(evaluated) == set(expected) and all(torch.equal(evaluated[k], expected[k]) for k in expected)
 
 
-@pytest.mark.parametrize("change, pattern", [
-    (lambda rows: rows[: len(rows) // 2], r"returned \{.*\(2, 6\).*4 examples \(2 anchors"),
-    (lambda rows: sorted(rows, key=lambda r: -r["label"]), "changed the order of the examples"),
-    (lambda rows: [{k: v for k, v in r.items() if k != "label"} for r in rows], "returned no labels"),
-])
+@pytest.mark.parametrize(
+    "change, pattern",
+    [
+        (lambda rows: rows[: len(rows) // 2], r"returned \{.*\(2, 6\).*4 examples \(2 anchors"),
+        (lambda rows: sorted(rows, key=lambda r: -r["label"]), "changed the order of the examples"),
+        (lambda rows: [{k: v for k, v in r.items() if k != "label"} for r in rows], "returned no labels"),
+    ],
+)
 def test_user_collator_that_drops_or_reorders_rows_is_refused(change, pattern):
     from transformers import default_data_collator
 
     from hf_dmix.collator import CollatorLayoutError
 
-    collator = DMixDataCollator(None, train_dataset=make_train_dataset(FIXED_ROWS), partner_index=FIXED_INDEX,
-                                collate_fn=lambda rows: default_data_collator(change(rows)))
+    collator = DMixDataCollator(
+        None,
+        train_dataset=make_train_dataset(FIXED_ROWS),
+        partner_index=FIXED_INDEX,
+        collate_fn=lambda rows: default_data_collator(change(rows)),
+    )
     with pytest.raises(CollatorLayoutError, match=pattern):
         collator(anchor_features([0, 1], FIXED_ROWS))
 
@@ -313,7 +325,10 @@ def test_user_collator_that_drops_or_reorders_rows_is_refused(change, pattern):
 # Raw-text rows for collators that tokenize. Anchors 0, 1 and partners 3, 2 (FIXED_INDEX) have labels 0, 1, 1, 0 and
 # word counts 4, 2, 3, 1: sorting them by length gives 2, 1, 3, 0, whose labels are 0, 1, 1, 0 again.
 TEXT_ROWS: list[dict[str, Any]] = [
-    {"text": "c a b c", "label": 0}, {"text": "a b", "label": 1}, {"text": "b", "label": 0}, {"text": "a b c", "label": 1},
+    {"text": "c a b c", "label": 0},
+    {"text": "a b", "label": 1},
+    {"text": "b", "label": 0},
+    {"text": "a b c", "label": 1},
 ]
 # Image-like rows: float features of one shape, as a datasets column of Python floats gives them.
 PIXEL_ROWS: list[dict[str, Any]] = [
@@ -325,6 +340,7 @@ PIXEL_ROWS: list[dict[str, Any]] = [
 def _features(ids: list[int], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``anchor_features``, keeping the text of raw-text rows (a collator that tokenizes reads it)."""
     return anchor_features(ids, rows) if "input_ids" in rows[0] else [{**rows[i], INDEX_COLUMN: i} for i in ids]
+
 
 # Audio-like rows: clips of different lengths as flat lists of Python floats (compared at sampled positions).
 CLIP_ROWS: list[dict[str, Any]] = [
@@ -389,8 +405,9 @@ def _legit_collators():
 @pytest.mark.parametrize("name", list(_legit_collators()))
 def test_user_collators_that_keep_the_order_pass_the_exact_check(name):
     collate_fn, rows = _legit_collators()[name]
-    collator = DMixDataCollator(None, train_dataset=make_train_dataset(rows), partner_index=FIXED_INDEX,
-                                collate_fn=collate_fn)
+    collator = DMixDataCollator(
+        None, train_dataset=make_train_dataset(rows), partner_index=FIXED_INDEX, collate_fn=collate_fn
+    )
     batch = collator(_features([0, 1], rows))
     assert batch[PARTNER_IDS_KEY].tolist() == [3, 2]
     assert batch["labels"].tolist() == [rows[i]["label"] for i in (0, 1, 3, 2)]
@@ -400,23 +417,50 @@ def _swap_first_and_last(rows):
     return [rows[-1], *rows[1:-1], rows[0]]  # anchor 0 and the partner of anchor 1: both label 0
 
 
-@pytest.mark.parametrize("name, collate_fn, rows, pattern", [
-    ("moves rows of one label", lambda rows: __import__("transformers").default_data_collator(_swap_first_and_last(rows)),
-     FIXED_ROWS, r"row 0 of the batch it returned holds example 3 \(the partner of anchor 1\) \('input_ids'"),
-    ("moves float features", lambda rows: __import__("transformers").default_data_collator(_swap_first_and_last(rows)),
-     PIXEL_ROWS, r"row 0 .* holds example 3 .*'pixel_values'"),
-    ("moves float clips", lambda rows: _pad_clips(_swap_first_and_last(rows)), CLIP_ROWS,
-     r"row 0 .* holds example 3 .*'input_values'"),
-    ("tokenizes and sorts by length", _tokenize(_text_tokenizer(), lambda rs: sorted(rs, key=lambda r: len(r["text"]))),
-     TEXT_ROWS, (r"tokenize_text changed the order .* none of the features it returns passes through unchanged"
-                 r".*do not follow the order .*group_by_length=True")),
-    ("tokenizes and augments at random", _tokenize(_text_tokenizer(), augment=True), TEXT_ROWS, r"different batch for the same examples in the same order \(is it random\?\).*with_transform"),
-])
+@pytest.mark.parametrize(
+    "name, collate_fn, rows, pattern",
+    [
+        (
+            "moves rows of one label",
+            lambda rows: __import__("transformers").default_data_collator(_swap_first_and_last(rows)),
+            FIXED_ROWS,
+            r"row 0 of the batch it returned holds example 3 \(the partner of anchor 1\) \('input_ids'",
+        ),
+        (
+            "moves float features",
+            lambda rows: __import__("transformers").default_data_collator(_swap_first_and_last(rows)),
+            PIXEL_ROWS,
+            r"row 0 .* holds example 3 .*'pixel_values'",
+        ),
+        (
+            "moves float clips",
+            lambda rows: _pad_clips(_swap_first_and_last(rows)),
+            CLIP_ROWS,
+            r"row 0 .* holds example 3 .*'input_values'",
+        ),
+        (
+            "tokenizes and sorts by length",
+            _tokenize(_text_tokenizer(), lambda rs: sorted(rs, key=lambda r: len(r["text"]))),
+            TEXT_ROWS,
+            (
+                r"tokenize_text changed the order .* none of the features it returns passes through unchanged"
+                r".*do not follow the order .*group_by_length=True"
+            ),
+        ),
+        (
+            "tokenizes and augments at random",
+            _tokenize(_text_tokenizer(), augment=True),
+            TEXT_ROWS,
+            r"different batch for the same examples in the same order \(is it random\?\).*with_transform",
+        ),
+    ],
+)
 def test_user_collator_that_reorders_rows_with_labels_in_order_is_refused(name, collate_fn, rows, pattern):
     from hf_dmix.collator import CollatorLayoutError
 
-    collator = DMixDataCollator(None, train_dataset=make_train_dataset(rows), partner_index=FIXED_INDEX,
-                                collate_fn=collate_fn)
+    collator = DMixDataCollator(
+        None, train_dataset=make_train_dataset(rows), partner_index=FIXED_INDEX, collate_fn=collate_fn
+    )
     features = _features([0, 1], rows)
     torch.manual_seed(0)  # the augmenting collator's draws: two calls differ (with these rows, almost surely)
     with pytest.raises(CollatorLayoutError, match=pattern):

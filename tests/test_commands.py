@@ -21,13 +21,15 @@ def _echo(argv: list[str]) -> None:
 def test_train_help_lists_the_flags_in_groups():
     """``python -m hf_dmix train --help`` (what ``hf-dmix train --help`` runs): model, data, DMIX, training and
     publishing flags each under their own heading, in that order, the usage line naming ``hf-dmix train``."""
-    proc = subprocess.run([sys.executable, "-m", "hf_dmix", "train", "--help"], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hf_dmix", "train", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = proc.stdout
     assert text.startswith("usage: hf-dmix train ")
-    headings = [line[:-1] for line in text.splitlines() if line in ("model:", "data:", "DMIX:", "training:",
-                                                                     "publishing:")]
+    headings = [
+        line[:-1] for line in text.splitlines() if line in ("model:", "data:", "DMIX:", "training:", "publishing:")
+    ]
     assert headings == ["model", "data", "DMIX", "training", "publishing"]
 
     def section(flag: str) -> str:

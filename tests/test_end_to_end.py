@@ -30,14 +30,39 @@ def test_accelerate_launch_essc_config_on_a_subset(tmp_path):
     _require_minilm()
     out = tmp_path / "essc"
     cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no",
-        str(ROOT / "run_dmix.py"), str(ROOT / "configs" / "essc-minilm.yaml"),
-        "--train_file", str(ESSC), "--output_dir", str(out), "--max_train_samples", "96",
-        "--num_train_epochs", "1", "--per_device_eval_batch_size", "32", "--use_cpu", "true", "--disable_tqdm", "true",
-        "--tau", "0.2",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        str(ROOT / "run_dmix.py"),
+        str(ROOT / "configs" / "essc-minilm.yaml"),
+        "--train_file",
+        str(ESSC),
+        "--output_dir",
+        str(out),
+        "--max_train_samples",
+        "96",
+        "--num_train_epochs",
+        "1",
+        "--per_device_eval_batch_size",
+        "32",
+        "--use_cpu",
+        "true",
+        "--disable_tqdm",
+        "true",
+        "--tau",
+        "0.2",
     ]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    proc = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert results["preset"] == "dmix" and results["dmix"]["partner_distance"] == "hyperbolic"
@@ -62,8 +87,17 @@ def test_demo_config_runs_offline(tmp_path):
     import run_dmix
 
     results = run_dmix.main(
-        [str(ROOT / "configs" / "demo.yaml"), "--output_dir", str(tmp_path / "demo"), "--use_cpu", "true",
-         "--disable_tqdm", "true", "--save_model", "false"]
+        [
+            str(ROOT / "configs" / "demo.yaml"),
+            "--output_dir",
+            str(tmp_path / "demo"),
+            "--use_cpu",
+            "true",
+            "--disable_tqdm",
+            "true",
+            "--save_model",
+            "false",
+        ]
     )
     assert results["data"]["label_names"] == ["ham", "spam"]
     assert results["majority_baseline"]["macro_f1"] < 0.5

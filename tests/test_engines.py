@@ -21,15 +21,31 @@ def data(tokenizer):
 
 
 def _args(tmp_path, **kw) -> DMixConfig:
-    settings = dict(output_dir=str(tmp_path), use_cpu=True, report_to="none", save_strategy="no", disable_tqdm=True,
-                    seed=0, per_device_train_batch_size=4, max_steps=6, logging_steps=1, learning_rate=1e-3,
-                    partner_distance="cosine", tau=0.5)
+    settings = dict(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        per_device_train_batch_size=4,
+        max_steps=6,
+        logging_steps=1,
+        learning_rate=1e-3,
+        partner_distance="cosine",
+        tau=0.5,
+    )
     return DMixConfig(**{**settings, **kw})
 
 
 def _trainer(args, tokenizer, data, **kw) -> DMixTrainer:
-    return DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=1), args=args,
-                       train_dataset=data, processing_class=tokenizer, **kw)
+    return DMixTrainer(
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=1),
+        args=args,
+        train_dataset=data,
+        processing_class=tokenizer,
+        **kw,
+    )
 
 
 ZERO3 = {"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": "auto"}
@@ -102,8 +118,12 @@ def _compile_trainer(case, args, tokenizer, data):
 
     if case == "vit":
         return DMixTrainer(model=build("vit", seed=1).train(), args=args, train_dataset=_image_dataset(24, seed=7))
-    return DMixTrainer(model=build(case, seed=1).train(), args=args, train_dataset=_clip_dataset(24, seed=7),
-                       processing_class=_extractor())
+    return DMixTrainer(
+        model=build(case, seed=1).train(),
+        args=args,
+        train_dataset=_clip_dataset(24, seed=7),
+        processing_class=_extractor(),
+    )
 
 
 @pytest.mark.slow
@@ -184,10 +204,20 @@ def _vit_update(tmp_path, batch_size, accumulation):
 
     model = build("vit", seed=3)
     dataset = _image_dataset(16, seed=7)
-    args = _args(tmp_path / f"{batch_size}x{accumulation}", per_device_train_batch_size=batch_size,
-                 gradient_accumulation_steps=accumulation, max_steps=1, optim="sgd", learning_rate=0.5,
-                 max_grad_norm=0.0, partner_order="nearest", tau=1 / 15, lr_scheduler_type="constant",
-                 weight_decay=0.0, embedding_batch_size=8)
+    args = _args(
+        tmp_path / f"{batch_size}x{accumulation}",
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        optim="sgd",
+        learning_rate=0.5,
+        max_grad_norm=0.0,
+        partner_order="nearest",
+        tau=1 / 15,
+        lr_scheduler_type="constant",
+        weight_decay=0.0,
+        embedding_batch_size=8,
+    )
     trainer = DMixTrainer(model=model, args=args, train_dataset=dataset)
     trainer.sample_mixing = lambda: (2, 0.3)
     trainer._get_train_sampler = lambda *a, **k: torch.utils.data.SequentialSampler(trainer.train_dataset)
@@ -215,12 +245,17 @@ def test_embedding_pass_makes_equally_many_forward_calls_on_every_process(tokeni
 
     model = tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=1)
     calls = []
-    model.register_forward_pre_hook(lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape[0]),
-                                    with_kwargs=True)
+    model.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
     n, batch = 9, 2
     dataset = data.select(range(n))
-    common = dict(model=model, feature_rows=feature_rows(dataset, {"input_ids", "attention_mask"}),
-                  collate=DataCollatorWithPadding(tokenizer), batch_size=batch)
+    common = dict(
+        model=model,
+        feature_rows=feature_rows(dataset, {"input_ids", "attention_mask"}),
+        collate=DataCollatorWithPadding(tokenizer),
+        batch_size=batch,
+    )
     whole = embed_training_set(n, **common)
     for rank, expected in ((0, [2, 2, 1]), (1, [2, 2, 1])):
         sharding = Sharding(world_size=2, rank=rank)
@@ -228,7 +263,7 @@ def test_embedding_pass_makes_equally_many_forward_calls_on_every_process(tokeni
         local = embed_training_set(n, rows=sharding.rows(n), num_batches=-(-sharding.shard_size(n) // batch), **common)
         assert calls == expected
         rows = sharding.rows(n)
-        torch.testing.assert_close(local, whole[rows.start:rows.stop], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(local, whole[rows.start : rows.stop], atol=1e-5, rtol=1e-5)
 
 
 def test_embedding_pass_refuses_weights_that_are_not_in_the_process(tokenizer):

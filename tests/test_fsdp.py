@@ -25,11 +25,25 @@ TOL = dict(atol=1e-5, rtol=1e-5)
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("fsdp")
     script = str(HERE / "fsdp_script.py")
-    run_script([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29537",
-                script, str(out)])
+    run_script(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29537",
+            script,
+            str(out),
+        ]
+    )
     run_script([sys.executable, script, str(out)])
-    return {f"{case}_{name}": torch.load(out / f"{case}_{name}.pt") for case in CASES
-            for name in ("rank0_of2", "rank1_of2", "rank0_of1")}, out
+    return {
+        f"{case}_{name}": torch.load(out / f"{case}_{name}.pt")
+        for case in CASES
+        for name in ("rank0_of2", "rank1_of2", "rank0_of1")
+    }, out
 
 
 @pytest.mark.parametrize("case", CASES)

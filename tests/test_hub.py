@@ -44,8 +44,13 @@ def _env(hub_url: str, home: Path, token: str | None = None) -> dict[str, str]:
     """A client environment: the server as endpoint, online, a private HF_HOME, and HF_TOKEN only if given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING_FACE"))}
     env.update(
-        HF_ENDPOINT=hub_url, HF_HOME=str(home), HF_HUB_OFFLINE="0", HF_HUB_DISABLE_TELEMETRY="1",
-        HF_HUB_DISABLE_PROGRESS_BARS="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1",
+        HF_ENDPOINT=hub_url,
+        HF_HOME=str(home),
+        HF_HUB_OFFLINE="0",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONUNBUFFERED="1",
         OMP_NUM_THREADS="1",  # several clients run at once on few cores
     )
     if token:
@@ -72,17 +77,51 @@ def _cli(*args: str) -> list[str]:
 
 def _train_args(model: str, data: Path, out: Path, *extra: str) -> list[str]:
     return [
-        "--model_name_or_path", model, "--train_file", str(data), "--output_dir", str(out), "--preset", "dmix",
-        "--tau", "0.5", "--max_steps", "4", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "16",
-        "--max_seq_length", "24", "--learning_rate", "1e-3", "--use_cpu", "true", "--report_to", "none",
-        "--save_strategy", "no", "--disable_tqdm", "true", *extra,
+        "--model_name_or_path",
+        model,
+        "--train_file",
+        str(data),
+        "--output_dir",
+        str(out),
+        "--preset",
+        "dmix",
+        "--tau",
+        "0.5",
+        "--max_steps",
+        "4",
+        "--per_device_train_batch_size",
+        "4",
+        "--per_device_eval_batch_size",
+        "16",
+        "--max_seq_length",
+        "24",
+        "--learning_rate",
+        "1e-3",
+        "--use_cpu",
+        "true",
+        "--report_to",
+        "none",
+        "--save_strategy",
+        "no",
+        "--disable_tqdm",
+        "true",
+        *extra,
     ]
 
 
 def _start_client(scenario: str, config: dict, env: dict[str, str], workdir: Path) -> subprocess.Popen:
     config_path = workdir / f"{scenario}-config.json"
     config_path.write_text(json.dumps(config))
-    return _start([sys.executable, str(HERE / "hub_client.py"), scenario, str(config_path), str(workdir / f"{scenario}-report.json")], env)
+    return _start(
+        [
+            sys.executable,
+            str(HERE / "hub_client.py"),
+            scenario,
+            str(config_path),
+            str(workdir / f"{scenario}-report.json"),
+        ],
+        env,
+    )
 
 
 def _report(scenario: str, proc: subprocess.CompletedProcess, workdir: Path) -> dict:
@@ -175,26 +214,86 @@ def runs(hub, workdir, assets):
         CAROL_TOKEN in (headers.get("Authorization") or "") and (fault / "results.json").exists()
     )
     wave = {
-        "roundtrip": _start_client("roundtrip", {
-            "workdir": str(workdir), "repo": f"{ALICE}/roundtrip", "private_repo": f"{ALICE}/roundtrip-private",
-            "alice_token": ALICE_TOKEN, "bob_token": BOB_TOKEN,
-        }, _env(hub.url, workdir / "hf-home-roundtrip"), workdir),
-        "full": _start(_cli(*_train_args(
-            str(assets["base"]), assets["data"], full, "--push_to_hub", "--hub_model_id", f"{ALICE}/cli-full",
-            "--hub_token", ALICE_TOKEN, "--card_language", "en", "--card_license", "apache-2.0",
-            "--tau_sweep_plot", str(assets["plot"]),
-        )), _env(hub.url, workdir / "hf-home-full")),
-        "lora": _start(_cli(*_train_args(
-            f"{ALICE}/tiny-base", assets["data"], lora, "--push_to_hub", "--hub_model_id", f"{ALICE}/cli-lora",
-            "--use_lora", "--lora_r", "4", "--lora_target_modules", "query", "value",
-        )), _env(hub.url, workdir / "hf-home-lora", token=ALICE_TOKEN)),
-        "fault": _start(_cli(*_train_args(
-            str(assets["base"]), assets["data"], fault, "--push_to_hub", "--hub_model_id", f"{CAROL}/fault-run",
-        )), _env(hub.url, workdir / "hf-home-fault", token=CAROL_TOKEN)),
-        "early": _start(_cli(*_train_args(
-            str(assets["base"]), assets["data"], workdir / "never-trained", "--push_to_hub",
-            "--hub_model_id", f"{ALICE}/never", "--hub_token", WRONG_TOKEN,
-        )), _env(hub.url, workdir / "hf-home-early")),
+        "roundtrip": _start_client(
+            "roundtrip",
+            {
+                "workdir": str(workdir),
+                "repo": f"{ALICE}/roundtrip",
+                "private_repo": f"{ALICE}/roundtrip-private",
+                "alice_token": ALICE_TOKEN,
+                "bob_token": BOB_TOKEN,
+            },
+            _env(hub.url, workdir / "hf-home-roundtrip"),
+            workdir,
+        ),
+        "full": _start(
+            _cli(
+                *_train_args(
+                    str(assets["base"]),
+                    assets["data"],
+                    full,
+                    "--push_to_hub",
+                    "--hub_model_id",
+                    f"{ALICE}/cli-full",
+                    "--hub_token",
+                    ALICE_TOKEN,
+                    "--card_language",
+                    "en",
+                    "--card_license",
+                    "apache-2.0",
+                    "--tau_sweep_plot",
+                    str(assets["plot"]),
+                )
+            ),
+            _env(hub.url, workdir / "hf-home-full"),
+        ),
+        "lora": _start(
+            _cli(
+                *_train_args(
+                    f"{ALICE}/tiny-base",
+                    assets["data"],
+                    lora,
+                    "--push_to_hub",
+                    "--hub_model_id",
+                    f"{ALICE}/cli-lora",
+                    "--use_lora",
+                    "--lora_r",
+                    "4",
+                    "--lora_target_modules",
+                    "query",
+                    "value",
+                )
+            ),
+            _env(hub.url, workdir / "hf-home-lora", token=ALICE_TOKEN),
+        ),
+        "fault": _start(
+            _cli(
+                *_train_args(
+                    str(assets["base"]),
+                    assets["data"],
+                    fault,
+                    "--push_to_hub",
+                    "--hub_model_id",
+                    f"{CAROL}/fault-run",
+                )
+            ),
+            _env(hub.url, workdir / "hf-home-fault", token=CAROL_TOKEN),
+        ),
+        "early": _start(
+            _cli(
+                *_train_args(
+                    str(assets["base"]),
+                    assets["data"],
+                    workdir / "never-trained",
+                    "--push_to_hub",
+                    "--hub_model_id",
+                    f"{ALICE}/never",
+                    "--hub_token",
+                    WRONG_TOKEN,
+                )
+            ),
+            _env(hub.url, workdir / "hf-home-early"),
+        ),
     }
     done = {name: _finish(proc) for name, proc in wave.items()}
     hub.outage = None  # the Hub is back
@@ -204,12 +303,28 @@ def runs(hub, workdir, assets):
     dead_url = dead.url
     dead.httpd.server_close()
     shutil.rmtree(dead.data_dir, ignore_errors=True)
-    done["publish"] = _finish(_start_client("publish", {
-        "full": f"{ALICE}/cli-full", "adapter": f"{ALICE}/cli-lora", "merged": f"{ALICE}/cli-lora-merged",
-        "full_local": str(full), "lora_dir": str(lora), "label_names": LABELS, "token": ALICE_TOKEN,
-        "fault_dir": str(fault), "fault_repo": f"{CAROL}/fault-run", "foreign_repo": f"{BOB}/stolen",
-        "fault_token": CAROL_TOKEN, "wrong_token": WRONG_TOKEN, "dead_endpoint": dead_url,
-    }, _env(hub.url, workdir / "hf-home-publish"), workdir))  # no HF_TOKEN: public repositories need none
+    done["publish"] = _finish(
+        _start_client(
+            "publish",
+            {
+                "full": f"{ALICE}/cli-full",
+                "adapter": f"{ALICE}/cli-lora",
+                "merged": f"{ALICE}/cli-lora-merged",
+                "full_local": str(full),
+                "lora_dir": str(lora),
+                "label_names": LABELS,
+                "token": ALICE_TOKEN,
+                "fault_dir": str(fault),
+                "fault_repo": f"{CAROL}/fault-run",
+                "foreign_repo": f"{BOB}/stolen",
+                "fault_token": CAROL_TOKEN,
+                "wrong_token": WRONG_TOKEN,
+                "dead_endpoint": dead_url,
+            },
+            _env(hub.url, workdir / "hf-home-publish"),
+            workdir,
+        )
+    )  # no HF_TOKEN: public repositories need none
     hashes["lora_after"], hashes["fault_after"] = _hashes(lora), _hashes(fault)
     return {"procs": done, "hashes": hashes, "full": full, "lora": lora, "fault": fault, "dead_url": dead_url}
 
@@ -235,8 +350,11 @@ def publish(runs, workdir):
 
 def test_roundtrip_same_bytes_logits_labels_and_card(hub, roundtrip):
     out, snapshot = Path(roundtrip["output_dir"]), Path(roundtrip["snapshot_dir"])
-    pulled = {k: v for k, v in _local_files(snapshot).items()
-              if not k.startswith((".cache/", "last-checkpoint/")) and k != ".gitattributes"}
+    pulled = {
+        k: v
+        for k, v in _local_files(snapshot).items()
+        if not k.startswith((".cache/", "last-checkpoint/")) and k != ".gitattributes"
+    }
     assert set(pulled) >= MODEL_FILES | DMIX_FILES
     local = _local_files(out)
     for name, data in pulled.items():
@@ -267,8 +385,11 @@ def test_checkpoint_pushes_carry_the_card(roundtrip):
     checkpoint = roundtrip["checkpoint_card"]
     assert "dmix" in checkpoint["tags"] and checkpoint["has_dmix_config"]
     assert checkpoint["splits"] == ["validation"]  # the card of a checkpoint shows the evaluation so far
-    assert {"last-checkpoint/README.md", "last-checkpoint/dmix_config.json",
-            "last-checkpoint/model.safetensors"} <= set(roundtrip["checkpoint_files"])
+    assert {
+        "last-checkpoint/README.md",
+        "last-checkpoint/dmix_config.json",
+        "last-checkpoint/model.safetensors",
+    } <= set(roundtrip["checkpoint_files"])
 
 
 # ---------------------------------------------------------------------- 3. private repositories
@@ -310,8 +431,11 @@ def test_cli_push_to_hub_end_to_end(hub, runs, assets):
     assert "base_model" not in header and "`tiny-base` (a local model)" in body  # a local path is never published
     assert header["model-index"][0]["name"] == f"{ALICE}/cli-full"
     test = results["metrics"]["test"]
-    assert _index_metrics(header) == {"Macro-F1": test["macro_f1"], "Weighted-F1": test["weighted_f1"],
-                                      "Accuracy": test["accuracy"]}
+    assert _index_metrics(header) == {
+        "Macro-F1": test["macro_f1"],
+        "Weighted-F1": test["weighted_f1"],
+        "Accuracy": test["accuracy"],
+    }
     assert "![τ sweep](tau_sweep.png)" in body and f'pipeline("text-classification", model="{ALICE}/cli-full")' in body
     assert "| 0 | negative |" in body and "| 1 | positive |" in body
     record = json.loads(pushed["dmix_config.json"])
@@ -342,7 +466,9 @@ def test_cli_lora_adapter_and_merged_pushes(hub, runs, publish):
     assert header["model-index"][0]["name"] == f"{ALICE}/cli-lora-merged"
     assert json.loads(merged["dmix_config.json"])["peft"]["merged"] is True
     assert set(json.loads(merged["config.json"])["id2label"].values()) == set(LABELS)
-    assert runs["hashes"]["lora_after"] == runs["hashes"]["lora"]  # merging for the push leaves the adapter folder as it was
+    assert (
+        runs["hashes"]["lora_after"] == runs["hashes"]["lora"]
+    )  # merging for the push leaves the adapter folder as it was
 
 
 def test_published_models_load_anywhere(runs, publish):
@@ -355,7 +481,10 @@ def test_published_models_load_anywhere(runs, publish):
     results = json.loads((runs["full"] / "results.json").read_text())
     assert publish["full_info"]["metrics"] == results["metrics"]["test"]
     assert publish["full_info"]["label_names"] == LABELS and publish["full_info"]["settings"]["tau"] == 0.5
-    assert publish["adapter_info_peft"]["r"] == 4 and publish["adapter_info_peft"]["target_modules"] == ["query", "value"]
+    assert publish["adapter_info_peft"]["r"] == 4 and publish["adapter_info_peft"]["target_modules"] == [
+        "query",
+        "value",
+    ]
 
 
 # ---------------------------------------------------------------------- 4. faults lose nothing
@@ -424,6 +553,9 @@ def test_tokens_never_appear(hub, runs, roundtrip):
         assert _containing(files, token) == []
     saved = json.loads((runs["full"] / "results.json").read_text())
     assert saved["training_args"]["hub_token"] == "<redacted>"  # it was given on the command line
-    for path in (runs["full"] / "training_args.bin", Path(roundtrip["output_dir"]) / "checkpoint-2" / "training_args.bin"):
+    for path in (
+        runs["full"] / "training_args.bin",
+        Path(roundtrip["output_dir"]) / "checkpoint-2" / "training_args.bin",
+    ):
         args = torch.load(path, weights_only=False)
         assert args.hub_token is None and args.push_to_hub is True

@@ -126,10 +126,20 @@ def test_warning_on_clustered_concentration_that_the_rescaled_score_missed():
 def test_coverage_threshold_is_relative_to_random_coverage_for_the_same_k():
     """Coverage warns below 3/4 of what random sets of the same k reach, not below a fixed 50 %: random lists of k = 1
     cover ~63 %, so 48 % is no alarm there, while 60 % of a set that random k = 50 covers entirely is."""
-    base = {"num_examples": 1000.0, "candidates_per_example": 1.0, "top1pct_slot_share": 0.02, "random_top1pct_slot_share": 0.02}
+    base = {
+        "num_examples": 1000.0,
+        "candidates_per_example": 1.0,
+        "top1pct_slot_share": 0.02,
+        "random_top1pct_slot_share": 0.02,
+    }
     assert hubness_warning({**base, "distinct_candidate_share": 0.48, "random_distinct_candidate_share": 0.632}) is None
     assert hubness_warning({**base, "distinct_candidate_share": 0.45, "random_distinct_candidate_share": 0.632})
-    wide = {"num_examples": 1000.0, "candidates_per_example": 50.0, "top1pct_slot_share": 0.0135, "random_top1pct_slot_share": 0.0132}
+    wide = {
+        "num_examples": 1000.0,
+        "candidates_per_example": 50.0,
+        "top1pct_slot_share": 0.0135,
+        "random_top1pct_slot_share": 0.0132,
+    }
     warning = hubness_warning({**wide, "distinct_candidate_share": 0.6, "random_distinct_candidate_share": 1.0})
     assert warning is not None and "60.0% of the training set" in warning and "100.0%" in warning
 
@@ -139,8 +149,9 @@ def test_threshold_baseline_is_for_the_number_of_counted_examples():
     top-1 % share is simulated for the same 2,048 k-occurrences (each over every anchor), not for N."""
     n = 3000
     points = torch.randn(n, 8, generator=torch.Generator().manual_seed(0))
-    index = build_partner_index(points, n, "euclidean", tau=0.3, rule="centered", representation="thresholds",
-                                show_progress=False)
+    index = build_partner_index(
+        points, n, "euclidean", tau=0.3, rule="centered", representation="thresholds", show_progress=False
+    )
     stats = partner_statistics(index)
     from hf_dmix.hubness import random_partner_statistics
 

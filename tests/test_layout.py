@@ -17,8 +17,18 @@ from hf_dmix import CollatorLayoutError, DMixConfig, DMixTrainer
 
 
 def _args(tmp_path, **kw) -> DMixConfig:
-    defaults = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, max_steps=3, learning_rate=1e-3,
-                    report_to="none", use_cpu=True, save_strategy="no", disable_tqdm=True, seed=0, tau=0.3)
+    defaults = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        max_steps=3,
+        learning_rate=1e-3,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        tau=0.3,
+    )
     return DMixConfig(**{**defaults, **kw})
 
 
@@ -52,10 +62,17 @@ def test_sort_by_length_collator_on_a_39_to_1_set_is_refused_at_the_first_traini
 
     train = _skewed(rare=17).map(lambda b: tokenizer(b["text"], truncation=True, max_length=32), batched=True)
     _Recording.steps = 0
-    trainer = _Recording(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path),
-                         train_dataset=train, data_collator=sort_by_length)
-    with pytest.raises(CollatorLayoutError, match=r"sort_by_length changed the order of the examples: row \d+ of the "
-                                                  r"batch it returned holds example \d+ .*group_by_length=True"):
+    trainer = _Recording(
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+        args=_args(tmp_path),
+        train_dataset=train,
+        data_collator=sort_by_length,
+    )
+    with pytest.raises(
+        CollatorLayoutError,
+        match=r"sort_by_length changed the order of the examples: row \d+ of the "
+        r"batch it returned holds example \d+ .*group_by_length=True",
+    ):
         trainer.train()
     assert _Recording.steps == 0 and trainer.state.global_step == 0, "a reordered batch reached the model"
     assert trainer.data_collator.batches_drawn == 1, "refused at the first training batch"
@@ -77,12 +94,22 @@ def test_collator_that_tokenizes_and_sorts_by_length_is_refused_and_one_that_onl
 
     args = dict(remove_unused_columns=False)
     _Recording.steps = 0
-    trainer = _Recording(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path, **args),
-                         train_dataset=raw, data_collator=tokenize_sorted, sentence_embeddings=embeddings)
+    trainer = _Recording(
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+        args=_args(tmp_path, **args),
+        train_dataset=raw,
+        data_collator=tokenize_sorted,
+        sentence_embeddings=embeddings,
+    )
     with pytest.raises(CollatorLayoutError, match=r"tokenize_sorted changed the order of the examples"):
         trainer.train()
     assert _Recording.steps == 0, "a reordered batch reached the model"
 
-    trainer = _Recording(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path, **args),
-                         train_dataset=raw, data_collator=tokenize, sentence_embeddings=embeddings)
+    trainer = _Recording(
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+        args=_args(tmp_path, **args),
+        train_dataset=raw,
+        data_collator=tokenize,
+        sentence_embeddings=embeddings,
+    )
     assert trainer.train().global_step == 3 and _Recording.steps == 3

@@ -35,7 +35,9 @@ def test_anchor_dominant_loss_reads_the_anchor_rows_only():
     onehot = F.one_hot(LABELS, 3).float()
     targets = r * onehot[:2] + (1 - r) * onehot[2:]
     for logits in (LOGITS[:2], LOGITS):  # B rows, or 2B when the site was the last layer
-        torch.testing.assert_close(mixup_loss(logits, LABELS, r, 2, anchors_only=True), _soft_target_ce(LOGITS[:2], targets))
+        torch.testing.assert_close(
+            mixup_loss(logits, LABELS, r, 2, anchors_only=True), _soft_target_ce(LOGITS[:2], targets)
+        )
 
 
 def test_label_smoothing_and_half_precision_logits():

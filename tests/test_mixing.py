@@ -89,14 +89,6 @@ def encode(tokenizer, anchors: list[str], partners: list[str]) -> dict[str, torc
     return dict(tokenizer(anchors + partners, padding=True, return_tensors="pt", return_token_type_ids=False))
 
 
-
-
-
-
-
-
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # 1. identities, for every family and through PEFT
 # ---------------------------------------------------------------------------------------------------------------------
@@ -155,10 +147,15 @@ def _keyless_rows_filled(model):
     handles = []
     if base.config.model_type == "modernbert":
         for layer in base.model.layers:
-            handles.append(layer.register_forward_pre_hook(
-                lambda module, args, kwargs: (args, dict(kwargs, attention_mask=fill_keyless_rows(kwargs["attention_mask"]))),
-                with_kwargs=True,
-            ))
+            handles.append(
+                layer.register_forward_pre_hook(
+                    lambda module, args, kwargs: (
+                        args,
+                        dict(kwargs, attention_mask=fill_keyless_rows(kwargs["attention_mask"])),
+                    ),
+                    with_kwargs=True,
+                )
+            )
     try:
         yield
     finally:
@@ -383,7 +380,11 @@ def test_modernbert_mixing_is_implementation_independent_at_every_site(tokenizer
     mixer_s, mixer_e = HiddenStateMixer(sdpa).attach(), HiddenStateMixer(eager).attach()
     for anchors_only in (False, True):
         for site in range(mixer_s.sentence_site + 1):
-            with torch.no_grad(), mixer_s.mixing(site, 0.7, B, anchors_only), mixer_e.mixing(site, 0.7, B, anchors_only):
+            with (
+                torch.no_grad(),
+                mixer_s.mixing(site, 0.7, B, anchors_only),
+                mixer_e.mixing(site, 0.7, B, anchors_only),
+            ):
                 out_s, out_e = sdpa(**batch).logits, eager(**batch).logits
             torch.testing.assert_close(out_s, out_e, atol=ATOL, rtol=0, msg=f"site {site}, anchors_only={anchors_only}")
 
@@ -438,9 +439,9 @@ def test_union_mask_bool():
 def test_union_mask_additive_float():
     neg = torch.finfo(torch.float32).min
     mask = torch.where(KEYS.bool(), 0.0, neg)[:, None, None, :].expand(4, 1, 4, 4)
-    expected = torch.tensor(
-        [[0.0, 0.0, neg, neg], [0.0, 0.0, 0.0, neg], [0.0, 0.0, neg, neg], [0.0, 0.0, 0.0, neg]]
-    )[:, None, None, :].expand(4, 1, 4, 4)
+    expected = torch.tensor([[0.0, 0.0, neg, neg], [0.0, 0.0, 0.0, neg], [0.0, 0.0, neg, neg], [0.0, 0.0, 0.0, neg]])[
+        :, None, None, :
+    ].expand(4, 1, 4, 4)
     out = union_mask(mask, 2)
     assert out.dtype == torch.float32 and torch.equal(out, expected)
 
@@ -675,7 +676,9 @@ def test_anchor_dominant_rows_equal_the_full_forward_and_skip_partner_rows(case,
     mixer = HiddenStateMixer(model).attach()
     seen: list[int] = []
     handles = [
-        layer.register_forward_pre_hook(lambda m, a, kw: seen.append((a[0] if a else kw["hidden_states"]).shape[0]), with_kwargs=True)
+        layer.register_forward_pre_hook(
+            lambda m, a, kw: seen.append((a[0] if a else kw["hidden_states"]).shape[0]), with_kwargs=True
+        )
         for layer in mixer.layers
     ]
     try:

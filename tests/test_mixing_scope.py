@@ -17,8 +17,17 @@ from hf_dmix import DMixConfig, DMixTrainer
 
 
 def _args(tmp_path, **kw) -> DMixConfig:
-    defaults = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, learning_rate=1e-3,
-                    report_to="none", use_cpu=True, save_strategy="no", disable_tqdm=True, seed=0, tau=0.3)
+    defaults = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        tau=0.3,
+    )
     return DMixConfig(**{**defaults, **kw})
 
 
@@ -30,8 +39,9 @@ def _plain_copy(model):
 
 
 def _padded(tokenizer, rows):
-    return tokenizer.pad([{"input_ids": r["input_ids"], "attention_mask": r["attention_mask"]} for r in rows],
-                         return_tensors="pt")
+    return tokenizer.pad(
+        [{"input_ids": r["input_ids"], "attention_mask": r["attention_mask"]} for r in rows], return_tensors="pt"
+    )
 
 
 @pytest.mark.parametrize("eval_batch_size", [8, 5])  # 8 = 2B: the size a leftover mixing would silently mix
@@ -61,8 +71,9 @@ def test_predict_evaluate_and_own_forward_mid_training_never_mix(tmp_path, token
 
     model = tiny_model("bert", vocab_size=tokenizer.vocab_size)
     args = _args(tmp_path, num_train_epochs=1, per_device_eval_batch_size=eval_batch_size)
-    trainer = DMixTrainer(model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer,
-                          callbacks=[MidTraining()])
+    trainer = DMixTrainer(
+        model=model, args=args, train_dataset=train_dataset, processing_class=tokenizer, callbacks=[MidTraining()]
+    )
     activations = []
     original = trainer.mixer.activate
     trainer.mixer.activate = lambda *a, **k: (activations.append(a), original(*a, **k))[1]

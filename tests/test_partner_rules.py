@@ -99,7 +99,8 @@ def test_thresholds_give_the_same_sets_as_lists(rule: str) -> None:
     for i in range(N):
         got = set(torch.nonzero(members[i]).reshape(-1).tolist())
         assert got == set(lists.candidates[i].tolist()) or all(
-            abs(keys[i, j] - torch.topk(keys[i], k).values.min()) < 1e-4 for j in got ^ set(lists.candidates[i].tolist())
+            abs(keys[i, j] - torch.topk(keys[i], k).values.min()) < 1e-4
+            for j in got ^ set(lists.candidates[i].tolist())
         )
     # Rejection sampling draws only members, never the anchor, and reaches all members of an anchor.
     g = torch.Generator().manual_seed(0)
@@ -113,9 +114,7 @@ def test_sampled_search_meets_the_recall_target(rule: str) -> None:
     n = 3000
     points = make_points("hyperbolic", n=n, seed=3, d=16)
     exact = build_partner_index(points, n, "hyperbolic", tau=0.3, rule=rule, show_progress=False)
-    sampled = build_partner_index(
-        points, n, "hyperbolic", tau=0.3, rule=rule, sample_size=1000, show_progress=False
-    )
+    sampled = build_partner_index(points, n, "hyperbolic", tau=0.3, rule=rule, sample_size=1000, show_progress=False)
     probe = torch.arange(0, n, 7)
     members = sampled.members(probe)
     exact_members = torch.zeros_like(members)
@@ -150,7 +149,9 @@ def test_hub_robust_rules_remove_norm_driven_hubs() -> None:
     points = make_points("hyperbolic", n=n, seed=5, d=16)
     labels = torch.arange(n) % 3
     stats = {
-        rule: partner_statistics(build_partner_index(points, n, "hyperbolic", tau=0.3, rule=rule, show_progress=False), labels)
+        rule: partner_statistics(
+            build_partner_index(points, n, "hyperbolic", tau=0.3, rule=rule, show_progress=False), labels
+        )
         for rule in ("paper", "centered", "mutual")
     }
     paper = stats["paper"]
@@ -175,14 +176,20 @@ def test_degenerate_warning_flags_hubs_and_names_the_fix() -> None:
     n = 1000
     points = make_points("hyperbolic", n=n, seed=5, d=16)
     paper = partner_statistics(build_partner_index(points, n, "hyperbolic", tau=0.3, show_progress=False))
-    centered = partner_statistics(build_partner_index(points, n, "hyperbolic", tau=0.3, rule="centered", show_progress=False))
+    centered = partner_statistics(
+        build_partner_index(points, n, "hyperbolic", tau=0.3, rule="centered", show_progress=False)
+    )
     # 1 % of 1000 = 10 examples can hold at most 10 * 999 / (1000 * 300) = 3.33 % of the slots.
     most = 10 * 999 / (1000 * 300)
-    expected = (paper["top1pct_slot_share"] - paper["random_top1pct_slot_share"]) / (most - paper["random_top1pct_slot_share"])
+    expected = (paper["top1pct_slot_share"] - paper["random_top1pct_slot_share"]) / (
+        most - paper["random_top1pct_slot_share"]
+    )
     assert paper["hub_concentration"] == pytest.approx(expected)
     assert paper["hub_concentration"] > 0.5 > centered["hub_concentration"]
     warning = hubness_warning(paper, "paper")
-    assert warning is not None and "partner_rule='centered'" in warning and f"{paper['top1pct_slot_share']:.1%}" in warning
+    assert (
+        warning is not None and "partner_rule='centered'" in warning and f"{paper['top1pct_slot_share']:.1%}" in warning
+    )
     assert hubness_warning(centered, "centered") is None
     # Low coverage alone is degenerate too, and a hub-robust rule gets a different suggestion.
     sparse = {**centered, "distinct_candidate_share": 0.3}

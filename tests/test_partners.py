@@ -123,7 +123,9 @@ def test_draw_support_is_exact_top_tau(distance: str, order: str, c: float) -> N
     for t, tau in enumerate(TAUS):
         k = num_candidates(N, tau)
         assert k == math.ceil(tau * (N - 1))
-        index = build_partner_index(points, N, distance=distance, tau=tau, order=order, curvature=c, show_progress=False)
+        index = build_partner_index(
+            points, N, distance=distance, tau=tau, order=order, curvature=c, show_progress=False
+        )
         assert index.candidates is not None
         assert index.candidates.dtype == torch.int32 and index.candidates.shape == (N, k)
         assert index.candidates_per_example == k
@@ -326,8 +328,12 @@ def test_partner_statistics_hand_built() -> None:
 
 def test_describe_partner_index_in_words() -> None:
     stats = {
-        "num_examples": 381.0, "candidates_per_example": 38.0, "top1pct_slot_share": 0.0142,
-        "random_top1pct_slot_share": 0.0101, "distinct_candidate_share": 1.0, "same_label_share": 0.62,
+        "num_examples": 381.0,
+        "candidates_per_example": 38.0,
+        "top1pct_slot_share": 0.0142,
+        "random_top1pct_slot_share": 0.0101,
+        "distinct_candidate_share": 1.0,
+        "same_label_share": 0.62,
         "random_same_label_share": 0.5512,
     }
     assert describe_partner_index(stats) == (
@@ -337,8 +343,12 @@ def test_describe_partner_index_in_words() -> None:
     )
     # Coverage just short of complete is rounded down, never shown as 100%; the cosine overlap and the threshold
     # index's sampled candidate examples are said when present.
-    stats.update(distinct_candidate_share=0.9996, cosine_overlap=0.716, cosine_overlap_chance=0.301,
-                 estimated_from_examples=2048.0)
+    stats.update(
+        distinct_candidate_share=0.9996,
+        cosine_overlap=0.716,
+        cosine_overlap_chance=0.301,
+        estimated_from_examples=2048.0,
+    )
     assert describe_partner_index(stats) == (
         "Each training example has 38 candidate partners out of 380; the most frequent 1% of examples hold 1.4% of "
         "candidate slots (random 1.0%); 99.9% of the training set is a candidate of some anchor; 62.0% of candidates "
@@ -501,8 +511,9 @@ def test_cosine_overlap_on_every_anchor_is_the_overlap_with_the_cosine_lists_and
     full = cosine_overlap(index, emb)
     assert full == pytest.approx(candidate_overlap(index, cosine), abs=1e-3)
     assert cosine_overlap(index, emb, max_anchors=512) == pytest.approx(full, abs=0.03)
-    thresholds = build_partner_index(points, n, "hyperbolic", tau=0.3, rule="centered", representation="thresholds",
-                                     show_progress=False)
+    thresholds = build_partner_index(
+        points, n, "hyperbolic", tau=0.3, rule="centered", representation="thresholds", show_progress=False
+    )
     assert cosine_overlap(thresholds, emb, max_anchors=512) == pytest.approx(full, abs=0.03)
 
 

@@ -237,8 +237,9 @@ def test_plot_partners_explicit_anchor_and_long_title_fit(tmp_path, points, inde
 @pytest.mark.parametrize("max_points", [80, 30])
 def test_plot_partners_subsample_keeps_anchor_hubs_and_candidates(tmp_path, points, index, labels, max_points):
     anchor = 5
-    _, fig = plot_partners(points, index, labels=labels, anchor=anchor, max_points=max_points, path=tmp_path / "p.png",
-                           return_figure=True)
+    _, fig = plot_partners(
+        points, index, labels=labels, anchor=anchor, max_points=max_points, path=tmp_path / "p.png", return_figure=True
+    )
     label_dots = [c for c in fig.axes[0].collections if c.get_label() in ("label 0", "label 1", "label 2")]
     assert sum(len(c.get_offsets()) for c in label_dots) == max_points
     assert len(artist(fig, "hubs").get_offsets()) == 3

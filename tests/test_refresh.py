@@ -42,14 +42,29 @@ def data(tokenizer):
 
 def _trainer(tmp_path, tokenizer, data, **kw):
     args = DMixConfig(
-        output_dir=str(tmp_path / "out"), use_cpu=True, report_to="none", save_strategy="no", disable_tqdm=True,
-        seed=0, per_device_train_batch_size=4, num_train_epochs=4, learning_rate=5e-2, tau=0.25,
-        partner_distance="cosine", partner_rule="paper", **kw,
+        output_dir=str(tmp_path / "out"),
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        per_device_train_batch_size=4,
+        num_train_epochs=4,
+        learning_rate=5e-2,
+        tau=0.25,
+        partner_distance="cosine",
+        partner_rule="paper",
+        **kw,
     )
     collator = RecordingCollator(tokenizer)
     collator.draws = []
-    trainer = RecordingTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=1), args=args,
-                               train_dataset=data, processing_class=tokenizer, data_collator=collator)
+    trainer = RecordingTrainer(
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=1),
+        args=args,
+        train_dataset=data,
+        processing_class=tokenizer,
+        data_collator=collator,
+    )
     trainer.steps = []
     return trainer
 
@@ -81,7 +96,11 @@ def test_partners_change_at_refresh_epochs_and_only_then(tmp_path, tokenizer, da
         for anchor, partner in zip(anchors, partners, strict=True):
             assert partner in expected[anchor].tolist(), (i, anchor, partner)
     # The refresh really moved some anchor's row: a partner drawn after it need not be a candidate before it.
-    assert any(p not in initial[a].tolist() for _, anchors, partners in draws[12:] for a, p in zip(anchors, partners, strict=True))
+    assert any(
+        p not in initial[a].tolist()
+        for _, anchors, partners in draws[12:]
+        for a, p in zip(anchors, partners, strict=True)
+    )
 
 
 def test_without_refresh_the_index_never_changes(tmp_path, tokenizer, data):
@@ -110,15 +129,24 @@ def test_refresh_needs_the_trained_models_embeddings(tmp_path, tokenizer, data):
         DMixConfig(output_dir=str(tmp_path), partner_refresh_epochs=-1)
     args = DMixConfig(output_dir=str(tmp_path), partner_refresh_epochs=1, use_cpu=True, report_to="none")
     with pytest.raises(ValueError, match="sentence_embeddings were given"):
-        DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=args, train_dataset=data,
-                    processing_class=tokenizer, sentence_embeddings=torch.randn(len(data), 4))
+        DMixTrainer(
+            model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+            args=args,
+            train_dataset=data,
+            processing_class=tokenizer,
+            sentence_embeddings=torch.randn(len(data), 4),
+        )
 
 
 def test_refresh_with_persistent_workers_is_refused(tmp_path):
     """Persistent dataloader workers keep the collator they were started with: a refresh would never reach them."""
     with pytest.raises(ValueError, match=r"partner_refresh_epochs=2 rebuilds the partner index.*persistent_workers"):
-        DMixConfig(output_dir=str(tmp_path), partner_refresh_epochs=2, dataloader_num_workers=2,
-                   dataloader_persistent_workers=True)
+        DMixConfig(
+            output_dir=str(tmp_path),
+            partner_refresh_epochs=2,
+            dataloader_num_workers=2,
+            dataloader_persistent_workers=True,
+        )
     # Workers that restart each epoch see the new index; no refresh, or no workers, is fine with persistence.
     DMixConfig(output_dir=str(tmp_path), partner_refresh_epochs=2, dataloader_num_workers=2)
     DMixConfig(output_dir=str(tmp_path), dataloader_num_workers=2, dataloader_persistent_workers=True)

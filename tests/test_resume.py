@@ -26,7 +26,11 @@ def _run(out: Path, trace: Path, *extra: str, expect_kill: bool = False) -> subp
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), str(out), str(trace), *extra],
-        cwd=HERE.parent, capture_output=True, text=True, timeout=600, env=env,
+        cwd=HERE.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     if expect_kill:
         assert proc.returncode == -9, f"expected SIGKILL, got {proc.returncode}\n{proc.stderr[-3000:]}"
@@ -122,7 +126,10 @@ def test_checkpoint_of_other_settings_or_data_is_refused(runs, tmp_path):
     tmp, _, _ = runs
     import shutil
 
-    for extra, named in ((("--tau", "0.5"), "tau: checkpoint=0.3, this run=0.5"), (("--train-size", "36"), "train_examples")):
+    for extra, named in (
+        (("--tau", "0.5"), "tau: checkpoint=0.3, this run=0.5"),
+        (("--train-size", "36"), "train_examples"),
+    ):
         out = tmp_path / "other"
         shutil.rmtree(out, ignore_errors=True)
         shutil.copytree(tmp / "full" / "checkpoint-4", out / "checkpoint-4")
@@ -160,7 +167,12 @@ def test_resumed_run_refreshes_at_the_same_epochs_with_the_same_partners(refresh
     assert [t["step"] for t in resumed] == list(range(checkpoint + 1, 31))
     for t in resumed:
         ref = full[t["step"]]
-        assert (t["index"], t["partners"], t["site"], t["ratio"]) == (ref["index"], ref["partners"], ref["site"], ref["ratio"])
+        assert (t["index"], t["partners"], t["site"], t["ratio"]) == (
+            ref["index"],
+            ref["partners"],
+            ref["site"],
+            ref["ratio"],
+        )
         assert abs(t["loss"] - ref["loss"]) <= LOSS_TOLERANCE
     state = json.loads((tmp / f"killed{kill}" / f"checkpoint-{checkpoint}" / "dmix_state.json").read_text())
     assert state["refreshed_epoch"] == 1

@@ -39,11 +39,42 @@ def tiny_model_dir(tmp_path_factory):
 
 def _args(model_dir: Path, out: Path, report_to: str) -> list[str]:
     return [
-        "--model_name_or_path", str(model_dir), "--dataset_name", "demo", "--preset", "dmix", "--tau", "0.5",
-        "--max_train_samples", "60", "--max_eval_samples", "40", "--max_seq_length", "24",
-        "--max_steps", str(STEPS), "--logging_steps", "1", "--per_device_train_batch_size", "4",
-        "--per_device_eval_batch_size", "16", "--use_cpu", "true", "--save_strategy", "no", "--save_model", "false",
-        "--disable_tqdm", "true", "--plot_partners", "true", "--report_to", report_to, "--output_dir", str(out),
+        "--model_name_or_path",
+        str(model_dir),
+        "--dataset_name",
+        "demo",
+        "--preset",
+        "dmix",
+        "--tau",
+        "0.5",
+        "--max_train_samples",
+        "60",
+        "--max_eval_samples",
+        "40",
+        "--max_seq_length",
+        "24",
+        "--max_steps",
+        str(STEPS),
+        "--logging_steps",
+        "1",
+        "--per_device_train_batch_size",
+        "4",
+        "--per_device_eval_batch_size",
+        "16",
+        "--use_cpu",
+        "true",
+        "--save_strategy",
+        "no",
+        "--save_model",
+        "false",
+        "--disable_tqdm",
+        "true",
+        "--plot_partners",
+        "true",
+        "--report_to",
+        report_to,
+        "--output_dir",
+        str(out),
     ]
 
 
@@ -102,14 +133,22 @@ def test_trackio_receives_dmix_scalars_and_partner_pictures(tmp_path, tiny_model
     store = tmp_path / "trackio"
     out = tmp_path / "out"
     # TRACKIO_DIR is read when trackio is imported: a process of its own for the run and for reading back.
-    env = {**os.environ, "TRACKIO_DIR": str(store), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "TRACKIO_DIR": str(store),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
     args = _args(tiny_model_dir, out, "trackio") + ["--project", "dmix-test", "--run_name", "tiny"]
-    proc = subprocess.run([sys.executable, str(ROOT / "run_dmix.py"), *args], capture_output=True, text=True,
-                          env=env, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run_dmix.py"), *args], capture_output=True, text=True, env=env, timeout=900
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    read = ("import json; from trackio.sqlite_storage import SQLiteStorage as S; "
-            "print(json.dumps(S.get_logs('dmix-test', 'tiny'), default=str))")
+    read = (
+        "import json; from trackio.sqlite_storage import SQLiteStorage as S; "
+        "print(json.dumps(S.get_logs('dmix-test', 'tiny'), default=str))"
+    )
     back = subprocess.run([sys.executable, "-c", read], capture_output=True, text=True, env=env, timeout=300)
     assert back.returncode == 0, back.stderr[-4000:]
     logs = json.loads(back.stdout.strip().splitlines()[-1])

@@ -91,7 +91,9 @@ def test_evaluate_does_not_mix(tmp_path, tokenizer, train_dataset):
     # eval_loss equals the plain cross-entropy of the model over the evaluation set.
     model.eval()
     collate = DataCollatorWithPadding(tokenizer)
-    feats = [{k: train_dataset[i][k] for k in ("input_ids", "attention_mask", "label")} for i in range(len(train_dataset))]
+    feats = [
+        {k: train_dataset[i][k] for k in ("input_ids", "attention_mask", "label")} for i in range(len(train_dataset))
+    ]
     losses = []
     with torch.no_grad():
         for s in range(0, len(feats), 8):
@@ -134,7 +136,9 @@ def test_gradient_accumulation_matches_large_batch(tmp_path, tokenizer, train_da
 
 
 def test_precomputed_embeddings_and_torch_dataset(tmp_path, tokenizer, train_dataset):
-    rows = [{k: train_dataset[i][k] for k in ("input_ids", "attention_mask", "label")} for i in range(len(train_dataset))]
+    rows = [
+        {k: train_dataset[i][k] for k in ("input_ids", "attention_mask", "label")} for i in range(len(train_dataset))
+    ]
     n = len(rows)
     # Two tight clusters: nearest partners must come from the anchor's own cluster.
     emb = torch.zeros(n, 4)
@@ -143,7 +147,9 @@ def test_precomputed_embeddings_and_torch_dataset(tmp_path, tokenizer, train_dat
     emb += 0.01 * torch.randn(n, 4, generator=torch.Generator().manual_seed(0))
     args = _args(tmp_path, partner_distance="euclidean", partner_order="nearest", tau=0.2)
     model = tiny_model("bert", vocab_size=tokenizer.vocab_size)
-    trainer = DMixTrainer(model=model, args=args, train_dataset=rows, processing_class=tokenizer, sentence_embeddings=emb)
+    trainer = DMixTrainer(
+        model=model, args=args, train_dataset=rows, processing_class=tokenizer, sentence_embeddings=emb
+    )
     index = trainer.build_partner_index()
     cluster = torch.arange(n) >= n // 2
     cands = index.candidates.long()
@@ -158,17 +164,28 @@ def test_embedding_model_option(tmp_path, tokenizer, train_dataset):
     tokenizer.save_pretrained(encoder_dir)
     args = _args(tmp_path, embedding_model=str(encoder_dir), embedding_text_column="text")
     trainer = DMixTrainer(
-        model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=args, train_dataset=train_dataset, processing_class=tokenizer
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+        args=args,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
     )
     emb = trainer.compute_sentence_embeddings()
     assert emb.shape == (len(train_dataset), 32)
     # Differs from the fine-tuned model's own embeddings (another encoder, other weights).
     own = DMixTrainer(
-        model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path), train_dataset=train_dataset, processing_class=tokenizer
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+        args=_args(tmp_path),
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
     ).compute_sentence_embeddings()
     assert not torch.allclose(emb, own)
     bad = _args(tmp_path, embedding_model=str(encoder_dir), embedding_text_column="sentence")
-    trainer = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=bad, train_dataset=train_dataset, processing_class=tokenizer)
+    trainer = DMixTrainer(
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+        args=bad,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+    )
     with pytest.raises(ValueError, match=r"'sentence'.*'text'"):
         trainer.compute_sentence_embeddings()
 
@@ -194,7 +211,10 @@ def test_own_model_embeddings_are_mean_pooled_last_layer(tmp_path, tokenizer, tr
         ({"tau": -0.2}, r"tau.*-0\.2"),
         ({"mix_alpha": 0.0}, r"mix_alpha must be > 0.*0\.0"),
         ({"mix_alpha": -1.0}, r"mix_alpha.*-1\.0"),
-        ({"partner_distance": "manhattan"}, r"partner_distance='manhattan'.*'hyperbolic', 'euclidean', 'cosine', 'random'"),
+        (
+            {"partner_distance": "manhattan"},
+            r"partner_distance='manhattan'.*'hyperbolic', 'euclidean', 'cosine', 'random'",
+        ),
         ({"mix_strategy": "token"}, r"mix_strategy='token'.*'hidden', 'input', 'sentence', 'none'"),
         ({"partner_order": "middle"}, r"partner_order='middle'.*'farthest', 'nearest'"),
         ({"mix_layers": [0, 2]}, r"mix_layers.*1-based.*\[0, 2\]"),
@@ -241,7 +261,12 @@ def test_missing_labels(tmp_path, tokenizer, train_dataset):
 def test_float_labels_rejected(tmp_path, tokenizer, train_dataset):
     ds = train_dataset.remove_columns("label").add_column("label", [0.5] * len(train_dataset))
     with pytest.raises(ValueError, match=r"integer class ids.*0\.5"):
-        DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path), train_dataset=ds, processing_class=tokenizer)
+        DMixTrainer(
+            model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+            args=_args(tmp_path),
+            train_dataset=ds,
+            processing_class=tokenizer,
+        )
 
 
 def test_string_labels_rejected_naming_class_encode_column(tmp_path, tokenizer, train_dataset):
@@ -249,7 +274,12 @@ def test_string_labels_rejected_naming_class_encode_column(tmp_path, tokenizer, 
     labels = [str(v) for v in train_dataset["label"]]
     ds = train_dataset.remove_columns("label").add_column("label", labels)
     with pytest.raises(ValueError, match=r"integer class ids, got the string '[01]'.*class_encode_column\('label'\)"):
-        DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path), train_dataset=ds, processing_class=tokenizer)
+        DMixTrainer(
+            model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+            args=_args(tmp_path),
+            train_dataset=ds,
+            processing_class=tokenizer,
+        )
 
 
 @pytest.mark.parametrize(
@@ -268,22 +298,43 @@ def test_non_single_label_heads_rejected(tmp_path, tokenizer, train_dataset, ove
 
 
 def test_unsupported_architecture(tmp_path, tokenizer, train_dataset):
-    config = AutoConfig.for_model("gpt2", n_embd=32, n_layer=2, n_head=4, vocab_size=64, num_labels=2, pad_token_id=0, bos_token_id=1, eos_token_id=1)
+    config = AutoConfig.for_model(
+        "gpt2",
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        vocab_size=64,
+        num_labels=2,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=1,
+    )
     model = AutoModelForSequenceClassification.from_config(config)
-    with pytest.raises(ValueError, match=r"model_type 'gpt2'.*BERT \(bert\).*RoBERTa.*ELECTRA.*DistilBERT.*DeBERTa-v2.*ModernBERT"):
+    with pytest.raises(
+        ValueError, match=r"model_type 'gpt2'.*BERT \(bert\).*RoBERTa.*ELECTRA.*DistilBERT.*DeBERTa-v2.*ModernBERT"
+    ):
         DMixTrainer(model=model, args=_args(tmp_path), train_dataset=train_dataset, processing_class=tokenizer)
 
 
 def test_plain_training_arguments_rejected(tmp_path, tokenizer, train_dataset):
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
     with pytest.raises(TypeError, match="needs a DMixConfig, got TrainingArguments"):
-        DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=args, train_dataset=train_dataset, processing_class=tokenizer)
+        DMixTrainer(
+            model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+            args=args,
+            train_dataset=train_dataset,
+            processing_class=tokenizer,
+        )
 
 
 def test_users_collator_is_wrapped_and_mixes(tmp_path, tokenizer, train_dataset):
     # Issue 16, item 0: the script's own collator builds the 2B-row batch; DMIX attaches the partners.
-    trainer = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path),
-                          train_dataset=train_dataset, data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8))
+    trainer = DMixTrainer(
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+        args=_args(tmp_path),
+        train_dataset=train_dataset,
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),
+    )
     assert isinstance(trainer.data_collator, DMixDataCollator)
     seen = []
     original = trainer.mixer.activate
@@ -302,8 +353,12 @@ def test_collator_that_reorders_rows_is_refused(tmp_path, tokenizer, train_datas
     def sort_by_label(rows):
         return pad(sorted(rows, key=lambda r: r["label"]))
 
-    trainer = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path, tau=1.0),
-                          train_dataset=train_dataset, data_collator=sort_by_label)
+    trainer = DMixTrainer(
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+        args=_args(tmp_path, tau=1.0),
+        train_dataset=train_dataset,
+        data_collator=sort_by_label,
+    )
     with pytest.raises(CollatorLayoutError, match="sort_by_label changed the order of the examples"):
         trainer.train()
 
@@ -354,7 +409,9 @@ def test_lora_model_trains_adapters_only(tmp_path, tokenizer, train_dataset):
     base = tiny_model("bert", vocab_size=tokenizer.vocab_size)
     model = get_peft_model(base, LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["query", "value"]))
     before = _params(model)
-    trainer = DMixTrainer(model=model, args=_args(tmp_path, learning_rate=1e-2), train_dataset=train_dataset, processing_class=tokenizer)
+    trainer = DMixTrainer(
+        model=model, args=_args(tmp_path, learning_rate=1e-2), train_dataset=train_dataset, processing_class=tokenizer
+    )
     trainer.train()
     changed = {k for k, v in model.named_parameters() if not torch.equal(v, before[k])}
     assert changed and all("lora_" in k or "classifier" in k for k in changed)
@@ -364,7 +421,10 @@ def test_lora_model_trains_adapters_only(tmp_path, tokenizer, train_dataset):
 
 def test_hyperbolic_index_reports_cosine_overlap(tmp_path, tokenizer, train_dataset):
     trainer = DMixTrainer(
-        model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path), train_dataset=train_dataset, processing_class=tokenizer
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+        args=_args(tmp_path),
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
     )
     trainer.build_partner_index()
     stats = trainer.partner_index_stats
@@ -383,13 +443,22 @@ def test_hyperbolic_index_reports_cosine_overlap(tmp_path, tokenizer, train_data
 def test_cosine_overlap_diagnostic_is_sampled_and_switchable(tmp_path, tokenizer, train_dataset):
     """Issue 15, item 5: the diagnostic runs on partner_overlap_anchors anchors (all of a small set), and 0 turns it
     off without changing the index."""
+
     def build(**kw):
-        trainer = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path, **kw),
-                              train_dataset=train_dataset, processing_class=tokenizer)
+        trainer = DMixTrainer(
+            model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+            args=_args(tmp_path, **kw),
+            train_dataset=train_dataset,
+            processing_class=tokenizer,
+        )
         trainer.build_partner_index()
         return trainer
 
-    sampled, full, off = build(partner_overlap_anchors=5), build(partner_overlap_anchors=-1), build(partner_overlap_anchors=0)
+    sampled, full, off = (
+        build(partner_overlap_anchors=5),
+        build(partner_overlap_anchors=-1),
+        build(partner_overlap_anchors=0),
+    )
     assert sampled.partner_index_stats["cosine_overlap_anchors"] == 5
     assert full.partner_index_stats["cosine_overlap_anchors"] == len(train_dataset)
     assert "cosine_overlap" not in off.partner_index_stats
@@ -402,12 +471,21 @@ def test_bf16_autocast_near_the_boundary_stays_finite(tmp_path, tokenizer, train
     g = torch.Generator().manual_seed(0)
     emb = torch.randn(n, 16, generator=g) * torch.logspace(0, 4, n)[:, None]  # norms over four decades
     args = _args(
-        tmp_path, bf16=True, logging_steps=1, max_steps=4, ball_median_radius=0.99999, ball_clip_quantile=1.0,
-        ball_center=False, tau=0.2,
+        tmp_path,
+        bf16=True,
+        logging_steps=1,
+        max_steps=4,
+        ball_median_radius=0.99999,
+        ball_clip_quantile=1.0,
+        ball_center=False,
+        tau=0.2,
     )
     trainer = DMixTrainer(
-        model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=args, train_dataset=train_dataset,
-        processing_class=tokenizer, sentence_embeddings=emb,
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+        args=args,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        sentence_embeddings=emb,
     )
     with torch.autocast("cpu", dtype=torch.bfloat16):
         points = to_poincare_ball(emb, median_radius=0.99999, clip_quantile=None, center=False)
@@ -429,15 +507,20 @@ def test_threshold_and_sampled_partner_search_in_training(tmp_path, tokenizer, t
     lists = DMixTrainer(model=model, args=_args(tmp_path), train_dataset=train_dataset, processing_class=tokenizer)
     lists.build_partner_index()
     thr = DMixTrainer(
-        model=model, args=_args(tmp_path, partner_index_max_mb=0), train_dataset=train_dataset, processing_class=tokenizer
+        model=model,
+        args=_args(tmp_path, partner_index_max_mb=0),
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
     )
     thr.build_partner_index()
     assert thr.partner_index.candidates is None and thr.partner_index.thresholds is not None
     for i in range(len(train_dataset)):
         assert thr.partner_index.candidate_set(i) == lists.partner_index.candidate_set(i)
     sampled = DMixTrainer(
-        model=model, args=_args(tmp_path, partner_search="sampled", partner_search_sample_size=16),
-        train_dataset=train_dataset, processing_class=tokenizer,
+        model=model,
+        args=_args(tmp_path, partner_search="sampled", partner_search_sample_size=16),
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
     )
     sampled.train()
     assert sampled.partner_index.thresholds is not None and sampled.state.global_step == 3
@@ -454,8 +537,9 @@ def test_partner_rules_train_and_report_hubness(tmp_path, tokenizer, train_datas
     from hf_dmix.partners import build_partner_index
 
     model = tiny_model("bert", vocab_size=tokenizer.vocab_size)
-    trainer = DMixTrainer(model=model, args=_args(tmp_path, partner_rule=rule), train_dataset=train_dataset,
-                          processing_class=tokenizer)
+    trainer = DMixTrainer(
+        model=model, args=_args(tmp_path, partner_rule=rule), train_dataset=train_dataset, processing_class=tokenizer
+    )
     # Embeddings of the model before training (train() changes the weights).
     emb = trainer.compute_sentence_embeddings()
     trainer.train()
@@ -463,8 +547,13 @@ def test_partner_rules_train_and_report_hubness(tmp_path, tokenizer, train_datas
     # The index is the library function's result on the trainer's own points.
     ref = build_partner_index(to_poincare_ball(emb), len(train_dataset), tau=0.3, rule=rule, show_progress=False)
     assert torch.equal(index.candidates.sort(1).values, ref.candidates.sort(1).values)
-    for key in ("k_occurrence_skewness", "random_k_occurrence_skewness", "random_top1pct_slot_share",
-                "random_same_label_share", "degenerate"):
+    for key in (
+        "k_occurrence_skewness",
+        "random_k_occurrence_skewness",
+        "random_top1pct_slot_share",
+        "random_same_label_share",
+        "degenerate",
+    ):
         assert key in stats
     assert stats["degenerate"] == (trainer.partner_index_warning is not None)
 
@@ -480,8 +569,18 @@ def test_anchor_dominant_loss_uses_the_anchor_rows_only(tmp_path, tokenizer, tra
         loss, outputs = original(model, inputs, return_outputs=True)
         # The mixer stays armed until the next step: its state is this step's site and ratio.
         state = trainer.mixer.state
-        seen.append((state.site, state.ratio, state.anchors_only, outputs.logits.shape[0],
-                     inputs["dmix_partner_ids"].shape[0], loss, outputs.logits, inputs["labels"]))
+        seen.append(
+            (
+                state.site,
+                state.ratio,
+                state.anchors_only,
+                outputs.logits.shape[0],
+                inputs["dmix_partner_ids"].shape[0],
+                loss,
+                outputs.logits,
+                inputs["labels"],
+            )
+        )
         return (loss, outputs) if return_outputs else loss
 
     trainer.compute_loss = spy
@@ -517,13 +616,20 @@ def test_hyperparameter_search_rebuilds_the_index_per_trial(tmp_path, tokenizer,
         return tiny_model("bert", vocab_size=tokenizer.vocab_size)
 
     monkeypatch.setattr(PartnerIndexer, "build", recording)
-    trainer = DMixTrainer(model=None, model_init=model_init, args=_args(tmp_path, eval_strategy="no"),
-                          train_dataset=train_dataset, eval_dataset=train_dataset.select(range(8)),
-                          processing_class=tokenizer)
+    trainer = DMixTrainer(
+        model=None,
+        model_init=model_init,
+        args=_args(tmp_path, eval_strategy="no"),
+        train_dataset=train_dataset,
+        eval_dataset=train_dataset.select(range(8)),
+        processing_class=tokenizer,
+    )
     space = {"tau": [0.2, 0.6], "partner_rule": ["centered"]}
     best = trainer.hyperparameter_search(
         hp_space=lambda trial: {k: trial.suggest_categorical(k, v) for k, v in space.items()},
-        backend="optuna", n_trials=2, direction="minimize",
+        backend="optuna",
+        n_trials=2,
+        direction="minimize",
         compute_objective=lambda metrics: metrics["eval_loss"],
         sampler=optuna.samplers.GridSampler(space),
     )
@@ -554,8 +660,12 @@ def test_same_settings_reuse_the_index_and_a_changed_tau_rebuilds_it(tmp_path, t
 def test_anchor_dominant_rejected_for_modernbert_mean_pooling(tmp_path, tokenizer, train_dataset):
     model = tiny_model("modernbert", vocab_size=tokenizer.vocab_size, classifier_pooling="mean")
     with pytest.raises(ValueError, match="classifier_pooling='mean'"):
-        DMixTrainer(model=model, args=_args(tmp_path, anchor_dominant=True), train_dataset=train_dataset,
-                    processing_class=tokenizer)
+        DMixTrainer(
+            model=model,
+            args=_args(tmp_path, anchor_dominant=True),
+            train_dataset=train_dataset,
+            processing_class=tokenizer,
+        )
 
 
 def test_evaluate_and_predict_on_training_rows_never_mix(tmp_path, tokenizer, train_dataset):
@@ -575,8 +685,13 @@ def test_evaluate_and_predict_on_training_rows_never_mix(tmp_path, tokenizer, tr
 def test_non_finite_embeddings_are_rejected_before_training(tmp_path, tokenizer, train_dataset, value):
     emb = torch.randn(len(train_dataset), 8)
     emb[5, 3] = value
-    trainer = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path),
-                          train_dataset=train_dataset, processing_class=tokenizer, sentence_embeddings=emb)
+    trainer = DMixTrainer(
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+        args=_args(tmp_path),
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        sentence_embeddings=emb,
+    )
     with pytest.raises(ValueError, match=r"1 sentence embedding\(s\) contain NaN or inf \(training-set rows \[5\]\)"):
         trainer.train()
     assert trainer.state.global_step == 0
@@ -584,8 +699,13 @@ def test_non_finite_embeddings_are_rejected_before_training(tmp_path, tokenizer,
 
 def test_constant_embeddings_are_rejected(tmp_path, tokenizer, train_dataset):
     emb = torch.ones(len(train_dataset), 8)
-    trainer = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path),
-                          train_dataset=train_dataset, processing_class=tokenizer, sentence_embeddings=emb)
+    trainer = DMixTrainer(
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+        args=_args(tmp_path),
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        sentence_embeddings=emb,
+    )
     with pytest.raises(ValueError, match="All sentence embeddings are identical"):
         trainer.build_partner_index()
 
@@ -602,9 +722,16 @@ def test_labels_outside_the_head_and_single_class_are_rejected(tmp_path, tokeniz
 
 def test_fewer_than_one_candidate_is_rejected_before_training(tmp_path, tokenizer, train_dataset):
     n = len(train_dataset)  # 40: tau=0.02 asks for 0.78 candidates
-    trainer = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path, tau=0.02),
-                          train_dataset=train_dataset, processing_class=tokenizer)
-    with pytest.raises(ValueError, match=rf"tau=0.02 asks for 0.78 candidate partners.*{n - 1} other.*at least 51 examples, or tau >= 1/\(N-1\) = 0.02564"):
+    trainer = DMixTrainer(
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+        args=_args(tmp_path, tau=0.02),
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+    )
+    with pytest.raises(
+        ValueError,
+        match=rf"tau=0.02 asks for 0.78 candidate partners.*{n - 1} other.*at least 51 examples, or tau >= 1/\(N-1\) = 0.02564",
+    ):
         trainer.train()
     assert trainer.state.global_step == 0
     # Exactly one candidate is allowed.
@@ -627,18 +754,26 @@ def test_a_trial_that_turns_mixing_on_trains_on_batches_with_partners(tmp_path, 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if model.training:
                 ids = inputs.get(PARTNER_IDS_KEY)
-                batches.append((self.args.mix_strategy, None if ids is None else ids.shape[0], inputs["labels"].shape[0]))
+                batches.append(
+                    (self.args.mix_strategy, None if ids is None else ids.shape[0], inputs["labels"].shape[0])
+                )
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     trainer = Recording(
-        model=None, model_init=lambda trial=None: tiny_model("bert", vocab_size=tokenizer.vocab_size),
-        args=_args(tmp_path, mix_strategy="none", eval_strategy="no"), train_dataset=train_dataset,
-        eval_dataset=train_dataset.select(range(8)), processing_class=tokenizer,
+        model=None,
+        model_init=lambda trial=None: tiny_model("bert", vocab_size=tokenizer.vocab_size),
+        args=_args(tmp_path, mix_strategy="none", eval_strategy="no"),
+        train_dataset=train_dataset,
+        eval_dataset=train_dataset.select(range(8)),
+        processing_class=tokenizer,
     )
     space = {"mix_strategy": ["hidden"]}
     trainer.hyperparameter_search(
         hp_space=lambda trial: {k: trial.suggest_categorical(k, v) for k, v in space.items()},
-        backend="optuna", n_trials=1, direction="minimize", compute_objective=lambda m: m["eval_loss"],
+        backend="optuna",
+        n_trials=1,
+        direction="minimize",
+        compute_objective=lambda m: m["eval_loss"],
         sampler=optuna.samplers.GridSampler(space),
     )
     assert len(batches) == 3
@@ -654,14 +789,23 @@ def test_embeddings_follow_the_model_of_each_model_init_trial(tmp_path, tokenize
         seeds.append(len(seeds) + 1)  # Trainer calls it in __init__ and at every train()
         return tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=seeds[-1])
 
-    trainer = DMixTrainer(model=None, model_init=model_init, args=_args(tmp_path, max_steps=1),
-                          train_dataset=train_dataset, processing_class=tokenizer)
+    trainer = DMixTrainer(
+        model=None,
+        model_init=model_init,
+        args=_args(tmp_path, max_steps=1),
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+    )
     trainer.train()
     first = trainer.partner_index.candidates.sort(1).values
     trainer.train()  # a new model from model_init, of another seed
     second = trainer.partner_index.candidates.sort(1).values
-    fresh = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=seeds[-1]), args=_args(tmp_path),
-                        train_dataset=train_dataset, processing_class=tokenizer)
+    fresh = DMixTrainer(
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size, seed=seeds[-1]),
+        args=_args(tmp_path),
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+    )
     expected = fresh.build_partner_index().candidates.sort(1).values
     assert not torch.equal(first, expected)  # the two models really select other partners
     assert torch.equal(second, expected)
@@ -681,21 +825,40 @@ def test_the_public_search_gives_exactly_the_trainers_index(tmp_path, tokenizer,
     from hf_dmix.partners import build_partner_index
 
     args = _args(tmp_path, **settings)
-    trainer = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=args,
-                          train_dataset=train_dataset, processing_class=tokenizer)
+    trainer = DMixTrainer(
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+        args=args,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+    )
     index = trainer.build_partner_index()
     emb = trainer.compute_sentence_embeddings()
-    points = emb if args.partner_distance != "hyperbolic" else to_poincare_ball(
-        emb, curvature=args.curvature, median_radius=args.ball_median_radius, clip_quantile=args.ball_clip_quantile,
-        center=args.ball_center,
+    points = (
+        emb
+        if args.partner_distance != "hyperbolic"
+        else to_poincare_ball(
+            emb,
+            curvature=args.curvature,
+            median_radius=args.ball_median_radius,
+            clip_quantile=args.ball_clip_quantile,
+            center=args.ball_center,
+        )
     )
     sampled = args.partner_search == "sampled"
     public = build_partner_index(
-        points, len(train_dataset), args.partner_distance, tau=args.tau, order=args.partner_order,
-        curvature=args.curvature, memory_bytes=args.partner_search_memory_mb * 2**20, show_progress=False,
+        points,
+        len(train_dataset),
+        args.partner_distance,
+        tau=args.tau,
+        order=args.partner_order,
+        curvature=args.curvature,
+        memory_bytes=args.partner_search_memory_mb * 2**20,
+        show_progress=False,
         representation="thresholds" if args.partner_index_max_mb == 0 else "lists",
-        sample_size=args.partner_search_sample_size if sampled else None, rule=args.partner_rule,
-        moment_reference_size=args.partner_search_sample_size, seed=args.seed,
+        sample_size=args.partner_search_sample_size if sampled else None,
+        rule=args.partner_rule,
+        moment_reference_size=args.partner_search_sample_size,
+        seed=args.seed,
     )
     if args.partner_index_max_mb == 0 or sampled:
         assert index.candidates is None and public.candidates is None
@@ -713,8 +876,12 @@ def test_partner_index_summary_is_shown_to_a_plain_script(tmp_path, tokenizer, t
     import logging
 
     caplog.set_level(logging.WARNING)
-    trainer = DMixTrainer(model=tiny_model("bert", vocab_size=tokenizer.vocab_size), args=_args(tmp_path, log_level=log_level),
-                          train_dataset=train_dataset, processing_class=tokenizer)
+    trainer = DMixTrainer(
+        model=tiny_model("bert", vocab_size=tokenizer.vocab_size),
+        args=_args(tmp_path, log_level=log_level),
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+    )
     trainer.build_partner_index()
     summary = [r for r in caplog.records if r.getMessage().startswith("DMIX partner index (")]
     assert len(summary) == (1 if shown else 0), [r.getMessage() for r in caplog.records]

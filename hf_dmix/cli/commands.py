@@ -41,18 +41,28 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "train": Command("hf_dmix.cli.train:main", "fine-tune and evaluate a classifier with DMIX (or a Table 1 baseline)"),
     "push": Command("hf_dmix.cli.train:push", "publish an earlier run's output folder to the Hub, without retraining"),
-    "compare": Command("hf_dmix.compare:main", "should I use DMIX on my data? plain, Mixup, DMIX and a probe over seeds"),
+    "compare": Command(
+        "hf_dmix.compare:main", "should I use DMIX on my data? plain, Mixup, DMIX and a probe over seeds"
+    ),
 }
 
 
 def usage() -> str:
     """The help of ``hf-dmix`` itself: the subcommands and where their flags are listed."""
     width = max(len(name) for name in COMMANDS)
-    lines = [f"usage: {PROG} {{{','.join(COMMANDS)}}} [flags]", "", "DMIX fine-tuning for Hugging Face classifiers.", "",
-             "commands:"]
+    lines = [
+        f"usage: {PROG} {{{','.join(COMMANDS)}}} [flags]",
+        "",
+        "DMIX fine-tuning for Hugging Face classifiers.",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name.ljust(width)}  {command.help}" for name, command in COMMANDS.items()]
-    lines += ["", f"`{PROG} COMMAND --help` lists the flags of a command. Multi-process: "
-              f"`accelerate launch -m hf_dmix train ...`."]
+    lines += [
+        "",
+        f"`{PROG} COMMAND --help` lists the flags of a command. Multi-process: "
+        f"`accelerate launch -m hf_dmix train ...`.",
+    ]
     return "\n".join(lines)
 
 
@@ -88,8 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"{usage()}\n\n{PROG}: error: unknown command {name!r}; choose one of: {', '.join(COMMANDS)}.",
-              file=sys.stderr)
+        print(
+            f"{usage()}\n\n{PROG}: error: unknown command {name!r}; choose one of: {', '.join(COMMANDS)}.",
+            file=sys.stderr,
+        )
         return 2
     prog, saved = f"{PROG} {name}", sys.argv[0]
     sys.argv[0] = prog  # argparse's default prog is basename(sys.argv[0]): the usage line reads `hf-dmix NAME`

@@ -51,12 +51,15 @@ NAMED_DATASETS: dict[str, NamedDataset] = {
 
 
 def _split_sizes(data_args) -> dict[str, Any]:
-    return dict(validation_size=data_args.validation_size, test_size=data_args.test_size,
-                split_seed=data_args.split_seed)
+    return dict(
+        validation_size=data_args.validation_size, test_size=data_args.test_size, split_seed=data_args.split_seed
+    )
 
 
 def _data_files(data_args) -> dict[str, str]:
-    files = {s: getattr(data_args, f"{s}_file") for s in ("train", "validation", "test") if getattr(data_args, f"{s}_file")}
+    files = {
+        s: getattr(data_args, f"{s}_file") for s in ("train", "validation", "test") if getattr(data_args, f"{s}_file")
+    }
     if files and "train" not in files:
         raise DataError("--validation_file/--test_file need a --train_file as well.")
     return files
@@ -72,7 +75,11 @@ def subsample(data: LoadedData, data_args) -> None:
     if data_args.max_train_samples is not None and data_args.max_train_samples < len(splits["train"]):
         rows = stratified_subsample(list(splits["train"]["label"]), data_args.max_train_samples, data_args.split_seed)
         splits["train"] = splits["train"].select(rows)
-        data.split_info["train_subsample"] = {"size": len(rows), "method": "stratified by label", "seed": data_args.split_seed}
+        data.split_info["train_subsample"] = {
+            "size": len(rows),
+            "method": "stratified by label",
+            "seed": data_args.split_seed,
+        }
     if data_args.max_eval_samples is not None:
         for s in ("validation", "test"):
             if data_args.max_eval_samples < len(splits[s]):
@@ -135,13 +142,22 @@ class TextInputs(Inputs):
         if data_args.dataset_name == "demo":
             source: dict[str, Any] = demo_data_files()
         else:
-            source = {"dataset_name": data_args.dataset_name, **{f"{s}_file": f for s, f in _data_files(data_args).items()}}
+            source = {
+                "dataset_name": data_args.dataset_name,
+                **{f"{s}_file": f for s, f in _data_files(data_args).items()},
+            }
         data = load_classification_data(
-            **source, dataset_config_name=data_args.dataset_config_name, text_column=data_args.text_column,
-            label_column=data_args.label_column, text_pair_column=data_args.text_pair_column,
-            text_column_delimiter=data_args.text_column_delimiter, train_split=data_args.train_split,
-            validation_split=data_args.validation_split, test_split=data_args.test_split,
-            group_duplicates=data_args.group_duplicates, **_split_sizes(data_args),
+            **source,
+            dataset_config_name=data_args.dataset_config_name,
+            text_column=data_args.text_column,
+            label_column=data_args.label_column,
+            text_pair_column=data_args.text_pair_column,
+            text_column_delimiter=data_args.text_column_delimiter,
+            train_split=data_args.train_split,
+            validation_split=data_args.validation_split,
+            test_split=data_args.test_split,
+            group_duplicates=data_args.group_duplicates,
+            **_split_sizes(data_args),
         )
         if named is not None and named.source:
             data.split_info.update({"source": named.source, "license": named.license})
@@ -169,7 +185,9 @@ class TextInputs(Inputs):
     def data_record(self, data_args) -> dict[str, Any]:
         record: dict[str, Any] = {"max_seq_length": data_args.max_seq_length}
         if "," in data_args.text_column:
-            record.update(text_columns=data_args.text_column.split(","), text_column_delimiter=data_args.text_column_delimiter)
+            record.update(
+                text_columns=data_args.text_column.split(","), text_column_delimiter=data_args.text_column_delimiter
+            )
         if data_args.text_pair_column:
             record["text_pair_column"] = data_args.text_pair_column
         return record
@@ -187,8 +205,14 @@ class ImageInputs(Inputs):
                 sizes["test_size"] = DIGITS_TEST_SIZE
             return load_digits_data(**sizes)
         files = _data_files(data_args)
-        return load_image_data(files or None, None if files else data_args.dataset_name, data_args.dataset_config_name,
-                               image_column=data_args.image_column, label_column=data_args.label_column, **sizes)
+        return load_image_data(
+            files or None,
+            None if files else data_args.dataset_name,
+            data_args.dataset_config_name,
+            image_column=data_args.image_column,
+            label_column=data_args.label_column,
+            **sizes,
+        )
 
 
 class AudioInputs(Inputs):
@@ -202,8 +226,14 @@ class AudioInputs(Inputs):
             files, name = {"train": fsdd_path(data_args.data_dir)}, None
         else:
             name = None if files else data_args.dataset_name
-        return load_audio_data(files or None, name, data_args.dataset_config_name, audio_column=data_args.audio_column,
-                               label_column=data_args.label_column, **_split_sizes(data_args))
+        return load_audio_data(
+            files or None,
+            name,
+            data_args.dataset_config_name,
+            audio_column=data_args.audio_column,
+            label_column=data_args.label_column,
+            **_split_sizes(data_args),
+        )
 
 
 INPUTS: dict[str, Inputs] = {inputs.modality: inputs for inputs in (TextInputs(), ImageInputs(), AudioInputs())}
@@ -226,10 +256,16 @@ def resolve_modality(model_args, data_args) -> str:
         except (OSError, ValueError):
             pass  # not readable here (e.g. a Hub id offline): loading the model reports it, with a hint
     named = NAMED_DATASETS.get(data_args.dataset_name or "")
-    claims = [("--modality", data_args.modality), (f"the model {name!r}", from_model),
-              (f"--dataset_name {data_args.dataset_name}", named.modality if named else None)]
+    claims = [
+        ("--modality", data_args.modality),
+        (f"the model {name!r}", from_model),
+        (f"--dataset_name {data_args.dataset_name}", named.modality if named else None),
+    ]
     known = [(what, value) for what, value in claims if value is not None]
     if len({value for _, value in known}) > 1:
-        raise DataError("The modality is ambiguous: " + ", ".join(f"{what} is {value}" for what, value in known)
-                        + ". Pass a model and data of one modality (text, image or audio).")
+        raise DataError(
+            "The modality is ambiguous: "
+            + ", ".join(f"{what} is {value}" for what, value in known)
+            + ". Pass a model and data of one modality (text, image or audio)."
+        )
     return known[0][1] if known else "text"

@@ -69,7 +69,11 @@ def load_text_model(model_args, label_names: list[str]):
         )
     except OSError as err:
         offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-        hint = "offline mode is on (HF_HUB_OFFLINE=1), so Hub ids cannot be downloaded" if offline else str(err).splitlines()[0]
+        hint = (
+            "offline mode is on (HF_HUB_OFFLINE=1), so Hub ids cannot be downloaded"
+            if offline
+            else str(err).splitlines()[0]
+        )
         raise DataError(
             f"Could not load the model {model_args.model_name_or_path!r}: {hint}. Pass a local folder with "
             "config.json, weights and tokenizer files, or the offline encoder: --model_name_or_path "
@@ -86,9 +90,13 @@ def load_media_model(model_args, data: LoadedData, modality: str, seed: int):
     rate = data.split_info.get("sampling_rate")
     if model_args.model_name_or_path.startswith(CONFIG_PREFIX):
         first = np.asarray(data.splits["train"][0]["image"]) if modality == "image" else None
-        model = build_model_from_config(model_args.model_name_or_path, labels,
-                                        parse_overrides(model_args.model_config_overrides),
-                                        image_size=None if first is None else int(first.shape[0]), seed=seed)
+        model = build_model_from_config(
+            model_args.model_name_or_path,
+            labels,
+            parse_overrides(model_args.model_config_overrides),
+            image_size=None if first is None else int(first.shape[0]),
+            seed=seed,
+        )
         return model, processor_for(model, None, rate)
     if model_args.model_config_overrides:
         raise DataError("--model_config_overrides applies to config:NAME models only.")
@@ -100,13 +108,19 @@ def load_media_model(model_args, data: LoadedData, modality: str, seed: int):
     path = resolve_model_path(model_args.model_name_or_path)
     auto = getattr(transformers, _AUTO_CLASSES[modality])
     try:
-        model = auto.from_pretrained(path, revision=model_args.model_revision, dtype=torch.float32,
-                                     ignore_mismatched_sizes=True,  # a new head for this dataset's classes
-                                     **_label_kwargs(labels))
+        model = auto.from_pretrained(
+            path,
+            revision=model_args.model_revision,
+            dtype=torch.float32,
+            ignore_mismatched_sizes=True,  # a new head for this dataset's classes
+            **_label_kwargs(labels),
+        )
     except OSError as err:
-        raise DataError(f"Could not load the model {model_args.model_name_or_path!r}: {str(err).splitlines()[0]}. "
-                        f"Without Hub access, build one from a config: --model_name_or_path config:NAME "
-                        f"({', '.join(MODEL_CONFIGS)}).") from err
+        raise DataError(
+            f"Could not load the model {model_args.model_name_or_path!r}: {str(err).splitlines()[0]}. "
+            f"Without Hub access, build one from a config: --model_name_or_path config:NAME "
+            f"({', '.join(MODEL_CONFIGS)})."
+        ) from err
     return model, processor_for(model, path, rate)
 
 

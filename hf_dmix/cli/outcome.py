@@ -28,9 +28,7 @@ def describe_majority_baseline(baseline: dict[str, float], test_labels: list[int
     )
 
 
-def check_outcome(
-    predictions: dict[str, Any], labels: dict[str, list[int]], label_names: list[str]
-) -> dict[str, Any]:
+def check_outcome(predictions: dict[str, Any], labels: dict[str, list[int]], label_names: list[str]) -> dict[str, Any]:
     """The ``outcome`` section of results.json from the ``PredictionOutput`` of each split; warns on a collapse."""
     predicted = {}
     for split, output in predictions.items():
@@ -54,7 +52,9 @@ def log_data_diagnostics(diagnostics: dict[str, Any]) -> None:
     )
     dup = diagnostics.get("duplicates") or {}
     duplicates = (
-        f"; {dup['groups']} duplicated texts, none in more than one split ({dup['handling']})" if dup.get("groups") else ""
+        f"; {dup['groups']} duplicated texts, none in more than one split ({dup['handling']})"
+        if dup.get("groups")
+        else ""
     )
     logger.info(
         f"Data checks passed: truncated at {diagnostics['max_seq_length']} tokens: {truncated}; tokens: {coverage}"

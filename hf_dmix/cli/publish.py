@@ -26,12 +26,18 @@ def check_hub_args(model_args, training_args, hub_args) -> str | None:
     """Validate the LoRA and publishing flags before anything is loaded; the repository to push to (None: no push)."""
     check_lora_args(model_args)
     if hub_args.merge_lora_before_push and not (model_args.use_lora or hub_args.push_only):
-        raise DataError("--merge_lora_before_push needs --use_lora: it merges the trained LoRA adapter into its base model.")
+        raise DataError(
+            "--merge_lora_before_push needs --use_lora: it merges the trained LoRA adapter into its base model."
+        )
     for flag, value in (("--card_base_model", hub_args.card_base_model), ("--card_dataset", hub_args.card_dataset)):
         if value is not None and not hub_repo_id(value):
             raise DataError(f"{flag} {value!r} is not a Hub repository id (namespace/name).")
-    if hub_args.card_license is not None and (not hub_args.card_license.strip() or " " in hub_args.card_license.strip()):
-        raise DataError(f"--card_license {hub_args.card_license!r} is not a license id (e.g. apache-2.0, mit, cc-by-4.0).")
+    if hub_args.card_license is not None and (
+        not hub_args.card_license.strip() or " " in hub_args.card_license.strip()
+    ):
+        raise DataError(
+            f"--card_license {hub_args.card_license!r} is not a license id (e.g. apache-2.0, mit, cc-by-4.0)."
+        )
     for code in hub_args.card_language or []:
         if not code.strip() or " " in code.strip():
             raise DataError(f"--card_language {code!r} is not a language code (e.g. en, gu).")
@@ -68,9 +74,18 @@ def card_metadata_from_args(model_args, data_args, hub_args) -> dict[str, Any]:
     """What the model card says about the base model, data, languages and license (None: unknown / not set)."""
     base = card_base_model(hub_args.card_base_model or model_args.model_name_or_path)
     dataset = hub_args.card_dataset
-    if dataset is None and data_args.dataset_name not in (None, *NAMED_DATASETS) and hub_repo_id(data_args.dataset_name):
+    if (
+        dataset is None
+        and data_args.dataset_name not in (None, *NAMED_DATASETS)
+        and hub_repo_id(data_args.dataset_name)
+    ):
         dataset = data_args.dataset_name
-    return {"finetuned_from": base, "dataset": dataset, "language": hub_args.card_language, "license": hub_args.card_license}
+    return {
+        "finetuned_from": base,
+        "dataset": dataset,
+        "language": hub_args.card_language,
+        "license": hub_args.card_license,
+    }
 
 
 def save_model_and_card(trainer, output_dir: str, model_args, hub_args) -> None:
@@ -87,8 +102,9 @@ def save_model_and_card(trainer, output_dir: str, model_args, hub_args) -> None:
         logger.warning(f"The model card was not written: {err}")
 
 
-def publish(out: str, repo_id: str, training_args, hub_args, after_training: bool,
-            card_metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+def publish(
+    out: str, repo_id: str, training_args, hub_args, after_training: bool, card_metadata: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Push ``out`` to ``repo_id``; a failure is a one-line ``HubError`` that says how to retry without retraining."""
     logger.info(f"Pushing {out} to the Hub repository {repo_id!r}")
     try:
@@ -108,8 +124,12 @@ def publish(out: str, repo_id: str, training_args, hub_args, after_training: boo
         what = "the model, card and results are saved in" if after_training else "nothing was changed in"
         raise HubError(f"{err} Nothing is lost: {what} {out}; push them without retraining: {retry}") from None
     print(f"Pushed {len(result.files)} files to {result.repo_id}: {result.commit_url}")
-    return {"repo_id": result.repo_id, "commit": result.commit_oid, "files": list(result.files),
-            "merged_lora": result.merged_lora}
+    return {
+        "repo_id": result.repo_id,
+        "commit": result.commit_oid,
+        "files": list(result.files),
+        "merged_lora": result.merged_lora,
+    }
 
 
 def push_only(training_args, hub_args, repo_id: str) -> dict[str, Any]:
@@ -126,4 +146,6 @@ def push_only(training_args, hub_args, repo_id: str) -> dict[str, Any]:
         "datasets": [hub_args.card_dataset] if hub_args.card_dataset else None,
     }
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    return {"hub": publish(out, repo_id, training_args, hub_args, after_training=False, card_metadata=overrides or None)}
+    return {
+        "hub": publish(out, repo_id, training_args, hub_args, after_training=False, card_metadata=overrides or None)
+    }

@@ -25,6 +25,7 @@ RESULTS_FILE = "results.json"
 PREDICTIONS_FILE = "predictions.csv"
 SPLITS = ("validation", "test")
 
+
 def public_args(training_args) -> dict[str, Any]:
     """Training arguments as JSON, with every token-like value removed."""
     out = {}
@@ -64,9 +65,22 @@ def _device(training_args) -> str:
 
 
 def build_results(
-    model_args, data_args, training_args, *, inputs, model, num_parameters: int, data, encoded, evaluation,
-    train_metrics: dict[str, Any], resumed_from: str | None, trainer, plots: dict[str, str],
-    diagnostics: dict[str, Any] | None, wall_time_s: float,
+    model_args,
+    data_args,
+    training_args,
+    *,
+    inputs,
+    model,
+    num_parameters: int,
+    data,
+    encoded,
+    evaluation,
+    train_metrics: dict[str, Any],
+    resumed_from: str | None,
+    trainer,
+    plots: dict[str, str],
+    diagnostics: dict[str, Any] | None,
+    wall_time_s: float,
 ) -> dict[str, Any]:
     """The content of results.json: settings, metrics, seed, versions, wall time, split, data and outcome checks."""
     test_labels = evaluation.labels["test"]
@@ -90,8 +104,12 @@ def build_results(
         # Only runs that refresh their index (partner_refresh_epochs) have refreshes to report.
         **({"partner_refreshes": trainer.partner_refreshes} if trainer.partner_refreshes else {}),
         "plots": {name: os.path.basename(path) for name, path in plots.items()},
-        "data": {**data.split_info, "label_names": data.label_names, **inputs.data_record(data_args),
-                 "used_sizes": used_sizes},
+        "data": {
+            **data.split_info,
+            "label_names": data.label_names,
+            **inputs.data_record(data_args),
+            "used_sizes": used_sizes,
+        },
         "data_diagnostics": diagnostics,
         "training_args": public_args(training_args),
         "versions": library_versions(),
@@ -133,8 +151,9 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def print_summary(output_dir: str, results: dict[str, Any], test_labels: list[int], label_names: list[str],
-                  plots: dict[str, str]) -> None:
+def print_summary(
+    output_dir: str, results: dict[str, Any], test_labels: list[int], label_names: list[str], plots: dict[str, str]
+) -> None:
     """The metrics table, the majority baseline, the partner index in one line, the pictures and where results are."""
     print("\n" + format_table(results["metrics"]) + "\n")
     print(describe_majority_baseline(results["majority_baseline"], test_labels, label_names))

@@ -61,17 +61,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     plots = partner_plots(trainer, data_args)
     evaluation = evaluate(trainer, encoded, data.label_names)
     results = build_results(
-        model_args, data_args, training_args, inputs=inputs, model=model, num_parameters=num_parameters, data=data,
-        encoded=encoded, evaluation=evaluation, train_metrics=train_result.metrics, resumed_from=resume,
-        trainer=trainer, plots=plots, diagnostics=diagnostics, wall_time_s=round(time.time() - start, 2),
+        model_args,
+        data_args,
+        training_args,
+        inputs=inputs,
+        model=model,
+        num_parameters=num_parameters,
+        data=data,
+        encoded=encoded,
+        evaluation=evaluation,
+        train_metrics=train_result.metrics,
+        resumed_from=resume,
+        trainer=trainer,
+        plots=plots,
+        diagnostics=diagnostics,
+        wall_time_s=round(time.time() - start, 2),
     )
 
     is_main = trainer.is_world_process_zero()
     if is_main:
         out = training_args.output_dir
         assert out is not None  # TrainingArguments.__post_init__ sets its default
-        write_report(out, results, predictions_csv(data.splits["test"], inputs.row_key, evaluation.predictions["test"],
-                                                   data.label_names))
+        write_report(
+            out,
+            results,
+            predictions_csv(data.splits["test"], inputs.row_key, evaluation.predictions["test"], data.label_names),
+        )
         save_model_and_card(trainer, out, model_args, hub_args)
         print_summary(out, results, evaluation.labels["test"], data.label_names, plots)
     finish_distributed()

@@ -48,16 +48,18 @@ def resolve_resume(training_args) -> str | None:
     (:func:`hf_dmix.checkpoint.resolve_resume`); here it is made before any data or model is loaded."""
     value = resume_argument(training_args.resume_from_checkpoint)
     try:
-        path = library_resolve_resume(value, training_args.output_dir,
-                                      need_dmix_state=training_args.mix_strategy != "none")
+        path = library_resolve_resume(
+            value, training_args.output_dir, need_dmix_state=training_args.mix_strategy != "none"
+        )
     except ValueError as err:
         raise DataError(str(err).replace("resume_from_checkpoint=True", "--resume_from_checkpoint true")) from None
     training_args.resume_from_checkpoint = path
     return path
 
 
-def build_trainer(model, training_args, encoded, processor, repo_id: str | None,
-                  early_stopping_patience: int | None = None):
+def build_trainer(
+    model, training_args, encoded, processor, repo_id: str | None, early_stopping_patience: int | None = None
+):
     """A ``DMixTrainer`` on the encoded splits; its model and data checks become :class:`DataError`.
 
     ``early_stopping_patience``: add transformers' ``EarlyStoppingCallback`` (the flags it needs were checked when
@@ -86,7 +88,9 @@ def build_trainer(model, training_args, encoded, processor, repo_id: str | None,
 
         from ..hub_errors import hub_error
 
-        hub = hub_error(err, f"Creating the Hub repository '{repo_id}'", str(repo_id), [training_args.hub_token, get_token()])
+        hub = hub_error(
+            err, f"Creating the Hub repository '{repo_id}'", str(repo_id), [training_args.hub_token, get_token()]
+        )
         if hub is None:
             raise
         raise hub from None
@@ -134,7 +138,9 @@ class Evaluation:
 
 
 def _strip_prefix(metrics: dict[str, float], prefix: str) -> dict[str, float]:
-    return {k[len(prefix):]: float(v) for k, v in metrics.items() if k.startswith(prefix) and isinstance(v, (int, float))}
+    return {
+        k[len(prefix) :]: float(v) for k, v in metrics.items() if k.startswith(prefix) and isinstance(v, (int, float))
+    }
 
 
 def evaluate(trainer, encoded, label_names: list[str]) -> Evaluation:
