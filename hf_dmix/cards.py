@@ -533,7 +533,6 @@ def render_model_card(
     data_md = _data_description(results, dataset_ids)
     task = card_task(record)
     peft = _peft_context(record.get("peft"))
-    adapter = bool(peft and not peft["merged"])
     metrics_rows, metrics_note, eval_results = _metrics_section(
         results,
         validation_metrics,
@@ -543,18 +542,7 @@ def render_model_card(
         data_md or "custom data",
     )
     title = repo_id.split("/")[-1] if repo_id else f"DMIX {task.pipeline_tag.split('-')[0]} classifier"
-    card_data = ModelCardData(
-        base_model=base_id,
-        datasets=dataset_ids or None,
-        language=languages or None,
-        license=license.strip() if license else None,
-        library_name="peft" if adapter else "transformers",
-        pipeline_tag=task.pipeline_tag,
-        tags=_card_tags(task, peft, adapter, tags),
-        metrics=["f1", "accuracy"],
-        model_name=repo_id or title,
-        eval_results=eval_results,
-    )
+    card_data = _card_data(task, peft, base_id, dataset_ids, languages, license, tags, repo_id or title, eval_results)
     card = ModelCard.from_template(
         card_data,
         template_path=str(template_path or TEMPLATE_PATH),
@@ -569,6 +557,33 @@ def render_model_card(
     )
     # Optional sections leave runs of blank lines behind; one blank line is all Markdown needs.
     return ModelCard(re.sub(r"\n{3,}", "\n\n", str(card)))
+
+
+def _card_data(
+    task: CardTask,
+    peft: Mapping[str, Any] | None,
+    base_id: str | None,
+    dataset_ids: list[str],
+    languages: list[str],
+    license: str | None,
+    tags: Sequence[str],
+    model_name: str,
+    eval_results: list[EvalResult] | None,
+) -> ModelCardData:
+    """The card's metadata block; an unmerged LoRA adapter is a ``peft`` model, anything else a ``transformers`` one."""
+    adapter = bool(peft and not peft["merged"])
+    return ModelCardData(
+        base_model=base_id,
+        datasets=dataset_ids or None,
+        language=languages or None,
+        license=license.strip() if license else None,
+        library_name="peft" if adapter else "transformers",
+        pipeline_tag=task.pipeline_tag,
+        tags=_card_tags(task, peft, adapter, tags),
+        metrics=["f1", "accuracy"],
+        model_name=model_name,
+        eval_results=eval_results,
+    )
 
 
 def _check_license_and_plot(license: Any, tau_sweep_plot: Any) -> None:

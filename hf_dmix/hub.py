@@ -234,17 +234,7 @@ def push_to_hub(
     from huggingface_hub import HfApi, get_token
 
     folder = _checked_push_args(output_dir, repo_id, revision, card_metadata)
-    patterns = [exclude] if isinstance(exclude, str) else list(exclude)
-    if README_NAME not in patterns:
-        patterns.append(README_NAME)  # the card is staged separately below
-    files = _select_files(folder, patterns)
-    _check_publishable(folder, files, merge_lora)
-    record = read_json(folder / DMIX_CONFIG_NAME)
-    results = read_json(folder / RESULTS_NAME)
-    if results is not None and results_of_run(record, results) is None:
-        # An earlier run's results.json left in a reused folder is not this model's: neither pushed nor quoted.
-        logging.getLogger(__name__).warning(f"{folder / RESULTS_NAME} is another run's (run_id): not published.")
-        files.pop(RESULTS_NAME, None)
+    files, record, results = _publishable_files(folder, exclude, merge_lora)
     secrets = [token, get_token()]
     _scan_for_secrets(files, secrets)
 
@@ -275,6 +265,28 @@ def push_to_hub(
         deleted=tuple(stale),
         merged_lora=merge_lora,
     )
+
+
+def _publishable_files(
+    folder: Path, exclude: Sequence[str], merge_lora: bool
+) -> tuple[dict[str, Path], dict[str, Any] | None, dict[str, Any] | None]:
+    """The folder's files to publish, its record (``dmix_config.json``) and its ``results.json`` (or ``None``).
+
+    Leaves out the ``exclude`` patterns, the card (``README.md``: staged separately) and an earlier run's
+    ``results.json``; a folder that holds no publishable model is a :class:`HubError` (:func:`_check_publishable`).
+    """
+    patterns = [exclude] if isinstance(exclude, str) else list(exclude)
+    if README_NAME not in patterns:
+        patterns.append(README_NAME)  # the card is staged separately, by _staged_blobs
+    files = _select_files(folder, patterns)
+    _check_publishable(folder, files, merge_lora)
+    record = read_json(folder / DMIX_CONFIG_NAME)
+    results = read_json(folder / RESULTS_NAME)
+    if results is not None and results_of_run(record, results) is None:
+        # An earlier run's results.json left in a reused folder is not this model's: neither pushed nor quoted.
+        logging.getLogger(__name__).warning(f"{folder / RESULTS_NAME} is another run's (run_id): not published.")
+        files.pop(RESULTS_NAME, None)
+    return files, record, results
 
 
 def _checked_push_args(

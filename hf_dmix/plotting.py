@@ -5,7 +5,8 @@ What lives here: :func:`k_occurrence` (in how many candidate sets each example a
 Poincaré disk with its hubs and one anchor's candidate set) and :func:`plot_k_occurrence` (the k-occurrence
 histogram against what uniformly random candidate sets of the same size would give).
 
-What does not: building the index (``partners.py``), mapping embeddings into the ball (``geometry.py``).
+What does not: building the index (``partners.py``), mapping embeddings into the ball (``geometry.py``), the
+figure plumbing every picture shares (``figures.py``: a display-free figure, the wrapped title, the atomic PNG).
 
 "Hubs" are the examples that appear in far more candidate sets than the ``k`` an example appears in on average;
 a right-skewed k-occurrence distribution is the hubness measure of Radovanović et al. (JMLR 2010). With the
@@ -13,90 +14,25 @@ a right-skewed k-occurrence distribution is the hubness measure of Radovanović 
 which is why :func:`plot_partners` keeps each point's radius exact.
 
 Matplotlib is optional: it is imported only when a plot is drawn, so ``import hf_dmix`` never needs it. Figures are
-rendered through the Agg canvas directly (``FigureCanvasAgg``), never through ``pyplot``, so drawing needs no
-display and never switches the backend of a notebook or a script that imports this package.
+rendered through the Agg canvas directly (``FigureCanvasAgg``, in ``figures.py``), never through ``pyplot``, so
+drawing needs no display and never switches the backend of a notebook or a script that imports this package.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import os
-import textwrap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .figures import FIGSIZE_INCHES, new_figure, require_matplotlib, save_png, set_title
 from .hubness import k_occurrence, skewness
-from .io import write_atomic
 from .partners import PartnerIndex
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-FIGSIZE_INCHES = 7.0
-DPI = 150
-TITLE_FONTSIZE = 12
-# Average glyph width of DejaVu Sans as a share of the font size is ~0.55; 0.62 leaves room for wide glyphs
-# (capitals, "m", "w") so that a wrapped line never runs past the figure's edge.
-_GLYPH_WIDTH = 0.62
-
-
-def _require_matplotlib() -> Any:
-    """Import matplotlib lazily, with an actionable message when it is missing."""
-    try:
-        import matplotlib
-    except ImportError as err:
-        raise ImportError(
-            "hf_dmix plotting needs matplotlib, which is not installed: `pip install matplotlib` "
-            "(or `pip install hf-dmix[bench]`)."
-        ) from err
-    return matplotlib
-
-
-def _new_figure(width_in: float = FIGSIZE_INCHES, height_in: float = FIGSIZE_INCHES) -> Figure:
-    """A figure on its own Agg canvas: rendering needs no display and leaves pyplot's global state alone."""
-    _require_matplotlib()
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    # Constrained layout reserves room for the suptitle and the legend below the axes, so nothing overlaps.
-    fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def wrap_to_width(text: str, width_in: float, fontsize: float) -> str:
-    """Break ``text`` into lines that fit ``width_in`` inches at ``fontsize`` points (long words are split too).
-
-    Lines break only at ASCII spaces: join ``k = 60`` with no-break spaces (``\\u00a0``) to keep it on one line.
-
-    Args:
-        text: the text; existing line breaks are kept.
-        width_in: the width available, in inches.
-        fontsize: the font size, in points.
-
-    Returns:
-        The text with line breaks inserted.
-    """
-    chars = max(10, int(width_in * 72.0 / (_GLYPH_WIDTH * fontsize)))
-    return "\n".join(textwrap.fill(line, chars) if line else line for line in text.split("\n"))
-
-
-def _set_title(fig: Figure, title: str) -> None:
-    # 0.9 of the width: the suptitle is centred and constrained layout keeps a small pad at both edges.
-    fig.suptitle(wrap_to_width(title, 0.9 * fig.get_figwidth(), TITLE_FONTSIZE), fontsize=TITLE_FONTSIZE)
-
-
-def _save_png(fig: Figure, path: str | os.PathLike) -> str:
-    """Render ``fig`` to PNG and write it atomically (temporary file in the same folder, then a rename)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
-    path = os.fspath(path)
-    write_atomic(path, buffer.getvalue())
-    return path
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # k-occurrence
@@ -270,7 +206,7 @@ def _draw_examples(
         ax.scatter(*xy[others].T, s=10, color="tab:blue", alpha=0.55, linewidths=0, label="examples", zorder=2)
         return
     classes = sorted(set(labels[drawn].tolist()))
-    colormaps = _require_matplotlib().colormaps
+    colormaps = require_matplotlib().colormaps
     cmap = colormaps["tab10" if len(classes) <= 10 else "tab20"] if len(classes) <= 20 else None
     if cmap is None:
         # Too many classes for a readable legend: one continuous colour scale instead of one entry each.
@@ -351,6 +287,17 @@ def _draw_anchor(ax: Any, xy: torch.Tensor, anchor: int, occurrence: int) -> Non
     )
 
 
+def _partners_title(index: PartnerIndex, curvature: float, num_drawn: int) -> str:
+    """The default title of :func:`plot_partners`: the curvature, ``N`` (and how many are drawn) and ``k``."""
+    n = index.num_examples
+    drawn_note = "" if num_drawn == n else f", {num_drawn} drawn"
+    # No-break spaces keep "N = 300" on one line when the title wraps.
+    return (
+        f"DMIX candidate sets in the Poincaré disk (c\u00a0=\u00a0{curvature:g}): N\u00a0=\u00a0{n}"
+        f"{drawn_note}, k\u00a0=\u00a0{index.candidates_per_example} candidates per example"
+    )
+
+
 def plot_partners(
     points: torch.Tensor,
     index: PartnerIndex,
@@ -409,7 +356,7 @@ def plot_partners(
     _validate_partner_inputs(points, index, labels_t, label_names, anchor, curvature, max_points)
     n = index.num_examples
     n_hubs = num_hubs(n, hub_share)
-    fig = _new_figure()  # fails early, before any O(N²) work, when matplotlib is missing
+    fig = new_figure()  # fails early, before any O(N²) work, when matplotlib is missing
     counts = k_occurrence(index, max_anchors=max_anchors)
     hubs, anchor = _hubs_and_anchor(counts, n_hubs, anchor)
     candidates = torch.nonzero(index.members(torch.tensor([anchor]))[0]).reshape(-1)
@@ -422,15 +369,8 @@ def plot_partners(
     _draw_marks(ax, xy, len(candidates), drawn_candidates, hubs, hub_share)
     _draw_anchor(ax, xy, anchor, int(counts[anchor]))
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.06), ncol=2, fontsize=9, frameon=False, markerscale=0.9)
-    if title is None:
-        drawn_note = "" if len(drawn) == n else f", {len(drawn)} drawn"
-        # No-break spaces keep "N = 300" on one line when the title wraps.
-        title = (
-            f"DMIX candidate sets in the Poincaré disk (c\u00a0=\u00a0{curvature:g}): N\u00a0=\u00a0{n}"
-            f"{drawn_note}, k\u00a0=\u00a0{index.candidates_per_example} candidates per example"
-        )
-    _set_title(fig, title)
-    path = _save_png(fig, path)
+    set_title(fig, _partners_title(index, curvature, len(drawn)) if title is None else title)
+    path = save_png(fig, path)
     return (path, fig) if return_figure else path
 
 
@@ -462,6 +402,20 @@ def _draw_uniform(ax: Any, n: int, k: float, low: int, high: int, width: int) ->
         gid="uniform",
     )
     return uniform, expected
+
+
+def _k_occurrence_title(index: PartnerIndex, k: float, max_anchors: int | None) -> str:
+    """The default title of :func:`plot_k_occurrence`: ``N``, ``k`` and whether the counts are an estimate."""
+    n = index.num_examples
+    estimate = (
+        ""
+        if max_anchors is None or index.thresholds is None or max_anchors >= n
+        else (f", estimated from {max_anchors} anchors")
+    )
+    return (
+        f"Hubness of the DMIX candidate sets: k-occurrence of N\u00a0=\u00a0{n} examples, "
+        f"k\u00a0=\u00a0{k:.4g}{estimate}"
+    )
 
 
 def plot_k_occurrence(
@@ -498,7 +452,7 @@ def plot_k_occurrence(
     """
     if bins < 1:
         raise ValueError(f"bins must be a positive number of bins, got {bins}.")
-    fig = _new_figure(FIGSIZE_INCHES, 0.7 * FIGSIZE_INCHES)
+    fig = new_figure(FIGSIZE_INCHES, 0.7 * FIGSIZE_INCHES)
     n = index.num_examples
     counts = k_occurrence(index, max_anchors=max_anchors)
     k = float(counts.double().mean())  # k exactly for lists; the mean set size otherwise
@@ -535,16 +489,6 @@ def plot_k_occurrence(
     ax.tick_params(labelsize=10)
     ax.grid(alpha=0.3)
     ax.legend(handles=[bars, uniform, mean], fontsize=9, loc="upper right")
-    if title is None:
-        estimate = (
-            ""
-            if max_anchors is None or index.thresholds is None or max_anchors >= n
-            else (f", estimated from {max_anchors} anchors")
-        )
-        title = (
-            f"Hubness of the DMIX candidate sets: k-occurrence of N\u00a0=\u00a0{n} examples, "
-            f"k\u00a0=\u00a0{k:.4g}{estimate}"
-        )
-    _set_title(fig, title)
-    path = _save_png(fig, path)
+    set_title(fig, _k_occurrence_title(index, k, max_anchors) if title is None else title)
+    path = save_png(fig, path)
     return (path, fig) if return_figure else path
