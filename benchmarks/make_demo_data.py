@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _runs import ROOT, data_dir
 
 sys.path.insert(0, str(ROOT))
-from hf_dmix.data import stratified_split, stratified_subsample
+from hf_dmix.splits import stratified_split, stratified_subsample
 
 OUT = ROOT / "hf_dmix" / "demo_data"
 

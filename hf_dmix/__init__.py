@@ -45,11 +45,11 @@ from .hub_errors import HubError
 from .indexer import PartnerIndexer
 from .layout import CollatorLayoutError
 from .mixing import SUPPORTED_MODEL_TYPES, HiddenStateMixer, fill_keyless_rows, union_mask
+from .overlap import candidate_overlap
 from .partners import (
     PartnerIndex,
     PartnerSearch,
     build_partner_index,
-    candidate_overlap,
     describe_partner_index,
     num_candidates,
     partner_statistics,

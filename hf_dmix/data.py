@@ -1,9 +1,10 @@
 """Loading a text-classification dataset into train / validation / test splits with validated labels.
 
 What lives here: reading a Hub dataset or local CSV / JSON / Parquet files through ``datasets``; the official splits
-that a ``split`` column of a single table names (for text, images and audio alike); checking the text and label
-columns (several text columns joined into one text, and the second text of a sentence pair); mapping string or integer labels to contiguous ids; a stratified, duplicate-aware split with a fixed seed
-when the data has no official split; counting duplicate texts and how the splits share them (with
+that a ``split`` column of a single table names (for text, images and audio alike); checking the text and label columns
+(several text columns joined into one text, and the second text of a sentence pair); mapping string or integer labels to
+contiguous ids; carving the missing splits out of train when the data has no official split (the stratified,
+duplicate-aware split itself is in ``splits.py``); counting duplicate texts and how the splits share them (with
 ``diagnostics.duplicate_stats``); the bundled SMS Spam Collection sample the README's quick start trains on
 (``demo_data_files``); and a generated toy dataset for timing runs that need no data file.
 Every problem is reported before any model is loaded, naming what was wrong and what is accepted.
@@ -13,11 +14,10 @@ What does not: tokenization (``hf_dmix/cli/inputs.py``), training (``trainer.py`
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,13 +25,9 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict
 
 from .diagnostics import duplicate_stats
+from .splits import SPLITS, DataError, carve_out_of_train, duplicate_handling, example_texts
 
 _EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-SPLITS = ("train", "validation", "test")
-
-
-class DataError(ValueError):
-    """A problem with the dataset that must be fixed before training (bad path, column, split or label)."""
 
 
 @dataclass
@@ -204,107 +200,6 @@ def _official_splits(raw: Mapping[str, Dataset], names: Mapping[str, str | None]
     return official
 
 
-def stratified_split(
-    texts: list[str],
-    labels: Sequence[int | str],
-    validation_size: float,
-    test_size: float,
-    seed: int,
-    group_duplicates: bool = True,
-) -> dict[str, list[int]]:
-    """Row indices of a stratified train / validation / test split.
-
-    With ``group_duplicates`` rows whose text is identical after stripping whitespace are kept in the same split, so
-    that no test text was seen in training. Groups are assigned per label (the label of a group's first row) in a
-    seeded random order, so each split receives about its share of every class.
-    """
-    if not (0 <= validation_size < 1 and 0 <= test_size < 1 and validation_size + test_size < 1):
-        raise DataError(
-            f"validation_size and test_size must be in [0, 1) with a sum below 1, got {validation_size} and {test_size}."
-        )
-    groups: dict[Any, list[int]] = defaultdict(list)
-    for i, text in enumerate(texts):
-        groups[text.strip() if group_duplicates else i].append(i)
-    by_label: dict[int | str, list[list[int]]] = defaultdict(list)
-    for rows in groups.values():
-        by_label[labels[rows[0]]].append(rows)
-    rng = random.Random(seed)
-    out: dict[str, list[int]] = {s: [] for s in SPLITS}
-    for label in sorted(by_label):
-        label_groups = by_label[label]
-        rng.shuffle(label_groups)
-        total = sum(len(g) for g in label_groups)
-        want_test, want_val = round(total * test_size), round(total * validation_size)
-        filled = {"test": 0, "validation": 0}
-        for rows in label_groups:
-            if filled["test"] < want_test:
-                target = "test"
-            elif filled["validation"] < want_val:
-                target = "validation"
-            else:
-                target = "train"
-            out[target].extend(rows)
-            if target != "train":
-                filled[target] += len(rows)
-    return {s: sorted(v) for s, v in out.items()}
-
-
-def stratified_subsample(labels: list[int], size: int, seed: int) -> list[int]:
-    """Row indices of a stratified random subsample of ``size`` rows (sorted), the same for the same ``seed``.
-
-    Each class gets its share of ``size`` (largest remainders round; every class keeps at least one row when
-    ``size`` allows), drawn uniformly within the class. The low-resource regime of a benchmark uses it so that a
-    500-example training set has the class balance of the full one.
-    """
-    if size < 1:
-        raise DataError(f"A subsample needs at least 1 row, got size={size}.")
-    by_label: dict[int, list[int]] = defaultdict(list)
-    for i, label in enumerate(labels):
-        by_label[label].append(i)
-    if size >= len(labels):
-        return list(range(len(labels)))
-    classes = sorted(by_label)
-    exact = {c: size * len(by_label[c]) / len(labels) for c in classes}
-    take = {c: int(exact[c]) for c in classes}
-    if size >= len(classes):
-        for c in classes:
-            take[c] = max(take[c], 1)
-    for c in sorted(classes, key=lambda c: exact[c] - int(exact[c]), reverse=True):
-        if sum(take.values()) >= size:
-            break
-        if take[c] < len(by_label[c]):
-            take[c] += 1
-    while sum(take.values()) > size:  # the at-least-one floor overshot: trim the largest classes
-        c = max(classes, key=lambda c: take[c])
-        take[c] -= 1
-    rng = random.Random(seed)
-    out: list[int] = []
-    for c in classes:
-        out.extend(rng.sample(by_label[c], take[c]))
-    return sorted(out)
-
-
-def _duplicate_handling(carved: list[str], group_duplicates: bool) -> str:
-    """How the split treated identical texts: the counts say whether any ended up in two splits."""
-    if not carved:
-        return "official splits, used as given (duplicates across them are not removed)"
-    what = " and ".join(carved) + " carved out of train"
-    what += (
-        " with identical texts kept in one split"
-        if group_duplicates
-        else (" without grouping identical texts (--group_duplicates false)")
-    )
-    official = [s for s in ("validation", "test") if s not in carved]
-    return what + "".join(f"; the official {s} split used as given" for s in official)
-
-
-def example_texts(ds: Dataset) -> list[str]:
-    """What identifies an example's text (duplicates, grouping): its text, and for a pair both texts."""
-    if "text_pair" not in ds.column_names:
-        return ds["text"][:]
-    return [f"{a}\n{b}" for a, b in zip(ds["text"], ds["text_pair"], strict=True)]
-
-
 def _text_split(
     ds: Dataset,
     name: str,
@@ -344,38 +239,6 @@ def _text_split(
     return Dataset.from_dict({**columns, "label": ids})
 
 
-def _carve_out_of_train(
-    splits: dict[str, Dataset],
-    need: list[str],
-    validation_size: float,
-    test_size: float,
-    split_seed: int,
-    group_duplicates: bool,
-) -> dict[str, Any]:
-    """Carve the ``need``ed splits out of ``splits["train"]`` (in place); how it was done, for ``split_info``."""
-    full = splits["train"]
-    idx = stratified_split(
-        example_texts(full),
-        full["label"],
-        validation_size if "validation" in need else 0.0,
-        test_size if "test" in need else 0.0,
-        split_seed,
-        group_duplicates,
-    )
-    splits["train"] = full.select(idx["train"])
-    for s in need:
-        splits[s] = full.select(idx[s])
-    return {
-        "split_method": "stratified by label, duplicate texts kept together"
-        if group_duplicates
-        else "stratified by label",
-        "split_seed": split_seed,
-        "validation_size": validation_size if "validation" in need else None,
-        "test_size": test_size if "test" in need else None,
-        "split_fingerprint": hashlib.sha256(repr(idx).encode()).hexdigest()[:16],
-    }
-
-
 def load_classification_data(
     dataset_name: str | None = None,
     dataset_config_name: str | None = None,
@@ -400,7 +263,7 @@ def load_classification_data(
     Official splits are used when present: the ``train_split`` / ``validation_split`` / ``test_split`` names, the
     three local files, or, for one table with a ``split_column``, the rows its values mark
     (:func:`splits_from_column`; TREC-6 and SST-2 come that way). Missing validation and/or test splits are carved
-    out of train by :func:`stratified_split`, never out of the official test rows.
+    out of train by :func:`~hf_dmix.splits.stratified_split`, never out of the official test rows.
 
     ``text_column`` may name several columns, ``"title,body"``: their values are joined with
     ``text_column_delimiter`` into one text, as ``run_classification.py``'s ``--text_column_names`` does.
@@ -436,27 +299,49 @@ def load_classification_data(
         info["split_column"] = split_column
     need = [s for s in ("validation", "test") if s not in normalised]
     if need:
-        info.update(_carve_out_of_train(normalised, need, validation_size, test_size, split_seed, group_duplicates))
-    for s in SPLITS:
-        if len(normalised[s]) == 0:
-            raise DataError(
-                f"The {s} split is empty after splitting {len(normalised['train'])} rows; use more data or larger sizes."
+        info.update(
+            carve_out_of_train(
+                normalised,
+                need,
+                validation_size,
+                test_size,
+                split_seed,
+                texts=example_texts(normalised["train"]),
+                keys=normalised["train"]["label"],
+                group_duplicates=group_duplicates,
+                method="stratified by label, duplicate texts kept together"
+                if group_duplicates
+                else "stratified by label",
             )
-    info["sizes"] = {s: len(normalised[s]) for s in SPLITS}
-    info["duplicates"] = {
-        **duplicate_stats(
-            {s: example_texts(normalised[s]) for s in SPLITS}, {s: normalised[s]["label"][:] for s in SPLITS}
-        ),
-        "handling": _duplicate_handling(need, group_duplicates),
-    }
-    info["label_counts"] = {
-        s: {
-            label_names[k]: int(v)
-            for k, v in sorted(zip(*np.unique(normalised[s]["label"], return_counts=True), strict=True))
-        }
-        for s in SPLITS
-    }
+        )
+    info.update(_describe_splits(normalised, label_names, duplicate_handling(need, group_duplicates)))
     return LoadedData(DatasetDict(normalised), label_names, info)
+
+
+def _describe_splits(splits: Mapping[str, Dataset], label_names: list[str], handling: str) -> dict[str, Any]:
+    """The final splits' sizes, duplicate figures (``handling`` says how the split treated them) and label counts,
+    for ``split_info``; an empty split is an error."""
+    for s in SPLITS:
+        if len(splits[s]) == 0:
+            raise DataError(
+                f"The {s} split is empty after splitting {len(splits['train'])} rows; use more data or larger sizes."
+            )
+    return {
+        "sizes": {s: len(splits[s]) for s in SPLITS},
+        "duplicates": {
+            **duplicate_stats(
+                {s: example_texts(splits[s]) for s in SPLITS}, {s: splits[s]["label"][:] for s in SPLITS}
+            ),
+            "handling": handling,
+        },
+        "label_counts": {
+            s: {
+                label_names[k]: int(v)
+                for k, v in sorted(zip(*np.unique(splits[s]["label"], return_counts=True), strict=True))
+            }
+            for s in SPLITS
+        },
+    }
 
 
 DEMO_DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_data")

@@ -33,7 +33,8 @@ from .config import EMBEDDING_FIELDS, INDEX_FIELDS, DMixConfig
 from .embeddings import check_embeddings, embed_training_set, embedding_source, texts_of, weights_digest
 from .geometry import to_poincare_ball
 from .hubness import hubness_warning, partner_statistics
-from .partners import PartnerIndex, candidate_overlap, cosine_overlap, search_partners
+from .overlap import candidate_overlap, cosine_overlap
+from .partners import PartnerIndex, search_partners
 from .trainset import LABEL_COLUMNS, base_dataset, check_model_inputs, data_key, feature_rows, labels_of
 
 logger = logging.get_logger(__name__)

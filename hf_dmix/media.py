@@ -10,7 +10,7 @@ the general readers behind them (an image column, or an audio column of WAV byte
 
 Every loader returns a :class:`hf_dmix.data.LoadedData` whose splits have an input column (``image`` or ``audio``),
 ``label`` (int) and ``id`` (a row name for ``predictions.csv``). A missing validation or test split is carved out of
-train by :func:`hf_dmix.data.stratified_split` — stratified by label (and, where a ``strata`` column such as FSDD's
+train by :func:`hf_dmix.splits.carve_out_of_train` — stratified by label (and, where a ``strata`` column such as FSDD's
 ``speaker`` exists, by label × stratum) with a fixed seed.
 
 What does not: text (``data.py``), mixing, training (``trainer.py``); choosing a loader for a run
@@ -19,7 +19,6 @@ What does not: text (``data.py``), mixing, training (``trainer.py``); choosing a
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -30,8 +29,9 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, DatasetDict
 
-from .data import SPLITS, DataError, LoadedData, _checked_labels, _load_raw, splits_from_column, stratified_split
+from .data import LoadedData, _checked_labels, _load_raw, splits_from_column
 from .mixing import modality_of
+from .splits import SPLITS, DataError, carve_out_of_train
 
 DIGITS_SOURCE = "scikit-learn load_digits (UCI optical recognition of handwritten digits, 1,797 8x8 images)"
 # Default split of the digits: 20 % test, 10 % validation, stratified by digit, seed --split_seed (42).
@@ -83,26 +83,19 @@ def _split_and_describe(
         full = splits["train"]
         strata = full["stratum"] if "stratum" in full.column_names else None
         keys = [f"{y}|{s}" for y, s in zip(full["label"], strata, strict=True)] if strata else full["label"]
-        # stratified_split groups identical texts; rows are never duplicates here, so each row is its own "text".
-        idx = stratified_split(
-            [str(i) for i in range(len(full))],
-            keys,
-            validation_size if "validation" in need else 0.0,
-            test_size if "test" in need else 0.0,
-            split_seed,
-            group_duplicates=False,
-        )
-        splits["train"] = full.select(idx["train"])
-        for s in need:
-            splits[s] = full.select(idx[s])
+        # The split can group identical texts; rows are never duplicates here, so each row is its own "text".
         info.update(
-            {
-                "split_method": "stratified by label" + (f" x {strata_column}" if strata else ""),
-                "split_seed": split_seed,
-                "validation_size": validation_size if "validation" in need else None,
-                "test_size": test_size if "test" in need else None,
-                "split_fingerprint": hashlib.sha256(repr(idx).encode()).hexdigest()[:16],
-            }
+            carve_out_of_train(
+                splits,
+                need,
+                validation_size,
+                test_size,
+                split_seed,
+                texts=[str(i) for i in range(len(full))],
+                keys=keys,
+                group_duplicates=False,
+                method="stratified by label" + (f" x {strata_column}" if strata else ""),
+            )
         )
     splits = {s: (ds.remove_columns("stratum") if "stratum" in ds.column_names else ds) for s, ds in splits.items()}
     for s in SPLITS:

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import run_dmix  # noqa: E402
-from hf_dmix.data import DataError, stratified_split  # noqa: E402
+from hf_dmix.data import DataError  # noqa: E402
+from hf_dmix.splits import stratified_split  # noqa: E402
 
 
 def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> Path:

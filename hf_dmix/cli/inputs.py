@@ -14,7 +14,7 @@ from typing import Any
 
 from datasets import DatasetDict
 
-from ..data import DataError, LoadedData, demo_data_files, load_classification_data, stratified_subsample
+from ..data import DataError, LoadedData, demo_data_files, load_classification_data
 from ..diagnostics import data_diagnostics
 from ..media import (
     CONFIG_PREFIX,
@@ -28,6 +28,7 @@ from ..media import (
     preprocess,
 )
 from ..mixing import modality_of
+from ..splits import stratified_subsample
 from .args import logger
 from .models import apply_lora, load_media_model, load_text_model, resolve_model_path
 from .outcome import log_data_diagnostics
