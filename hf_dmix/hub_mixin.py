@@ -3,8 +3,8 @@
 What lives here: the trainer methods that publish a run — the card's metadata defaults, the DMIX record, the card
 written as ``README.md`` (``create_model_card``, which ``push_to_hub`` calls), ``dmix_config.json`` beside every saved
 model and checkpoint, the card and record of checkpoint pushes (``hub_strategy``) and the model's tags. As TRL keeps
-card creation in its base trainer, these live apart from the training loop. What does not: the card's content (``cards.py``), the record's
-fields (``record.py``) and Hub uploads (``hub.py``).
+card creation in its base trainer, these live apart from the training loop. What does not: the card's content
+(``cards.py``), the record's fields (``record.py``) and Hub uploads (``hub.py``).
 
 The host class is a ``transformers.Trainer`` that also has ``mix_layers``, ``num_encoder_layers``,
 ``partner_index_stats``, ``_mixing`` and ``_indexer`` (a :class:`~hf_dmix.indexer.PartnerIndexer`): ``DMixTrainer``.
