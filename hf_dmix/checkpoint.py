@@ -31,53 +31,19 @@ import hashlib
 import json
 import os
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from torch import nn
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 from transformers.utils import logging
 
+from ._host import TrainerHost
 from .collator import DMixDataCollator
 from .config import RESUME_FIELDS
 from .embeddings import weights_digest
 from .families import unwrap_model
 from .trainset import data_key, dataset_fingerprint, labels_of
-
-if TYPE_CHECKING:
-    from transformers import Trainer
-
-    from .config import DMixConfig
-    from .indexer import IndexInputs, PartnerIndexer
-    from .loss import MixingSchedule
-    from .partners import PartnerIndex
-
-    class TrainerHost(Trainer):
-        """What ``DMixTrainer`` provides to its mixins (this module's and ``hub_mixin.py``'s), for the type checker."""
-
-        args: DMixConfig
-        model: nn.Module  # Trainer.__init__ has a model (given, or built by model_init) or raises
-        train_dataset: Any  # a datasets.Dataset (check_train_dataset: sized, indexable) or None
-        mix_layers: list[int]
-        num_encoder_layers: int
-        _mixing: bool
-        _indexer: PartnerIndexer
-        _schedule: MixingSchedule
-        _dmix_batches: int
-        _loss_offset: tuple[float, int] | None
-        _data_fingerprint: tuple[tuple, str] | None
-        _run_weights: str | None
-        resumed_checkpoint: str | None
-
-        @property
-        def partner_index(self) -> PartnerIndex | None: ...
-        @property
-        def partner_index_stats(self) -> dict[str, float]: ...
-        def _prepare_dmix(self) -> None: ...
-        def _index_inputs(self) -> IndexInputs: ...
-        def _new_schedule(self) -> MixingSchedule: ...
-else:
-    TrainerHost = object  # at run time the mixins are plain classes; DMixTrainer puts Trainer after them
 
 logger = logging.get_logger(__name__)
 
@@ -409,6 +375,24 @@ class DMixCheckpointMixin(TrainerHost):
         if self.args.mix_strategy != "none" and self.train_dataset is not None and model is None:
             self._prepare_dmix()
         super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _resolve_resume_arguments(self, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+        """``train()``'s arguments with ``resume_from_checkpoint`` replaced by the folder :func:`resolve_resume` picks
+        (``True``: the last complete checkpoint of ``output_dir``), which is kept as ``resumed_checkpoint``."""
+        resume = args[0] if args else kwargs.get("resume_from_checkpoint")
+        assert self.args.output_dir is not None  # TrainingArguments.__post_init__ sets its default
+        self.resumed_checkpoint = resolve_resume(resume, self.args.output_dir, need_dmix_state=self._mixing)
+        if args:
+            args = (self.resumed_checkpoint, *args[1:])
+        elif "resume_from_checkpoint" in kwargs:
+            kwargs["resume_from_checkpoint"] = self.resumed_checkpoint
+        return args, kwargs
+
+    def _whole_run_output(self, result: TrainOutput) -> TrainOutput:
+        """``train()``'s result with the whole run's ``train_loss`` after a resume (``log`` put it in the metrics)."""
+        if self._loss_offset is None:
+            return result
+        return TrainOutput(result.global_step, result.metrics["train_loss"], result.metrics)
 
     def dmix_fingerprint(self) -> dict[str, Any]:
         """What the partner index and the DMIX streams of this run depend on, by name (stored in checkpoints).

@@ -1,9 +1,10 @@
 """``DMixDataCollator``: pads a batch and, for training batches, attaches one mixup partner per example.
 
-What lives here: the collator only. It is a plain dataclass with no model: it needs the model's processing class (for
-padding), the training dataset (to fetch partners' features) and a :class:`~hf_dmix.partners.PartnerIndex` (to draw
-them). Text is padded by the tokenizer; images (``pixel_values``) and fixed-size spectrograms are stacked; raw audio
-(``input_values`` of different lengths) is padded by the feature extractor's ``pad`` (see :class:`FeaturePadder`).
+What lives here: the collator, and :func:`training_collator`, which picks the one ``DMixTrainer`` trains with. The
+collator is a plain dataclass with no model: it needs the model's processing class (for padding), the training
+dataset (to fetch partners' features) and a :class:`~hf_dmix.partners.PartnerIndex` (to draw them). Text is padded
+by the tokenizer; images (``pixel_values``) and fixed-size spectrograms are stacked; raw audio (``input_values`` of
+different lengths) is padded by the feature extractor's ``pad`` (see :class:`FeaturePadder`).
 
 Layout of a training batch of ``B`` anchors: every tensor has ``2B`` rows, anchors first, then their partners in
 the same order, padded together to one length; ``dmix_partner_ids`` (``B`` ints) holds the partners' dataset
@@ -30,6 +31,7 @@ import torch
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.feature_extraction_sequence_utils import SequenceFeatureExtractor
 
+from .families import model_modality
 from .layout import LABEL_KEYS, CollatorLayoutError, check_pair_layout  # noqa: F401  (the error: re-exported here)
 from .partners import PartnerIndex
 
@@ -228,6 +230,24 @@ class FeaturePadder:
                 )
             batch[key] = _float32(torch.stack(values))
         return batch
+
+
+def training_collator(data_collator: Callable | None, processing_class: Any, model: Any) -> DMixDataCollator:
+    """The collator ``DMixTrainer`` trains with, from the ``data_collator`` a script passes.
+
+    A :class:`DMixDataCollator` is used as it is; any other collator builds the batches of one
+    (``collate_fn=data_collator``); without one, a :class:`DMixDataCollator` pads with ``processing_class``, which a
+    text ``model`` cannot do without (a ``ValueError`` says so).
+    """
+    if data_collator is None:
+        if processing_class is None and model_modality(model) == "text":
+            raise ValueError(
+                "DMixTrainer needs a tokenizer to pad batches: pass processing_class=tokenizer, or a DMixDataCollator."
+            )
+        return DMixDataCollator(processing_class)
+    if not isinstance(data_collator, DMixDataCollator):
+        return DMixDataCollator(processing_class, collate_fn=data_collator)
+    return data_collator
 
 
 def _as_array(value: Any) -> Any:

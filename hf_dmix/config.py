@@ -11,11 +11,13 @@ is built.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from transformers import TrainingArguments
 
+from .geometry import check_ball_settings
 from .mixing import MIX_STRATEGIES
 from .partners import (
     AUTO_EXACT_MAX_EXAMPLES,  # noqa: F401  (importable from here, where it was defined before)
@@ -359,24 +361,14 @@ class DMixConfig(TrainingArguments):
             raise ValueError(
                 f"partner_index_max_mb must be >= 0 (0 = always thresholds), got {self.partner_index_max_mb!r}."
             )
-        _check_choice("mix_strategy", self.mix_strategy, MIX_STRATEGIES)
-        _check_choice("partner_distance", self.partner_distance, PARTNER_DISTANCES)
-        _check_choice("partner_order", self.partner_order, PARTNER_ORDERS)
-        _check_choice("partner_rule", self.partner_rule, PARTNER_RULES)
-        _check_choice("embedding_pooling", self.embedding_pooling, EMBEDDING_POOLINGS)
-        _check_choice("partner_search", self.partner_search, PARTNER_SEARCH_MODES)
+        for f in fields(self):  # the choices declared in each field's metadata (the CLI's --help lists them too)
+            if f.name in DMIX_FIELDS and "choices" in f.metadata:
+                _check_choice(f.name, getattr(self, f.name), f.metadata["choices"])
         if not (isinstance(self.tau, (int, float)) and 0.0 < self.tau <= 1.0):
             raise ValueError(f"tau must lie in (0, 1] (a fraction of the training set; 1.0 = Mixup), got {self.tau!r}.")
         if not (isinstance(self.mix_alpha, (int, float)) and self.mix_alpha > 0):
             raise ValueError(f"mix_alpha must be > 0 (r ~ Beta(mix_alpha, mix_alpha)), got {self.mix_alpha!r}.")
-        if not self.curvature > 0:
-            raise ValueError(f"curvature must be > 0 (the ball has curvature -c), got {self.curvature!r}.")
-        if not 0.0 < self.ball_median_radius < 1.0:
-            raise ValueError(f"ball_median_radius must lie in (0, 1), got {self.ball_median_radius!r}.")
-        if not 0.5 < self.ball_clip_quantile <= 1.0:
-            raise ValueError(
-                f"ball_clip_quantile must lie in (0.5, 1] (1 disables clipping), got {self.ball_clip_quantile!r}."
-            )
+        check_ball_settings(self.curvature, self.ball_median_radius, self.ball_clip_quantile)  # geometry.py
         if self.mix_layers is not None:
             layers = list(self.mix_layers)
             if not layers or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in layers):
@@ -502,6 +494,6 @@ def as_dmix_config(args: Any) -> DMixConfig:
     return args
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not supported; expected one of {', '.join(map(repr, choices))}.")

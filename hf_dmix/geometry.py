@@ -156,6 +156,17 @@ def to_poincare_ball(
     return project(points.to(torch.float32), curvature)
 
 
+def check_ball_settings(curvature: float, median_radius: float, clip_quantile: float) -> None:
+    """Raise ``ValueError`` for ball settings :func:`to_poincare_ball` cannot use, named as ``DMixConfig`` names them
+    (``curvature``, ``ball_median_radius``, ``ball_clip_quantile``): checked when a config is built."""
+    if not curvature > 0:
+        raise ValueError(f"curvature must be > 0 (the ball has curvature -c), got {curvature!r}.")
+    if not 0.0 < median_radius < 1.0:
+        raise ValueError(f"ball_median_radius must lie in (0, 1), got {median_radius!r}.")
+    if not 0.5 < clip_quantile <= 1.0:
+        raise ValueError(f"ball_clip_quantile must lie in (0.5, 1] (1 disables clipping), got {clip_quantile!r}.")
+
+
 def _hyperbolic_block(
     x: torch.Tensor, y: torch.Tensor, x_sq: torch.Tensor, y_sq: torch.Tensor, curvature: float
 ) -> torch.Tensor:

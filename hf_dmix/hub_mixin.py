@@ -2,9 +2,9 @@
 
 What lives here: the trainer methods that publish a run — the card's metadata defaults, the DMIX record, the card
 written as ``README.md`` (``create_model_card``, which ``push_to_hub`` calls), ``dmix_config.json`` beside every saved
-model and checkpoint, and the card and record of checkpoint pushes (``hub_strategy``). As TRL keeps card creation in its
-base trainer, these live apart from the training loop. What does not: the card's content (``cards.py``), the record's
-fields (``record.py``) and Hub uploads (``hub.py``).
+model and checkpoint, the card and record of checkpoint pushes (``hub_strategy``) and the model's tags. As TRL keeps
+card creation in its base trainer, these live apart from the training loop. What does not: the card's content
+(``cards.py``), the record's fields (``record.py``) and Hub uploads (``hub.py``).
 
 The host class is a ``transformers.Trainer`` that also has ``mix_layers``, ``num_encoder_layers``,
 ``partner_index_stats``, ``_mixing`` and ``_indexer`` (a :class:`~hf_dmix.indexer.PartnerIndexer`): ``DMixTrainer``.
@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .checkpoint import TrainerHost
-else:
-    TrainerHost = object
+from ._host import TrainerHost
+from .families import model_modality
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +26,7 @@ class DMixHubMixin(TrainerHost):
     """Model card, DMIX record and Hub-push hooks for ``DMixTrainer`` (see the module docstring)."""
 
     _CARD_METADATA_KEYS = ("language", "license", "tags", "finetuned_from", "dataset", "repo_id")
+    _tag_names = ("dmix", "mixup", "hf-dmix", "text-classification")
 
     @property
     def run_id(self) -> str:
@@ -44,6 +43,14 @@ class DMixHubMixin(TrainerHost):
         # Every train() is a run of its own (a second train(), a resume, a hyperparameter search): a new id.
         self._run_id = uuid.uuid4().hex
         return super().train(*args, **kwargs)
+
+    def _tag_model(self) -> None:
+        """Tag the model (``PreTrainedModel.add_model_tags``: the tags its pushes and saved cards carry) with
+        ``_tag_names``, the task named after the model's modality."""
+        add_model_tags = getattr(self.model, "add_model_tags", None)
+        if add_model_tags is not None:
+            task = f"{model_modality(self.model) or 'text'}-classification"
+            add_model_tags([t if t != "text-classification" else task for t in self._tag_names])
 
     def set_model_card_metadata(self, **metadata: Any) -> None:
         """Defaults for :meth:`create_model_card`, used by every card this trainer writes (checkpoint pushes too).

@@ -22,10 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 from transformers import PreTrainedModel, Trainer
-from transformers.trainer_utils import TrainOutput
 
-from .checkpoint import DMixCheckpointMixin, resolve_resume, whole_run_loss
-from .collator import INDEX_COLUMN, PARTNER_IDS_KEY, DMixDataCollator
+from .checkpoint import DMixCheckpointMixin, whole_run_loss
+from .collator import INDEX_COLUMN, PARTNER_IDS_KEY, DMixDataCollator, training_collator
 from .config import DMixConfig, as_dmix_config
 from .engines import check_engines, warn_compile_graph_breaks
 from .families import (
@@ -33,7 +32,6 @@ from .families import (
     check_classifier,
     check_mixing_settings,
     load_classifier,
-    model_modality,
     num_layers,
     unwrap_model,
 )
@@ -45,11 +43,6 @@ from .partners import PartnerIndex
 from .termination import StopOnTermination
 from .tracking import PartnerIndexFeed, log_images
 from .trainset import LABEL_COLUMNS, check_labels, check_train_dataset, data_key, labels_of, with_index
-
-
-def wrap_collator(collate_fn: Callable, processing_class: Any) -> DMixDataCollator:
-    """A :class:`DMixDataCollator` whose batches are built by the user's collator ``collate_fn``."""
-    return DMixDataCollator(processing_class, collate_fn=collate_fn)
 
 
 class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
@@ -82,8 +75,6 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         resumed_checkpoint: the checkpoint folder the last ``train()`` resumed from (``None``: it started afresh).
     """
 
-    _tag_names = ("dmix", "mixup", "hf-dmix", "text-classification")
-
     def __init__(
         self,
         model: PreTrainedModel | nn.Module | str | None = None,
@@ -104,14 +95,7 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         if train_dataset is not None:
             check_train_dataset(train_dataset)
             train_dataset = with_index(train_dataset) if self._mixing else train_dataset
-        if data_collator is None:
-            if processing_class is None and model_modality(model) == "text":
-                raise ValueError(
-                    "DMixTrainer needs a tokenizer to pad batches: pass processing_class=tokenizer, or a DMixDataCollator."
-                )
-            data_collator = DMixDataCollator(processing_class)
-        elif not isinstance(data_collator, DMixDataCollator):
-            data_collator = wrap_collator(data_collator, processing_class)
+        data_collator = training_collator(data_collator, processing_class, model)
         super().__init__(
             model=model,
             args=args,
@@ -146,10 +130,7 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         self.resumed_checkpoint: str | None = None
         self._termination = StopOnTermination()
         self.add_callback(self._termination)
-        add_model_tags = getattr(self.model, "add_model_tags", None)
-        if add_model_tags is not None:
-            task = f"{model_modality(self.model) or 'text'}-classification"
-            add_model_tags([t if t != "text-classification" else task for t in self._tag_names])
+        self._tag_model()  # hub_mixin.py
 
     # ------------------------------------------------------------------ what the owners hold
 
@@ -178,7 +159,7 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
             self.train_dataset = self._indexed_dataset = with_index(self.train_dataset)
         a = self.args
         if self._mixing and not isinstance(self.data_collator, DMixDataCollator):  # replaced after construction
-            self.data_collator = wrap_collator(self.data_collator, self.processing_class)
+            self.data_collator = DMixDataCollator(self.processing_class, collate_fn=self.data_collator)
         collator = self.data_collator
         if isinstance(collator, DMixDataCollator):
             collator.train_dataset = self.train_dataset
@@ -245,8 +226,7 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         Returns and logs its record: the epoch, the seconds it took and, for candidate lists, the share of each
         anchor's candidates that stayed (``1`` = nothing changed).
         """
-        if self.mixer is not None:
-            self.mixer.deactivate()  # the last step's mixing stays armed for gradient checkpointing: disarm it
+        self._disarm()  # the last step's mixing stays armed for gradient checkpointing: disarm it
         record = self._indexer.refresh(self._index_inputs(), epoch)
         self._indexer.publish(self.data_collator)
         return record
@@ -286,13 +266,7 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         self._indexer.reset()
         self._index_feed.reset()
         self._run_weights, self._loss_offset = None, None
-        resume = args[0] if args else kwargs.get("resume_from_checkpoint")
-        assert self.args.output_dir is not None  # TrainingArguments.__post_init__ sets its default
-        self.resumed_checkpoint = resolve_resume(resume, self.args.output_dir, need_dmix_state=self._mixing)
-        if args:
-            args = (self.resumed_checkpoint, *args[1:])
-        elif "resume_from_checkpoint" in kwargs:
-            kwargs["resume_from_checkpoint"] = self.resumed_checkpoint
+        args, kwargs = self._resolve_resume_arguments(args, kwargs)  # checkpoint.py
         restore = self._termination.catch(self.args.save_on_sigterm)
         try:
             result = super().train(*args, **kwargs)
@@ -301,9 +275,7 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
             self._run_weights = None
             if self.mixer is not None:
                 self.mixer.detach()
-        if self._loss_offset is not None:  # log() made metrics["train_loss"] the whole run's
-            result = TrainOutput(result.global_step, result.metrics["train_loss"], result.metrics)
-        return result
+        return self._whole_run_output(result)  # log() made metrics["train_loss"] the whole run's
 
     def _inner_training_loop(self, *args: Any, **kwargs: Any):
         self._prepare_dmix()
@@ -378,8 +350,7 @@ class DMixTrainer(DMixCheckpointMixin, DMixHubMixin, Trainer):
         partner_ids = inputs.pop(PARTNER_IDS_KEY, None)
         labels = next((inputs.pop(key) for key in LABEL_COLUMNS if key in inputs), None)
         smoothing = self.args.label_smoothing_factor
-        if self.mixer is not None:
-            self.mixer.deactivate()  # a previous step's state must never leak into this forward
+        self._disarm()  # a previous step's state must never leak into this forward
         if partner_ids is None or self.mixer is None or not model.training:
             outputs = model(**inputs)
             loss = None if labels is None else cross_entropy(outputs.logits, labels, smoothing)
