@@ -287,6 +287,23 @@ def load_image_data(
 
 # ------------------------------------------------------------------------------------------ models from a config
 
+# The tiny speech encoders (wav2vec2, HuBERT): one set of sizes for both families.
+_SPEECH_TINY: dict[str, Any] = dict(
+    hidden_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=128,
+    conv_dim=(32, 32, 32),
+    conv_stride=(5, 2, 2),
+    conv_kernel=(10, 3, 3),
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=4,
+    feat_extract_norm="layer",
+    classifier_proj_size=64,
+    layerdrop=0.0,
+    mask_time_prob=0.0,
+)
+
 # ``--model_name_or_path config:NAME``: small architectures with random weights (no pretrained image or audio weights
 # are needed). Data-dependent fields are filled in by :func:`build_model_from_config`: ``image_size`` and
 # ``num_channels`` from the images; an AST's feature extractor is built from its ``num_mel_bins`` and ``max_length``.
@@ -324,42 +341,9 @@ MODEL_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
         ),
     ),
     # Raw waveform: three conv layers (stride 5·2·2 = 20 samples, 2.5 ms at 8 kHz), 3 transformer layers; 130,650.
-    "wav2vec2-tiny": (
-        "wav2vec2",
-        dict(
-            hidden_size=64,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            intermediate_size=128,
-            conv_dim=(32, 32, 32),
-            conv_stride=(5, 2, 2),
-            conv_kernel=(10, 3, 3),
-            num_conv_pos_embeddings=16,
-            num_conv_pos_embedding_groups=4,
-            feat_extract_norm="layer",
-            classifier_proj_size=64,
-            layerdrop=0.0,
-            mask_time_prob=0.0,
-        ),
-    ),
-    "hubert-tiny": (
-        "hubert",
-        dict(
-            hidden_size=64,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            intermediate_size=128,
-            conv_dim=(32, 32, 32),
-            conv_stride=(5, 2, 2),
-            conv_kernel=(10, 3, 3),
-            num_conv_pos_embeddings=16,
-            num_conv_pos_embedding_groups=4,
-            feat_extract_norm="layer",
-            classifier_proj_size=64,
-            layerdrop=0.0,
-            mask_time_prob=0.0,
-        ),
-    ),
+    "wav2vec2-tiny": ("wav2vec2", _SPEECH_TINY),
+    # The same sizes with HuBERT's layers (it shares wav2vec2's feature encoder).
+    "hubert-tiny": ("hubert", _SPEECH_TINY),
 }
 CONFIG_PREFIX = "config:"
 
