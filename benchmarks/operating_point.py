@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _runs import ROOT, load_records, run_jobs
 from suite import DATASETS, data_root, split_files
 
+from hf_dmix.cli.recipes import MAX_EPOCHS, PATIENCE
 from hf_dmix.compare import choose_recipes, comparison_jobs, search_jobs
 from hf_dmix.grid import Job
 
@@ -28,8 +29,6 @@ LEARNING_RATES = (5e-5, 1e-4, 2e-4)
 SEARCH_SEEDS = (0, 1, 2)
 SETFIT_SEEDS = range(5)
 COMPARATOR_COMMAND = [sys.executable, "-m", "hf_dmix.comparators"]
-MAX_EPOCHS = 15.0
-PATIENCE = 3
 # Stage 2 seeds per setting (plan: ten for plain, Mixup and the default; five for the other two DMIX rules).
 GRID_SEEDS = {
     "baseline": range(10),

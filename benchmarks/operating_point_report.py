@@ -67,6 +67,22 @@ def search_table(per: dict[str, list[dict]]) -> tuple[list[str], dict[str, dict]
     return lines, chosen_all
 
 
+def small_data_rule(chosen_all: dict[str, dict]) -> tuple[list[str], float | None]:
+    """Rule R6: the learning rate R1 chose for Mixup on the most datasets (ties: the smaller), once stage 1 is
+    recorded on every dataset; returns the lines and the rate (``None`` while pending)."""
+    picks = {d: chosen_all[d]["mixup"]["learning_rate"] for d in DATASETS if d in chosen_all}
+    head = "**The CLI's small-data recipe (rule R6):** the learning rate R1 chose for Mixup on the most datasets"
+    if len(picks) < len(DATASETS):
+        return [f"{head}: pending (stage 1 is recorded on {len(picks)} of {len(DATASETS)} datasets)."], None
+    counts = {lr: sum(v == lr for v in picks.values()) for lr in sorted(set(picks.values()))}
+    lr = max(counts, key=lambda v: (counts[v], -v))
+    per = ", ".join(f"{d} {v:g}" for d, v in picks.items())
+    return [
+        f"{head}: {lr:g}, chosen on {counts[lr]} of {len(picks)} ({per}). `run_dmix.py --recipe small-data` trains "
+        f"at lr {lr:g}, at most 15 epochs, keeping the best epoch by validation macro-F1 with early stopping after 3."
+    ], lr
+
+
 def _comparator_values(records: list[dict], name: str) -> dict[int, float]:
     return {
         r["benchmark_meta"]["seed"]: 100 * r["metrics"]["test"]["macro_f1"]
@@ -198,6 +214,7 @@ def report(records: list[dict]) -> tuple[str, str]:
     search, chosen_all = search_table(per)
     grid, verdicts = grid_tables(per, chosen_all)
     rule4, _ = default_rule(per, chosen_all)
+    rule6, _ = small_data_rule(chosen_all)
     # Recomputed from each recorded curve with the library's current rule (R7), so every record is judged alike.
     warned = sum(
         1
@@ -222,6 +239,8 @@ def report(records: list[dict]) -> tuple[str, str]:
             "",
             *search,
             "",
+            *rule6,
+            "",
             "### Stage 2: test macro-F1 (%), mean ± sd (seeds)",
             "",
             *grid,
@@ -239,11 +258,6 @@ def publish(records_dir: Path, readme: Path | None = ROOT / "README.md") -> None
     if readme is not None:
         write_section(readme, "operating-point-summary", summary)
     print(body)
-
-
-def summary_from_records(folder: Path) -> str:
-    """README's block rebuilt from the committed records (tests compare the two)."""
-    return report(load_records(folder))[1]
 
 
 if __name__ == "__main__":

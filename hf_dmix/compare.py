@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .cli.recipes import BEST_EPOCH, MAX_EPOCHS, PATIENCE
 from .grid import Job, choose_value, paired_ci, verdict
 
 __all__ = ["RECIPE", "SETTINGS", "choose_recipes", "comparison_jobs", "search_jobs"]
@@ -52,15 +53,10 @@ LABELS = {
 SEARCHED = ("baseline", "mixup")
 RECIPE_SOURCE = {"baseline": "baseline"}  # anything not listed uses "mixup"'s choice
 
-# Every run of the protocol: evaluate each epoch, keep the best epoch by validation macro-F1, stop after `patience`
-# epochs without improvement. One checkpoint on disk at a time, weights only (the optimizer is never resumed here).
+# Every run of the protocol keeps its best epoch by validation macro-F1 and stops after `patience` epochs without
+# improvement, as the CLI's small-data recipe does (one definition: BEST_EPOCH), as flags of the training command.
 RECIPE: dict[str, Any] = {
-    "eval_strategy": "epoch",
-    "save_strategy": "epoch",
-    "load_best_model_at_end": "true",
-    "metric_for_best_model": "macro_f1",
-    "save_total_limit": 1,
-    "save_only_model": "true",
+    **{key: str(value).lower() if isinstance(value, bool) else value for key, value in BEST_EPOCH.items()},
     "save_model": "false",
     "report_to": "none",
     "disable_tqdm": "true",
@@ -312,8 +308,8 @@ def parse_compare_args(argv: Sequence[str]) -> tuple[Any, dict[str, Any]]:
     parser.add_argument("--seeds", type=int, default=5, help="seeds per setting at the chosen recipe (default 5)")
     parser.add_argument("--search_seeds", type=int, default=2, help="seeds of the learning-rate search (default 2)")
     parser.add_argument("--learning_rates", type=float, nargs="+", default=list(DEFAULT_LEARNING_RATES))
-    parser.add_argument("--max_epochs", type=float, default=15.0, help="epochs at most; the best epoch is kept")
-    parser.add_argument("--patience", type=int, default=3, help="epochs without improvement before stopping")
+    parser.add_argument("--max_epochs", type=float, default=MAX_EPOCHS, help="epochs at most; the best epoch is kept")
+    parser.add_argument("--patience", type=int, default=PATIENCE, help="epochs without improvement before stopping")
     parser.add_argument(
         "--settings",
         nargs="+",

@@ -63,9 +63,9 @@ def undertraining_warning(log_history: Sequence[Mapping[str, Any]], num_labels: 
     return (
         f"The training loss at the end of training is {loss:.3f}, {100 * loss / chance:.0f} % of the loss of a uniform "
         f"prediction over {num_labels} classes (ln {num_labels} = {chance:.3f}): the model has barely trained, and its "
-        "scores measure little. On a small training set raise --learning_rate (e.g. 1e-4) and --num_train_epochs "
-        "(e.g. 15 with --eval_strategy epoch --save_strategy epoch --load_best_model_at_end true "
-        "--metric_for_best_model macro_f1 --early_stopping_patience 3), and choose them on the validation split."
+        "scores measure little. On a small training set use --recipe small-data (a higher learning rate chosen on "
+        "validation, up to 15 epochs, the best epoch kept by validation macro-F1, early stopping), or raise "
+        "--learning_rate and --num_train_epochs and choose them on the validation split."
     )
 
 

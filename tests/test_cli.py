@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -939,6 +940,54 @@ def test_cli_defaults_are_the_papers_hyperparameters_under_explicit_values(tmp_p
     config.write_text("learning_rate: 5.0e-5\nweight_decay: 0.0\n")
     _, _, a, _, _ = run_dmix.parse_args([str(config), *out])
     assert (a.learning_rate, a.weight_decay) == (5e-5, 0.0)
+
+
+def test_small_data_recipe_is_the_best_epoch_schedule_under_explicit_values(tmp_path):
+    # Issue 20, item 4: --recipe small-data sets the plan's schedule; explicit flags and config keys still win, and
+    # a preset's mixing settings apply beside it.
+    from hf_dmix.cli.recipes import SMALL_DATA_LEARNING_RATE
+
+    out = ["--dataset_name", "demo", "--output_dir", str(tmp_path / "o")]
+    _, d, a, _, _ = run_dmix.parse_args([*out, "--recipe", "small-data", "--preset", "mixup"])
+    assert (a.learning_rate, a.num_train_epochs, d.early_stopping_patience) == (SMALL_DATA_LEARNING_RATE, 15.0, 3)
+    assert (a.eval_strategy, a.save_strategy, a.metric_for_best_model) == ("epoch", "epoch", "macro_f1")
+    assert a.load_best_model_at_end and a.save_only_model and a.weight_decay == 0.01
+    assert (a.mix_strategy, a.partner_distance) == ("hidden", "random")
+    _, d, a, _, _ = run_dmix.parse_args([*out, "--recipe", "small-data", "--learning_rate", "3e-5"])
+    assert (a.learning_rate, a.num_train_epochs) == (3e-5, 15.0)
+    config = tmp_path / "c.yaml"
+    config.write_text("recipe: small-data\nnum_train_epochs: 6\n")
+    _, d, a, _, _ = run_dmix.parse_args([str(config), *out])
+    assert (a.learning_rate, a.num_train_epochs, d.early_stopping_patience) == (SMALL_DATA_LEARNING_RATE, 6.0, 3)
+    # The default stays the paper's: no evaluation schedule is imposed on a run that did not ask for one.
+    _, d, a, _, _ = run_dmix.parse_args(out)
+    assert (d.recipe, a.eval_strategy, a.load_best_model_at_end, d.early_stopping_patience) == (
+        "paper",
+        "no",
+        False,
+        None,
+    )
+    with pytest.raises(SystemExit):
+        run_dmix.parse_args([*out, "--recipe", "smalldata"])
+
+
+def test_small_data_recipe_run_keeps_its_best_epoch(tmp_path, tiny_model_dir, string_label_csv, caplog):
+    out = tmp_path / "out"
+    flags = [
+        "--model_name_or_path",
+        str(tiny_model_dir),
+        "--output_dir",
+        str(out),
+        "--train_file",
+        str(string_label_csv),
+    ]
+    flags += ["--text_column", "sentence", "--label_column", "sentiment", "--max_seq_length", "24", "--use_cpu", "true"]
+    flags += ["--report_to", "none", "--disable_tqdm", "true", "--recipe", "small-data", "--num_train_epochs", "3"]
+    with caplog.at_level(logging.INFO, logger="run_dmix"):
+        run_dmix.main(flags)
+    train = json.loads((out / "results.json").read_text())["train"]
+    assert 1.0 <= train["best_epoch"] <= 3.0 and train["epochs_trained"] <= 3.0 and train["best_metric"] is not None
+    assert "Recipe 'small-data'" in caplog.text and "explicitly overridden: ['num_train_epochs']" in caplog.text
 
 
 def test_cli_text_from_several_columns(tmp_path, tiny_model_dir, monkeypatch):

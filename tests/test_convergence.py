@@ -33,7 +33,7 @@ def test_final_loss_is_the_mean_of_the_last_tenth_of_logged_steps():
 def test_warning_fires_above_eighty_percent_of_a_uniform_prediction_and_names_the_fix():
     chance = math.log(6)
     near = undertraining_warning(_history([chance] * 5 + [0.83 * chance] * 5), num_labels=6)
-    assert near is not None and "83 %" in near and "ln 6 = 1.792" in near and "--learning_rate" in near
+    assert near is not None and "83 %" in near and "ln 6 = 1.792" in near and "--recipe small-data" in near
     assert undertraining_warning(_history([chance] * 5 + [0.78 * chance] * 5), num_labels=6) is None
     # Two classes: ln 2 = 0.693; 0.6 is 87 % of it, 0.5 is 72 %.
     assert undertraining_warning(_history([0.6] * 10), num_labels=2) is not None

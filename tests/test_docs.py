@@ -54,14 +54,29 @@ def test_readme_and_suite_md_quote_the_summary_generated_from_the_committed_reco
 
 def test_readme_and_report_quote_the_operating_point_summary_generated_from_the_committed_records():
     report, runs = _benchmark("operating_point_report"), _benchmark("_runs")
-    expected = report.summary_from_records(ROOT / "benchmarks" / "results" / "operating-point")
-    for doc, marker in ((ROOT / "README.md", "operating-point-summary"), (report.REPORT, "operating-point")):
+    body, summary = report.report(runs.load_records(ROOT / "benchmarks" / "results" / "operating-point"))
+    for doc, marker, expected in (
+        (ROOT / "README.md", "operating-point-summary", summary),
+        (report.REPORT, "operating-point", body),
+    ):
         quoted = runs.read_section(doc, marker)
         assert quoted is not None, f"{doc.name} has no {marker} block"
-        assert expected in quoted, (
+        assert quoted == expected, (
             f"{doc.name}'s {marker} block differs from what benchmarks/operating_point_report.py generates from the "
             "records: run `python benchmarks/operating_point.py --report-only`"
         )
+
+
+def test_the_cli_small_data_recipe_is_the_learning_rate_rule_r6_chose_from_the_records():
+    # Issue 20, item 4: the learning rate of `--recipe small-data` is a decision of the grid, not a guess.
+    from hf_dmix.cli.recipes import RECIPES, SMALL_DATA_LEARNING_RATE
+
+    report, runs = _benchmark("operating_point_report"), _benchmark("_runs")
+    per = report._by_dataset(runs.load_records(ROOT / "benchmarks" / "results" / "operating-point"), "300")
+    _, chosen = report.search_table(per)
+    _, lr = report.small_data_rule(chosen)
+    assert lr is not None, "rule R6 is pending in the committed records; the recipe's learning rate must come from them"
+    assert lr == SMALL_DATA_LEARNING_RATE == RECIPES["small-data"]["learning_rate"]
 
 
 def test_committed_records_name_no_folder_of_the_machine_that_made_them():

@@ -6,6 +6,8 @@ What lives here, one concern per module:
   status of a command; ``train``: the order of a run's steps (``main``) and ``push``.
 - ``args``: the argument dataclasses (``ModelArguments``, ``DataArguments``, ``HubArguments``; the training and DMIX
   settings are ``hf_dmix.DMixConfig``), the Table 1 presets, and parsing ``[config.yaml] --flag value ...``.
+- ``recipes``: the training schedules of ``--recipe`` (``paper``; ``small-data``, chosen on the grid's validation
+  results) and the best-epoch settings ``hf_dmix.compare`` shares.
 - ``models``: loading a checkpoint (``package:NAME``, a folder, a Hub id) or building ``config:NAME``, and LoRA.
 - ``inputs``: one object per modality (text, image, audio) that loads the data, the model and its processing class
   and turns the splits into model inputs; which modality a run has.
