@@ -107,6 +107,9 @@ def build_jobs(args: argparse.Namespace, records: list[dict]) -> list:
                 continue
             seeds = {**GRID_SEEDS, **({extend: range(10)} if extend else {})}
             stage2 += comparison_jobs(prefix, base, chosen, settings_seeds=seeds, **kw)
+    # Mixup's searches first on every dataset (stable: dataset order kept): rule R6, the CLI's small-data recipe,
+    # needs only Mixup's choices, and stage 2 of a dataset needs both settings' anyway.
+    jobs.sort(key=lambda j: j.meta["setting"] != "mixup")
     # Stage 2 seed-major across datasets, so an interrupted grid has every cell at a similar number of seeds.
     stage2.sort(key=lambda j: j.meta["seed"])
     return probes + jobs + stage2 + setfit
