@@ -36,8 +36,10 @@ MAX_EPOCHS = 15.0
 PATIENCE = 3
 
 # Rule R6 of operating-point-plan.md: the learning rate rule R1 chose for Mixup on the most of the five datasets (ties:
-# the smaller), from stage 1 of the operating-point grid (lr in {5e-5, 1e-4, 2e-4}, seeds 0-2, 300 examples).
-SMALL_DATA_LEARNING_RATE = 1e-4
+# the smaller), from stage 1 of the operating-point grid (lr in {5e-5, 1e-4, 2e-4}, seeds 0-2, 300 examples): 5e-5,
+# chosen on SST-2, MR and SUBJ (1e-4 on ESSC and TREC-6). 5e-5 is the lower edge of the searched grid there, so a
+# smaller rate was not tried; hf-dmix compare searches your own data instead.
+SMALL_DATA_LEARNING_RATE = 5e-5
 
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {"learning_rate": 2e-5, "weight_decay": 0.01},
