@@ -28,6 +28,7 @@ def data_dir(cli_value: str | None) -> Path:
 
 
 from hf_dmix.grid import (  # noqa: E402,F401 - the one grid engine, shared with `hf-dmix compare`
+    NO_INTERVAL,
     Job,
     load_records,
     make_record,

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runs import ROOT, load_records, mean_std, paired_ci, verdict, write_section
-from operating_point import LEARNING_RATES, SEARCH_SEEDS
+from _runs import NO_INTERVAL, ROOT, load_records, mean_std, paired_ci, verdict, write_section
+from operating_point import GRID_SEEDS, LEARNING_RATES, SEARCH_SEEDS, SETFIT_SEEDS
 from suite import DATASETS
 
 from hf_dmix.compare import LABELS, SEARCHED, SETTINGS, cells, choose_recipes, paired_rows
@@ -187,12 +187,14 @@ def headline(verdicts: dict, per: dict[str, list[dict]], chosen_all: dict) -> li
     out = []
     for against, name in (("baseline", "plain fine-tuning"), ("mixup", "Mixup")):
         v = verdicts[DEFAULT].get(against, {})
-        groups = {w: [d for d, row in v.items() if row["verdict"] == w] for w in ("win", "tie", "loss")}
+        groups = {w: [d for d, row in v.items() if row["verdict"] == w] for w in ("win", "tie", "loss", NO_INTERVAL)}
+        decided = len(v) - len(groups[NO_INTERVAL])
         out.append(
             f"Against {name}, default DMIX wins on {len(groups['win'])}, ties on {len(groups['tie'])} and "
-            f"loses on {len(groups['loss'])} of {len(v)} datasets with paired runs"
+            f"loses on {len(groups['loss'])} of the {decided} datasets with two or more paired seeds"
             + (f" (wins: {', '.join(groups['win'])})" if groups["win"] else "")
             + (f" (losses: {', '.join(groups['loss'])})" if groups["loss"] else "")
+            + (f"; no verdict yet on {', '.join(groups[NO_INTERVAL])} (one paired seed)" if groups[NO_INTERVAL] else "")
             + "."
         )
     any_win = any(
@@ -225,9 +227,17 @@ def report(records: list[dict]) -> tuple[str, str]:
         )
     )
     head = headline(verdicts, per, chosen_all)
+    stage2 = sum(r["benchmark_meta"].get("stage") == "grid" for r in records)
+    # Seeds 0-2 of plain fine-tuning and Mixup are the stage-1 runs at the chosen rate: not run again in stage 2.
+    planned2 = len(DATASETS) * (sum(len(s) for s in GRID_SEEDS.values()) - len(SEARCHED) * len(SEARCH_SEEDS))
+    setfit = sum(r["benchmark_meta"].get("setting") == "setfit" for r in records)
+    probes = sum(r["benchmark_meta"].get("setting") == "probe" for r in records)
     status = (
         f"{len(records)} records: {stage1} of the {planned1} stage-1 (search) runs; stage 1 complete on "
-        f"{len(chosen_all)} of {len(DATASETS)} datasets. {warned} of them ended with the under-training warning."
+        f"{len(chosen_all)} of {len(DATASETS)} datasets; {stage2} of the {planned2} further stage-2 runs (plan, "
+        f"before any R4 extension); comparators: {probes} of {len(DATASETS)} probe runs, {setfit} of "
+        f"{len(DATASETS) * len(SETFIT_SEEDS)} SetFit runs. {warned} of the fine-tuning runs ended with the "
+        "under-training warning."
     )
     summary = "\n".join([status, "", *head])
     body = "\n".join(

@@ -265,7 +265,7 @@ def summary(cells: dict) -> str:
                     seeds.append(len(runs))
                 if setting != "mixup" and runs:
                     ci = compare(cells[size][d], setting)
-                    counts[verdict(ci)] += 1
+                    counts[verdict(ci)] = counts.get(verdict(ci), 0) + 1
                     deltas.append(ci["mean"])
                     if _noninferior(ci) == "non-inferior":
                         ok.append(d)

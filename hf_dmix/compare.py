@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli.recipes import BEST_EPOCH, MAX_EPOCHS, PATIENCE
-from .grid import Job, choose_value, paired_ci, verdict
+from .grid import NO_INTERVAL, Job, choose_value, paired_ci, verdict
 
 __all__ = ["RECIPE", "SETTINGS", "choose_recipes", "comparison_jobs", "search_jobs"]
 
@@ -214,11 +214,21 @@ def _fmt(ci: dict[str, Any]) -> str:
     return f"{ci['mean']:+.2f} [{ci['low']:+.2f}, {ci['high']:+.2f}]"
 
 
+def difference_cell(row: dict[str, Any] | None) -> str:
+    """A table cell: the paired difference and its verdict (none without an interval, which ``_fmt`` already says)."""
+    if row is None:
+        return "—"
+    return _fmt(row) if row["verdict"] == NO_INTERVAL else f"{_fmt(row)} {row['verdict']}"
+
+
 def verdict_sentence(setting: str, vs_plain: dict[str, Any] | None, vs_mixup: dict[str, Any] | None) -> str:
     """One generated sentence: ``setting`` against plain fine-tuning and Mixup, win / tie / loss by the interval."""
     parts = []
     for other, row in (("plain fine-tuning", vs_plain), ("Mixup", vs_mixup)):
         if row is None:
+            continue
+        if row["verdict"] == NO_INTERVAL:
+            parts.append(f"cannot be compared yet with {other} ({row['mean']:+.2f}, n = {row['n']}: no interval)")
             continue
         word = {"win": "beats", "loss": "is below", "tie": "ties with"}[row["verdict"]]
         parts.append(f"{word} {other} ({_fmt(row)} points, n = {row['n']})")
@@ -240,10 +250,7 @@ def summary_table(
     ]
     for setting in [s for s in SETTINGS if s in test]:
         m, sd = mean_std(list(test[setting].values()))
-        cols = []
-        for rows in (vs_plain, vs_mixup):
-            row = rows.get(setting)
-            cols.append(f"{_fmt(row)} {row['verdict']}" if row else "—")
+        cols = [difference_cell(rows.get(setting)) for rows in (vs_plain, vs_mixup)]
         lines.append(
             f"| {LABELS[setting]} | {recipe_for(setting, chosen):g} | {m:.2f} ± {sd:.2f} | "
             f"{len(test[setting])} | {cols[0]} | {cols[1]} |"

@@ -295,12 +295,18 @@ def paired_ci(a: dict[int, float], b: dict[int, float], level: float = 0.95) -> 
     return {"mean": mean, "low": mean - half, "high": mean + half, "p": p, "n": n}
 
 
+NO_INTERVAL = "no interval"
+
+
 def verdict(ci: dict[str, float]) -> str:
     """Win / tie / loss by the 95 % interval of the paired difference: entirely above 0 is a win, entirely below 0 a
-    loss, anything else (an undefined interval included) a tie."""
-    if ci["low"] == ci["low"] and ci["low"] > 0:
+    loss, an interval containing 0 a tie. With fewer than two paired seeds there is no interval and no verdict
+    (:data:`NO_INTERVAL`): one seed's difference is no evidence of a tie."""
+    if ci["low"] != ci["low"] or ci["high"] != ci["high"]:  # NaN: fewer than two paired seeds
+        return NO_INTERVAL
+    if ci["low"] > 0:
         return "win"
-    if ci["high"] == ci["high"] and ci["high"] < 0:
+    if ci["high"] < 0:
         return "loss"
     return "tie"
 

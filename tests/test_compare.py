@@ -57,6 +57,18 @@ def test_summary_sentences_follow_the_paired_intervals():
     assert any(line.startswith("| linear probe") and "75.00" in line for line in lines)
 
 
+def test_a_single_seed_gives_differences_but_no_verdict():
+    chosen = {"baseline": {"learning_rate": 1e-4}, "mixup": {"learning_rate": 2e-4}}
+    test = {"baseline": {0: 80.0}, "mixup": {0: 85.0}, "dmix-centered": {0: 90.0}}
+    lines, sentences = summary_table(test, chosen, {})
+    dmix = next(s for s in sentences if s.startswith("DMIX"))
+    # +10 points on one seed is no evidence either way: neither "beats" nor "ties with".
+    assert "cannot be compared yet with plain fine-tuning (+10.00, n = 1: no interval)" in dmix
+    assert not any(word in dmix for word in ("beats", "ties with", "is below"))
+    row = next(line for line in lines if line.startswith("| DMIX (default"))
+    assert "+10.00 (n = 1: no interval) |" in row and "tie" not in row
+
+
 def test_flags_are_passed_through_and_protocol_flags_refused(tmp_path, capsys):
     data = tmp_path / "d.csv"
     data.write_text("text,label\na,0\n")

@@ -242,9 +242,19 @@ def test_paired_interval_and_verdict_follow_the_stated_rule():
     assert runs.verdict(ci) == "tie"
     assert runs.verdict(runs.paired_ci({0: 5.0, 1: 6.0, 2: 5.5}, {0: 1.0, 1: 1.2, 2: 0.9})) == "win"
     assert runs.verdict(runs.paired_ci({0: 1.0, 1: 1.2, 2: 0.9}, {0: 5.0, 1: 6.0, 2: 5.5})) == "loss"
-    # Only seeds both settings have are paired; one common seed gives no interval and a tie.
+    # Only seeds both settings have are paired; one common seed gives no interval, and no verdict (not a tie).
     one = runs.paired_ci({0: 3.0, 7: 9.0}, {0: 1.0})
-    assert one["n"] == 1 and runs.verdict(one) == "tie"
+    assert one["n"] == 1 and runs.verdict(one) == "no interval"
+
+
+def test_operating_point_headline_counts_only_cells_with_an_interval():
+    report, runs = _benchmark("operating_point_report"), _benchmark("_runs")
+    two = runs.paired_ci({0: 80.0, 1: 82.0}, {0: 79.0, 1: 83.0})  # a tie by its interval
+    one = runs.paired_ci({0: 80.0}, {0: 70.0})  # +10 points on one seed: no interval
+    rows = {d: {**ci, "verdict": runs.verdict(ci)} for d, ci in (("essc", two), ("sst2", one))}
+    (text,) = report.headline({"dmix-centered": {"baseline": rows, "mixup": rows}}, {}, {})
+    assert "ties on 1 and loses on 0 of the 1 datasets with two or more paired seeds" in text
+    assert "no verdict yet on sst2 (one paired seed)" in text
 
 
 def test_readme_quotes_the_beyond_text_summary_generated_from_its_records():
