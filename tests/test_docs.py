@@ -257,6 +257,29 @@ def test_operating_point_headline_counts_only_cells_with_an_interval():
     assert "no verdict yet on sst2 (one paired seed)" in text
 
 
+def test_operating_point_headline_states_the_comparators_figures_rule_r5():
+    report = _benchmark("operating_point_report")
+
+    def rec(setting: str, seed: int, f1: float, lr: float | None = 1e-4) -> dict:
+        meta = {"dataset": "essc", "size": "300", "setting": setting, "seed": seed, "learning_rate": lr}
+        return {"benchmark_meta": meta, "metrics": {"test": {"macro_f1": f1}, "validation": {"macro_f1": f1}}}
+
+    per = {
+        "essc": [
+            rec("baseline", 0, 0.90),
+            rec("baseline", 1, 0.92),  # plain: 91.0
+            rec("dmix-centered", 0, 0.86),
+            rec("dmix-centered", 1, 0.88),  # default: 87.0
+            rec("probe", 0, 0.89, None),  # probe: 89.0
+        ]
+    }
+    chosen = {"essc": {"baseline": {"learning_rate": 1e-4}, "mixup": {"learning_rate": 1e-4}}}
+    text = report.comparator_sentence(per, chosen)
+    assert "plain fine-tuning's mean is above it on 1 of 1 datasets (+2.00 points)" in text
+    assert "default DMIX's on 0 of 1 (-2.00 points)" in text
+    assert "SetFit: no run recorded yet" in text
+
+
 def test_readme_quotes_the_beyond_text_summary_generated_from_its_records():
     beyond, runs = _benchmark("beyond_text"), _benchmark("_runs")
     records = runs.load_records(ROOT / "benchmarks" / "results" / "beyond-text")
