@@ -56,8 +56,8 @@ def base_flags(args: argparse.Namespace, data: dict[str, str], size: int) -> dic
 
 
 def build_jobs(args: argparse.Namespace, records: list[dict]) -> list:
-    """The probes, stage-1 jobs of every dataset, stage-2 jobs of each dataset whose stage 1 is recorded (with the
-    seeds 5-9 rule R4 adds for a qualifying candidate), then SetFit."""
+    """The probes, stage-1 jobs of every dataset, then, seed by seed, the stage-2 jobs of each dataset whose stage 1 is
+    recorded (with the seeds 5-9 rule R4 adds for a qualifying candidate) and SetFit's."""
     from operating_point_report import _by_dataset, default_rule
 
     root = data_root(args.data_dir)
@@ -110,9 +110,10 @@ def build_jobs(args: argparse.Namespace, records: list[dict]) -> list:
     # Mixup's searches first on every dataset (stable: dataset order kept): rule R6, the CLI's small-data recipe,
     # needs only Mixup's choices, and stage 2 of a dataset needs both settings' anyway.
     jobs.sort(key=lambda j: j.meta["setting"] != "mixup")
-    # Stage 2 seed-major across datasets, so an interrupted grid has every cell at a similar number of seeds.
-    stage2.sort(key=lambda j: j.meta["seed"])
-    return probes + jobs + stage2 + setfit
+    # Stage 2 and SetFit seed-major across datasets (stable: SetFit after the fine-tuning runs of its seed), so an
+    # interrupted grid has every row of the report, the comparator's too, at a similar number of seeds.
+    later = sorted(stage2 + setfit, key=lambda j: j.meta["seed"])
+    return probes + jobs + later
 
 
 def main() -> None:

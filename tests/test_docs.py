@@ -280,6 +280,47 @@ def test_operating_point_headline_states_the_comparators_figures_rule_r5():
     assert "SetFit: no run recorded yet" in text
 
 
+def test_operating_point_queue_runs_setfit_beside_stage_2_seed_by_seed(tmp_path):
+    """An interrupted grid should have every row of the report at a similar number of seeds, SetFit's too."""
+    import argparse
+
+    suite, op = _benchmark("suite"), _benchmark("operating_point")
+    data = tmp_path / "data"
+    data.mkdir()
+    for file, splits in suite.DATASETS.values():
+        header = "text,label,split\n" if splits else "text,label\n"
+        rows = "".join(f"t{i},{i % 2},{s}\n" if splits else f"t{i},{i % 2}\n" for i in range(4) for s in splits or [""])
+        (data / file).write_text(header + rows)
+    records = [
+        {
+            "benchmark_meta": {"dataset": d, "size": "300", "setting": setting, "seed": seed, "learning_rate": lr},
+            "metrics": {"validation": {"macro_f1": 0.8}, "test": {"macro_f1": 0.8}},
+        }
+        for d in suite.DATASETS
+        for setting in ("baseline", "mixup")
+        for lr in op.LEARNING_RATES
+        for seed in op.SEARCH_SEEDS
+    ]
+    args = argparse.Namespace(
+        data_dir=str(data),
+        runs_dir=str(tmp_path / "runs"),
+        records_dir=str(tmp_path / "records"),
+        sizes=[300],
+        datasets=list(suite.DATASETS),
+        model="m",
+    )
+    jobs = op.build_jobs(args, records)
+    later = [
+        (j.meta["setting"], j.meta["seed"]) for j in jobs if j.meta["stage"] == "grid" or j.meta["setting"] == "setfit"
+    ]
+    seeds = [seed for _, seed in later]
+    assert seeds == sorted(seeds), "stage 2 and SetFit run seed-major together"
+    assert len([1 for setting, _ in later if setting == "setfit"]) == len(suite.DATASETS) * len(op.SETFIT_SEEDS)
+    # SetFit's seed 0 comes before any stage-2 run of seed 1.
+    first_seed1 = seeds.index(1)
+    assert sum(setting == "setfit" for setting, _ in later[:first_seed1]) == len(suite.DATASETS)
+
+
 def test_readme_quotes_the_beyond_text_summary_generated_from_its_records():
     beyond, runs = _benchmark("beyond_text"), _benchmark("_runs")
     records = runs.load_records(ROOT / "benchmarks" / "results" / "beyond-text")
