@@ -314,9 +314,25 @@ def parse_compare_args(argv: Sequence[str]) -> tuple[Any, dict[str, Any]]:
     parser.add_argument("--output_dir", required=True, help="records/, runs/, compare.md and compare.json go here")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per setting at the chosen recipe (default 5)")
     parser.add_argument("--search_seeds", type=int, default=2, help="seeds of the learning-rate search (default 2)")
-    parser.add_argument("--learning_rates", type=float, nargs="+", default=list(DEFAULT_LEARNING_RATES))
-    parser.add_argument("--max_epochs", type=float, default=MAX_EPOCHS, help="epochs at most; the best epoch is kept")
-    parser.add_argument("--patience", type=int, default=PATIENCE, help="epochs without improvement before stopping")
+    parser.add_argument(
+        "--learning_rates",
+        type=float,
+        nargs="+",
+        default=list(DEFAULT_LEARNING_RATES),
+        help="learning rates searched for plain fine-tuning and Mixup; DMIX takes Mixup's (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max_epochs",
+        type=float,
+        default=MAX_EPOCHS,
+        help="epochs at most; the best epoch is kept (default %(default)s)",
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=PATIENCE,
+        help="epochs without improvement before stopping (default %(default)s)",
+    )
     parser.add_argument(
         "--settings",
         nargs="+",
@@ -325,7 +341,7 @@ def parse_compare_args(argv: Sequence[str]) -> tuple[Any, dict[str, Any]]:
         help="baseline and mixup are always run (they are compared against)",
     )
     parser.add_argument("--no_probe", action="store_true", help="skip the frozen-embedding linear probe")
-    parser.add_argument("--parallel", type=int, default=1, help="runs at a time")
+    parser.add_argument("--parallel", type=int, default=1, help="runs at a time (default 1)")
     args, rest = parser.parse_known_args(list(argv))
     flags = _run_flags(rest)
     clash = sorted(set(flags) & _PROTOCOL_FLAGS)
