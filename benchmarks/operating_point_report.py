@@ -15,7 +15,7 @@ from _runs import NO_INTERVAL, ROOT, load_records, mean_std, paired_ci, verdict,
 from operating_point import GRID_SEEDS, LEARNING_RATES, SEARCH_SEEDS, SETFIT_SEEDS
 from suite import DATASETS
 
-from hf_dmix.compare import LABELS, SEARCHED, SETTINGS, cells, choose_recipes, paired_rows
+from hf_dmix.compare import LABELS, SEARCHED, SETTINGS, cells, choose_recipes, paired_rows, recipe_for
 from hf_dmix.convergence import undertraining_warning
 
 REPORT = ROOT / "docs" / "results" / "operating-point.md"
@@ -130,6 +130,50 @@ def grid_tables(per: dict[str, list[dict]], chosen_all: dict[str, dict]) -> tupl
                     verdicts.setdefault(setting, {}).setdefault(against, {})[d] = row
             lines.append(f"| {LABELS[setting]} | {d} | {cols[0]} | {cols[1]} |")
     return lines, verdicts
+
+
+def partner_table(per: dict[str, list[dict]], chosen_all: dict[str, dict]) -> list[str]:
+    """Why a DMIX setting may help or hurt: how often its candidates share the anchor's label, against random partners
+    (Mixup's). Read from the first recorded seed at the setting's chosen rate: the index is built from the encoder
+    before training, so every seed of a cell has the same one."""
+    datasets = [d for d in DATASETS if d in chosen_all]
+    rows, random_share = [], {}
+    for setting in [s for s in SETTINGS if s.startswith("dmix")]:
+        row = []
+        for d in datasets:
+            lr = recipe_for(setting, chosen_all[d])
+            runs = [
+                r
+                for r in per[d]
+                if r["benchmark_meta"].get("setting") == setting
+                and r["benchmark_meta"].get("learning_rate") == lr
+                and r.get("partner_index")
+            ]
+            if not runs:
+                row.append("—")
+                continue
+            st = min(runs, key=lambda r: r["benchmark_meta"]["seed"])["partner_index"]
+            random_share[d] = 100 * st["random_same_label_share"]
+            share = 100 * st["same_label_share"]
+            row.append(f"{share:.0f} % ({share - random_share[d]:+.0f})")
+        if any(c != "—" for c in row):
+            rows.append(f"| {LABELS[setting]} | " + " | ".join(row) + " |")
+    if not rows:
+        return []
+    return [
+        "### Which partners each DMIX setting mixes",
+        "",
+        "Share of each anchor's candidates with the anchor's label (%), from the partner index of the setting's first "
+        "recorded seed (built before training: the same for every seed); in parentheses the difference in points from "
+        "random partners, Mixup's, whose share is the last row. Below random means more mixing across classes.",
+        "",
+        "| setting | " + " | ".join(datasets) + " |",
+        "|---|" + "---|" * len(datasets),
+        *rows,
+        "| random partners (Mixup) | "
+        + " | ".join(f"{random_share[d]:.0f} %" if d in random_share else "—" for d in datasets)
+        + " |",
+    ]
 
 
 def _seed_average(per: dict[str, list[dict]], chosen_all: dict, setting: str, seeds: range) -> dict[int, float] | None:
@@ -250,6 +294,7 @@ def report(records: list[dict]) -> tuple[str, str]:
     grid, verdicts = grid_tables(per, chosen_all)
     rule4, _ = default_rule(per, chosen_all)
     rule6, _ = small_data_rule(chosen_all)
+    partners = partner_table(per, chosen_all)
     # Recomputed from each recorded curve with the library's current rule (R7), so every record is judged alike.
     warned = sum(
         1
@@ -289,6 +334,7 @@ def report(records: list[dict]) -> tuple[str, str]:
             *grid,
             "",
             *rule4,
+            *(["", *partners] if partners else []),
         ]
     )
     return body, summary

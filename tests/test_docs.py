@@ -280,6 +280,31 @@ def test_operating_point_headline_states_the_comparators_figures_rule_r5():
     assert "SetFit: no run recorded yet" in text
 
 
+def test_operating_point_partner_table_reads_the_index_of_each_setting_at_its_chosen_rate():
+    report = _benchmark("operating_point_report")
+
+    def rec(setting: str, lr: float, seed: int, share: float | None) -> dict:
+        meta = {"dataset": "trec6", "size": "300", "setting": setting, "seed": seed, "learning_rate": lr}
+        index = None if share is None else {"same_label_share": share, "random_same_label_share": 0.20}
+        return {"benchmark_meta": meta, "partner_index": index, "metrics": {"test": {"macro_f1": 0.9}}}
+
+    per = {
+        "trec6": [
+            rec("dmix-paper", 2e-4, 0, 0.99),  # not Mixup's chosen rate: ignored
+            rec("dmix-paper", 1e-4, 1, 0.15),
+            rec("dmix-centered-nearest", 1e-4, 0, 0.31),
+            rec("baseline", 1e-4, 0, None),
+        ]
+    }
+    chosen = {"trec6": {"baseline": {"learning_rate": 2e-4}, "mixup": {"learning_rate": 1e-4}}}
+    lines = report.partner_table(per, chosen)
+    paper = next(line for line in lines if line.startswith("| DMIX, the paper's rule"))
+    nearest = next(line for line in lines if line.startswith("| DMIX, centred rule, nearest"))
+    assert "| 15 % (-5) |" in paper and "| 31 % (+11) |" in nearest
+    assert not any(line.startswith("| DMIX (default") for line in lines)  # no record: no row
+    assert "| random partners (Mixup) | 20 % |" in lines
+
+
 def test_operating_point_queue_runs_setfit_beside_stage_2_seed_by_seed(tmp_path):
     """An interrupted grid should have every row of the report at a similar number of seeds, SetFit's too."""
     import argparse
