@@ -32,6 +32,7 @@ from hf_dmix.grid import (  # noqa: E402,F401 - the one grid engine, shared with
     Job,
     load_records,
     make_record,
+    mean_sd_text,
     mean_std,
     paired_ci,
     portable,

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runs import NO_INTERVAL, ROOT, load_records, mean_std, paired_ci, verdict, write_section
+from _runs import NO_INTERVAL, ROOT, load_records, mean_sd_text, mean_std, paired_ci, verdict, write_section
 from operating_point import GRID_SEEDS, LEARNING_RATES, SEARCH_SEEDS, SETFIT_SEEDS
 from suite import DATASETS
 
@@ -107,8 +107,7 @@ def grid_tables(per: dict[str, list[dict]], chosen_all: dict[str, dict]) -> tupl
             if not values:
                 row.append("—")
                 continue
-            m, sd = mean_std(list(values.values()))
-            row.append(f"{m:.2f} ± {sd:.2f} ({len(values)})")
+            row.append(f"{mean_sd_text(list(values.values()))} ({len(values)})")
         if any(c != "—" for c in row):
             lines.append(f"| {LABELS[setting]} | " + " | ".join(row) + " |")
     lines += [

@@ -241,7 +241,7 @@ def summary_table(
     test: dict[str, dict[int, float]], chosen: dict[str, dict[str, Any]], comparators: dict[str, dict[int, float]]
 ) -> tuple[list[str], list[str]]:
     """The markdown table of a comparison and its generated sentences (from the paired rows alone)."""
-    from .grid import mean_std
+    from .grid import mean_sd_text
 
     vs_plain, vs_mixup = paired_rows(test, "baseline"), paired_rows(test, "mixup")
     lines = [
@@ -249,15 +249,15 @@ def summary_table(
         "|---|---|---|---|---|---|",
     ]
     for setting in [s for s in SETTINGS if s in test]:
-        m, sd = mean_std(list(test[setting].values()))
         cols = [difference_cell(rows.get(setting)) for rows in (vs_plain, vs_mixup)]
         lines.append(
-            f"| {LABELS[setting]} | {recipe_for(setting, chosen):g} | {m:.2f} ± {sd:.2f} | "
+            f"| {LABELS[setting]} | {recipe_for(setting, chosen):g} | {mean_sd_text(list(test[setting].values()))} | "
             f"{len(test[setting])} | {cols[0]} | {cols[1]} |"
         )
     for name, values in comparators.items():
-        m, sd = mean_std(list(values.values()))
-        lines.append(f"| {LABELS.get(name, name)} | — | {m:.2f} ± {sd:.2f} | {len(values)} | — | — |")
+        lines.append(
+            f"| {LABELS.get(name, name)} | — | {mean_sd_text(list(values.values()))} | {len(values)} | — | — |"
+        )
     sentences = [
         s for s in (verdict_sentence(x, vs_plain.get(x), vs_mixup.get(x)) for x in test if x != "baseline") if s
     ]

@@ -317,3 +317,9 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
     arr = np.asarray(values, dtype=float)
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def mean_sd_text(values: Sequence[float]) -> str:
+    """``"mean ± sd"`` to two decimals; the value alone for a single run, which has no spread to report."""
+    m, sd = mean_std(values)
+    return f"{m:.2f} ± {sd:.2f}" if len(values) > 1 else f"{m:.2f}"

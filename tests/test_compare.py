@@ -67,6 +67,8 @@ def test_a_single_seed_gives_differences_but_no_verdict():
     assert not any(word in dmix for word in ("beats", "ties with", "is below"))
     row = next(line for line in lines if line.startswith("| DMIX (default"))
     assert "+10.00 (n = 1: no interval) |" in row and "tie" not in row
+    # One run has no spread: its cell is the value alone, not "± 0.00".
+    assert "| 90.00 | 1 |" in row and "±" not in row
 
 
 def test_flags_are_passed_through_and_protocol_flags_refused(tmp_path, capsys):

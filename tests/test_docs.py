@@ -276,6 +276,11 @@ def test_operating_point_headline_states_the_comparators_figures_rule_r5():
     chosen = {"essc": {"baseline": {"learning_rate": 1e-4}, "mixup": {"learning_rate": 1e-4}}}
     text = report.comparator_sentence(per, chosen)
     assert "plain fine-tuning's mean is above it on 1 of 1 datasets (+2.00 points)" in text
+    # The stage-2 table: one probe run has no spread to report ("± 0.00" would claim one), two seeds do.
+    lines, _ = report.grid_tables(per, chosen)
+    probe = next(line for line in lines if line.startswith("| linear probe"))
+    plain = next(line for line in lines if line.startswith("| plain fine-tuning"))
+    assert probe.endswith("| 89.00 (1) |") and plain.endswith("| 91.00 ± 1.41 (2) |")
     assert "default DMIX's on 0 of 1 (-2.00 points)" in text
     assert "SetFit: no run recorded yet" in text
 
