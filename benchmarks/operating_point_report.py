@@ -224,33 +224,35 @@ def default_rule(per: dict[str, list[dict]], chosen_all: dict) -> tuple[list[str
     return lines, extend
 
 
-def _range(values: list[float]) -> str:
-    lo, hi = min(values), max(values)
-    return f"{lo:+.2f}" if lo == hi else f"{lo:+.2f} to {hi:+.2f}"
+def _gaps_text(gaps: dict[str, float]) -> str:
+    above = sum(g > 0 for g in gaps.values())
+    return (
+        ", ".join(f"{d} {g:+.2f}" for d, g in gaps.items())
+        + f" (above it on {above} of {len(gaps)} dataset{'s' if len(gaps) > 1 else ''})"
+    )
 
 
 def comparator_sentence(per: dict[str, list[dict]], chosen_all: dict) -> str:
     """Rule R5's comparators: how far the mean test macro-F1 of plain fine-tuning and of the default lies above each
-    comparator's, per dataset with both. Descriptive (differences of means, no verdict): the probe is one
-    deterministic run per dataset, and SetFit's seeds are not the fine-tuning runs' seeds in any paired sense."""
+    comparator's, dataset by dataset where all three are recorded. Descriptive (differences of means, no verdict): the
+    probe is one deterministic run per dataset, and SetFit's seeds are not the fine-tuning runs' seeds in any paired
+    sense."""
     parts = []
     for comp in COMPARATORS:
-        gaps: dict[str, list[float]] = {"baseline": [], DEFAULT: []}
+        gaps: dict[str, dict[str, float]] = {"baseline": {}, DEFAULT: {}}
         for d in (d for d in DATASETS if d in chosen_all):
             theirs = _comparator_values(per[d], comp)
             ours = cells(per[d], chosen_all[d])
             if not theirs or not ours.get("baseline") or not ours.get(DEFAULT):
                 continue
             for setting in gaps:
-                gaps[setting].append(mean_std(list(ours[setting].values()))[0] - mean_std(list(theirs.values()))[0])
-        plain, dmix = gaps["baseline"], gaps[DEFAULT]
-        if not plain:
+                gaps[setting][d] = mean_std(list(ours[setting].values()))[0] - mean_std(list(theirs.values()))[0]
+        if not gaps["baseline"]:
             parts.append(f"{LABELS[comp]}: no run recorded yet beside both plain fine-tuning and default DMIX.")
             continue
         parts.append(
-            f"Against {COMPARATOR_NAMES[comp]} (test macro-F1, difference of means), plain fine-tuning's mean is above it on "
-            f"{sum(g > 0 for g in plain)} of {len(plain)} datasets ({_range(plain)} points) and default DMIX's on "
-            f"{sum(g > 0 for g in dmix)} of {len(dmix)} ({_range(dmix)} points)."
+            f"Against {COMPARATOR_NAMES[comp]} (difference of mean test macro-F1, points): plain fine-tuning "
+            f"{_gaps_text(gaps['baseline'])}; default DMIX {_gaps_text(gaps[DEFAULT])}."
         )
     return " ".join(parts)
 

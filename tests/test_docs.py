@@ -275,14 +275,15 @@ def test_operating_point_headline_states_the_comparators_figures_rule_r5():
     }
     chosen = {"essc": {"baseline": {"learning_rate": 1e-4}, "mixup": {"learning_rate": 1e-4}}}
     text = report.comparator_sentence(per, chosen)
-    assert "plain fine-tuning's mean is above it on 1 of 1 datasets (+2.00 points)" in text
+    probe_text = "the linear probe on frozen embeddings (difference of mean test macro-F1, points): plain fine-tuning"
+    assert probe_text + " essc +2.00 (above it on 1 of 1 dataset)" in text
+    assert "default DMIX essc -2.00 (above it on 0 of 1 dataset)." in text
+    assert "SetFit: no run recorded yet" in text
     # The stage-2 table: one probe run has no spread to report ("± 0.00" would claim one), two seeds do.
     lines, _ = report.grid_tables(per, chosen)
     probe = next(line for line in lines if line.startswith("| linear probe"))
     plain = next(line for line in lines if line.startswith("| plain fine-tuning"))
     assert probe.endswith("| 89.00 (1) |") and plain.endswith("| 91.00 ± 1.41 (2) |")
-    assert "default DMIX's on 0 of 1 (-2.00 points)" in text
-    assert "SetFit: no run recorded yet" in text
 
 
 def test_operating_point_partner_table_reads_the_index_of_each_setting_at_its_chosen_rate():
