@@ -3,10 +3,12 @@
 
     python benchmarks/operating_point.py                    # run what is not recorded yet (resumable), then report
     python benchmarks/operating_point.py --report-only      # rebuild docs/results/operating-point.md from records
-    python benchmarks/operating_point.py --parallel 14      # on a GPU machine
+    python benchmarks/operating_point.py --parallel 14 --sizes 300 1000   # on a GPU machine: both sizes at once
 
 Stage 1 searches the learning rate of plain fine-tuning and Mixup on each dataset (seeds 0-2); stage 2 runs every
-setting at its chosen recipe as soon as a dataset's stage 1 is recorded. The protocol (jobs, recipe rule, paired
+setting at its chosen recipe as soon as a dataset's stage 1 is recorded. Stage 3 repeats both at 1,000 training
+examples on TREC-6, SST-2 and MR (stage 2 at seeds 0-4), after every 300-example run is recorded unless ``--sizes``
+asks for it. The protocol (jobs, recipe rule, paired
 statistics) is ``hf_dmix.compare``'s, the same code a user runs on their own data; this file fixes the datasets, the
 seeds and the folders of the plan.
 """
@@ -37,7 +39,25 @@ GRID_SEEDS = {
     "dmix-centered-nearest": range(5),
     "dmix-paper": range(5),
 }
+# Stage 3 (plan): 1,000 training examples on three datasets, stage 2 at seeds 0-4 for every setting, once every
+# 300-example run is recorded (or when asked for with --sizes, on a lent GPU).
+SIZE = 300
+STAGE3_SIZE = 1000
+STAGE3_DATASETS = ("trec6", "sst2", "mr")
+STAGE3_SEEDS = range(5)
 RECORDS = ROOT / "benchmarks" / "results" / "operating-point"
+
+
+def grid_seeds(size: int) -> dict[str, range]:
+    """Stage-2 seeds per setting at a training-set size (before any rule-R4 extension, which is the 300 grid's)."""
+    return dict(GRID_SEEDS) if size == SIZE else dict.fromkeys(GRID_SEEDS, STAGE3_SEEDS)
+
+
+def datasets_at(args: argparse.Namespace, size: int) -> list[str]:
+    """The datasets run at ``size``: ``--datasets`` when given, else the plan's (all five at 300, three at 1,000)."""
+    if args.datasets:
+        return list(args.datasets)
+    return list(DATASETS) if size == SIZE else list(STAGE3_DATASETS)
 
 
 def base_flags(args: argparse.Namespace, data: dict[str, str], size: int) -> dict[str, object]:
@@ -56,6 +76,16 @@ def base_flags(args: argparse.Namespace, data: dict[str, str], size: int) -> dic
 
 
 def build_jobs(args: argparse.Namespace, records: list[dict]) -> list:
+    """The plan's jobs at ``--sizes`` (default: 300, then stage 3's 1,000 once every 300-example run is recorded)."""
+    if args.sizes:
+        return _jobs_at(args, records, list(args.sizes))
+    jobs = _jobs_at(args, records, [SIZE])
+    if any(j.cached() is None for j in jobs):
+        return jobs
+    return jobs + _jobs_at(args, records, [STAGE3_SIZE])
+
+
+def _jobs_at(args: argparse.Namespace, records: list[dict], sizes: list[int]) -> list:
     """The probes, stage-1 jobs of every dataset, then, seed by seed, the stage-2 jobs of each dataset whose stage 1 is
     recorded (with the seeds 5-9 rule R4 adds for a qualifying candidate) and SetFit's."""
     from operating_point_report import _by_dataset, default_rule
@@ -64,8 +94,8 @@ def build_jobs(args: argparse.Namespace, records: list[dict]) -> list:
     runs = Path(args.runs_dir)
     probes, jobs, stage2, setfit = [], [], [], []
     chosen_all = {}
-    for size in args.sizes:
-        for name in args.datasets:
+    for size in sizes:
+        for name in datasets_at(args, size):
             base = base_flags(args, split_files(name, root, runs), size)
             meta = {"dataset": name, "size": str(size)}
             prefix = f"{name}-{size}"
@@ -99,13 +129,15 @@ def build_jobs(args: argparse.Namespace, records: list[dict]) -> list:
             chosen = choose_recipes(mine, LEARNING_RATES, SEARCH_SEEDS)
             if chosen is not None:
                 chosen_all[(name, size)] = (prefix, base, chosen, kw)
-    for size in args.sizes:
+    for size in sizes:
         per = _by_dataset(records, str(size))
-        _, extend = default_rule(per, {d: c for (d, s), (_, _, c, _) in chosen_all.items() if s == size})
+        extend = None
+        if size == SIZE:  # rule R4 is decided on the five datasets at 300 examples
+            _, extend = default_rule(per, {d: c for (d, s), (_, _, c, _) in chosen_all.items() if s == size})
         for (_name, s), (prefix, base, chosen, kw) in chosen_all.items():
             if s != size:
                 continue
-            seeds = {**GRID_SEEDS, **({extend: range(10)} if extend else {})}
+            seeds = {**grid_seeds(size), **({extend: range(10)} if extend else {})}
             stage2 += comparison_jobs(prefix, base, chosen, settings_seeds=seeds, **kw)
     # Mixup's searches first on every dataset (stable: dataset order kept): rule R6, the CLI's small-data recipe,
     # needs only Mixup's choices, and stage 2 of a dataset needs both settings' anyway.
@@ -122,8 +154,20 @@ def main() -> None:
     parser.add_argument(
         "--data-dir", default=None, help="folder with the CSVs (default: $DMIX_DATA_DIR or ../shared/data)"
     )
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    parser.add_argument("--sizes", nargs="+", type=int, default=[300])
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        default=None,
+        choices=list(DATASETS),
+        help="default: the plan's (all five at 300 examples; trec6, sst2 and mr at 1,000)",
+    )
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        type=int,
+        default=None,
+        help="training-set sizes to run now (default: the plan: 300, then 1,000 once every 300-example run is recorded)",
+    )
     parser.add_argument("--records-dir", default=str(RECORDS))
     parser.add_argument("--runs-dir", default=str(ROOT / "runs" / "operating-point"))
     parser.add_argument("--parallel", type=int, default=1)

@@ -12,7 +12,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _runs import NO_INTERVAL, ROOT, load_records, mean_sd_text, mean_std, paired_ci, verdict, write_section
-from operating_point import GRID_SEEDS, LEARNING_RATES, SEARCH_SEEDS, SETFIT_SEEDS
+from operating_point import (
+    LEARNING_RATES,
+    SEARCH_SEEDS,
+    SETFIT_SEEDS,
+    SIZE,
+    STAGE3_DATASETS,
+    STAGE3_SIZE,
+    grid_seeds,
+)
 from suite import DATASETS
 
 from hf_dmix.compare import LABELS, SEARCHED, SETTINGS, cells, choose_recipes, paired_rows, recipe_for
@@ -286,16 +294,66 @@ def headline(verdicts: dict, per: dict[str, list[dict]], chosen_all: dict) -> li
     return [" ".join(out)]
 
 
+def _counts(records: list[dict]) -> dict[str, int]:
+    """Records by stage (``search``, ``grid``) and by comparator (``probe``, ``setfit``)."""
+    metas = [r["benchmark_meta"] for r in records]
+    return {
+        "search": sum(m.get("stage") == "search" for m in metas),
+        "grid": sum(m.get("stage") == "grid" for m in metas),
+        **{c: sum(m.get("setting") == c for m in metas) for c in COMPARATORS},
+    }
+
+
+def _planned(datasets: int, size: int) -> tuple[int, int]:
+    """Planned stage-1 runs and further stage-2 runs (seeds 0-2 of plain fine-tuning and Mixup at the chosen rate are
+    the stage-1 runs: not run again), before any R4 extension."""
+    stage1 = datasets * len(SEARCHED) * len(LEARNING_RATES) * len(SEARCH_SEEDS)
+    per_dataset = sum(len(s) for s in grid_seeds(size).values()) - len(SEARCHED) * len(SEARCH_SEEDS)
+    return stage1, datasets * per_dataset
+
+
+def stage3(records: list[dict]) -> tuple[list[str], str]:
+    """Stage 3 (1,000 examples): its section and the sentence saying what of it is recorded. The rules are stage 1's
+    and 2's (R1, R2); R4, R5 and R6 are decided at 300 examples and read nothing from here."""
+    name = f"Stage 3 ({STAGE3_SIZE:,} training examples on {', '.join(STAGE3_DATASETS)})"
+    mine = [r for r in records if r["benchmark_meta"].get("size") == str(STAGE3_SIZE)]
+    if not mine:
+        detail = "no run recorded yet; the plan runs it once every 300-example run is recorded, or on a lent GPU."
+        return [f"### {name}", "", detail[0].upper() + detail[1:]], f"{name}: {detail}"
+    per = _by_dataset(mine, str(STAGE3_SIZE))
+    search, chosen = search_table(per)
+    grid, _ = grid_tables(per, chosen)
+    counts, (planned1, planned2) = _counts(mine), _planned(len(STAGE3_DATASETS), STAGE3_SIZE)
+    detail = (
+        f"{len(mine)} records, {counts['search']} of the {planned1} stage-1 runs, {counts['grid']} of the "
+        f"{planned2} further stage-2 runs; comparators: {counts['probe']} of {len(STAGE3_DATASETS)} probe runs, "
+        f"{counts['setfit']} of {len(STAGE3_DATASETS) * len(SETFIT_SEEDS)} SetFit runs."
+    )
+    return [
+        f"### {name}",
+        "",
+        detail,
+        "",
+        "Learning rate chosen on validation (rule R1; mean validation macro-F1 %, runs in parentheses):",
+        "",
+        *search,
+        "",
+        "Test macro-F1 (%), mean ± sd (seeds), and the paired differences (rule R2):",
+        "",
+        *grid,
+    ], f"{name}: {detail}"
+
+
 def report(records: list[dict]) -> tuple[str, str]:
     """The generated section of the report and README's block."""
-    per = _by_dataset(records, "300")
-    stage1 = sum(r["benchmark_meta"].get("stage") == "search" for r in records)
-    planned1 = len(DATASETS) * len(SEARCHED) * len(LEARNING_RATES) * len(SEARCH_SEEDS)
+    at_size = [r for r in records if r.get("benchmark_meta", {}).get("size") == str(SIZE)]
+    per = _by_dataset(at_size, str(SIZE))
     search, chosen_all = search_table(per)
     grid, verdicts = grid_tables(per, chosen_all)
     rule4, _ = default_rule(per, chosen_all)
     rule6, _ = small_data_rule(chosen_all)
     partners = partner_table(per, chosen_all)
+    later, later_line = stage3(records)
     # Recomputed from each recorded curve with the library's current rule (R7), so every record is judged alike.
     warned = sum(
         1
@@ -306,17 +364,13 @@ def report(records: list[dict]) -> tuple[str, str]:
         )
     )
     head = headline(verdicts, per, chosen_all)
-    stage2 = sum(r["benchmark_meta"].get("stage") == "grid" for r in records)
-    # Seeds 0-2 of plain fine-tuning and Mixup are the stage-1 runs at the chosen rate: not run again in stage 2.
-    planned2 = len(DATASETS) * (sum(len(s) for s in GRID_SEEDS.values()) - len(SEARCHED) * len(SEARCH_SEEDS))
-    setfit = sum(r["benchmark_meta"].get("setting") == "setfit" for r in records)
-    probes = sum(r["benchmark_meta"].get("setting") == "probe" for r in records)
+    counts, (planned1, planned2) = _counts(at_size), _planned(len(DATASETS), SIZE)
     status = (
-        f"{len(records)} records: {stage1} of the {planned1} stage-1 (search) runs; stage 1 complete on "
-        f"{len(chosen_all)} of {len(DATASETS)} datasets; {stage2} of the {planned2} further stage-2 runs (plan, "
-        f"before any R4 extension); comparators: {probes} of {len(DATASETS)} probe runs, {setfit} of "
-        f"{len(DATASETS) * len(SETFIT_SEEDS)} SetFit runs. {warned} of the fine-tuning runs ended with the "
-        "under-training warning."
+        f"{len(at_size)} records at {SIZE} examples: {counts['search']} of the {planned1} stage-1 (search) runs; "
+        f"stage 1 complete on {len(chosen_all)} of {len(DATASETS)} datasets; {counts['grid']} of the {planned2} further "
+        f"stage-2 runs (plan, before any R4 extension); comparators: {counts['probe']} of {len(DATASETS)} probe runs, "
+        f"{counts['setfit']} of {len(DATASETS) * len(SETFIT_SEEDS)} SetFit runs. {later_line} {warned} of the "
+        "fine-tuning runs ended with the under-training warning."
     )
     summary = "\n".join([status, "", *head])
     body = "\n".join(
@@ -336,6 +390,8 @@ def report(records: list[dict]) -> tuple[str, str]:
             "",
             *rule4,
             *(["", *partners] if partners else []),
+            "",
+            *later,
         ]
     )
     return body, summary

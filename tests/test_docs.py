@@ -311,29 +311,44 @@ def test_operating_point_partner_table_reads_the_index_of_each_setting_at_its_ch
     assert "| random partners (Mixup) | 20 % |" in lines
 
 
-def test_operating_point_queue_runs_setfit_beside_stage_2_seed_by_seed(tmp_path):
-    """An interrupted grid should have every row of the report at a similar number of seeds, SetFit's too."""
-    import argparse
+def _search_records(datasets, size: str, learning_rates, seeds) -> list[dict]:
+    return [
+        {
+            "benchmark_meta": {
+                "dataset": d,
+                "size": size,
+                "setting": setting,
+                "seed": seed,
+                "learning_rate": lr,
+                "stage": "search",
+            },
+            "metrics": {"validation": {"macro_f1": 0.8 + lr}, "test": {"macro_f1": 0.8}},
+        }
+        for d in datasets
+        for setting in ("baseline", "mixup")
+        for lr in learning_rates
+        for seed in seeds
+    ]
 
-    suite, op = _benchmark("suite"), _benchmark("operating_point")
+
+def _data_folder(tmp_path, suite):
     data = tmp_path / "data"
     data.mkdir()
     for file, splits in suite.DATASETS.values():
         header = "text,label,split\n" if splits else "text,label\n"
         rows = "".join(f"t{i},{i % 2},{s}\n" if splits else f"t{i},{i % 2}\n" for i in range(4) for s in splits or [""])
         (data / file).write_text(header + rows)
-    records = [
-        {
-            "benchmark_meta": {"dataset": d, "size": "300", "setting": setting, "seed": seed, "learning_rate": lr},
-            "metrics": {"validation": {"macro_f1": 0.8}, "test": {"macro_f1": 0.8}},
-        }
-        for d in suite.DATASETS
-        for setting in ("baseline", "mixup")
-        for lr in op.LEARNING_RATES
-        for seed in op.SEARCH_SEEDS
-    ]
+    return data
+
+
+def test_operating_point_queue_runs_setfit_beside_stage_2_seed_by_seed(tmp_path):
+    """An interrupted grid should have every row of the report at a similar number of seeds, SetFit's too."""
+    import argparse
+
+    suite, op = _benchmark("suite"), _benchmark("operating_point")
+    records = _search_records(suite.DATASETS, "300", op.LEARNING_RATES, op.SEARCH_SEEDS)
     args = argparse.Namespace(
-        data_dir=str(data),
+        data_dir=str(_data_folder(tmp_path, suite)),
         runs_dir=str(tmp_path / "runs"),
         records_dir=str(tmp_path / "records"),
         sizes=[300],
@@ -350,6 +365,52 @@ def test_operating_point_queue_runs_setfit_beside_stage_2_seed_by_seed(tmp_path)
     # SetFit's seed 0 comes before any stage-2 run of seed 1.
     first_seed1 = seeds.index(1)
     assert sum(setting == "setfit" for setting, _ in later[:first_seed1]) == len(suite.DATASETS)
+
+
+def test_operating_point_stage_3_runs_its_planned_datasets_and_seeds_after_stage_2(tmp_path):
+    """Plan, stage 3: TREC-6, SST-2 and MR at 1,000 examples, seeds 0-4 in stage 2, once every 300-example run is
+    recorded (or when asked for, on a lent GPU)."""
+    import argparse
+
+    suite, op = _benchmark("suite"), _benchmark("operating_point")
+    args = argparse.Namespace(
+        data_dir=str(_data_folder(tmp_path, suite)),
+        runs_dir=str(tmp_path / "runs"),
+        records_dir=str(tmp_path / "records"),
+        sizes=None,  # the plan: 300, then 1,000
+        datasets=None,
+        model="m",
+    )
+    # Stage 1 at 300 is recorded, stage 2 is not: nothing at 1,000 yet.
+    at_300 = _search_records(suite.DATASETS, "300", op.LEARNING_RATES, op.SEARCH_SEEDS)
+    assert {j.meta["size"] for j in op.build_jobs(args, at_300)} == {"300"}
+    # Asked for explicitly (a GPU), stage 3 is queued at once: its three datasets, stage 2 at seeds 0-4.
+    args.sizes = [1000]
+    at_1000 = _search_records(op.STAGE3_DATASETS, "1000", op.LEARNING_RATES, op.SEARCH_SEEDS)
+    jobs = op.build_jobs(args, at_300 + at_1000)
+    assert {j.meta["size"] for j in jobs} == {"1000"}
+    assert {j.meta["dataset"] for j in jobs} == {"trec6", "sst2", "mr"}
+    grid = [j for j in jobs if j.meta["stage"] == "grid"]
+    assert {j.meta["seed"] for j in grid} == set(range(5))
+    # Seeds 0-2 of plain fine-tuning and Mixup at the chosen rate are stage 1's runs (the same job): 19 new per dataset.
+    searched = {j.name for j in jobs if j.meta["stage"] == "search"}
+    assert len(searched) == 54 and len({j.name for j in grid} - searched) == 3 * (5 * 5 - 2 * 3)
+
+
+def test_operating_point_report_keeps_stage_3_apart_and_says_what_of_it_exists():
+    report, op = _benchmark("operating_point_report"), _benchmark("operating_point")
+    at_300 = _search_records(["essc"], "300", op.LEARNING_RATES, op.SEARCH_SEEDS)
+    body, summary = report.report(at_300)
+    assert "Stage 3 (1,000 training examples on trec6, sst2, mr): no run recorded yet" in summary
+    at_1000 = _search_records(["trec6"], "1000", op.LEARNING_RATES, op.SEARCH_SEEDS)
+    body, summary = report.report(at_300 + at_1000)
+    # The 300-example counts are the 300-example records' only.
+    assert summary.startswith(f"{len(at_300)} records at 300 examples: {len(at_300)} of the 90 stage-1 (search) runs")
+    assert (
+        f"Stage 3 (1,000 training examples on trec6, sst2, mr): {len(at_1000)} records, 18 of the 54 stage-1" in summary
+    )
+    stage3 = body.split("### Stage 3")[1]
+    assert "| trec6 | plain fine-tuning |" in stage3 and "| essc |" not in stage3
 
 
 def test_readme_quotes_the_beyond_text_summary_generated_from_its_records():
