@@ -344,8 +344,37 @@ def stage3(records: list[dict]) -> tuple[list[str], str]:
     ], f"{name}: {detail}"
 
 
-def report(records: list[dict]) -> tuple[str, str]:
-    """The generated section of the report and README's block."""
+def lead(verdicts: dict) -> str:
+    """README's opening answer to "does it help?", from the same paired verdicts as the headline (rule R2)."""
+    plain = {s: v.get("baseline", {}) for s, v in verdicts.items() if s.startswith("dmix")}
+    if not plain.get(DEFAULT):
+        return "**Does it help?** Not measured yet where the models train: the grid below has no paired DMIX run."
+    ns = sorted({row["n"] for rows in plain.values() for row in rows.values()})
+    seeds = f"{ns[0]}" if ns[0] == ns[-1] else f"{ns[0]}–{ns[-1]}"
+    wins = [f"{LABELS[s]} on {d}" for s, rows in plain.items() for d, row in rows.items() if row["verdict"] == "win"]
+    mixup = verdicts[DEFAULT].get("mixup", {})
+    over_mixup = [d for d, row in mixup.items() if row["verdict"] == "win"]
+    decided = sum(row["verdict"] != NO_INTERVAL for row in mixup.values())
+    where = (
+        f"recipes chosen on validation, all-MiniLM-L6-v2, {SIZE} training examples, {len(plain[DEFAULT])} datasets, "
+        f"{seeds} paired seeds per cell so far"
+    )
+    answer = (
+        f"Sometimes. Where the models train ({where}), DMIX beats plain fine-tuning in {len(wins)} "
+        f"cell{'s' if len(wins) != 1 else ''} ({'; '.join(wins)})"
+        if wins
+        else f"Not so far. Where the models train ({where}), no DMIX setting beats plain fine-tuning on any dataset"
+    )
+    return (
+        f"**Does it help?** {answer}, and default DMIX beats Mixup on {len(over_mixup)} of the {decided} datasets with "
+        "two or more paired seeds. The results section below and "
+        "[docs/results/operating-point.md](docs/results/operating-point.md) give every figure and the cheaper "
+        "alternatives."
+    )
+
+
+def report(records: list[dict]) -> tuple[str, dict[str, str]]:
+    """The generated section of the report, and README's blocks by marker (the opening answer and the summary)."""
     at_size = [r for r in records if r.get("benchmark_meta", {}).get("size") == str(SIZE)]
     per = _by_dataset(at_size, str(SIZE))
     search, chosen_all = search_table(per)
@@ -394,15 +423,16 @@ def report(records: list[dict]) -> tuple[str, str]:
             *later,
         ]
     )
-    return body, summary
+    return body, {"operating-point-lead": lead(verdicts), "operating-point-summary": summary}
 
 
 def publish(records_dir: Path, readme: Path | None = ROOT / "README.md") -> None:
     records = load_records(records_dir)
-    body, summary = report(records)
+    body, blocks = report(records)
     write_section(REPORT, "operating-point", body)
     if readme is not None:
-        write_section(readme, "operating-point-summary", summary)
+        for marker, text in blocks.items():
+            write_section(readme, marker, text)
     print(body)
 
 

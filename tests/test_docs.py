@@ -54,9 +54,10 @@ def test_readme_and_suite_md_quote_the_summary_generated_from_the_committed_reco
 
 def test_readme_and_report_quote_the_operating_point_summary_generated_from_the_committed_records():
     report, runs = _benchmark("operating_point_report"), _benchmark("_runs")
-    body, summary = report.report(runs.load_records(ROOT / "benchmarks" / "results" / "operating-point"))
+    body, blocks = report.report(runs.load_records(ROOT / "benchmarks" / "results" / "operating-point"))
+    assert set(blocks) == {"operating-point-lead", "operating-point-summary"}
     for doc, marker, expected in (
-        (ROOT / "README.md", "operating-point-summary", summary),
+        *((ROOT / "README.md", marker, text) for marker, text in blocks.items()),
         (report.REPORT, "operating-point", body),
     ):
         quoted = runs.read_section(doc, marker)
@@ -257,6 +258,27 @@ def test_operating_point_headline_counts_only_cells_with_an_interval():
     assert "no verdict yet on sst2 (one paired seed)" in text
 
 
+def test_readme_opening_answer_names_every_dmix_win_over_plain_fine_tuning_and_only_those():
+    report, runs = _benchmark("operating_point_report"), _benchmark("_runs")
+    tie = {**runs.paired_ci({0: 80.0, 1: 82.0}, {0: 79.0, 1: 83.0}), "verdict": "tie"}
+    win = {**runs.paired_ci({0: 85.0, 1: 86.0, 2: 87.0}, {0: 80.0, 1: 81.0, 2: 82.0}), "verdict": "win"}
+    verdicts = {
+        "mixup": {"baseline": {"essc": tie, "mr": tie}},
+        "dmix-centered": {"baseline": {"essc": tie, "mr": tie}, "mixup": {"essc": tie, "mr": tie}},
+        "dmix-paper": {"baseline": {"essc": tie, "mr": tie}},
+    }
+    text = report.lead(verdicts)
+    assert "no DMIX setting beats plain fine-tuning on any dataset" in text
+    assert text.startswith("**Does it help?** Not so far.") and "2 datasets, 2 paired seeds per cell so far" in text
+    assert "beats Mixup on 0 of the 2" in text
+    verdicts["dmix-paper"]["baseline"]["mr"] = win
+    verdicts["mixup"]["baseline"]["essc"] = win  # Mixup is no DMIX setting: not named
+    text = report.lead(verdicts)
+    assert text.startswith("**Does it help?** Sometimes.") and "2–3 paired seeds per cell so far" in text
+    assert "DMIX beats plain fine-tuning in 1 cell (DMIX, the paper's rule on mr)" in text
+    assert report.lead({}).startswith("**Does it help?** Not measured yet")
+
+
 def test_operating_point_headline_states_the_comparators_figures_rule_r5():
     report = _benchmark("operating_point_report")
 
@@ -400,10 +422,12 @@ def test_operating_point_stage_3_runs_its_planned_datasets_and_seeds_after_stage
 def test_operating_point_report_keeps_stage_3_apart_and_says_what_of_it_exists():
     report, op = _benchmark("operating_point_report"), _benchmark("operating_point")
     at_300 = _search_records(["essc"], "300", op.LEARNING_RATES, op.SEARCH_SEEDS)
-    body, summary = report.report(at_300)
+    body, blocks = report.report(at_300)
+    summary = blocks["operating-point-summary"]
     assert "Stage 3 (1,000 training examples on trec6, sst2, mr): no run recorded yet" in summary
     at_1000 = _search_records(["trec6"], "1000", op.LEARNING_RATES, op.SEARCH_SEEDS)
-    body, summary = report.report(at_300 + at_1000)
+    body, blocks = report.report(at_300 + at_1000)
+    summary = blocks["operating-point-summary"]
     # The 300-example counts are the 300-example records' only.
     assert summary.startswith(f"{len(at_300)} records at 300 examples: {len(at_300)} of the 90 stage-1 (search) runs")
     assert (
