@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .cards import TAU_SWEEP_PLOT_NAME, card_metadata, display_name, render_model_card, results_of_run
+from .cards import TAU_SWEEP_PLOT_NAME, card_metadata, render_model_card, results_of_run
 from .hub_errors import HubError, hub_error
+from .hub_names import display_name
 from .record import DMIX_CONFIG_NAME, README_NAME, RESULTS_NAME, read_json
 
 # Not published by default: checkpoints, private/temporary files, TensorBoard logs, and the test predictions (they

@@ -129,7 +129,8 @@ class DMixHubMixin(TrainerHost):
         import json
         import os
 
-        from .cards import TAU_SWEEP_PLOT_NAME, hub_repo_id, render_model_card, results_of_run
+        from .cards import TAU_SWEEP_PLOT_NAME, render_model_card, results_of_run
+        from .hub_names import hub_repo_id
         from .io import write_atomic
         from .record import README_NAME, RESULTS_NAME
 

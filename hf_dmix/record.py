@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from ._version import __version__
-from .cards import display_name, hub_repo_id, results_of_run
+from .cards import results_of_run
 from .config import DMIX_FIELDS, DMixConfig
 from .hub_errors import HubError, hub_error
+from .hub_names import display_name, hub_repo_id
 from .io import write_atomic
 from .mixing import modality_of
 

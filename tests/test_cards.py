@@ -20,7 +20,9 @@ from huggingface_hub import ModelCard
 
 import hf_dmix
 from hf_dmix import DMixConfig, DMixTrainer, HubError, load_dmix_info, push_to_hub, render_model_card
-from hf_dmix.cards import DMIX_CITATION, TEMPLATE_PATH, card_metadata, display_name, hub_repo_id
+from hf_dmix.card_sections import DMIX_CITATION
+from hf_dmix.cards import TEMPLATE_PATH, card_metadata
+from hf_dmix.hub_names import display_name, hub_repo_id
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_cardTESTtoken0123456789abcdef"

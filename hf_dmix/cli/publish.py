@@ -13,9 +13,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..cards import TAU_SWEEP_PLOT_NAME, hub_repo_id
+from ..cards import TAU_SWEEP_PLOT_NAME
 from ..data import DataError
 from ..hub import HubError, check_push_access, push_to_hub
+from ..hub_names import hub_repo_id
 from ..io import write_atomic
 from .args import logger
 from .inputs import NAMED_DATASETS
