@@ -86,26 +86,6 @@ _WHERE = {
     "sentence": "at the sentence vector entering the classifier",
 }
 
-_TRAINING_ORDER = (
-    "learning_rate",
-    "num_train_epochs",
-    "max_steps",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "world_size",
-    "total_train_batch_size",
-    "weight_decay",
-    "warmup_steps",
-    "lr_scheduler_type",
-    "optim",
-    "max_grad_norm",
-    "label_smoothing_factor",
-    "seed",
-    "bf16",
-    "fp16",
-    "max_seq_length",
-)
-
 
 def md_cell(value: Any) -> str:
     """A Markdown table cell: pipes escaped, newlines flattened."""
@@ -285,8 +265,9 @@ def _partner_rows(stats: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def _training_rows(training: Mapping[str, Any]) -> list[tuple[str, str]]:
-    keys = [k for k in _TRAINING_ORDER if k in training] + sorted(k for k in training if k not in _TRAINING_ORDER)
-    return [(k, md_value(training[k])) for k in keys]
+    # In the record's order: ``record._TRAINING_KEYS`` decides it (this module cannot import record: record imports
+    # cards, which imports this).
+    return [(k, md_value(v)) for k, v in training.items()]
 
 
 def _data_rows(results: Mapping[str, Any] | None, data_md: str | None) -> list[tuple[str, str]]:

@@ -27,12 +27,17 @@ from .mixing import modality_of
 DMIX_CONFIG_NAME = "dmix_config.json"
 RESULTS_NAME = "results.json"
 README_NAME = "README.md"
+# The training settings a run records, in the order its model card lists them: the card renders this dict as it is,
+# so this tuple is the one place both are decided. ``world_size`` and ``total_train_batch_size`` are derived from the
+# arguments (see :func:`_training_settings`), the rest are ``TrainingArguments`` fields.
 _TRAINING_KEYS = (
     "learning_rate",
     "num_train_epochs",
     "max_steps",
     "per_device_train_batch_size",
     "gradient_accumulation_steps",
+    "world_size",
+    "total_train_batch_size",
     "weight_decay",
     "warmup_steps",
     "lr_scheduler_type",
@@ -43,8 +48,23 @@ _TRAINING_KEYS = (
     "bf16",
     "fp16",
 )
-# The training settings :meth:`DMixInfo.to_dmix_config` carries over (precision flags depend on the hardware: not these).
-_REPRODUCE_KEYS = tuple(k for k in _TRAINING_KEYS if k not in ("bf16", "fp16"))
+# The training settings :meth:`DMixInfo.to_dmix_config` carries over (precision flags depend on the hardware, and
+# derived values are not arguments: not these).
+_REPRODUCE_KEYS = tuple(k for k in _TRAINING_KEYS if k not in ("bf16", "fp16", "world_size", "total_train_batch_size"))
+
+
+def _training_settings(args: DMixConfig) -> dict[str, Any]:
+    """The ``training`` section of ``results.json``: :data:`_TRAINING_KEYS` in their order, the derived ones computed."""
+    derived = {
+        "world_size": int(args.world_size),
+        "total_train_batch_size": int(
+            args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+        ),
+    }
+    as_dict = args.to_dict()
+    return {
+        k: derived[k] if k in derived else _jsonable(as_dict[k]) for k in _TRAINING_KEYS if k in derived or k in as_dict
+    }
 
 
 def _peft_config(model: Any) -> Any | None:
@@ -112,12 +132,7 @@ def dmix_record(
     label_names = None
     if config is not None and getattr(config, "id2label", None):
         label_names = [str(config.id2label[i]) for i in sorted(int(k) for k in config.id2label)]
-    as_dict = args.to_dict()
-    training = {k: _jsonable(as_dict[k]) for k in _TRAINING_KEYS if k in as_dict}
-    training["world_size"] = int(args.world_size)
-    training["total_train_batch_size"] = int(
-        args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-    )
+    training = _training_settings(args)
     peft = None
     if peft_cfg is not None:
         peft = {

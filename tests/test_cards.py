@@ -397,6 +397,27 @@ def test_lora_record(tmp_path, tokenizer, train_dataset):
     assert header["library_name"] == "peft" and header["base_model"] == "org/base"
 
 
+def test_training_table_lists_what_the_run_recorded_in_the_recorded_order(tmp_path):
+    """One owner for the training settings: the record writes them in one order and the card shows exactly that."""
+    args = DMixConfig(
+        output_dir=str(tmp_path / "out"),
+        use_cpu=True,
+        report_to="none",
+        learning_rate=3e-5,
+        gradient_accumulation_steps=4,
+        per_device_train_batch_size=2,
+    )
+    training = hf_dmix.dmix_record(args)["training"]
+    keys = list(training)
+    assert keys.index("gradient_accumulation_steps") < keys.index("world_size") < keys.index("weight_decay")
+    assert training["total_train_batch_size"] == 8 and training["learning_rate"] == 3e-5
+    body = _split(render_model_card({**EXAMPLE.EXAMPLE_RECORD, "training": training}, None))[1]
+    shown = [line.split("`")[1] for line in body.splitlines() if line.startswith("| `") and line.split("`")[1] in keys]
+    assert shown == keys
+    # The committed example follows the same order, so the example card is what a real run's card looks like.
+    assert [k for k in keys if k in EXAMPLE.EXAMPLE_RECORD["training"]] == list(EXAMPLE.EXAMPLE_RECORD["training"])
+
+
 class _RecordingHubApi:
     """Stands in for ``huggingface_hub.HfApi`` in ``push_to_hub``: keeps the commit instead of sending it."""
 
