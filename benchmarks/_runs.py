@@ -37,6 +37,7 @@ from hf_dmix.grid import (  # noqa: E402,F401 - the one grid engine, shared with
     paired_ci,
     portable,
     run_jobs,
+    run_plan,
     verdict,
     write_json_atomic,
 )

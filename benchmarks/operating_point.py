@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _runs import ROOT, load_records, run_jobs
+from _runs import ROOT, load_records, run_plan
 from suite import DATASETS, data_root, split_files
 
 from hf_dmix.cli.recipes import MAX_EPOCHS, PATIENCE
@@ -176,18 +176,12 @@ def main() -> None:
     parser.add_argument("--dry-run", action="store_true", help="count the jobs buildable now; run nothing")
     args = parser.parse_args()
 
-    done, failed = 0, set()
-    while not (args.report_only or args.dry_run):
-        # Rebuilt after every batch: a dataset's stage 2 becomes runnable as soon as its stage 1 is recorded.
-        todo = [
-            j for j in build_jobs(args, load_records(args.records_dir)) if j.name not in failed and j.cached() is None
-        ]
-        if not todo or (args.max_runs is not None and done >= args.max_runs):
-            break
-        batch = todo[: max(1, args.parallel)]
-        results = run_jobs(batch, parallel=args.parallel, keep_going=True, progress=False)
-        failed |= {j.name for j, r in zip(batch, results, strict=True) if r is None}
-        done += len(batch)
+    if not (args.report_only or args.dry_run):
+        # The plan is rebuilt whenever a run finishes: a dataset's stage 2 becomes runnable as soon as its stage 1 is
+        # recorded, and stage 3 once every 300-example run is.
+        run_plan(
+            lambda: build_jobs(args, load_records(args.records_dir)), parallel=args.parallel, max_runs=args.max_runs
+        )
     if args.dry_run:
         jobs = build_jobs(args, load_records(args.records_dir))
         print(f"{len(jobs)} jobs buildable now, {sum(j.cached() is None for j in jobs)} not recorded")

@@ -5,7 +5,8 @@ a user's comparison and the project's published grid are computed by the same co
 
 * :class:`Job` — one run: the training command's flags, its output folder, and the committed record it leaves;
   :func:`run_jobs` runs the jobs that have no record yet (``parallel`` at a time, a progress bar over runs), so a grid
-  resumes after an interruption and can span machines and days;
+  resumes after an interruption and can span machines and days; :func:`run_plan` does the same for a plan that grows
+  as runs finish (a later stage chosen from an earlier one's records);
 * :func:`make_record` / :func:`portable` / :func:`load_records` — what a record keeps of a run's ``results.json``
   (every figure of a report is recomputed from records alone), with no path of the machine that made it;
 * :func:`choose_value` — a recipe choice on validation (the best mean over seeds, ties to the first candidate);
@@ -24,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ __all__ = [
     "paired_ci",
     "portable",
     "run_jobs",
+    "run_plan",
     "train_command",
     "verdict",
     "write_json_atomic",
@@ -168,19 +170,70 @@ def run_jobs(
                 failures.append(job.name)
                 bar.write(f"FAILED {err}")
                 continue
-            f1 = results.get("metrics", {}).get("test", {}).get("macro_f1")
-            bar.write(
-                f"{job.name}: test macro-F1 {f1:.4f} ({results.get('wall_time_s', 0):.0f} s; "
-                f"{time.time() - started:.0f} s elapsed)"
-                if f1 is not None
-                else f"{job.name}: done"
-            )
+            bar.write(_finished_line(job, results, started))
             if on_done is not None:
                 on_done(job, results)
     bar.close()
     if failures:
         print(f"{len(failures)} run(s) failed: {', '.join(failures)}", flush=True)
     return [j.cached() for j in jobs]
+
+
+def _finished_line(job: Job, results: Mapping[str, Any], started: float) -> str:
+    f1 = results.get("metrics", {}).get("test", {}).get("macro_f1")
+    if f1 is None:
+        return f"{job.name}: done"
+    return (
+        f"{job.name}: test macro-F1 {f1:.4f} ({results.get('wall_time_s', 0):.0f} s; "
+        f"{time.time() - started:.0f} s elapsed)"
+    )
+
+
+def run_plan(
+    plan: Callable[[], Sequence[Job]], parallel: int = 1, max_runs: int | None = None
+) -> tuple[int, list[str]]:
+    """Run a plan that grows as runs finish, keeping ``parallel`` runs in flight, until every job it plans is recorded.
+
+    Whenever a slot is free, ``plan()`` is asked again (it may read the records written so far, e.g. to queue a later
+    stage once an earlier one is recorded) and its first jobs with no record, not running and not failed in this call,
+    are started. Slots are refilled one by one rather than batch by batch: runs of one grid differ in length many times
+    over (early stopping), and waiting for the slowest of a batch would leave the other slots idle.
+
+    A failed run is reported (its log's tail) and not retried in this call; the others go on. ``max_runs``: start no
+    more than this many runs (a time-boxed session). Returns the number of runs finished and the names of those that
+    failed.
+    """
+    running: dict[Future, Job] = {}
+    failed: list[str] = []
+    launched = finished = 0
+    started = time.time()
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        while True:
+            free = max(1, parallel) - len(running)
+            if max_runs is not None:
+                free = min(free, max_runs - launched)
+            if free > 0:
+                busy = {job.name for job in running.values()}
+                todo = [j for j in plan() if j.name not in busy and j.name not in failed and j.cached() is None]
+                for i, job in enumerate(todo[:free]):
+                    running[pool.submit(_run_one, job, parallel)] = job
+                    launched += 1
+                    print(f"started {job.name} ({len(todo) - i - 1} more planned, not recorded)", flush=True)
+            if not running:
+                break
+            for future in wait(running, return_when=FIRST_COMPLETED).done:
+                job = running.pop(future)
+                try:
+                    results = future.result()
+                except RuntimeError as err:
+                    failed.append(job.name)
+                    print(f"FAILED {err}", flush=True)
+                    continue
+                finished += 1
+                print(_finished_line(job, results, started), flush=True)
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)}", flush=True)
+    return finished, failed
 
 
 # What a record keeps of a run's results.json: enough to recompute every figure of a report, small enough to commit
