@@ -21,6 +21,7 @@ from operating_point import (
     STAGE3_SIZE,
     grid_seeds,
 )
+from operating_point_spread import spread_section
 from suite import DATASETS
 
 from hf_dmix.compare import LABELS, SEARCHED, SETTINGS, cells, choose_recipes, paired_rows, recipe_for
@@ -382,6 +383,7 @@ def report(records: list[dict]) -> tuple[str, dict[str, str]]:
     rule4, _ = default_rule(per, chosen_all)
     rule6, _ = small_data_rule(chosen_all)
     partners = partner_table(per, chosen_all)
+    spread = spread_section(per, list(DATASETS))
     later, later_line = stage3(records)
     # Recomputed from each recorded curve with the library's current rule (R7), so every record is judged alike.
     warned = sum(
@@ -419,6 +421,7 @@ def report(records: list[dict]) -> tuple[str, dict[str, str]]:
             "",
             *rule4,
             *(["", *partners] if partners else []),
+            *(["", *spread] if spread else []),
             "",
             *later,
         ]

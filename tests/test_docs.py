@@ -68,6 +68,47 @@ def test_readme_and_report_quote_the_operating_point_summary_generated_from_the_
         )
 
 
+def _run_record(dataset: str, setting: str, seed: int, accuracy: float, macro_f1: float, best_epoch: int) -> dict:
+    return {
+        "benchmark_meta": {"dataset": dataset, "size": "300", "setting": setting, "seed": seed, "stage": "grid"},
+        "metrics": {"test": {"accuracy": accuracy, "macro_f1": macro_f1}},
+        "best_epoch": best_epoch,
+        "sizes": {"train": 300},
+        "split_info": {"label_counts": {"train": {"ABBR": 16, "DESC": 484, "NUM": 500}}},
+    }
+
+
+def test_operating_point_spread_section_counts_runs_that_miss_a_class_by_setting_group():
+    spread = _benchmark("operating_point_spread")
+    per = {
+        "trec6": [
+            _run_record("trec6", "baseline", 0, 0.90, 0.74, 3),  # 16 points below: a missed class
+            _run_record("trec6", "baseline", 1, 0.92, 0.90, 8),
+            _run_record("trec6", "mixup", 0, 0.91, 0.89, 9),
+            _run_record("trec6", "dmix-paper", 0, 0.90, 0.88, 7),
+            {"benchmark_meta": {"dataset": "trec6", "size": "300", "setting": "probe"}, "metrics": {"test": {}}},
+        ],
+        "sst2": [_run_record("sst2", "baseline", 0, 0.81, 0.81, 4)],
+    }
+    lines = spread.spread_section(per, ["sst2", "trec6"])
+    text = "\n".join(lines)
+    rows = [line for line in lines if line.startswith(("| sst2", "| trec6"))]
+    assert rows == [
+        "| sst2 | 1 | 0 of 1 | 0 of 0 | 0 of 0 | — | 81.0 | — |",
+        "| trec6 | 4 | 1 of 2 | 0 of 1 | 0 of 1 | 74.0 | 89.0 | 3 |",
+    ]
+    assert (
+        "On trec6, 1 of 4 runs missed a class" in text and "ABBR, 1.6 % of the training split (about 5 of 300" in text
+    )
+    assert (
+        "The mixing settings missed a class in 0 of 2 (0 %) of their runs, plain fine-tuning in 1 of 2 (50 %)" in text
+    )
+    assert "On sst2" not in text
+    calm = spread.spread_section({"sst2": per["sst2"]}, ["sst2", "trec6"])
+    assert "No run missed a class by this measure." in calm and not any(line.startswith("| trec6") for line in calm)
+    assert spread.spread_section({}, ["sst2"]) == []
+
+
 def test_the_cli_small_data_recipe_is_the_learning_rate_rule_r6_chose_from_the_records():
     # Issue 20, item 4: the learning rate of `--recipe small-data` is a decision of the grid, not a guess.
     from hf_dmix.cli.recipes import RECIPES, SMALL_DATA_LEARNING_RATE
