@@ -71,7 +71,10 @@ def test_readme_and_report_quote_the_operating_point_summary_generated_from_the_
 def _run_record(dataset: str, setting: str, seed: int, accuracy: float, macro_f1: float, best_epoch: int) -> dict:
     return {
         "benchmark_meta": {"dataset": dataset, "size": "300", "setting": setting, "seed": seed, "stage": "grid"},
-        "metrics": {"test": {"accuracy": accuracy, "macro_f1": macro_f1}},
+        "metrics": {
+            "test": {"accuracy": accuracy, "macro_f1": macro_f1},
+            "validation": {"accuracy": accuracy, "macro_f1": macro_f1 - 0.01},
+        },
         "best_epoch": best_epoch,
         "sizes": {"train": 300},
         "split_info": {"label_counts": {"train": {"ABBR": 16, "DESC": 484, "NUM": 500}}},
@@ -103,6 +106,7 @@ def test_operating_point_spread_section_counts_runs_that_miss_a_class_by_setting
     assert (
         "The mixing settings missed a class in 0 of 2 (0 %) of their runs, plain fine-tuning in 1 of 2 (50 %)" in text
     )
+    assert "on validation their macro-F1 is 17.0 points below their accuracy (the rest: 3.0)" in text
     assert "On sst2" not in text
     calm = spread.spread_section({"sst2": per["sst2"]}, ["sst2", "trec6"])
     assert "No run missed a class by this measure." in calm and not any(line.startswith("| trec6") for line in calm)
