@@ -142,6 +142,31 @@ def run_script(cmd: list[str], timeout: int = 900) -> None:
     assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
 
 
+RANK_RUNS = ("rank0_of2", "rank1_of2", "rank0_of1")
+
+
+def run_two_ranks_and_one(script, out, master_port: int) -> None:
+    """Run a worker script as 2 processes (torchrun, gloo on CPU), then as 1, both writing into ``out``.
+
+    The worker saves ``[<case>_]rank{r}_of{n}.pt`` / ``.json``: the tests compare what each rank of the 2-process run
+    holds with the single process over the same global batch. ``master_port`` differs per test module, so two modules
+    run at once (pytest-xdist) do not meet on one rendezvous port.
+    """
+    import sys
+
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port"]
+    run_script([*launcher, str(master_port), str(script), str(out)])
+    run_script([sys.executable, str(script), str(out)])
+
+
+def load_rank_runs(out, cases=None) -> dict:
+    """What :func:`run_two_ranks_and_one`'s workers saved, by ``[<case>_]rank{r}_of{n}``."""
+    import torch
+
+    prefixes = [f"{case}_" for case in cases] if cases else [""]
+    return {f"{p}{name}": torch.load(out / f"{p}{name}.pt") for p in prefixes for name in RANK_RUNS}
+
+
 def metrics_from_predictions(path) -> dict[str, float]:
     """Macro-F1 and accuracy recomputed from a ``predictions.csv`` written by run_dmix.py (label, prediction columns).
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import metrics_from_predictions, run_script
+from conftest import load_rank_runs, metrics_from_predictions, run_script, run_two_ranks_and_one
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent
@@ -17,21 +17,8 @@ HERE = Path(__file__).resolve().parent
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    run_script(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            "29517",
-            str(HERE / "ddp_script.py"),
-            str(out),
-        ]
-    )
-    run_script([sys.executable, str(HERE / "ddp_script.py"), str(out)])
-    return {name: torch.load(out / f"{name}.pt") for name in ("rank0_of2", "rank1_of2", "rank0_of1")}, out
+    run_two_ranks_and_one(HERE / "ddp_script.py", out, master_port=29517)
+    return load_rank_runs(out), out
 
 
 def test_really_distributed(runs):

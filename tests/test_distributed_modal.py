@@ -4,12 +4,11 @@ against a single process over the same global batch (the text version: test_dist
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_script
+from conftest import load_rank_runs, run_two_ranks_and_one
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent
@@ -19,26 +18,8 @@ CASES = ("vit", "wav2vec2")
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp-modal")
-    script = str(HERE / "ddp_modal_script.py")
-    run_script(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            "29527",
-            script,
-            str(out),
-        ]
-    )
-    run_script([sys.executable, script, str(out)])
-    return {
-        f"{case}_{name}": torch.load(out / f"{case}_{name}.pt")
-        for case in CASES
-        for name in ("rank0_of2", "rank1_of2", "rank0_of1")
-    }, out
+    run_two_ranks_and_one(HERE / "ddp_modal_script.py", out, master_port=29527)
+    return load_rank_runs(out, CASES), out
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -8,12 +8,11 @@ the gradients, averaging two identical per-rank gradients, so only summation ord
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_script
+from conftest import load_rank_runs, run_two_ranks_and_one
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent
@@ -24,26 +23,8 @@ TOL = dict(atol=1e-5, rtol=1e-5)
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("fsdp")
-    script = str(HERE / "fsdp_script.py")
-    run_script(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            "29537",
-            script,
-            str(out),
-        ]
-    )
-    run_script([sys.executable, script, str(out)])
-    return {
-        f"{case}_{name}": torch.load(out / f"{case}_{name}.pt")
-        for case in CASES
-        for name in ("rank0_of2", "rank1_of2", "rank0_of1")
-    }, out
+    run_two_ranks_and_one(HERE / "fsdp_script.py", out, master_port=29537)
+    return load_rank_runs(out, CASES), out
 
 
 @pytest.mark.parametrize("case", CASES)
