@@ -137,7 +137,28 @@ def grid_tables(per: dict[str, list[dict]], chosen_all: dict[str, dict]) -> tupl
                 if row:
                     verdicts.setdefault(setting, {}).setdefault(against, {})[d] = row
             lines.append(f"| {LABELS[setting]} | {d} | {cols[0]} | {cols[1]} |")
-    return lines, verdicts
+    return [*lines, *_chance_line(verdicts)], verdicts
+
+
+def _n(count: int, one: str, many: str | None = None) -> str:
+    return f"{count} {one if count == 1 else many or one + 's'}"
+
+
+def _chance_line(verdicts: dict) -> list[str]:
+    """How many of the table's intervals exclude 0, against how many would by chance if no setting differed."""
+    said = [row["verdict"] for by in verdicts.values() for rows in by.values() for row in rows.values()]
+    said = [v for v in said if v in ("win", "tie", "loss")]
+    if not said:
+        return []
+    wins, losses = said.count("win"), said.count("loss")
+    return [
+        "",
+        f"Of the {_n(len(said), 'interval')} above, {wins + losses} exclude{'s' if wins + losses == 1 else ''} 0 ({_n(wins, 'win')}, "
+        f"{_n(losses, 'loss', 'losses')}). Were every setting equal to its reference, about {0.05 * len(said):.1f} of "
+        f"{len(said)} 95 % intervals would exclude 0 "
+        "by chance alone (fewer or more: these share runs, so they are not independent). Rule R2 judges each cell on "
+        "its own, uncorrected for the number of cells: read a lone win or loss with that in mind.",
+    ]
 
 
 def partner_table(per: dict[str, list[dict]], chosen_all: dict[str, dict]) -> list[str]:

@@ -351,6 +351,10 @@ def test_operating_point_headline_states_the_comparators_figures_rule_r5():
     probe = next(line for line in lines if line.startswith("| linear probe"))
     plain = next(line for line in lines if line.startswith("| plain fine-tuning"))
     assert probe.endswith("| 89.00 (1) |") and plain.endswith("| 91.00 ± 1.41 (2) |")
+    # One interval (default DMIX against plain, -4 on both seeds; no Mixup runs): how many exclude 0, and how many
+    # would by chance.
+    assert lines[-1].startswith("Of the 1 interval above, 1 excludes 0 (0 wins, 1 loss). Were every setting equal")
+    assert "about 0.1 of 1 95 % intervals would exclude 0 by chance alone" in lines[-1]
 
 
 def test_operating_point_partner_table_reads_the_index_of_each_setting_at_its_chosen_rate():
