@@ -4,9 +4,9 @@ What lives here, shared by ``hf-dmix compare`` (``compare.py``) and the benchmar
 a user's comparison and the project's published grid are computed by the same code:
 
 * :class:`Job` — one run: the training command's flags, its output folder, and the committed record it leaves;
-  :func:`run_jobs` runs the jobs that have no record yet (``parallel`` at a time, a progress bar over runs), so a grid
-  resumes after an interruption and can span machines and days; :func:`run_plan` does the same for a plan that grows
-  as runs finish (a later stage chosen from an earlier one's records);
+  :func:`run_plan` runs the jobs of a plan that have no record yet, keeping ``parallel`` in flight and asking the
+  plan again as runs finish (a later stage chosen from an earlier one's records), so a grid resumes after an
+  interruption and can span machines and days; :func:`run_jobs` is the same runner over a fixed list of jobs;
 * :func:`make_record` / :func:`portable` / :func:`load_records` — what a record keeps of a run's ``results.json``
   (every figure of a report is recomputed from records alone), with no path of the machine that made it;
 * :func:`choose_value` — a recipe choice on validation (the best mean over seeds, ties to the first candidate);
@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,36 +146,15 @@ def run_jobs(
 ) -> list[dict[str, Any] | None]:
     """Run every job that has no record (``parallel`` at a time) and return all results in job order.
 
-    ``keep_going``: a failed run is reported and left out (``None`` in the result) instead of stopping the rest.
+    ``keep_going``: a failed run is reported and left out (``None`` in the result) instead of stopping the rest; without
+    it the first failure starts no further run, lets the running ones finish (their records are kept) and is raised.
     ``progress``: a tqdm bar over runs (on stderr). ``on_done(job, results)`` is called after each finished run.
     """
-    from tqdm.auto import tqdm
-
     todo = [j for j in jobs if j.cached() is None]
     print(
         f"{len(jobs) - len(todo)} of {len(jobs)} runs recorded; running {len(todo)} ({parallel} at a time).", flush=True
     )
-    started, failures = time.time(), []
-    bar = tqdm(total=len(todo), unit="run", disable=not progress or not todo, dynamic_ncols=True)
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        futures = {pool.submit(_run_one, job, parallel): job for job in todo}
-        for future in as_completed(futures):
-            job = futures[future]
-            bar.update(1)
-            try:
-                results = future.result()
-            except RuntimeError as err:
-                if not keep_going:
-                    raise
-                failures.append(job.name)
-                bar.write(f"FAILED {err}")
-                continue
-            bar.write(_finished_line(job, results, started))
-            if on_done is not None:
-                on_done(job, results)
-    bar.close()
-    if failures:
-        print(f"{len(failures)} run(s) failed: {', '.join(failures)}", flush=True)
+    run_plan(lambda: todo, parallel, stop_on_failure=not keep_going, progress=progress, on_done=on_done)
     return [j.cached() for j in jobs]
 
 
@@ -190,7 +169,12 @@ def _finished_line(job: Job, results: Mapping[str, Any], started: float) -> str:
 
 
 def run_plan(
-    plan: Callable[[], Sequence[Job]], parallel: int = 1, max_runs: int | None = None
+    plan: Callable[[], Sequence[Job]],
+    parallel: int = 1,
+    max_runs: int | None = None,
+    stop_on_failure: bool = False,
+    progress: bool = False,
+    on_done: Callable[[Job, dict[str, Any]], None] | None = None,
 ) -> tuple[int, list[str]]:
     """Run a plan that grows as runs finish, keeping ``parallel`` runs in flight, until every job it plans is recorded.
 
@@ -199,40 +183,60 @@ def run_plan(
     are started. Slots are refilled one by one rather than batch by batch: runs of one grid differ in length many times
     over (early stopping), and waiting for the slowest of a batch would leave the other slots idle.
 
-    A failed run is reported (its log's tail) and not retried in this call; the others go on. ``max_runs``: start no
-    more than this many runs (a time-boxed session). Returns the number of runs finished and the names of those that
-    failed.
+    A failed run is reported (its log's tail) and not retried in this call; the others go on, unless
+    ``stop_on_failure``: then no further run starts, the running ones finish, and the first failure is raised.
+    ``max_runs``: start no more than this many runs (a time-boxed session). ``progress``: a tqdm bar over the runs
+    planned so far (its total grows with the plan). ``on_done(job, results)`` is called after each finished run.
+    Returns the number of runs finished and the names of those that failed.
     """
+    from tqdm.auto import tqdm
+
     running: dict[Future, Job] = {}
     failed: list[str] = []
+    first_error: RuntimeError | None = None
     launched = finished = 0
     started = time.time()
+    bar = tqdm(total=0, unit="run", disable=not progress, dynamic_ncols=True)
+    say = bar.write if progress else lambda line: print(line, flush=True)
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         while True:
             free = max(1, parallel) - len(running)
             if max_runs is not None:
                 free = min(free, max_runs - launched)
+            if first_error is not None:
+                free = 0
             if free > 0:
                 busy = {job.name for job in running.values()}
                 todo = [j for j in plan() if j.name not in busy and j.name not in failed and j.cached() is None]
+                bar.total = bar.n + len(running) + len(todo)
+                bar.refresh()
                 for i, job in enumerate(todo[:free]):
                     running[pool.submit(_run_one, job, parallel)] = job
                     launched += 1
-                    print(f"started {job.name} ({len(todo) - i - 1} more planned, not recorded)", flush=True)
+                    if not progress:  # the bar says as much
+                        say(f"started {job.name} ({len(todo) - i - 1} more planned, not recorded)")
             if not running:
                 break
             for future in wait(running, return_when=FIRST_COMPLETED).done:
                 job = running.pop(future)
+                bar.update(1)
                 try:
                     results = future.result()
                 except RuntimeError as err:
                     failed.append(job.name)
-                    print(f"FAILED {err}", flush=True)
+                    if stop_on_failure and first_error is None:
+                        first_error = err
+                    say(f"FAILED {err}")
                     continue
                 finished += 1
-                print(_finished_line(job, results, started), flush=True)
+                say(_finished_line(job, results, started))
+                if on_done is not None:
+                    on_done(job, results)
+    bar.close()
     if failed:
         print(f"{len(failed)} run(s) failed: {', '.join(failed)}", flush=True)
+    if first_error is not None:
+        raise first_error
     return finished, failed
 
 

@@ -1,4 +1,5 @@
-"""The grid runner's scheduling (``hf_dmix.grid.run_plan``), driven with a stand-in training command.
+"""The grid runner's scheduling (``hf_dmix.grid.run_plan`` and ``run_jobs`` on it), driven with a stand-in training
+command.
 
 The stand-in is a real process, as a training run is: it sleeps for ``--sleep`` seconds, then writes ``results.json``
 with the wall-clock times it started and ended, so a test can tell which runs overlapped.
@@ -10,7 +11,9 @@ import json
 import sys
 from pathlib import Path
 
-from hf_dmix.grid import Job, run_plan
+import pytest
+
+from hf_dmix.grid import Job, run_jobs, run_plan
 
 FAKE_TRAIN = """
 import json, sys, time
@@ -91,3 +94,24 @@ def test_max_runs_stops_starting_runs(tmp_path):
     jobs = _jobs(tmp_path, {f"r{i}": 0.05 for i in range(5)})
     assert run_plan(lambda: list(jobs.values()), parallel=2, max_runs=3) == (3, [])
     assert sum(job.cached() is not None for job in jobs.values()) == 3
+
+
+def test_run_jobs_stops_starting_runs_at_the_first_failure_unless_told_to_keep_going(tmp_path):
+    """``hf-dmix compare`` stops at a failed run (its choice of recipe needs every search run): the runs queued
+    behind the failure must not start — an hour of training after a crash that already decided the outcome."""
+    jobs = _jobs(tmp_path, {"broken": 0.0, "x": 0.1, "y": 0.1}, fail=("broken",))
+    with pytest.raises(RuntimeError, match="run broken failed"):
+        run_jobs(list(jobs.values()), parallel=1, progress=False)
+    assert jobs["x"].cached() is None and jobs["y"].cached() is None
+
+
+def test_run_jobs_keeps_going_past_a_failure_and_returns_every_result_in_job_order(tmp_path, capsys):
+    jobs = _jobs(tmp_path, {"x": 0.1, "broken": 0.0, "y": 0.1}, fail=("broken",))
+    done = []
+    results = run_jobs(
+        list(jobs.values()), parallel=2, keep_going=True, progress=False, on_done=lambda job, r: done.append(job.name)
+    )
+    assert [r is not None for r in results] == [True, False, True]
+    assert sorted(done) == ["x", "y"]
+    assert "1 run(s) failed: broken" in capsys.readouterr().out
+    assert run_jobs(list(jobs.values())[::2], progress=False) == [jobs["x"].cached(), jobs["y"].cached()]
