@@ -7,8 +7,8 @@
 
 Stage 1 searches the learning rate of plain fine-tuning and Mixup on each dataset (seeds 0-2); stage 2 runs every
 setting at its chosen recipe as soon as a dataset's stage 1 is recorded. Stage 3 repeats both at 1,000 training
-examples on TREC-6, SST-2 and MR (stage 2 at seeds 0-4), after every 300-example run is recorded unless ``--sizes``
-asks for it. The protocol (jobs, recipe rule, paired
+examples on TREC-6, SST-2 and MR (stage 2 at seeds 0-4), dataset by dataset, after every 300-example run is recorded
+unless ``--sizes`` asks for it. The protocol (jobs, recipe rule, paired
 statistics) is ``hf_dmix.compare``'s, the same code a user runs on their own data; this file fixes the datasets, the
 seeds and the folders of the plan.
 """
@@ -78,11 +78,24 @@ def base_flags(args: argparse.Namespace, data: dict[str, str], size: int) -> dic
 def build_jobs(args: argparse.Namespace, records: list[dict]) -> list:
     """The plan's jobs at ``--sizes`` (default: 300, then stage 3's 1,000 once every 300-example run is recorded)."""
     if args.sizes:
-        return _jobs_at(args, records, list(args.sizes))
-    jobs = _jobs_at(args, records, [SIZE])
+        return [job for size in args.sizes for job in _jobs_of_size(args, records, size)]
+    jobs = _jobs_of_size(args, records, SIZE)
     if any(j.cached() is None for j in jobs):
         return jobs
-    return jobs + _jobs_at(args, records, [STAGE3_SIZE])
+    return jobs + _jobs_of_size(args, records, STAGE3_SIZE)
+
+
+def _jobs_of_size(args: argparse.Namespace, records: list[dict], size: int) -> list:
+    """At 300 examples all datasets together, seed-major (every row of the report grows at once). Stage 3 runs dataset
+    by dataset in the plan's order: at ~3x the cost per run on this CPU it may stop part-way, and one dataset with
+    every run is a comparison where a third of each dataset's search is none."""
+    if size == SIZE:
+        return _jobs_at(args, records, [size])
+    return [
+        job
+        for name in datasets_at(args, size)
+        for job in _jobs_at(argparse.Namespace(**{**vars(args), "datasets": [name]}), records, [size])
+    ]
 
 
 def _jobs_at(args: argparse.Namespace, records: list[dict], sizes: list[int]) -> list:

@@ -466,6 +466,9 @@ def test_operating_point_stage_3_runs_its_planned_datasets_and_seeds_after_stage
     # Seeds 0-2 of plain fine-tuning and Mixup at the chosen rate are stage 1's runs (the same job): 19 new per dataset.
     searched = {j.name for j in jobs if j.meta["stage"] == "search"}
     assert len(searched) == 54 and len({j.name for j in grid} - searched) == 3 * (5 * 5 - 2 * 3)
+    # Dataset by dataset, in the plan's order: a stage 3 cut short by the CPU leaves whole datasets, not thirds of each.
+    order = [j.meta["dataset"] for j in jobs]
+    assert order == sorted(order, key=op.STAGE3_DATASETS.index)
 
 
 def test_operating_point_report_keeps_stage_3_apart_and_says_what_of_it_exists():
