@@ -344,7 +344,15 @@ def stage3(records: list[dict]) -> tuple[list[str], str]:
         return [f"### {name}", "", detail[0].upper() + detail[1:]], f"{name}: {detail}"
     per = _by_dataset(mine, str(STAGE3_SIZE))
     search, chosen = search_table(per)
-    grid, _ = grid_tables(per, chosen)
+    if chosen:
+        grid = [
+            "Test macro-F1 (%), mean ± sd (seeds), and the paired differences (rule R2):",
+            "",
+            *grid_tables(per, chosen)[0],
+        ]
+    else:  # an empty table would say nothing; say why there is none
+        seeds = f"seeds {SEARCH_SEEDS[0]}–{SEARCH_SEEDS[-1]}"
+        grid = [f"No stage-2 run yet: a dataset's stage 2 starts once its stage 1 ({seeds}) is recorded."]
     counts, (planned1, planned2) = _counts(mine), _planned(len(STAGE3_DATASETS), STAGE3_SIZE)
     detail = (
         f"{len(mine)} records, {counts['search']} of the {planned1} stage-1 runs, {counts['grid']} of the "
@@ -359,8 +367,6 @@ def stage3(records: list[dict]) -> tuple[list[str], str]:
         "Learning rate chosen on validation (rule R1; mean validation macro-F1 %, runs in parentheses):",
         "",
         *search,
-        "",
-        "Test macro-F1 (%), mean ± sd (seeds), and the paired differences (rule R2):",
         "",
         *grid,
     ], f"{name}: {detail}"

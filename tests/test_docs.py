@@ -487,6 +487,13 @@ def test_operating_point_report_keeps_stage_3_apart_and_says_what_of_it_exists()
     )
     stage3 = body.split("### Stage 3")[1]
     assert "| trec6 | plain fine-tuning |" in stage3 and "| essc |" not in stage3
+    # Stage 1 part-way on every dataset (runs land one by one): no stage-2 table without a chosen recipe, and a
+    # sentence saying why instead of an empty one.
+    part = [r for r in at_1000 if r["benchmark_meta"]["seed"] < 2]
+    stage3 = report.report(at_300 + part)[0].split("### Stage 3")[1]
+    assert "| trec6 | plain fine-tuning |" in stage3 and "pending" in stage3
+    assert "| setting |  |" not in stage3 and "| setting | dataset | vs plain" not in stage3
+    assert "No stage-2 run yet: a dataset's stage 2 starts once its stage 1 (seeds 0–2) is recorded." in stage3
 
 
 def test_readme_quotes_the_beyond_text_summary_generated_from_its_records():
