@@ -8,6 +8,7 @@ Every number and every win / tie / loss word below is computed here from ``bench
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -372,26 +373,39 @@ def stage3(records: list[dict]) -> tuple[list[str], str]:
     ], f"{name}: {detail}"
 
 
+def _span(rows: Iterable[dict]) -> str:
+    """The paired-seed counts of some cells: ``"10"``, or ``"5–10"`` when they differ."""
+    ns = sorted({row["n"] for row in rows})
+    return f"{ns[0]}" if ns[0] == ns[-1] else f"{ns[0]}–{ns[-1]}"
+
+
 def lead(verdicts: dict) -> str:
     """README's opening answer to "does it help?", from the same paired verdicts as the headline (rule R2)."""
     plain = {s: v.get("baseline", {}) for s, v in verdicts.items() if s.startswith("dmix")}
     if not plain.get(DEFAULT):
         return "**Does it help?** Not measured yet where the models train: the grid below has no paired DMIX run."
-    ns = sorted({row["n"] for rows in plain.values() for row in rows.values()})
-    seeds = f"{ns[0]}" if ns[0] == ns[-1] else f"{ns[0]}–{ns[-1]}"
+    seeds = f"{_span(plain[DEFAULT].values())} paired seeds per dataset for default DMIX"
+    others = [row for s, rows in plain.items() if s != DEFAULT for row in rows.values()]
+    if others:
+        seeds += f" and {_span(others)} for the other DMIX rules"
+    planned = grid_seeds(SIZE)
+    short = len(plain[DEFAULT]) < len(DATASETS) or any(
+        row["n"] < len(planned.get(s, ())) for s, rows in plain.items() for row in rows.values()
+    )
     wins = [f"{LABELS[s]} on {d}" for s, rows in plain.items() for d, row in rows.items() if row["verdict"] == "win"]
     mixup = verdicts[DEFAULT].get("mixup", {})
     over_mixup = [d for d, row in mixup.items() if row["verdict"] == "win"]
     decided = sum(row["verdict"] != NO_INTERVAL for row in mixup.values())
     where = (
         f"recipes chosen on validation, all-MiniLM-L6-v2, {SIZE} training examples, {len(plain[DEFAULT])} datasets, "
-        f"{seeds} paired seeds per cell so far"
+        f"{seeds}{' so far' if short else ''}"
     )
     answer = (
         f"Sometimes. Where the models train ({where}), DMIX beats plain fine-tuning in {len(wins)} "
         f"cell{'s' if len(wins) != 1 else ''} ({'; '.join(wins)})"
         if wins
-        else f"Not so far. Where the models train ({where}), no DMIX setting beats plain fine-tuning on any dataset"
+        else f"{'Not so far' if short else 'No'}. Where the models train ({where}), no DMIX setting beats plain "
+        "fine-tuning on any dataset"
     )
     return (
         f"**Does it help?** {answer}, and default DMIX beats Mixup on {len(over_mixup)} of the {decided} datasets with "

@@ -314,14 +314,34 @@ def test_readme_opening_answer_names_every_dmix_win_over_plain_fine_tuning_and_o
     }
     text = report.lead(verdicts)
     assert "no DMIX setting beats plain fine-tuning on any dataset" in text
-    assert text.startswith("**Does it help?** Not so far.") and "2 datasets, 2 paired seeds per cell so far" in text
+    assert text.startswith("**Does it help?** Not so far.")
+    assert "2 datasets, 2 paired seeds per dataset for default DMIX and 2 for the other DMIX rules so far" in text
     assert "beats Mixup on 0 of the 2" in text
     verdicts["dmix-paper"]["baseline"]["mr"] = win
     verdicts["mixup"]["baseline"]["essc"] = win  # Mixup is no DMIX setting: not named
     text = report.lead(verdicts)
-    assert text.startswith("**Does it help?** Sometimes.") and "2–3 paired seeds per cell so far" in text
+    assert (
+        text.startswith("**Does it help?** Sometimes.")
+        and "default DMIX and 2–3 for the other DMIX rules so far" in text
+    )
     assert "DMIX beats plain fine-tuning in 1 cell (DMIX, the paper's rule on mr)" in text
     assert report.lead({}).startswith("**Does it help?** Not measured yet")
+
+
+def test_readme_opening_answer_says_so_far_only_while_the_300_example_grid_is_short_of_its_planned_seeds():
+    report, runs, op = _benchmark("operating_point_report"), _benchmark("_runs"), _benchmark("operating_point")
+
+    def rows(n: int) -> dict:
+        ci = runs.paired_ci({s: 79.5 + s % 2 for s in range(n)}, dict.fromkeys(range(n), 80.0))  # a tie
+        return {d: {**ci, "verdict": runs.verdict(ci)} for d in op.DATASETS}
+
+    planned = op.grid_seeds(op.SIZE)
+    verdicts = {s: {"baseline": rows(len(planned[s])), "mixup": rows(len(planned[s]))} for s in planned}
+    text = report.lead(verdicts)
+    assert "5 datasets, 10 paired seeds per dataset for default DMIX and 5 for the other DMIX rules)" in text
+    assert text.startswith("**Does it help?** No. ") and "so far" not in text
+    verdicts["dmix-centered"] = {"baseline": rows(9), "mixup": rows(9)}  # one seed short of the plan
+    assert "9 paired seeds per dataset for default DMIX and 5 for the other DMIX rules so far)" in report.lead(verdicts)
 
 
 def test_operating_point_headline_states_the_comparators_figures_rule_r5():
