@@ -356,7 +356,7 @@ def stage3(records: list[dict]) -> tuple[list[str], str]:
         grid = [f"No stage-2 run yet: a dataset's stage 2 starts once its stage 1 ({seeds}) is recorded."]
     counts, (planned1, planned2) = _counts(mine), _planned(len(STAGE3_DATASETS), STAGE3_SIZE)
     detail = (
-        f"{len(mine)} records, {counts['search']} of the {planned1} stage-1 runs, {counts['grid']} of the "
+        f"{len(mine)} record{'s' if len(mine) != 1 else ''}, {counts['search']} of the {planned1} stage-1 runs, {counts['grid']} of the "
         f"{planned2} further stage-2 runs; comparators: {counts['probe']} of {len(STAGE3_DATASETS)} probe runs, "
         f"{counts['setfit']} of {len(STAGE3_DATASETS) * len(SETFIT_SEEDS)} SetFit runs."
     )

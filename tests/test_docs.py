@@ -510,6 +510,7 @@ def test_operating_point_report_keeps_stage_3_apart_and_says_what_of_it_exists()
     # Stage 1 part-way on every dataset (runs land one by one): no stage-2 table without a chosen recipe, and a
     # sentence saying why instead of an empty one.
     part = [r for r in at_1000 if r["benchmark_meta"]["seed"] < 2]
+    assert "1,000 training examples on trec6, sst2, mr): 1 record, 1 of the 54" in report.report(at_300 + part[:1])[0]
     stage3 = report.report(at_300 + part)[0].split("### Stage 3")[1]
     assert "| trec6 | plain fine-tuning |" in stage3 and "pending" in stage3
     assert "| setting |  |" not in stage3 and "| setting | dataset | vs plain" not in stage3
