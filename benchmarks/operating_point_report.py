@@ -32,6 +32,7 @@ REPORT = ROOT / "docs" / "results" / "operating-point.md"
 DEFAULT = "dmix-centered"
 CANDIDATES = ("dmix-centered-nearest", "dmix-paper")
 COMPARATORS = ("probe", "setfit")
+NONINFERIORITY_MARGIN = 1.0  # points of test macro-F1 (plan, rule R3)
 COMPARATOR_NAMES = {"probe": "the linear probe on frozen embeddings", "setfit": "SetFit"}
 NUM_LABELS = {"essc": 2, "trec6": 6, "sst2": 2, "mr": 2, "subj": 2}
 
@@ -43,6 +44,11 @@ def _by_dataset(records: list[dict], size: str) -> dict[str, list[dict]]:
         if m.get("size") == size:
             out.setdefault(m["dataset"], []).append(r)
     return out
+
+
+def non_inferior(row: dict) -> bool:
+    """Rule R3: a tie whose interval's lower end lies above -NONINFERIORITY_MARGIN points (a win needs no such word)."""
+    return row["verdict"] == "tie" and row["low"] > -NONINFERIORITY_MARGIN
 
 
 def _fmt(ci: dict) -> str:
@@ -122,7 +128,8 @@ def grid_tables(per: dict[str, list[dict]], chosen_all: dict[str, dict]) -> tupl
             lines.append(f"| {LABELS[setting]} | " + " | ".join(row) + " |")
     lines += [
         "",
-        "Paired differences in test macro-F1 (points), by seed: mean [95 % CI] (n); verdict by the interval (rule R2).",
+        "Paired differences in test macro-F1 (points), by seed: mean [95 % CI] (n); verdict by the interval (rule R2); "
+        f"a tie whose lower end is above -{NONINFERIORITY_MARGIN:.1f} point is non-inferior (rule R3).",
         "",
         "| setting | dataset | vs plain fine-tuning | vs Mixup |",
         "|---|---|---|---|",
@@ -134,7 +141,8 @@ def grid_tables(per: dict[str, list[dict]], chosen_all: dict[str, dict]) -> tupl
             cols = []
             for against in ("baseline", "mixup"):
                 row = paired_rows(test, against).get(setting)
-                cols.append(f"{_fmt(row)} {row['verdict']}" if row else "—")
+                r3 = ", non-inferior (R3)" if row and non_inferior(row) else ""
+                cols.append(f"{_fmt(row)} {row['verdict']}{r3}" if row else "—")
                 if row:
                     verdicts.setdefault(setting, {}).setdefault(against, {})[d] = row
             lines.append(f"| {LABELS[setting]} | {d} | {cols[0]} | {cols[1]} |")
@@ -303,6 +311,7 @@ def headline(verdicts: dict, per: dict[str, list[dict]], chosen_all: dict) -> li
             + (f" (wins: {', '.join(groups['win'])})" if groups["win"] else "")
             + (f" (losses: {', '.join(groups['loss'])})" if groups["loss"] else "")
             + (f"; no verdict yet on {', '.join(groups[NO_INTERVAL])} (one paired seed)" if groups[NO_INTERVAL] else "")
+            + _r3_clause(v, len(groups["tie"]))
             + "."
         )
     any_win = any(
@@ -315,6 +324,17 @@ def headline(verdicts: dict, per: dict[str, list[dict]], chosen_all: dict) -> li
         out.append("No DMIX setting beats plain fine-tuning on any dataset with paired runs.")
     out.append(comparator_sentence(per, chosen_all))
     return [" ".join(out)]
+
+
+def _r3_clause(rows: dict[str, dict], ties: int) -> str:
+    """Rule R3 on the ties of one comparison: where the interval rules out a loss of more than the margin."""
+    if not ties:
+        return ""
+    where = [d for d, row in rows.items() if non_inferior(row)]
+    return (
+        f"; of the {_n(ties, 'tie')}, non-inferior by rule R3 (interval's lower end above "
+        f"-{NONINFERIORITY_MARGIN:.1f} point) on {', '.join(where) or 'none'}"
+    )
 
 
 def _counts(records: list[dict]) -> dict[str, int]:

@@ -303,6 +303,19 @@ def test_operating_point_headline_counts_only_cells_with_an_interval():
     assert "no verdict yet on sst2 (one paired seed)" in text
 
 
+def test_rule_r3_states_non_inferiority_only_for_a_tie_whose_lower_end_is_above_minus_one_point():
+    """Plan, R3: a tie is called non-inferior only where the interval's lower end is above -1.0 point."""
+    report, runs = _benchmark("operating_point_report"), _benchmark("_runs")
+    close = runs.paired_ci({0: 80.0, 1: 80.4, 2: 80.2}, dict.fromkeys(range(3), 80.0))  # about [-0.3, +0.7]
+    wide = runs.paired_ci({0: 78.0, 1: 83.0, 2: 80.0}, dict.fromkeys(range(3), 80.0))  # about [-5.9, +6.5]
+    edge = runs.paired_ci({0: 79.0, 1: 79.0}, {0: 80.0, 1: 80.0})  # exactly -1.0: not above the margin
+    rows = {d: {**ci, "verdict": runs.verdict(ci)} for d, ci in (("essc", close), ("mr", wide), ("sst2", edge))}
+    assert [report.non_inferior(rows[d]) for d in ("essc", "mr", "sst2")] == [True, False, False]
+    (text,) = report.headline({"dmix-centered": {"baseline": rows, "mixup": {"mr": rows["mr"]}}}, {}, {})
+    assert "of the 2 ties, non-inferior by rule R3 (interval's lower end above -1.0 point) on essc." in text
+    assert "of the 1 tie, non-inferior by rule R3 (interval's lower end above -1.0 point) on none." in text
+
+
 def test_readme_opening_answer_names_every_dmix_win_over_plain_fine_tuning_and_only_those():
     report, runs = _benchmark("operating_point_report"), _benchmark("_runs")
     tie = {**runs.paired_ci({0: 80.0, 1: 82.0}, {0: 79.0, 1: 83.0}), "verdict": "tie"}
