@@ -33,6 +33,7 @@ DEFAULT = "dmix-centered"
 CANDIDATES = ("dmix-centered-nearest", "dmix-paper")
 COMPARATORS = ("probe", "setfit")
 NONINFERIORITY_MARGIN = 1.0  # points of test macro-F1 (plan, rule R3)
+SEARCH_SEEDS_TEXT = f"seeds {SEARCH_SEEDS[0]}–{SEARCH_SEEDS[-1]}"
 COMPARATOR_NAMES = {"probe": "the linear probe on frozen embeddings", "setfit": "SetFit"}
 NUM_LABELS = {"essc": 2, "trec6": 6, "sst2": 2, "mr": 2, "subj": 2}
 
@@ -372,11 +373,10 @@ def stage3(records: list[dict]) -> tuple[list[str], str]:
             *grid_tables(per, chosen)[0],
         ]
     else:  # an empty table would say nothing; say why there is none
-        seeds = f"seeds {SEARCH_SEEDS[0]}–{SEARCH_SEEDS[-1]}"
-        grid = [f"No stage-2 run yet: a dataset's stage 2 starts once its stage 1 ({seeds}) is recorded."]
+        grid = [f"No stage-2 run yet: a dataset's stage 2 starts once its stage 1 ({SEARCH_SEEDS_TEXT}) is recorded."]
     counts, (planned1, planned2) = _counts(mine), _planned(len(STAGE3_DATASETS), STAGE3_SIZE)
     detail = (
-        f"{len(mine)} record{'s' if len(mine) != 1 else ''}, {counts['search']} of the {planned1} stage-1 runs, {counts['grid']} of the "
+        f"{_n(len(mine), 'record')}, {counts['search']} of the {planned1} stage-1 runs, {counts['grid']} of the "
         f"{planned2} further stage-2 runs; comparators: {counts['probe']} of {len(STAGE3_DATASETS)} probe runs, "
         f"{counts['setfit']} of {len(STAGE3_DATASETS) * len(SETFIT_SEEDS)} SetFit runs."
     )
@@ -470,7 +470,7 @@ def report(records: list[dict]) -> tuple[str, dict[str, str]]:
             summary,
             "",
             "### Stage 1: learning rate chosen on validation (mean validation macro-F1 % "
-            "over seeds 0–2, runs in parentheses)",
+            f"over {SEARCH_SEEDS_TEXT}, runs in parentheses)",
             "",
             *search,
             "",
