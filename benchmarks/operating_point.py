@@ -91,16 +91,15 @@ def _jobs_of_size(args: argparse.Namespace, records: list[dict], size: int) -> l
     every run is a comparison where a third of each dataset's search is none."""
     if size == SIZE:
         return _jobs_at(args, records, [size])
-    return [
-        job
-        for name in datasets_at(args, size)
-        for job in _jobs_at(argparse.Namespace(**{**vars(args), "datasets": [name]}), records, [size])
-    ]
+    return [job for name in datasets_at(args, size) for job in _jobs_at(args, records, [size], datasets=[name])]
 
 
-def _jobs_at(args: argparse.Namespace, records: list[dict], sizes: list[int]) -> list:
-    """The probes, stage-1 jobs of every dataset, then, seed by seed, the stage-2 jobs of each dataset whose stage 1 is
-    recorded (with the seeds 5-9 rule R4 adds for a qualifying candidate) and SetFit's."""
+def _jobs_at(
+    args: argparse.Namespace, records: list[dict], sizes: list[int], datasets: list[str] | None = None
+) -> list:
+    """The probes, stage-1 jobs of every dataset (``datasets``, default :func:`datasets_at`), then, seed by seed, the
+    stage-2 jobs of each dataset whose stage 1 is recorded (with the seeds 5-9 rule R4 adds for a qualifying
+    candidate) and SetFit's."""
     from operating_point_report import _by_dataset, default_rule
 
     root = data_root(args.data_dir)
@@ -108,7 +107,7 @@ def _jobs_at(args: argparse.Namespace, records: list[dict], sizes: list[int]) ->
     probes, jobs, stage2, setfit = [], [], [], []
     chosen_all = {}
     for size in sizes:
-        for name in datasets_at(args, size):
+        for name in datasets or datasets_at(args, size):
             base = base_flags(args, split_files(name, root, runs), size)
             meta = {"dataset": name, "size": str(size)}
             prefix = f"{name}-{size}"
